@@ -1,0 +1,465 @@
+//! Typed configuration: TOML text → merged onto the embedded defaults →
+//! environment overrides → typed value → `validate()`.
+//!
+//! `config/sendgate.toml` is embedded in the binary and is the single source of
+//! defaults, so a user's file only needs the keys it changes. Every error names
+//! the key it is about, so `sendgate check-config` can print one clear line.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::Path;
+use std::time::Duration;
+
+use http::Uri;
+use serde::Deserialize;
+use toml::{Table, Value};
+
+use crate::send::policy::Policy;
+
+/// The documented defaults, every key present.
+pub const DEFAULTS: &str = include_str!("../config/sendgate.toml");
+
+/// Prefix of environment variables that override config keys.
+const ENV_PREFIX: &str = "SENDGATE_";
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    pub listen: SocketAddr,
+    pub upstream: String,
+    pub upstream_roots: RootStore,
+    pub connect_timeout_ms: u64,
+    pub request_timeout_ms: u64,
+    pub pool_max_idle: usize,
+    pub pool_idle_timeout_ms: u64,
+    pub max_send_body_bytes: usize,
+    pub policy: PolicyConfig,
+    /// Template name → category, consulted before Meta.
+    pub templates: BTreeMap<String, Category>,
+    /// Business phone number id → its settings.
+    pub numbers: BTreeMap<String, NumberConfig>,
+    /// Client name (from `x-sendgate-client`) → its settings.
+    pub clients: BTreeMap<String, ClientConfig>,
+    pub cache: CacheConfig,
+    pub log: LogConfig,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RootStore {
+    Webpki,
+    System,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Mode {
+    /// Rewrite and block.
+    Enforce,
+    /// Forward unchanged; report what enforce would do.
+    Report,
+}
+
+/// A template category as Meta names it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize)]
+#[serde(rename_all = "UPPERCASE")]
+pub enum Category {
+    Marketing,
+    Utility,
+    Authentication,
+}
+
+/// What a template of unknown category is treated as.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum UnknownCategory {
+    Allow,
+    Marketing,
+    Authentication,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PolicyConfig {
+    pub mode: Mode,
+    pub prefer_phone: bool,
+    pub block_usernames: bool,
+    pub auth_templates_require_phone: bool,
+    pub campaign_requires_phone: bool,
+    pub unknown_category: UnknownCategory,
+}
+
+impl PolicyConfig {
+    /// The switches the pure decision needs.
+    pub fn policy(&self) -> Policy {
+        Policy {
+            prefer_phone: self.prefer_phone,
+            block_usernames: self.block_usernames,
+            auth_templates_require_phone: self.auth_templates_require_phone,
+            campaign_requires_phone: self.campaign_requires_phone,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NumberConfig {
+    /// The WhatsApp Business Account that owns the number's templates.
+    pub waba_id: Option<String>,
+    /// Numbers in one portfolio share BSUIDs and identity mappings.
+    #[serde(default = "default_portfolio")]
+    pub portfolio: String,
+}
+
+/// The portfolio of every number that config does not place elsewhere.
+pub const DEFAULT_PORTFOLIO: &str = "default";
+
+fn default_portfolio() -> String {
+    DEFAULT_PORTFOLIO.to_owned()
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClientConfig {
+    /// Every send of this client is a campaign send.
+    #[serde(default)]
+    pub campaign: bool,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CacheConfig {
+    pub identity_capacity: u64,
+    pub identity_ttl_secs: u64,
+    pub template_capacity: u64,
+    pub template_ttl_secs: u64,
+    pub template_negative_ttl_secs: u64,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LogConfig {
+    pub level: String,
+    pub format: LogFormat,
+    pub show_identifiers: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+/// A configuration problem, naming the key (or file) it is about.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigError {
+    pub key: String,
+    pub reason: String,
+}
+
+impl ConfigError {
+    fn new(key: impl Into<String>, reason: impl Into<String>) -> Self {
+        ConfigError {
+            key: key.into(),
+            reason: reason.into(),
+        }
+    }
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.key, self.reason)
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+impl Config {
+    /// Reads a config file (or only the defaults when `path` is `None`) with
+    /// the process environment's overrides, and validates it.
+    pub fn load(path: Option<&Path>) -> Result<Self, ConfigError> {
+        let text = match path {
+            Some(path) => std::fs::read_to_string(path)
+                .map_err(|err| ConfigError::new(path.display().to_string(), err.to_string()))?,
+            None => String::new(),
+        };
+        Self::from_sources(&text, std::env::vars())
+    }
+
+    /// Builds a config from file text and environment pairs. Tests call this
+    /// with a map instead of the process environment.
+    pub fn from_sources(
+        text: &str,
+        env: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<Self, ConfigError> {
+        let defaults: Table = DEFAULTS
+            .parse()
+            .expect("the embedded defaults are valid TOML");
+        let user: Table = text
+            .parse()
+            .map_err(|err: toml::de::Error| ConfigError::new("(file)", one_line(err.message())))?;
+        let mut merged = defaults.clone();
+        merge(&mut merged, user);
+        for (name, value) in env {
+            apply_env_override(&mut merged, &defaults, &name, &value)?;
+        }
+        let config: Config =
+            serde_path_to_error::deserialize(Value::Table(merged)).map_err(|err| {
+                let key = err.path().to_string();
+                ConfigError::new(key, one_line(&err.into_inner().to_string()))
+            })?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Checks what types alone cannot.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        self.upstream_uri()?;
+        let positive = [
+            ("connect_timeout_ms", self.connect_timeout_ms),
+            ("request_timeout_ms", self.request_timeout_ms),
+            ("pool_idle_timeout_ms", self.pool_idle_timeout_ms),
+            ("cache.identity_capacity", self.cache.identity_capacity),
+            ("cache.identity_ttl_secs", self.cache.identity_ttl_secs),
+            ("cache.template_capacity", self.cache.template_capacity),
+            ("cache.template_ttl_secs", self.cache.template_ttl_secs),
+            (
+                "cache.template_negative_ttl_secs",
+                self.cache.template_negative_ttl_secs,
+            ),
+        ];
+        if let Some((key, _)) = positive.iter().find(|(_, value)| *value == 0) {
+            return Err(ConfigError::new(*key, "must be greater than 0"));
+        }
+        if !(1024..=64 << 20).contains(&self.max_send_body_bytes) {
+            return Err(ConfigError::new(
+                "max_send_body_bytes",
+                "must be between 1024 and 67108864",
+            ));
+        }
+        for (id, number) in &self.numbers {
+            if id.is_empty() || !id.bytes().all(|b| b.is_ascii_digit()) {
+                return Err(ConfigError::new(
+                    format!("numbers.{id}"),
+                    "a phone number id is digits only",
+                ));
+            }
+            if number.portfolio.is_empty() {
+                return Err(ConfigError::new(
+                    format!("numbers.{id}.portfolio"),
+                    "must not be empty",
+                ));
+            }
+        }
+        if self
+            .log
+            .level
+            .parse::<tracing_subscriber::EnvFilter>()
+            .is_err()
+        {
+            return Err(ConfigError::new("log.level", "not a valid log filter"));
+        }
+        Ok(())
+    }
+
+    /// The upstream base URL: http or https, a host, and no path.
+    pub fn upstream_uri(&self) -> Result<Uri, ConfigError> {
+        let bad = |reason: &str| ConfigError::new("upstream", reason.to_owned());
+        let uri: Uri = self.upstream.parse().map_err(|_| bad("not a URL"))?;
+        match uri.scheme_str() {
+            Some("http" | "https") => {}
+            _ => return Err(bad("must start with http:// or https://")),
+        }
+        if uri.host().is_none() {
+            return Err(bad("has no host"));
+        }
+        if !matches!(uri.path(), "" | "/") || uri.query().is_some() {
+            return Err(bad("must be a base URL with no path or query"));
+        }
+        Ok(uri)
+    }
+
+    pub fn connect_timeout(&self) -> Duration {
+        Duration::from_millis(self.connect_timeout_ms)
+    }
+
+    pub fn request_timeout(&self) -> Duration {
+        Duration::from_millis(self.request_timeout_ms)
+    }
+
+    /// The portfolio a business number belongs to.
+    pub fn portfolio_of(&self, phone_number_id: &str) -> &str {
+        self.numbers
+            .get(phone_number_id)
+            .map_or(DEFAULT_PORTFOLIO, |number| number.portfolio.as_str())
+    }
+
+    /// The WABA whose templates a business number sends.
+    pub fn waba_of(&self, phone_number_id: &str) -> Option<&str> {
+        self.numbers.get(phone_number_id)?.waba_id.as_deref()
+    }
+
+    /// True when the named client is a campaign tool.
+    pub fn is_campaign_client(&self, client: &str) -> bool {
+        self.clients
+            .get(client)
+            .is_some_and(|client| client.campaign)
+    }
+}
+
+/// Deep-merges `overlay` onto `base`: tables merge, anything else replaces.
+fn merge(base: &mut Table, overlay: Table) {
+    for (key, value) in overlay {
+        match (base.get_mut(&key), value) {
+            (Some(Value::Table(base_table)), Value::Table(overlay_table)) => {
+                merge(base_table, overlay_table);
+            }
+            (_, value) => {
+                base.insert(key, value);
+            }
+        }
+    }
+}
+
+/// Applies `SENDGATE_A__B=value` to key `a.b` when the defaults have such a
+/// scalar key; other `SENDGATE_*` variables (secrets, the config path) are not
+/// config keys and are left alone.
+fn apply_env_override(
+    merged: &mut Table,
+    defaults: &Table,
+    name: &str,
+    value: &str,
+) -> Result<(), ConfigError> {
+    let Some(path) = name.strip_prefix(ENV_PREFIX) else {
+        return Ok(());
+    };
+    let path: Vec<String> = path
+        .to_ascii_lowercase()
+        .split("__")
+        .map(str::to_owned)
+        .collect();
+    let Some((leaf, tables)) = path.split_last() else {
+        return Ok(());
+    };
+    let mut default_table = defaults;
+    let mut target = merged;
+    for table in tables {
+        match (default_table.get(table), target.get_mut(table)) {
+            (Some(Value::Table(d)), Some(Value::Table(t))) => {
+                default_table = d;
+                target = t;
+            }
+            _ => return Ok(()),
+        }
+    }
+    let typed = match default_table.get(leaf) {
+        Some(Value::String(_)) => Value::String(value.to_owned()),
+        Some(Value::Integer(_)) => value.trim().parse().map(Value::Integer).map_err(|_| {
+            ConfigError::new(name, format!("expected a whole number, got {value:?}"))
+        })?,
+        Some(Value::Boolean(_)) => value.trim().parse().map(Value::Boolean).map_err(|_| {
+            ConfigError::new(name, format!("expected true or false, got {value:?}"))
+        })?,
+        _ => return Ok(()),
+    };
+    target.insert(leaf.clone(), typed);
+    Ok(())
+}
+
+fn one_line(text: &str) -> String {
+    text.split_whitespace().collect::<Vec<_>>().join(" ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn embedded_defaults_are_a_valid_config() {
+        let config = Config::from_sources("", env(&[])).unwrap();
+        assert_eq!(config.listen, "127.0.0.1:8080".parse().unwrap());
+        assert_eq!(config.upstream, "https://graph.facebook.com");
+        assert_eq!(config.policy.mode, Mode::Enforce);
+        assert_eq!(config.policy.unknown_category, UnknownCategory::Allow);
+        assert!(config.numbers.is_empty());
+        assert!(!config.log.show_identifiers);
+    }
+
+    #[test]
+    fn file_overrides_defaults_and_env_overrides_file() {
+        let text = r#"
+            listen = "127.0.0.1:9000"
+            [policy]
+            mode = "report"
+            [templates]
+            otp_login = "AUTHENTICATION"
+            [numbers."123456"]
+            waba_id = "999"
+            portfolio = "acme"
+            [clients.blaster]
+            campaign = true
+        "#;
+        let config = Config::from_sources(
+            text,
+            env(&[
+                ("SENDGATE_LISTEN", "127.0.0.1:9100"),
+                ("SENDGATE_CACHE__TEMPLATE_TTL_SECS", "5"),
+                ("SENDGATE_APP_SECRET", "not a key"),
+                ("OTHER", "x"),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(config.listen, "127.0.0.1:9100".parse().unwrap());
+        assert_eq!(config.policy.mode, Mode::Report);
+        assert!(
+            config.policy.prefer_phone,
+            "untouched keys keep their default"
+        );
+        assert_eq!(config.cache.template_ttl_secs, 5);
+        assert_eq!(config.templates["otp_login"], Category::Authentication);
+        assert_eq!(config.portfolio_of("123456"), "acme");
+        assert_eq!(config.portfolio_of("777"), DEFAULT_PORTFOLIO);
+        assert_eq!(config.waba_of("123456"), Some("999"));
+        assert!(config.is_campaign_client("blaster"));
+        assert!(!config.is_campaign_client("crm"));
+    }
+
+    #[test]
+    fn errors_name_the_key() {
+        let key_of = |text: &str| Config::from_sources(text, env(&[])).unwrap_err().key;
+        assert_eq!(key_of("[policy]\nmode = \"enforc\""), "policy.mode");
+        assert_eq!(key_of("lisen = \"x\""), "lisen");
+        assert_eq!(key_of("listen = \"nowhere\""), "listen");
+        assert_eq!(key_of("upstream = \"ftp://x\""), "upstream");
+        assert_eq!(
+            key_of("upstream = \"https://graph.facebook.com/v21.0\""),
+            "upstream"
+        );
+        assert_eq!(key_of("[templates]\nx = \"PROMO\""), "templates.x");
+        assert_eq!(key_of("[numbers.abc]"), "numbers.abc");
+        assert_eq!(key_of("connect_timeout_ms = 0"), "connect_timeout_ms");
+        assert_eq!(key_of("max_send_body_bytes = 10"), "max_send_body_bytes");
+        assert_eq!(
+            key_of("[cache]\nidentity_ttl_secs = -1"),
+            "cache.identity_ttl_secs"
+        );
+        assert_eq!(key_of("listen = "), "(file)");
+        let err = Config::from_sources("", env(&[("SENDGATE_CONNECT_TIMEOUT_MS", "soon")]));
+        assert_eq!(err.unwrap_err().key, "SENDGATE_CONNECT_TIMEOUT_MS");
+    }
+
+    #[test]
+    fn unknown_key_error_says_which() {
+        let err = Config::from_sources("lisen = \"x\"", env(&[])).unwrap_err();
+        assert!(err.reason.contains("lisen"), "{err}");
+    }
+}

@@ -1,0 +1,164 @@
+//! Local errors shaped like Graph API errors (design.md §3).
+//!
+//! Cloud API SDKs recognise an error only when it is a 4xx/5xx with a JSON
+//! content type, an integer `error.code` and a string `error.message`
+//! (cloud-api.md §3), so every response sendgate makes up itself has exactly
+//! that shape. Each error is tagged by the side that caused it, which fixes
+//! its HTTP status.
+
+use bytes::Bytes;
+use http::{HeaderValue, Response, StatusCode, header};
+use serde_json::json;
+
+use crate::send::policy::BlockReason;
+use crate::upstream::{ProxyBody, full_body};
+
+/// A Graph-shaped error made by sendgate.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GraphError {
+    pub status: StatusCode,
+    /// `error.code`, the integer SDKs switch on.
+    pub code: u32,
+    /// `error.type`, as Meta spells it for the same kind of failure.
+    pub kind: &'static str,
+    /// `error.message`: what was wrong and what to do, never a secret.
+    pub message: String,
+    /// The machine-readable reason, first part of `error_data.details`.
+    pub reason: &'static str,
+}
+
+impl GraphError {
+    /// A send refused by the decision table.
+    pub fn blocked(reason: BlockReason) -> Self {
+        GraphError {
+            status: StatusCode::BAD_REQUEST,
+            code: reason.code(),
+            kind: "OAuthException",
+            message: format!("(#{}) {}", reason.code(), reason.message()),
+            reason: reason.as_str(),
+        }
+    }
+
+    /// The client sent something that is not a usable send body (code 100).
+    pub fn invalid_request(reason: &'static str, message: impl Into<String>) -> Self {
+        GraphError {
+            status: StatusCode::BAD_REQUEST,
+            code: 100,
+            kind: "OAuthException",
+            message: format!("(#100) {}", message.into()),
+            reason,
+        }
+    }
+
+    /// The send body is over the configured cap.
+    pub fn body_too_large(limit: usize) -> Self {
+        GraphError {
+            status: StatusCode::PAYLOAD_TOO_LARGE,
+            code: 100,
+            kind: "OAuthException",
+            message: format!(
+                "(#100) The send body is larger than this proxy accepts ({limit} bytes)."
+            ),
+            reason: "body_too_large",
+        }
+    }
+
+    /// The upstream could not be reached or broke off (502). Code 2 is Meta's
+    /// "service temporarily unavailable", which SDKs treat as transient.
+    pub fn upstream_unavailable() -> Self {
+        GraphError {
+            status: StatusCode::BAD_GATEWAY,
+            code: 2,
+            kind: "OAuthException",
+            message: "(#2) The Cloud API could not be reached through sendgate. Retry later."
+                .into(),
+            reason: "upstream_unavailable",
+        }
+    }
+
+    /// The upstream did not answer in time (504).
+    pub fn upstream_timeout() -> Self {
+        GraphError {
+            status: StatusCode::GATEWAY_TIMEOUT,
+            code: 2,
+            kind: "OAuthException",
+            message: "(#2) The Cloud API did not answer in time through sendgate. Retry later."
+                .into(),
+            reason: "upstream_timeout",
+        }
+    }
+
+    /// Something inside sendgate failed (500).
+    pub fn internal() -> Self {
+        GraphError {
+            status: StatusCode::INTERNAL_SERVER_ERROR,
+            code: 1,
+            kind: "OAuthException",
+            message: "(#1) sendgate failed to handle this request. Retry later.".into(),
+            reason: "internal_error",
+        }
+    }
+
+    /// The JSON body, with `request_id` as `fbtrace_id` so a sender's log line
+    /// can be matched to sendgate's.
+    pub fn body(&self, request_id: &str) -> Bytes {
+        let details = format!("{}: {}", self.reason, self.message);
+        let body = json!({
+            "error": {
+                "message": self.message,
+                "type": self.kind,
+                "code": self.code,
+                "error_data": {"messaging_product": "whatsapp", "details": details},
+                "fbtrace_id": request_id,
+            }
+        });
+        Bytes::from(body.to_string())
+    }
+
+    /// The whole response.
+    pub fn into_response(self, request_id: &str) -> Response<ProxyBody> {
+        let mut response = Response::new(full_body(self.body(request_id)));
+        *response.status_mut() = self.status;
+        response.headers_mut().insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        );
+        response
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn body_is_what_sdks_parse() {
+        let error = GraphError::blocked(BlockReason::UsernameTarget {
+            recased_bsuid: false,
+        });
+        let body: serde_json::Value = serde_json::from_slice(&error.body("req-1")).unwrap();
+        assert_eq!(error.status, StatusCode::BAD_REQUEST);
+        assert_eq!(body["error"]["code"], 100);
+        assert!(
+            body["error"]["message"]
+                .as_str()
+                .unwrap()
+                .contains("Usernames cannot be")
+        );
+        assert_eq!(body["error"]["type"], "OAuthException");
+        assert_eq!(body["error"]["fbtrace_id"], "req-1");
+        assert!(
+            body["error"]["error_data"]["details"]
+                .as_str()
+                .unwrap()
+                .starts_with("username_target: ")
+        );
+    }
+
+    #[test]
+    fn auth_block_uses_metas_code() {
+        let error = GraphError::blocked(BlockReason::AuthTemplateNeedsPhone);
+        assert_eq!(error.code, 131062);
+        assert!(error.message.starts_with("(#131062) "));
+    }
+}

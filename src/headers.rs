@@ -1,0 +1,111 @@
+//! Hop-by-hop header rules, RFC 9110 §7.6.1.
+//!
+//! A proxy must not forward the connection-specific fields of one hop to the
+//! next: `Connection` itself, every field it names, and the fields that are
+//! hop-by-hop by definition. Framing (`Transfer-Encoding`) is redone by hyper
+//! for each hop, while `Content-Length` is end-to-end and kept, so a
+//! fixed-length body stays fixed-length and a chunked body stays chunked.
+
+use http::HeaderMap;
+use http::header::{self, HeaderName};
+
+/// Fields that only ever describe a single connection (RFC 9110 §7.6.1, plus
+/// the obsolete `Keep-Alive` and `Proxy-Connection` that clients still send).
+const HOP_BY_HOP: [HeaderName; 6] = [
+    header::CONNECTION,
+    header::TE,
+    header::TRANSFER_ENCODING,
+    header::UPGRADE,
+    HeaderName::from_static("keep-alive"),
+    HeaderName::from_static("proxy-connection"),
+];
+
+/// The header a sender uses to name itself to sendgate; it is addressed to
+/// this proxy, not to Meta.
+pub const CLIENT_HEADER: HeaderName = HeaderName::from_static("x-sendgate-client");
+
+/// The header that tells the sender what sendgate did with a send.
+pub const DECISION_HEADER: HeaderName = HeaderName::from_static("x-sendgate-decision");
+
+/// Removes hop-by-hop fields, including those listed in `Connection`.
+pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
+    let named: Vec<HeaderName> = headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|value| value.to_str().ok())
+        .flat_map(|value| value.split(','))
+        .filter_map(|name| HeaderName::from_bytes(name.trim().as_bytes()).ok())
+        .collect();
+    for name in named.iter().chain(HOP_BY_HOP.iter()) {
+        headers.remove(name);
+    }
+}
+
+/// Prepares a request's headers for the upstream: hop-by-hop fields go, and
+/// so do sendgate's own control headers.
+pub fn for_upstream(headers: &mut HeaderMap) {
+    strip_hop_by_hop(headers);
+    headers.remove(CLIENT_HEADER);
+    // hyper's client writes Host from the upstream URI.
+    headers.remove(header::HOST);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use http::HeaderValue;
+
+    fn map(pairs: &[(&str, &str)]) -> HeaderMap {
+        let mut headers = HeaderMap::new();
+        for (name, value) in pairs {
+            headers.append(
+                HeaderName::from_bytes(name.as_bytes()).unwrap(),
+                HeaderValue::from_str(value).unwrap(),
+            );
+        }
+        headers
+    }
+
+    #[test]
+    fn strips_fixed_and_named_hop_by_hop_fields() {
+        let mut headers = map(&[
+            ("connection", "keep-alive, X-Trace-Hop"),
+            ("connection", "close"),
+            ("keep-alive", "timeout=5"),
+            ("x-trace-hop", "1"),
+            ("transfer-encoding", "chunked"),
+            ("te", "trailers"),
+            ("upgrade", "h2c"),
+            ("proxy-connection", "keep-alive"),
+            ("authorization", "Bearer t"),
+            ("content-length", "12"),
+            ("content-type", "application/json"),
+        ]);
+        strip_hop_by_hop(&mut headers);
+        let mut left: Vec<_> = headers.keys().map(|k| k.as_str()).collect();
+        left.sort_unstable();
+        assert_eq!(left, ["authorization", "content-length", "content-type"]);
+    }
+
+    #[test]
+    fn upstream_loses_host_and_client_header_only() {
+        let mut headers = map(&[
+            ("host", "localhost:8080"),
+            ("x-sendgate-client", "crm"),
+            ("authorization", "Bearer t"),
+            ("accept", "*/*"),
+        ]);
+        for_upstream(&mut headers);
+        let mut left: Vec<_> = headers.keys().map(|k| k.as_str()).collect();
+        left.sort_unstable();
+        assert_eq!(left, ["accept", "authorization"]);
+    }
+
+    #[test]
+    fn junk_connection_values_are_ignored() {
+        let mut headers = map(&[("connection", ", ,bad header name,"), ("accept", "*/*")]);
+        strip_hop_by_hop(&mut headers);
+        assert!(headers.contains_key("accept"));
+        assert!(!headers.contains_key("connection"));
+    }
+}

@@ -1,0 +1,63 @@
+//! sendgate: a reverse proxy in front of the WhatsApp Cloud API that makes
+//! outbound sends survive the move from phone numbers to usernames and
+//! business-scoped user IDs (BSUIDs).
+//!
+//! Senders point their base URL at sendgate. Every send is inspected: the
+//! recipient is classified (phone, BSUID, parent BSUID, username, junk), put
+//! in the field the Cloud API needs, resolved to a known phone where that is
+//! better, or refused with a Graph-shaped error the sender's SDK already
+//! understands. Every other request streams through untouched.
+//!
+//! # Layout
+//!
+//! - [`config`]: typed configuration over the embedded defaults, env overrides, validation.
+//! - [`server`]: listeners, HTTP/1.1 + HTTP/2, graceful shutdown.
+//! - [`proxy`]: shared state and routing; passthrough streaming.
+//! - [`upstream`]: the pooled rustls client to the Cloud API, timeouts, 502/504.
+//! - [`headers`]: hop-by-hop rules (RFC 9110 §7.6.1) and sendgate's own headers.
+//! - [`send`]: the send path; `send::identifier` (classification),
+//!   `send::payload` (facts and byte-preserving rewrite), `send::policy` (the
+//!   decision table).
+//! - [`identity`]: phone ↔ BSUID mappings per portfolio.
+//! - [`templates`]: template categories from config and Meta, cached.
+//! - [`graph_error`]: local errors shaped like Graph errors.
+//! - [`logging`]: log setup and identifier masking.
+//! - [`sandbox`]: a simulated Cloud API for development and tests.
+
+#![forbid(unsafe_code)]
+
+pub mod config;
+pub mod graph_error;
+pub mod headers;
+pub mod identity;
+pub mod logging;
+pub mod proxy;
+pub mod sandbox;
+pub mod send;
+pub mod server;
+pub mod templates;
+pub mod upstream;
+
+use std::future::Future;
+use std::sync::Arc;
+
+use http::{Request, Response};
+use hyper::body::Incoming;
+use tokio::net::TcpListener;
+
+pub use config::Config;
+pub use proxy::App;
+
+use crate::server::Handler;
+use crate::upstream::ProxyBody;
+
+impl Handler for App {
+    async fn call(self: Arc<Self>, request: Request<Incoming>) -> Response<ProxyBody> {
+        self.handle(request).await
+    }
+}
+
+/// Runs the proxy on an already-bound listener until `shutdown` completes.
+pub async fn run(listener: TcpListener, app: Arc<App>, shutdown: impl Future<Output = ()>) {
+    server::serve(listener, app, shutdown).await;
+}

@@ -1,0 +1,101 @@
+//! The proxy's shared state and its router: sends go to the send path,
+//! everything else streams to the upstream untouched.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use http::{Request, Response};
+use http_body_util::BodyExt;
+use hyper::body::Incoming;
+
+use crate::config::{Config, ConfigError};
+use crate::headers;
+use crate::identity::{CachedIdentities, IdentityStore};
+use crate::send;
+use crate::templates::TemplateCategories;
+use crate::upstream::{ProxyBody, Upstream};
+
+/// Everything a request handler needs, shared by all connections.
+pub struct App {
+    config: Arc<Config>,
+    pub upstream: Arc<Upstream>,
+    pub identities: Arc<dyn IdentityStore>,
+    pub templates: TemplateCategories,
+    /// Prefix that makes request ids unique across restarts.
+    id_prefix: String,
+    next_id: AtomicU64,
+}
+
+impl App {
+    /// Builds the state for a validated config, with the in-memory identity cache.
+    pub fn new(config: Config) -> Result<Self, ConfigError> {
+        let identities = Arc::new(CachedIdentities::new(
+            config.cache.identity_capacity,
+            std::time::Duration::from_secs(config.cache.identity_ttl_secs),
+        ));
+        Self::with_identities(config, identities)
+    }
+
+    /// Builds the state with a given identity store.
+    pub fn with_identities(
+        config: Config,
+        identities: Arc<dyn IdentityStore>,
+    ) -> Result<Self, ConfigError> {
+        let upstream = Arc::new(Upstream::new(&config)?);
+        let templates = TemplateCategories::new(&config.cache, upstream.clone());
+        let started = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |elapsed| elapsed.as_secs());
+        Ok(App {
+            config: Arc::new(config),
+            upstream,
+            identities,
+            templates,
+            id_prefix: format!("sg{started:x}"),
+            next_id: AtomicU64::new(1),
+        })
+    }
+
+    /// The configuration in force.
+    pub fn config(&self) -> Arc<Config> {
+        self.config.clone()
+    }
+
+    /// A new id for a request, echoed as `fbtrace_id` in local errors and logs.
+    fn request_id(&self) -> String {
+        let n = self.next_id.fetch_add(1, Ordering::Relaxed);
+        format!("{}-{n:x}", self.id_prefix)
+    }
+
+    /// Routes one request.
+    pub async fn handle(self: Arc<Self>, request: Request<Incoming>) -> Response<ProxyBody> {
+        let path = request.uri().path().to_owned();
+        if let Some(route) = send::route(request.method(), &path) {
+            let request_id = self.request_id();
+            return send::handle(&self, request, route, &request_id).await;
+        }
+        self.passthrough(request).await
+    }
+
+    /// Streams a request that is not a send to the upstream and its answer
+    /// back, both bodies unbuffered.
+    async fn passthrough(&self, request: Request<Incoming>) -> Response<ProxyBody> {
+        let request = request.map(|body| body.map_err(Into::into).boxed());
+        match self.upstream.send(request).await {
+            Ok(response) => relay(response),
+            Err(error) => {
+                let request_id = self.request_id();
+                tracing::warn!(request_id, error = ?error, "upstream request failed");
+                error.to_graph_error().into_response(&request_id)
+            }
+        }
+    }
+}
+
+/// An upstream response on its way back: hop-by-hop headers go, the body streams.
+pub fn relay(response: Response<Incoming>) -> Response<ProxyBody> {
+    let mut response = response.map(|body| body.map_err(Into::into).boxed());
+    headers::strip_hop_by_hop(response.headers_mut());
+    response
+}

@@ -1,0 +1,434 @@
+//! The send path: `POST /{version}/{phone-number-id}/messages` and
+//! `/marketing_messages`.
+//!
+//! Phases, each a plain function: read the body (bounded) → parse the facts →
+//! classify → resolve what the decision needs → decide → rewrite if asked →
+//! forward → learn from the response. The pure phases live in
+//! [`identifier`], [`payload`] and [`policy`].
+
+pub mod identifier;
+pub mod payload;
+pub mod policy;
+
+use std::fmt::Write as _;
+
+use bytes::Bytes;
+use http::{HeaderValue, Method, Request, Response, header};
+use http_body_util::{BodyExt, LengthLimitError, Limited};
+use hyper::body::Incoming;
+
+use crate::config::{Category, Config, Mode, UnknownCategory};
+use crate::graph_error::GraphError;
+use crate::headers::{CLIENT_HEADER, DECISION_HEADER};
+use crate::identity::Mapping;
+use crate::logging::mask;
+use crate::proxy::{App, relay};
+use crate::templates::LookupContext;
+use crate::upstream::{ProxyBody, full_body};
+use identifier::{IdClass, classify, phone_digits};
+use payload::{FieldValue, Member, PayloadError, SendPayload};
+use policy::{Addressing, Decision, Facts, MessageKind, Recipient};
+
+/// The two send endpoints.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Endpoint {
+    Messages,
+    /// The Marketing Messages API: every send here is a campaign send.
+    MarketingMessages,
+}
+
+/// A request recognised as a send.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SendRoute<'a> {
+    /// `v21.0`; Graph also accepts unversioned paths.
+    pub version: Option<&'a str>,
+    pub phone_number_id: &'a str,
+    pub endpoint: Endpoint,
+}
+
+/// Recognises `POST /{version}/{phone-number-id}/(marketing_)messages`.
+pub fn route<'a>(method: &Method, path: &'a str) -> Option<SendRoute<'a>> {
+    if method != Method::POST {
+        return None;
+    }
+    let mut segments = path.strip_prefix('/')?.rsplit('/');
+    let endpoint = match segments.next()? {
+        "messages" => Endpoint::Messages,
+        "marketing_messages" => Endpoint::MarketingMessages,
+        _ => return None,
+    };
+    let phone_number_id = segments.next().filter(|id| is_digits(id))?;
+    let version = match (segments.next(), segments.next()) {
+        (None, _) => None,
+        (Some(version), None) if is_version(version) => Some(version),
+        _ => return None,
+    };
+    Some(SendRoute {
+        version,
+        phone_number_id,
+        endpoint,
+    })
+}
+
+fn is_digits(text: &str) -> bool {
+    !text.is_empty() && text.bytes().all(|b| b.is_ascii_digit())
+}
+
+fn is_version(text: &str) -> bool {
+    text.strip_prefix('v').is_some_and(|rest| {
+        !rest.is_empty() && rest.bytes().all(|b| b.is_ascii_digit() || b == b'.')
+    })
+}
+
+/// Handles one send end to end.
+pub async fn handle(
+    app: &App,
+    request: Request<Incoming>,
+    route: SendRoute<'_>,
+    request_id: &str,
+) -> Response<ProxyBody> {
+    let config = app.config();
+    let (parts, body) = request.into_parts();
+    // Over the cap is refused in both modes: report mode promises to forward
+    // what it inspects, and a send this large is no send.
+    let body = match read_body(body, &parts.headers, config.max_send_body_bytes).await {
+        Ok(body) => body,
+        Err(error) => {
+            let label = format!("blocked: {}", error.reason);
+            return error_response(error, &label, request_id);
+        }
+    };
+    let client = parts
+        .headers
+        .get(CLIENT_HEADER)
+        .and_then(|v| v.to_str().ok());
+    let lookup = LookupContext {
+        phone_number_id: route.phone_number_id,
+        version: route.version,
+        authorization: parts.headers.get(header::AUTHORIZATION),
+    };
+    let verdict = judge(app, &config, &body, route, client, &lookup, request_id).await;
+    let body = match (verdict.refusal, config.policy.mode) {
+        (Some(error), Mode::Enforce) => return error_response(error, &verdict.label, request_id),
+        _ => verdict.rewritten.map_or(body, Bytes::from),
+    };
+
+    let mut upstream_request = Request::from_parts(parts, full_body(body.clone()));
+    upstream_request
+        .headers_mut()
+        .insert(header::CONTENT_LENGTH, HeaderValue::from(body.len()));
+    let mut response = match app.upstream.send(upstream_request).await {
+        Ok(response) => {
+            if response.status().is_success()
+                && let Some(mapping) = verdict.learned
+            {
+                let portfolio = config.portfolio_of(route.phone_number_id);
+                app.identities.learn(portfolio, mapping);
+            }
+            relay(response)
+        }
+        Err(error) => error.to_graph_error().into_response(request_id),
+    };
+    set_decision_header(&mut response, &verdict.label);
+    response
+}
+
+/// What the send path concluded about one body.
+struct Verdict {
+    /// Why enforce mode refuses the send (report mode forwards it anyway).
+    refusal: Option<GraphError>,
+    /// The rewritten body, in enforce mode, when the table rewrote it.
+    rewritten: Option<Vec<u8>>,
+    /// The pair a successful forward of this send proves.
+    learned: Option<Mapping>,
+    /// The `x-sendgate-decision` value.
+    label: String,
+}
+
+/// Parses, classifies, resolves and decides; logs the decision.
+async fn judge(
+    app: &App,
+    config: &Config,
+    body: &[u8],
+    route: SendRoute<'_>,
+    client: Option<&str>,
+    lookup: &LookupContext<'_>,
+    request_id: &str,
+) -> Verdict {
+    let mode = config.policy.mode;
+    let payload = match SendPayload::parse(body) {
+        Ok(payload) => payload,
+        Err(error) => {
+            let error = payload_error(&error);
+            let label = refusal_label(error.reason, mode);
+            log_decision(config, request_id, route, client, &Facts::default(), &label);
+            return Verdict {
+                refusal: Some(error),
+                rewritten: None,
+                learned: None,
+                label,
+            };
+        }
+    };
+    let facts = facts_of(&payload);
+    let policy = config.policy.policy();
+    let decision = match policy::address(&facts, &policy) {
+        Addressing::Untouched => Decision::Forward,
+        Addressing::Blocked(reason) => Decision::Block(reason),
+        Addressing::Person(person) => {
+            let portfolio = config.portfolio_of(route.phone_number_id);
+            let mut kind = MessageKind::default();
+            let mut known_phone = None;
+            if let Some(bsuid) = person.bsuid.filter(|_| person.is_bsuid_only()) {
+                known_phone = app.identities.phone_for_bsuid(portfolio, bsuid.value);
+                if known_phone.is_none() || !policy.prefer_phone {
+                    kind = message_kind(app, config, &payload, route, client, lookup).await;
+                }
+            }
+            policy::decide(&person, kind, known_phone.as_deref(), &policy)
+        }
+    };
+    let label = decision_label(&decision, mode);
+    log_decision(config, request_id, route, client, &facts, &label);
+    let learned = learnable_pair(&facts, &decision, mode);
+    match decision {
+        Decision::Block(reason) => Verdict {
+            refusal: Some(GraphError::blocked(reason)),
+            rewritten: None,
+            learned,
+            label,
+        },
+        Decision::Rewrite { to, recipient, .. } if mode == Mode::Enforce => Verdict {
+            refusal: None,
+            rewritten: Some(payload.rewrite(&to, &recipient)),
+            learned,
+            label,
+        },
+        Decision::Rewrite { .. } | Decision::Forward => Verdict {
+            refusal: None,
+            rewritten: None,
+            learned,
+            label,
+        },
+    }
+}
+
+/// Reads the whole send body, refusing more than `limit` bytes.
+async fn read_body(
+    body: Incoming,
+    headers: &http::HeaderMap,
+    limit: usize,
+) -> Result<Bytes, GraphError> {
+    let declared = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|length| length > limit as u64) {
+        return Err(GraphError::body_too_large(limit));
+    }
+    match Limited::new(body, limit).collect().await {
+        Ok(collected) => Ok(collected.to_bytes()),
+        Err(err) if err.downcast_ref::<LengthLimitError>().is_some() => {
+            Err(GraphError::body_too_large(limit))
+        }
+        Err(_) => Err(GraphError::invalid_request(
+            "unreadable_body",
+            "The request body could not be read.",
+        )),
+    }
+}
+
+fn payload_error(error: &PayloadError) -> GraphError {
+    let reason = match error {
+        PayloadError::Malformed(_) => "malformed_json",
+        PayloadError::NotAnObject => "not_an_object",
+        PayloadError::DuplicateField(_) => "duplicate_field",
+    };
+    GraphError::invalid_request(reason, error.to_string())
+}
+
+/// The recipient facts, each field classified. `null` counts as absent; an
+/// object or boolean is an invalid recipient.
+fn facts_of<'a>(payload: &'a SendPayload<'_>) -> Facts<'a> {
+    let recipient = |member: &'a Option<Member<'_>>| {
+        let member = member.as_ref()?;
+        match &member.decoded {
+            FieldValue::Null => None,
+            FieldValue::Other => Some(Recipient {
+                value: "",
+                class: IdClass::Invalid,
+            }),
+            _ => member.text().map(|value| Recipient {
+                value,
+                class: classify(value),
+            }),
+        }
+    };
+    Facts {
+        group: payload.is_group(),
+        to: recipient(&payload.to),
+        recipient: recipient(&payload.recipient),
+    }
+}
+
+/// What kind of message this is, for rows 9 and 10. Asks for the template's
+/// category only here, i.e. only for a BSUID-only send.
+async fn message_kind(
+    app: &App,
+    config: &Config,
+    payload: &SendPayload<'_>,
+    route: SendRoute<'_>,
+    client: Option<&str>,
+    lookup: &LookupContext<'_>,
+) -> MessageKind {
+    let mut kind = MessageKind {
+        authentication: false,
+        bid_spec: payload.has_bid_spec,
+        campaign: route.endpoint == Endpoint::MarketingMessages
+            || client.is_some_and(|name| config.is_campaign_client(name)),
+    };
+    if let Some(template) = payload.template() {
+        let category = app.templates.category(config, &template, lookup).await;
+        match category.map_or(config.policy.unknown_category, unknown_as) {
+            UnknownCategory::Authentication => kind.authentication = true,
+            UnknownCategory::Marketing => kind.campaign = true,
+            UnknownCategory::Allow => {}
+        }
+    }
+    kind
+}
+
+/// A known category, expressed as the treatment an unknown one could get.
+fn unknown_as(category: Category) -> UnknownCategory {
+    match category {
+        Category::Authentication => UnknownCategory::Authentication,
+        Category::Marketing => UnknownCategory::Marketing,
+        Category::Utility => UnknownCategory::Allow,
+    }
+}
+
+/// The pair a successful send proves, when the sender gave both identifiers.
+/// A phone sendgate resolved itself is already known and teaches nothing.
+fn learnable_pair(facts: &Facts<'_>, decision: &Decision, mode: Mode) -> Option<Mapping> {
+    let forwarded = match decision {
+        Decision::Block(_) => mode == Mode::Report,
+        Decision::Forward | Decision::Rewrite { .. } => true,
+    };
+    let fields = [facts.to, facts.recipient];
+    let phone = fields
+        .iter()
+        .flatten()
+        .find(|r| r.class == IdClass::Phone)?;
+    let bsuid = fields.iter().flatten().find(|r| r.class.is_bsuid())?;
+    (forwarded && !facts.group).then(|| Mapping {
+        phone: phone_digits(phone.value),
+        bsuid: bsuid.value.to_owned(),
+    })
+}
+
+/// The `x-sendgate-decision` value: `forwarded`, `rewritten: to->recipient`,
+/// `resolved: bsuid->phone`, `blocked: <reason>`, or in report mode
+/// `would-rewrite: …`, `would-resolve: …`, `would-block: …`.
+pub fn decision_label(decision: &Decision, mode: Mode) -> String {
+    let (rewrite, resolve) = match mode {
+        Mode::Enforce => ("rewritten", "resolved"),
+        Mode::Report => ("would-rewrite", "would-resolve"),
+    };
+    match decision {
+        Decision::Forward => "forwarded".to_owned(),
+        Decision::Block(reason) => refusal_label(reason.as_str(), mode),
+        Decision::Rewrite { actions, .. } => {
+            let mut label = String::new();
+            for (done, verb, what) in [
+                (actions.to_recipient, rewrite, "to->recipient"),
+                (actions.recipient_to, rewrite, "recipient->to"),
+                (actions.resolved, resolve, "bsuid->phone"),
+            ] {
+                if done {
+                    if !label.is_empty() {
+                        label.push_str(", ");
+                    }
+                    let _ = write!(label, "{verb}: {what}");
+                }
+            }
+            label
+        }
+    }
+}
+
+fn refusal_label(reason: &str, mode: Mode) -> String {
+    match mode {
+        Mode::Enforce => format!("blocked: {reason}"),
+        Mode::Report => format!("would-block: {reason}"),
+    }
+}
+
+fn log_decision(
+    config: &Config,
+    request_id: &str,
+    route: SendRoute<'_>,
+    client: Option<&str>,
+    facts: &Facts<'_>,
+    label: &str,
+) {
+    let show = config.log.show_identifiers;
+    let describe = |r: Option<Recipient<'_>>| match r {
+        Some(r) => format!("{:?}:{}", r.class, mask(r.value, show)),
+        None => "-".to_owned(),
+    };
+    tracing::info!(
+        target: "sendgate::decision",
+        request_id,
+        number = route.phone_number_id,
+        endpoint = ?route.endpoint,
+        client = client.unwrap_or("-"),
+        to = %describe(facts.to),
+        recipient = %describe(facts.recipient),
+        decision = label,
+        "send decision"
+    );
+}
+
+fn error_response(error: GraphError, label: &str, request_id: &str) -> Response<ProxyBody> {
+    let mut response = error.into_response(request_id);
+    set_decision_header(&mut response, label);
+    response
+}
+
+fn set_decision_header(response: &mut Response<ProxyBody>, label: &str) {
+    if let Ok(value) = HeaderValue::from_str(label) {
+        response.headers_mut().insert(DECISION_HEADER, value);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn recognises_send_routes() {
+        let post = Method::POST;
+        let route_of = |path| route(&post, path);
+        assert_eq!(
+            route_of("/v21.0/106540352242922/messages"),
+            Some(SendRoute {
+                version: Some("v21.0"),
+                phone_number_id: "106540352242922",
+                endpoint: Endpoint::Messages
+            })
+        );
+        assert_eq!(
+            route_of("/v23.0/1/marketing_messages").map(|r| r.endpoint),
+            Some(Endpoint::MarketingMessages)
+        );
+        assert_eq!(
+            route_of("/106540352242922/messages").map(|r| r.version),
+            Some(None)
+        );
+        assert_eq!(route_of("/v21.0/abc/messages"), None, "ids are digits");
+        assert_eq!(route_of("/v21.0/1/media"), None);
+        assert_eq!(route_of("/x/v21.0/1/messages"), None);
+        assert_eq!(route_of("/latest/1/messages"), None);
+        assert_eq!(route(&Method::GET, "/v21.0/1/messages"), None);
+    }
+}

@@ -1,0 +1,142 @@
+//! The pooled client to the Cloud API: TLS, timeouts and error mapping.
+//!
+//! Every request sendgate sends goes to the one configured upstream; the
+//! client's request path and query are kept, its scheme and authority are
+//! replaced, so no request can make the proxy talk to another host.
+
+use std::error::Error as _;
+use std::io;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::uri::{Authority, Scheme};
+use http::{Request, Response, Uri, Version};
+use http_body_util::combinators::BoxBody;
+use http_body_util::{BodyExt, Full};
+use hyper::body::Incoming;
+use hyper_rustls::{HttpsConnector, HttpsConnectorBuilder};
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::{TokioExecutor, TokioTimer};
+
+use crate::config::{Config, ConfigError, RootStore};
+use crate::graph_error::GraphError;
+use crate::headers;
+
+/// Errors of a body, boxed because bodies come from hyper and from memory.
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+/// The body type flowing through the proxy in both directions.
+pub type ProxyBody = BoxBody<Bytes, BoxError>;
+
+/// A body held in memory, as a [`ProxyBody`].
+pub fn full_body(bytes: impl Into<Bytes>) -> ProxyBody {
+    Full::new(bytes.into())
+        .map_err(|never| match never {})
+        .boxed()
+}
+
+/// Why a request to the upstream failed.
+#[derive(Debug)]
+pub enum UpstreamError {
+    /// Refused, reset or otherwise broken: 502.
+    Unavailable(BoxError),
+    /// No connection or no response head in time: 504.
+    Timeout,
+}
+
+impl UpstreamError {
+    pub fn to_graph_error(&self) -> GraphError {
+        match self {
+            UpstreamError::Unavailable(_) => GraphError::upstream_unavailable(),
+            UpstreamError::Timeout => GraphError::upstream_timeout(),
+        }
+    }
+}
+
+/// The client to the configured upstream.
+pub struct Upstream {
+    client: Client<HttpsConnector<HttpConnector>, ProxyBody>,
+    scheme: Scheme,
+    authority: Authority,
+    request_timeout: Duration,
+}
+
+impl Upstream {
+    pub fn new(config: &Config) -> Result<Self, ConfigError> {
+        let base = config.upstream_uri()?;
+        let mut http = HttpConnector::new();
+        http.enforce_http(false);
+        http.set_nodelay(true);
+        http.set_connect_timeout(Some(config.connect_timeout()));
+        http.set_keepalive(Some(Duration::from_secs(60)));
+        let builder = HttpsConnectorBuilder::new();
+        let builder = match config.upstream_roots {
+            RootStore::Webpki => builder.with_webpki_roots(),
+            RootStore::System => builder.with_native_roots().map_err(|err| ConfigError {
+                key: "upstream_roots".into(),
+                reason: format!("the system trust store could not be read: {err}"),
+            })?,
+        };
+        let connector = builder
+            .https_or_http()
+            .enable_http1()
+            .enable_http2()
+            .wrap_connector(http);
+        let client = Client::builder(TokioExecutor::new())
+            .timer(TokioTimer::new())
+            .pool_timer(TokioTimer::new())
+            .pool_max_idle_per_host(config.pool_max_idle)
+            .pool_idle_timeout(Duration::from_millis(config.pool_idle_timeout_ms))
+            .build(connector);
+        Ok(Upstream {
+            client,
+            scheme: base.scheme().cloned().unwrap_or(Scheme::HTTPS),
+            authority: base
+                .authority()
+                .cloned()
+                .expect("validated: the upstream has a host"),
+            request_timeout: config.request_timeout(),
+        })
+    }
+
+    /// Sends a request to the upstream, keeping its path and query, and
+    /// returns the response head with a streaming body.
+    pub async fn send(
+        &self,
+        mut request: Request<ProxyBody>,
+    ) -> Result<Response<Incoming>, UpstreamError> {
+        let path_and_query = request.uri().path_and_query().cloned();
+        let mut uri = Uri::builder()
+            .scheme(self.scheme.clone())
+            .authority(self.authority.clone());
+        if let Some(path_and_query) = path_and_query {
+            uri = uri.path_and_query(path_and_query);
+        }
+        *request.uri_mut() = uri
+            .build()
+            .map_err(|err| UpstreamError::Unavailable(err.into()))?;
+        // The client picks HTTP/2 itself when ALPN offers it.
+        *request.version_mut() = Version::HTTP_11;
+        headers::for_upstream(request.headers_mut());
+        match tokio::time::timeout(self.request_timeout, self.client.request(request)).await {
+            Err(_) => Err(UpstreamError::Timeout),
+            Ok(Ok(response)) => Ok(response),
+            Ok(Err(err)) if is_timeout(&err) => Err(UpstreamError::Timeout),
+            Ok(Err(err)) => Err(UpstreamError::Unavailable(err.into())),
+        }
+    }
+}
+
+/// A connect timeout surfaces as an I/O `TimedOut` somewhere in the chain.
+fn is_timeout(err: &hyper_util::client::legacy::Error) -> bool {
+    let mut source = err.source();
+    while let Some(cause) = source {
+        if let Some(io) = cause.downcast_ref::<io::Error>()
+            && io.kind() == io::ErrorKind::TimedOut
+        {
+            return true;
+        }
+        source = cause.source();
+    }
+    false
+}
