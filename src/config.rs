@@ -102,7 +102,7 @@ impl PolicyConfig {
     }
 }
 
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct NumberConfig {
     /// The WhatsApp Business Account that owns the number's templates.
@@ -110,6 +110,15 @@ pub struct NumberConfig {
     /// Numbers in one portfolio share BSUIDs and identity mappings.
     #[serde(default = "default_portfolio")]
     pub portfolio: String,
+}
+
+impl Default for NumberConfig {
+    fn default() -> Self {
+        NumberConfig {
+            waba_id: None,
+            portfolio: default_portfolio(),
+        }
+    }
 }
 
 /// The portfolio of every number that config does not place elsewhere.

@@ -338,3 +338,340 @@ fn needs_phone(kind: MessageKind, policy: &Policy) -> Option<BlockReason> {
         None
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::send::identifier::classify;
+
+    const PHONE: &str = "+1 (631) 555-1234";
+    const PHONE_DIGITS: &str = "16315551234";
+    const BSUID: &str = "US.13491208655302741918";
+    const PARENT: &str = "US.ENT.11815799212886844830";
+
+    fn recipient(value: &str) -> Recipient<'_> {
+        Recipient {
+            value,
+            class: classify(value),
+        }
+    }
+
+    fn facts<'a>(to: Option<&'a str>, recipient_field: Option<&'a str>) -> Facts<'a> {
+        Facts {
+            group: false,
+            to: to.map(recipient),
+            recipient: recipient_field.map(recipient),
+        }
+    }
+
+    /// Runs the whole table for one send.
+    fn table(
+        facts: &Facts<'_>,
+        kind: MessageKind,
+        known: Option<&str>,
+        policy: &Policy,
+    ) -> Decision {
+        match address(facts, policy) {
+            Addressing::Untouched => Decision::Forward,
+            Addressing::Blocked(reason) => Decision::Block(reason),
+            Addressing::Person(person) => decide(&person, kind, known, policy),
+        }
+    }
+
+    fn run(to: Option<&str>, recipient_field: Option<&str>) -> Decision {
+        table(
+            &facts(to, recipient_field),
+            MessageKind::default(),
+            None,
+            &Policy::default(),
+        )
+    }
+
+    const AUTH: MessageKind = MessageKind {
+        authentication: true,
+        bid_spec: false,
+        campaign: false,
+    };
+    const CAMPAIGN: MessageKind = MessageKind {
+        authentication: false,
+        bid_spec: false,
+        campaign: true,
+    };
+
+    fn rewrite(to: Target, recipient: Target, actions: Actions) -> Decision {
+        Decision::Rewrite {
+            to,
+            recipient,
+            actions,
+        }
+    }
+
+    const MOVED_TO_RECIPIENT: Actions = Actions {
+        to_recipient: true,
+        recipient_to: false,
+        resolved: false,
+    };
+    const MOVED_RECIPIENT_TO: Actions = Actions {
+        to_recipient: false,
+        recipient_to: true,
+        resolved: false,
+    };
+    const RESOLVED: Actions = Actions {
+        to_recipient: false,
+        recipient_to: false,
+        resolved: true,
+    };
+
+    #[test]
+    fn row_1_group_sends_are_untouched() {
+        let group = Facts {
+            group: true,
+            to: Some(recipient("120363044444444444@g.us")),
+            recipient: None,
+        };
+        assert_eq!(address(&group, &Policy::default()), Addressing::Untouched);
+    }
+
+    #[test]
+    fn row_2_usernames_are_blocked() {
+        let username = Decision::Block(BlockReason::UsernameTarget {
+            recased_bsuid: false,
+        });
+        assert_eq!(run(Some("@pablo.m"), None), username);
+        assert_eq!(run(None, Some("pablo.morales")), username);
+        assert_eq!(
+            run(Some(PHONE), Some("@pablo.m")),
+            username,
+            "a username anywhere blocks"
+        );
+        assert_eq!(
+            run(Some("us.13491208655302741918"), None),
+            Decision::Block(BlockReason::UsernameTarget {
+                recased_bsuid: true
+            })
+        );
+        let lenient = Policy {
+            block_usernames: false,
+            ..Policy::default()
+        };
+        let sent = table(
+            &facts(Some("@pablo.m"), None),
+            MessageKind::default(),
+            None,
+            &lenient,
+        );
+        assert_eq!(sent, Decision::Forward, "switched off: Meta decides");
+    }
+
+    #[test]
+    fn row_3_junk_is_blocked() {
+        for junk in ["", "+", "1234567890123456", "hello world", "   "] {
+            assert_eq!(
+                run(Some(junk), None),
+                Decision::Block(BlockReason::InvalidRecipient),
+                "{junk:?}"
+            );
+        }
+        assert_eq!(
+            run(Some(PHONE), Some("??")),
+            Decision::Block(BlockReason::InvalidRecipient)
+        );
+    }
+
+    #[test]
+    fn row_4_nothing_to_send_to() {
+        assert_eq!(
+            run(None, None),
+            Decision::Block(BlockReason::MissingRecipient)
+        );
+    }
+
+    #[test]
+    fn row_5_bsuid_in_to_moves_to_recipient() {
+        let moved = rewrite(Target::Absent, Target::FromTo, MOVED_TO_RECIPIENT);
+        assert_eq!(run(Some(BSUID), None), moved);
+        assert_eq!(run(Some(PARENT), None), moved);
+        assert_eq!(
+            run(Some(BSUID), Some(BSUID)),
+            rewrite(Target::Absent, Target::FromTo, MOVED_TO_RECIPIENT),
+            "the same BSUID in both: `to` must still lose it"
+        );
+    }
+
+    #[test]
+    fn row_6_phone_in_recipient_moves_to_to() {
+        assert_eq!(
+            run(None, Some(PHONE)),
+            rewrite(Target::FromRecipient, Target::Absent, MOVED_RECIPIENT_TO)
+        );
+        assert_eq!(
+            run(Some(BSUID), Some(PHONE)),
+            rewrite(
+                Target::FromRecipient,
+                Target::FromTo,
+                Actions {
+                    to_recipient: true,
+                    recipient_to: true,
+                    resolved: false
+                }
+            ),
+            "swapped fields are swapped back"
+        );
+    }
+
+    #[test]
+    fn row_7_two_people_are_blocked() {
+        let conflict = Decision::Block(BlockReason::ConflictingRecipients);
+        assert_eq!(run(Some(PHONE), Some("16505551234")), conflict);
+        assert_eq!(run(Some(BSUID), Some("US.99")), conflict);
+        assert_eq!(run(Some(BSUID), Some(PARENT)), conflict);
+        assert_eq!(
+            run(Some(PHONE), Some(PHONE_DIGITS)),
+            Decision::Forward,
+            "one phone, two spellings"
+        );
+    }
+
+    #[test]
+    fn row_8_known_phone_is_added() {
+        let resolved = Target::Value(PHONE_DIGITS.into());
+        let f = facts(None, Some(BSUID));
+        assert_eq!(
+            table(
+                &f,
+                MessageKind::default(),
+                Some(PHONE_DIGITS),
+                &Policy::default()
+            ),
+            rewrite(resolved.clone(), Target::FromRecipient, RESOLVED)
+        );
+        let f = facts(Some(BSUID), None);
+        assert_eq!(
+            table(
+                &f,
+                MessageKind::default(),
+                Some(PHONE_DIGITS),
+                &Policy::default()
+            ),
+            rewrite(
+                resolved,
+                Target::FromTo,
+                Actions {
+                    to_recipient: true,
+                    recipient_to: false,
+                    resolved: true
+                }
+            )
+        );
+        let no_prefer = Policy {
+            prefer_phone: false,
+            ..Policy::default()
+        };
+        assert_eq!(
+            table(
+                &facts(None, Some(BSUID)),
+                MessageKind::default(),
+                Some(PHONE_DIGITS),
+                &no_prefer
+            ),
+            Decision::Forward,
+            "prefer_phone off: the BSUID send stands"
+        );
+    }
+
+    #[test]
+    fn row_9_authentication_needs_a_phone() {
+        let f = facts(None, Some(BSUID));
+        let policy = Policy::default();
+        assert_eq!(
+            table(&f, AUTH, None, &policy),
+            Decision::Block(BlockReason::AuthTemplateNeedsPhone)
+        );
+        let no_prefer = Policy {
+            prefer_phone: false,
+            ..policy
+        };
+        assert_eq!(
+            table(&f, AUTH, Some(PHONE_DIGITS), &no_prefer),
+            rewrite(
+                Target::Value(PHONE_DIGITS.into()),
+                Target::FromRecipient,
+                RESOLVED
+            ),
+            "a known phone is used even with prefer_phone off"
+        );
+        assert_eq!(
+            table(&facts(Some(PHONE), None), AUTH, None, &policy),
+            Decision::Forward
+        );
+        let off = Policy {
+            auth_templates_require_phone: false,
+            ..policy
+        };
+        assert_eq!(table(&f, AUTH, None, &off), Decision::Forward);
+        let bid = MessageKind {
+            bid_spec: true,
+            ..MessageKind::default()
+        };
+        assert_eq!(
+            table(&f, bid, None, &policy),
+            Decision::Block(BlockReason::BidSpecNeedsPhone)
+        );
+    }
+
+    #[test]
+    fn row_10_campaigns_need_a_phone() {
+        let f = facts(None, Some(BSUID));
+        let policy = Policy::default();
+        assert_eq!(
+            table(&f, CAMPAIGN, None, &policy),
+            Decision::Block(BlockReason::CampaignNeedsPhone)
+        );
+        assert_eq!(
+            table(&f, CAMPAIGN, Some(PHONE_DIGITS), &policy),
+            rewrite(
+                Target::Value(PHONE_DIGITS.into()),
+                Target::FromRecipient,
+                RESOLVED
+            )
+        );
+        let off = Policy {
+            campaign_requires_phone: false,
+            ..policy
+        };
+        assert_eq!(table(&f, CAMPAIGN, None, &off), Decision::Forward);
+        assert_eq!(
+            table(&facts(Some(BSUID), None), CAMPAIGN, None, &policy),
+            Decision::Block(BlockReason::CampaignNeedsPhone),
+            "blocked before any move"
+        );
+    }
+
+    #[test]
+    fn row_11_correct_sends_are_forwarded_untouched() {
+        assert_eq!(run(Some(PHONE), None), Decision::Forward);
+        assert_eq!(run(None, Some(BSUID)), Decision::Forward);
+        assert_eq!(
+            run(Some(PHONE), Some(BSUID)),
+            Decision::Forward,
+            "both given: `to` wins at Meta"
+        );
+        assert_eq!(run(Some("16315551234"), None), Decision::Forward);
+    }
+
+    #[test]
+    fn block_codes_match_the_table() {
+        assert_eq!(
+            BlockReason::UsernameTarget {
+                recased_bsuid: false
+            }
+            .code(),
+            100
+        );
+        assert_eq!(BlockReason::InvalidRecipient.code(), 100);
+        assert_eq!(BlockReason::MissingRecipient.code(), 100);
+        assert_eq!(BlockReason::ConflictingRecipients.code(), 100);
+        assert_eq!(BlockReason::AuthTemplateNeedsPhone.code(), 131062);
+        assert_eq!(BlockReason::CampaignNeedsPhone.code(), 131062);
+    }
+}

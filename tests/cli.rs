@@ -1,0 +1,208 @@
+//! The binary as an operator and a newcomer use it: `check-config`, and the
+//! README's `serve --sandbox` walkthrough (issue acceptance), over real sockets.
+
+mod support;
+
+use std::net::SocketAddr;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http::Request;
+use http_body_util::{BodyExt, Full};
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::TokioExecutor;
+use serde_json::Value;
+use support::Answer;
+
+const BIN: &str = env!("CARGO_BIN_EXE_sendgate");
+const BSUID: &str = "US.13491208655302741918";
+
+fn check_config(text: &str) -> std::process::Output {
+    let dir = std::env::temp_dir().join(format!("sendgate-cli-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join(format!(
+        "{:x}.toml",
+        text.len() * 31 + text.bytes().map(usize::from).sum::<usize>()
+    ));
+    std::fs::write(&path, text).unwrap();
+    Command::new(BIN)
+        .args(["check-config", "--config"])
+        .arg(&path)
+        .output()
+        .unwrap()
+}
+
+#[test]
+fn check_config_accepts_the_shipped_file() {
+    let output = Command::new(BIN)
+        .args([
+            "check-config",
+            "--config",
+            concat!(env!("CARGO_MANIFEST_DIR"), "/config/sendgate.toml"),
+        ])
+        .output()
+        .unwrap();
+    assert!(output.status.success(), "{output:?}");
+}
+
+#[test]
+fn check_config_names_the_bad_key_in_one_line() {
+    let output = check_config("[policy]\nmode = \"enforcing\"\n");
+    assert!(!output.status.success());
+    let stderr = String::from_utf8(output.stderr).unwrap();
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    assert!(stderr.contains("policy.mode"), "{stderr}");
+
+    let output = check_config("[cache]\nidentity_capacity = 0\n");
+    assert!(!output.status.success());
+    assert!(
+        String::from_utf8(output.stderr)
+            .unwrap()
+            .contains("cache.identity_capacity")
+    );
+}
+
+/// A running `sendgate serve --sandbox`, killed on drop.
+struct Served {
+    child: Child,
+    addr: SocketAddr,
+}
+
+impl Drop for Served {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn free_port() -> SocketAddr {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    listener.local_addr().unwrap()
+}
+
+async fn serve_sandbox() -> Served {
+    let addr = free_port();
+    let child = Command::new(BIN)
+        .args(["serve", "--sandbox", "--listen", &addr.to_string()])
+        // Run from an empty directory: the embedded defaults apply.
+        .current_dir(std::env::temp_dir())
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .unwrap();
+    let started = Instant::now();
+    while tokio::net::TcpStream::connect(addr).await.is_err() {
+        assert!(
+            started.elapsed() < Duration::from_secs(20),
+            "sendgate did not start"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    Served { child, addr }
+}
+
+async fn call(addr: SocketAddr, method: &str, path: &str, body: &str) -> Answer {
+    let client = Client::builder(TokioExecutor::new()).build_http();
+    let request = Request::builder()
+        .method(method)
+        .uri(format!("http://{addr}{path}"))
+        .header("content-type", "application/json")
+        .header("authorization", "Bearer sandbox-token")
+        .body(Full::new(Bytes::copy_from_slice(body.as_bytes())))
+        .unwrap();
+    let response = client.request(request).await.unwrap();
+    let (parts, body) = response.into_parts();
+    let body = body.collect().await.unwrap().to_bytes();
+    Answer {
+        status: parts.status,
+        headers: parts.headers,
+        body,
+    }
+}
+
+async fn send(addr: SocketAddr, body: &str) -> Answer {
+    let path = format!("/v21.0/{}/messages", sendgate::sandbox::PHONE_NUMBER_ID);
+    call(addr, "POST", &path, body).await
+}
+
+/// The sends the sandbox received, read through the proxy like the README does.
+async fn received_sends(addr: SocketAddr) -> Vec<Value> {
+    let answer = call(addr, "GET", "/_sandbox/received", "").await;
+    let all: Vec<Value> = serde_json::from_slice(&answer.body).unwrap();
+    all.into_iter()
+        .filter(|r| r["path"].as_str().unwrap().ends_with("/messages"))
+        .collect()
+}
+
+fn template(name: &str) -> String {
+    format!(
+        r#"{{"messaging_product":"whatsapp","recipient":"{BSUID}","type":"template","template":{{"name":"{name}","language":{{"code":"en_US"}}}}}}"#
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sandbox_walkthrough_meets_the_acceptance_points() {
+    let served = serve_sandbox().await;
+    let addr = served.addr;
+
+    // A BSUID placed in `to` reaches the upstream in `recipient` and is delivered.
+    let text = format!(
+        r#"{{"messaging_product":"whatsapp","to":"{BSUID}","type":"text","text":{{"body":"hi"}}}}"#
+    );
+    let answer = send(addr, &text).await;
+    assert_eq!(answer.status, 200);
+    assert_eq!(answer.decision(), "rewritten: to->recipient");
+    let sends = received_sends(addr).await;
+    assert_eq!(sends.len(), 1);
+    assert_eq!(sends[0]["body"], text.replace("\"to\"", "\"recipient\""));
+    assert_eq!(sends[0]["outcome"], "delivered");
+
+    // A username gets a 400 with an integer code, and nothing reaches the upstream.
+    let answer = send(
+        addr,
+        r#"{"messaging_product":"whatsapp","to":"@pablo.m","type":"text","text":{"body":"hi"}}"#,
+    )
+    .await;
+    assert_eq!(answer.status, 400);
+    assert_eq!(answer.graph_error_code(), 100);
+    assert!(
+        answer.json()["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("Usernames cannot be message targets")
+    );
+    assert_eq!(received_sends(addr).await.len(), 1);
+
+    // A formatted phone reaches the upstream byte-identical.
+    let phone = r#"{"messaging_product":"whatsapp","to":"+1 (631) 555-1234","type":"text","text":{"body":"hi"}}"#;
+    assert_eq!(send(addr, phone).await.decision(), "forwarded");
+    assert_eq!(received_sends(addr).await[1]["body"], phone);
+
+    // Authentication and marketing templates to a BSUID alone are blocked...
+    for name in ["otp_login", "spring_sale"] {
+        let answer = send(addr, &template(name)).await;
+        assert_eq!(answer.status, 400, "{name}");
+        assert_eq!(answer.graph_error_code(), 131062, "{name}");
+    }
+    assert_eq!(received_sends(addr).await.len(), 2);
+
+    // ...and go through, to the phone, once a phone for that BSUID is known.
+    let both = format!(
+        r#"{{"messaging_product":"whatsapp","to":"16315551234","recipient":"{BSUID}","type":"text","text":{{"body":"hi"}}}}"#
+    );
+    assert_eq!(send(addr, &both).await.status, 200);
+    for name in ["otp_login", "spring_sale"] {
+        let answer = send(addr, &template(name)).await;
+        assert_eq!(answer.status, 200, "{name}: {:?}", answer.body);
+        assert_eq!(answer.decision(), "resolved: bsuid->phone");
+        assert_eq!(answer.json()["contacts"][0]["wa_id"], "16315551234");
+    }
+    let sends = received_sends(addr).await;
+    assert_eq!(sends.len(), 5);
+    assert!(
+        sends.iter().all(|s| s["outcome"] == "delivered"),
+        "{sends:#?}"
+    );
+}

@@ -1,0 +1,345 @@
+//! A tiny DSL for integration tests: start a fake Graph API or the sandbox,
+//! start sendgate pointed at it, send with a real HTTP client, and read what
+//! the upstream received.
+
+#![allow(dead_code)] // each test binary uses its own subset
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+
+use bytes::Bytes;
+use http::{HeaderMap, Method, Request, Response, StatusCode, Version};
+use http_body_util::{BodyExt, Full};
+use hyper::body::Incoming;
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::TokioExecutor;
+use sendgate::sandbox::Sandbox;
+use sendgate::server::{self, Handler};
+use sendgate::upstream::{ProxyBody, full_body};
+use sendgate::{App, Config};
+use tokio::net::TcpListener;
+use tokio::sync::oneshot;
+
+/// A request as the fake upstream saw it.
+#[derive(Debug, Clone)]
+pub struct Seen {
+    pub method: Method,
+    /// Path and query.
+    pub uri: String,
+    pub version: Version,
+    pub headers: HeaderMap,
+    pub body: Bytes,
+}
+
+type Responder = dyn Fn(&Seen) -> Response<ProxyBody> + Send + Sync;
+
+/// A fake Graph API that records every request and answers with a closure.
+pub struct FakeUpstream {
+    pub addr: SocketAddr,
+    seen: Arc<Mutex<Vec<Seen>>>,
+    connections: Arc<AtomicUsize>,
+    _stop: oneshot::Sender<()>,
+}
+
+struct FakeHandler {
+    seen: Arc<Mutex<Vec<Seen>>>,
+    respond: Box<Responder>,
+}
+
+impl Handler for FakeHandler {
+    async fn call(self: Arc<Self>, request: Request<Incoming>) -> Response<ProxyBody> {
+        let (parts, body) = request.into_parts();
+        let body = body
+            .collect()
+            .await
+            .map(|b| b.to_bytes())
+            .unwrap_or_default();
+        let seen = Seen {
+            method: parts.method,
+            uri: parts
+                .uri
+                .path_and_query()
+                .map(|p| p.to_string())
+                .unwrap_or_default(),
+            version: parts.version,
+            headers: parts.headers,
+            body,
+        };
+        let response = (self.respond)(&seen);
+        self.seen.lock().unwrap().push(seen);
+        response
+    }
+}
+
+impl FakeUpstream {
+    /// Answers every request as Meta answers a send.
+    pub async fn start() -> Self {
+        Self::with(|_| json(StatusCode::OK, META_OK)).await
+    }
+
+    pub async fn with(
+        respond: impl Fn(&Seen) -> Response<ProxyBody> + Send + Sync + 'static,
+    ) -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let connections = Arc::new(AtomicUsize::new(0));
+        let handler = Arc::new(FakeHandler {
+            seen: seen.clone(),
+            respond: Box::new(respond),
+        });
+        let (stop, stopped) = oneshot::channel::<()>();
+        // Count connections by wrapping the listener's accept in a relay.
+        let inner = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let inner_addr = inner.local_addr().unwrap();
+        let counter = connections.clone();
+        tokio::spawn(async move {
+            loop {
+                let Ok((mut client, _)) = listener.accept().await else {
+                    return;
+                };
+                counter.fetch_add(1, Ordering::SeqCst);
+                tokio::spawn(async move {
+                    if let Ok(mut server) = tokio::net::TcpStream::connect(inner_addr).await {
+                        let _ = tokio::io::copy_bidirectional(&mut client, &mut server).await;
+                    }
+                });
+            }
+        });
+        tokio::spawn(server::serve(inner, handler, async {
+            let _ = stopped.await;
+        }));
+        FakeUpstream {
+            addr,
+            seen,
+            connections,
+            _stop: stop,
+        }
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    pub fn seen(&self) -> Vec<Seen> {
+        self.seen.lock().unwrap().clone()
+    }
+
+    pub fn only(&self) -> Seen {
+        let seen = self.seen();
+        assert_eq!(
+            seen.len(),
+            1,
+            "expected exactly one upstream request, got {seen:#?}"
+        );
+        seen.into_iter().next().unwrap()
+    }
+
+    /// TCP connections sendgate opened to this upstream.
+    pub fn connections(&self) -> usize {
+        self.connections.load(Ordering::SeqCst)
+    }
+}
+
+/// What Meta answers a phone send with.
+pub const META_OK: &str = r#"{"messaging_product":"whatsapp","contacts":[{"input":"16315551234","wa_id":"16315551234"}],"messages":[{"id":"wamid.TEST"}]}"#;
+
+pub fn json(status: StatusCode, body: &'static str) -> Response<ProxyBody> {
+    Response::builder()
+        .status(status)
+        .header("content-type", "application/json")
+        .body(full_body(body))
+        .unwrap()
+}
+
+/// The in-process sandbox as an upstream.
+pub struct SandboxUpstream {
+    pub sandbox: Arc<Sandbox>,
+    pub addr: SocketAddr,
+    _stop: oneshot::Sender<()>,
+}
+
+impl SandboxUpstream {
+    pub async fn start() -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let sandbox = Sandbox::new();
+        let (stop, stopped) = oneshot::channel::<()>();
+        tokio::spawn(server::serve(listener, sandbox.clone(), async {
+            let _ = stopped.await;
+        }));
+        SandboxUpstream {
+            sandbox,
+            addr,
+            _stop: stop,
+        }
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+}
+
+/// A running sendgate.
+pub struct Proxy {
+    pub addr: SocketAddr,
+    pub app: Arc<App>,
+    client: Client<HttpConnector, Full<Bytes>>,
+    stop: Mutex<Option<oneshot::Sender<()>>>,
+    done: Mutex<Option<tokio::task::JoinHandle<()>>>,
+}
+
+/// The sandbox walkthrough's business number and WABA, configured as in the README.
+pub fn sandbox_number_config() -> String {
+    format!(
+        "[numbers.\"{}\"]\nwaba_id = \"{}\"\n",
+        sendgate::sandbox::PHONE_NUMBER_ID,
+        sendgate::sandbox::WABA_ID
+    )
+}
+
+impl Proxy {
+    /// Starts sendgate with `config` (TOML) over the defaults, pointed at `upstream`.
+    pub async fn start(upstream: &str, config: &str) -> Self {
+        let mut config =
+            Config::from_sources(config, std::iter::empty()).expect("test config is valid");
+        config.upstream = upstream.to_owned();
+        Self::start_with(config).await
+    }
+
+    pub async fn start_with(config: Config) -> Self {
+        let app = Arc::new(App::new(config).expect("app starts"));
+        Self::start_app(app).await
+    }
+
+    pub async fn start_app(app: Arc<App>) -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (stop, stopped) = oneshot::channel::<()>();
+        let done = tokio::spawn(sendgate::run(listener, app.clone(), async {
+            let _ = stopped.await;
+        }));
+        let client = Client::builder(TokioExecutor::new()).build_http();
+        Proxy {
+            addr,
+            app,
+            client,
+            stop: Mutex::new(Some(stop)),
+            done: Mutex::new(Some(done)),
+        }
+    }
+
+    /// Stops accepting and waits for in-flight requests to finish.
+    pub async fn shutdown(&self) {
+        let _ = self.stop.lock().unwrap().take().map(|stop| stop.send(()));
+        let done = self.done.lock().unwrap().take();
+        if let Some(done) = done {
+            done.await.unwrap();
+        }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{}", self.addr, path)
+    }
+
+    /// Sends a request and reads the whole answer.
+    pub async fn request(&self, request: Request<Full<Bytes>>) -> Answer {
+        let response = self
+            .client
+            .request(request)
+            .await
+            .expect("sendgate answers");
+        let (parts, body) = response.into_parts();
+        let body = body.collect().await.expect("body reads").to_bytes();
+        Answer {
+            status: parts.status,
+            headers: parts.headers,
+            body,
+        }
+    }
+
+    /// POSTs a JSON send to the sandbox number's `/messages`.
+    pub async fn send(&self, body: &str) -> Answer {
+        self.send_with(body, &[]).await
+    }
+
+    pub async fn send_with(&self, body: &str, headers: &[(&str, &str)]) -> Answer {
+        let path = format!("/v21.0/{}/messages", sendgate::sandbox::PHONE_NUMBER_ID);
+        self.post(&path, body, headers).await
+    }
+
+    pub async fn post(&self, path: &str, body: &str, headers: &[(&str, &str)]) -> Answer {
+        let mut request = Request::post(self.url(path))
+            .header("content-type", "application/json")
+            .header("authorization", "Bearer test-token");
+        for (name, value) in headers {
+            request = request.header(*name, *value);
+        }
+        self.request(
+            request
+                .body(Full::new(Bytes::copy_from_slice(body.as_bytes())))
+                .unwrap(),
+        )
+        .await
+    }
+}
+
+/// A response as the client saw it.
+#[derive(Debug)]
+pub struct Answer {
+    pub status: StatusCode,
+    pub headers: HeaderMap,
+    pub body: Bytes,
+}
+
+impl Answer {
+    pub fn decision(&self) -> &str {
+        self.headers
+            .get("x-sendgate-decision")
+            .map(|v| v.to_str().unwrap())
+            .unwrap_or("<none>")
+    }
+
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_slice(&self.body).unwrap_or_else(|err| {
+            panic!(
+                "not JSON ({err}): {:?}",
+                String::from_utf8_lossy(&self.body)
+            )
+        })
+    }
+
+    /// Asserts a Graph-shaped error that SDKs recognise, and returns its code.
+    pub fn graph_error_code(&self) -> i64 {
+        assert!(
+            self.status.is_client_error() || self.status.is_server_error(),
+            "{self:?}"
+        );
+        assert_eq!(
+            self.headers.get("content-type").unwrap(),
+            "application/json"
+        );
+        let body = self.json();
+        assert!(body["error"]["message"].is_string(), "{body}");
+        body["error"]["code"].as_i64().expect("integer error.code")
+    }
+}
+
+/// Writes raw bytes to `addr` and reads until the peer closes; for requests
+/// whose framing a test must control exactly (send with `Connection: close`).
+pub async fn raw_exchange(addr: SocketAddr, request: &[u8]) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    stream.write_all(request).await.unwrap();
+    let mut response = Vec::new();
+    tokio::time::timeout(
+        std::time::Duration::from_secs(10),
+        stream.read_to_end(&mut response),
+    )
+    .await
+    .expect("the peer closes the connection")
+    .unwrap();
+    String::from_utf8_lossy(&response).into_owned()
+}

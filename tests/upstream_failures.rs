@@ -1,0 +1,129 @@
+//! A broken upstream gives the client a Graph-shaped 502 or 504, never a hang.
+
+mod support;
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{Request, StatusCode};
+use http_body_util::Full;
+use support::Proxy;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpListener;
+
+const SEND: &str =
+    r#"{"messaging_product":"whatsapp","to":"US.1","type":"text","text":{"body":"x"}}"#;
+
+/// An address where nothing listens: bound, then released.
+async fn refused_address() -> String {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    drop(listener);
+    format!("http://{addr}")
+}
+
+#[tokio::test]
+async fn refused_upstream_gives_502() {
+    let proxy = Proxy::start(&refused_address().await, "").await;
+    let answer = proxy.post("/v21.0/123/messages", SEND, &[]).await;
+    assert_eq!(answer.status, StatusCode::BAD_GATEWAY);
+    assert_eq!(answer.graph_error_code(), 2);
+    assert_eq!(
+        answer.decision(),
+        "rewritten: to->recipient",
+        "the decision is still reported"
+    );
+
+    let get = Request::get(proxy.url("/v21.0/123"))
+        .body(Full::new(Bytes::new()))
+        .unwrap();
+    let answer = proxy.request(get).await;
+    assert_eq!(answer.status, StatusCode::BAD_GATEWAY);
+    assert_eq!(answer.graph_error_code(), 2);
+}
+
+#[tokio::test]
+async fn silent_upstream_gives_504_after_the_request_timeout() {
+    // Accepts connections and reads requests, but never answers.
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((mut stream, _)) = listener.accept().await {
+            let mut buf = [0u8; 1024];
+            let _ = stream.read(&mut buf).await;
+            held.push(stream);
+        }
+    });
+    let proxy = Proxy::start(&format!("http://{addr}"), "request_timeout_ms = 200").await;
+    let answer = tokio::time::timeout(
+        Duration::from_secs(10),
+        proxy.post("/v21.0/123/messages", SEND, &[]),
+    )
+    .await
+    .expect("sendgate answers instead of hanging");
+    assert_eq!(answer.status, StatusCode::GATEWAY_TIMEOUT);
+    assert_eq!(answer.graph_error_code(), 2);
+}
+
+#[tokio::test]
+async fn upstream_that_resets_mid_response_gives_502() {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((mut stream, _)) = listener.accept().await {
+            let mut buf = [0u8; 4096];
+            let _ = stream.read(&mut buf).await;
+            let _ = stream.write_all(b"HTTP/1.1 200 OK\r\nContent-Le").await;
+            drop(stream);
+        }
+    });
+    let proxy = Proxy::start(&format!("http://{addr}"), "").await;
+    let answer = proxy.post("/v21.0/123/messages", SEND, &[]).await;
+    assert_eq!(answer.status, StatusCode::BAD_GATEWAY);
+    assert_eq!(answer.graph_error_code(), 2);
+}
+
+#[tokio::test]
+async fn graceful_shutdown_lets_in_flight_requests_finish() {
+    // An upstream that answers only after sendgate has been told to stop.
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (arrived, arrived_rx) = tokio::sync::oneshot::channel::<()>();
+    let (release, release_rx) = tokio::sync::oneshot::channel::<()>();
+    tokio::spawn(async move {
+        let (mut stream, _) = listener.accept().await.unwrap();
+        let mut buf = [0u8; 4096];
+        let _ = stream.read(&mut buf).await;
+        arrived.send(()).unwrap();
+        release_rx.await.unwrap();
+        let body = r#"{"messages":[{"id":"wamid.X"}]}"#;
+        let head = format!(
+            "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n",
+            body.len()
+        );
+        stream.write_all(head.as_bytes()).await.unwrap();
+        stream.write_all(body.as_bytes()).await.unwrap();
+    });
+    let proxy = std::sync::Arc::new(Proxy::start(&format!("http://{addr}"), "").await);
+    let in_flight = tokio::spawn({
+        let proxy = proxy.clone();
+        async move {
+            proxy
+                .post("/v21.0/123/messages", r#"{"to":"16315551234"}"#, &[])
+                .await
+        }
+    });
+    arrived_rx.await.unwrap();
+    let shutdown = tokio::spawn(async move { proxy.shutdown().await });
+    release.send(()).unwrap();
+    let answer = tokio::time::timeout(Duration::from_secs(10), in_flight)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(answer.status, 200, "the in-flight send completes");
+    tokio::time::timeout(Duration::from_secs(10), shutdown)
+        .await
+        .unwrap()
+        .unwrap();
+}
