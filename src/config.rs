@@ -217,7 +217,12 @@ impl Config {
         let config: Config =
             serde_path_to_error::deserialize(Value::Table(merged)).map_err(|err| {
                 let key = err.path().to_string();
-                ConfigError::new(key, one_line(&err.into_inner().to_string()))
+                let mut reason = one_line(&err.into_inner().to_string());
+                // toml repeats the key at the end; it is already in front.
+                if let Some(trimmed) = reason.strip_suffix(&format!(" in `{key}`")) {
+                    reason = trimmed.to_owned();
+                }
+                ConfigError::new(key, reason)
             })?;
         config.validate()?;
         Ok(config)

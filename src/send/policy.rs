@@ -228,7 +228,17 @@ pub enum Decision {
 /// Rows 1–4 and 7: make sense of the two recipient fields.
 pub fn address<'a>(facts: &Facts<'a>, policy: &Policy) -> Addressing<'a> {
     if facts.group {
-        return Addressing::Untouched;
+        // Group ids are opaque, but never start with `@`: such a "group" is a
+        // username that an SDK guessed was a group id (pywa does this for any
+        // value that is neither a phone nor a BSUID).
+        let username = facts.to.is_some_and(|to| to.value.starts_with('@'));
+        return if username && policy.block_usernames {
+            Addressing::Blocked(BlockReason::UsernameTarget {
+                recased_bsuid: false,
+            })
+        } else {
+            Addressing::Untouched
+        };
     }
     let fields = [(facts.to, Field::To), (facts.recipient, Field::Recipient)];
     let present = || {
