@@ -249,7 +249,7 @@ fn payload_error(error: &PayloadError) -> GraphError {
 
 /// The recipient facts, each field classified. `null` counts as absent; an
 /// object or boolean is an invalid recipient.
-fn facts_of<'a>(payload: &'a SendPayload<'_>) -> Facts<'a> {
+pub fn facts_of<'a>(payload: &'a SendPayload<'_>) -> Facts<'a> {
     let recipient = |member: &'a Option<Member<'_>>| {
         let member = member.as_ref()?;
         match &member.decoded {
