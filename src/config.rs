@@ -29,6 +29,8 @@ pub struct Config {
     pub listen: SocketAddr,
     pub upstream: String,
     pub upstream_roots: RootStore,
+    /// Extra PEM CA certificates for the upstream; empty for none.
+    pub upstream_ca_file: String,
     pub connect_timeout_ms: u64,
     pub request_timeout_ms: u64,
     pub pool_max_idle: usize,
@@ -244,6 +246,9 @@ impl Config {
                 self.cache.template_negative_ttl_secs,
             ),
         ];
+        if !self.upstream_ca_file.is_empty() && !Path::new(&self.upstream_ca_file).is_file() {
+            return Err(ConfigError::new("upstream_ca_file", "no such file"));
+        }
         if let Some((key, _)) = positive.iter().find(|(_, value)| *value == 0) {
             return Err(ConfigError::new(*key, "must be greater than 0"));
         }
@@ -467,6 +472,10 @@ mod tests {
             "cache.identity_ttl_secs"
         );
         assert_eq!(key_of("listen = "), "(file)");
+        assert_eq!(
+            key_of("upstream_ca_file = \"/no/such.pem\""),
+            "upstream_ca_file"
+        );
         let err = Config::from_sources("", env(&[("SENDGATE_CONNECT_TIMEOUT_MS", "soon")]));
         assert_eq!(err.unwrap_err().key, "SENDGATE_CONNECT_TIMEOUT_MS");
     }

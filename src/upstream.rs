@@ -19,6 +19,10 @@ use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
 
+use rustls::RootCertStore;
+use rustls::pki_types::CertificateDer;
+use rustls::pki_types::pem::PemObject;
+
 use crate::config::{Config, ConfigError, RootStore};
 use crate::graph_error::GraphError;
 use crate::headers;
@@ -69,15 +73,8 @@ impl Upstream {
         http.set_nodelay(true);
         http.set_connect_timeout(Some(config.connect_timeout()));
         http.set_keepalive(Some(Duration::from_secs(60)));
-        let builder = HttpsConnectorBuilder::new();
-        let builder = match config.upstream_roots {
-            RootStore::Webpki => builder.with_webpki_roots(),
-            RootStore::System => builder.with_native_roots().map_err(|err| ConfigError {
-                key: "upstream_roots".into(),
-                reason: format!("the system trust store could not be read: {err}"),
-            })?,
-        };
-        let connector = builder
+        let connector = HttpsConnectorBuilder::new()
+            .with_tls_config(tls_config(config)?)
             .https_or_http()
             .enable_http1()
             .enable_http2()
@@ -125,6 +122,56 @@ impl Upstream {
             Ok(Err(err)) => Err(UpstreamError::Unavailable(err.into())),
         }
     }
+}
+
+/// The TLS client config: the chosen root store plus any extra CA file.
+/// ALPN (h2, http/1.1) is set by the connector builder.
+fn tls_config(config: &Config) -> Result<rustls::ClientConfig, ConfigError> {
+    let bad = |key: &str, reason: String| ConfigError {
+        key: key.into(),
+        reason,
+    };
+    let mut roots = RootCertStore::empty();
+    match config.upstream_roots {
+        RootStore::Webpki => roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned()),
+        RootStore::System => {
+            let found = rustls_native_certs::load_native_certs();
+            if found.certs.is_empty() {
+                let why = found
+                    .errors
+                    .first()
+                    .map_or("none found".into(), ToString::to_string);
+                return Err(bad(
+                    "upstream_roots",
+                    format!("no system CA certificates: {why}"),
+                ));
+            }
+            roots.add_parsable_certificates(found.certs);
+        }
+    }
+    if !config.upstream_ca_file.is_empty() {
+        let path = &config.upstream_ca_file;
+        let certs = CertificateDer::pem_file_iter(path)
+            .and_then(|certs| certs.collect::<Result<Vec<_>, _>>())
+            .map_err(|err| bad("upstream_ca_file", format!("{path}: {err}")))?;
+        if certs.is_empty() {
+            return Err(bad("upstream_ca_file", format!("{path}: no certificates")));
+        }
+        for cert in certs {
+            roots
+                .add(cert)
+                .map_err(|err| bad("upstream_ca_file", format!("{path}: {err}")))?;
+        }
+    }
+    Ok(
+        rustls::ClientConfig::builder_with_provider(
+            rustls::crypto::ring::default_provider().into(),
+        )
+        .with_safe_default_protocol_versions()
+        .map_err(|err| bad("upstream", err.to_string()))?
+        .with_root_certificates(roots)
+        .with_no_client_auth(),
+    )
 }
 
 /// A connect timeout surfaces as an I/O `TimedOut` somewhere in the chain.

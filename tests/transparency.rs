@@ -258,3 +258,15 @@ async fn http2_clients_are_served() {
         "plain-HTTP upstreams get HTTP/1.1"
     );
 }
+
+#[tokio::test]
+async fn absolute_form_requests_still_go_to_the_configured_upstream() {
+    let upstream = FakeUpstream::start().await;
+    let proxy = proxy_to(&upstream).await;
+    let request = "GET http://attacker.invalid/v21.0/123?x=1 HTTP/1.1\r\nHost: attacker.invalid\r\nConnection: close\r\n\r\n";
+    let response = raw_exchange(proxy.addr, request.as_bytes()).await;
+    assert!(response.starts_with("HTTP/1.1 200"), "{response}");
+    let seen = upstream.only();
+    assert_eq!(seen.uri, "/v21.0/123?x=1");
+    assert_eq!(seen.headers["host"], upstream.addr.to_string());
+}

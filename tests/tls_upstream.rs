@@ -1,0 +1,118 @@
+//! An HTTPS upstream through rustls: certificate checked against the
+//! configured trust anchors, HTTP/2 negotiated by ALPN, sends still decided.
+
+mod support;
+
+use std::sync::{Arc, Mutex};
+
+use http::{Request, Response, Version};
+use hyper::body::Incoming;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::server::conn::auto;
+use rcgen::{BasicConstraints, CertificateParams, IsCa, Issuer, KeyPair};
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
+use sendgate::Config;
+use sendgate::upstream::full_body;
+use support::Proxy;
+use tokio::net::TcpListener;
+use tokio_rustls::TlsAcceptor;
+
+/// A CA and a `localhost` certificate it signed; the CA as PEM.
+fn certificates() -> (String, CertificateDer<'static>, PrivateKeyDer<'static>) {
+    let ca_key = KeyPair::generate().unwrap();
+    let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    let ca_cert = ca_params.self_signed(&ca_key).unwrap();
+    let issuer = Issuer::new(ca_params, ca_key);
+    let leaf_key = KeyPair::generate().unwrap();
+    let leaf = CertificateParams::new(vec!["localhost".to_owned()])
+        .unwrap()
+        .signed_by(&leaf_key, &issuer)
+        .unwrap();
+    let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(leaf_key.serialize_der()));
+    (ca_cert.pem(), leaf.der().clone(), key)
+}
+
+/// An HTTPS server offering h2 and http/1.1 that records each request's
+/// version and body.
+async fn tls_upstream(
+    cert: CertificateDer<'static>,
+    key: PrivateKeyDer<'static>,
+) -> (u16, Arc<Mutex<Vec<(Version, bytes::Bytes)>>>) {
+    let mut server = rustls::ServerConfig::builder_with_provider(
+        rustls::crypto::ring::default_provider().into(),
+    )
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_no_client_auth()
+    .with_single_cert(vec![cert], key)
+    .unwrap();
+    server.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    let acceptor = TlsAcceptor::from(Arc::new(server));
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let log = seen.clone();
+    tokio::spawn(async move {
+        while let Ok((stream, _)) = listener.accept().await {
+            let acceptor = acceptor.clone();
+            let log = log.clone();
+            tokio::spawn(async move {
+                let Ok(tls) = acceptor.accept(stream).await else {
+                    return;
+                };
+                let service = service_fn(move |request: Request<Incoming>| {
+                    let log = log.clone();
+                    async move {
+                        use http_body_util::BodyExt;
+                        let version = request.version();
+                        let body = request.into_body().collect().await?.to_bytes();
+                        log.lock().unwrap().push((version, body));
+                        Ok::<_, hyper::Error>(Response::new(full_body(support::META_OK)))
+                    }
+                });
+                let _ = auto::Builder::new(TokioExecutor::new())
+                    .serve_connection(TokioIo::new(tls), service)
+                    .await;
+            });
+        }
+    });
+    (port, seen)
+}
+
+#[tokio::test]
+async fn https_upstream_with_h2_and_a_trusted_ca() {
+    let (ca_pem, cert, key) = certificates();
+    let (port, seen) = tls_upstream(cert, key).await;
+    let ca_file = std::env::temp_dir().join(format!("sendgate-test-ca-{}.pem", std::process::id()));
+    std::fs::write(&ca_file, ca_pem).unwrap();
+
+    let mut config = Config::from_sources("", std::iter::empty()).unwrap();
+    config.upstream = format!("https://localhost:{port}");
+    config.upstream_ca_file = ca_file.display().to_string();
+    let proxy = Proxy::start_with(config).await;
+    let answer = proxy
+        .post("/v21.0/123/messages", r#"{"to":"US.1","type":"text"}"#, &[])
+        .await;
+    assert_eq!(answer.status, 200, "{answer:?}");
+    assert_eq!(answer.decision(), "rewritten: to->recipient");
+    let seen = seen.lock().unwrap().clone();
+    assert_eq!(seen.len(), 1);
+    assert_eq!(seen[0].0, Version::HTTP_2, "ALPN picked h2");
+    assert_eq!(seen[0].1, r#"{"recipient":"US.1","type":"text"}"#);
+}
+
+#[tokio::test]
+async fn untrusted_upstream_certificate_is_a_502() {
+    let (_ca_pem, cert, key) = certificates();
+    let (port, seen) = tls_upstream(cert, key).await;
+    // Only the public roots: the test CA is unknown.
+    let proxy = Proxy::start(&format!("https://localhost:{port}"), "").await;
+    let answer = proxy
+        .post("/v21.0/123/messages", r#"{"to":"16315551234"}"#, &[])
+        .await;
+    assert_eq!(answer.status, 502);
+    assert_eq!(answer.graph_error_code(), 2);
+    assert!(seen.lock().unwrap().is_empty());
+}
