@@ -44,7 +44,41 @@ pub struct Config {
     /// Client name (from `x-sendgate-client`) → its settings.
     pub clients: BTreeMap<String, ClientConfig>,
     pub cache: CacheConfig,
+    pub store: StoreConfig,
+    pub webhook: WebhookConfig,
+    pub admin: AdminConfig,
     pub log: LogConfig,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StoreConfig {
+    /// The identity store file; empty keeps identities in memory only.
+    pub path: String,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WebhookConfig {
+    /// The path Meta calls (GET to verify, POST to deliver); empty disables the relay.
+    pub path: String,
+    /// The URL verified webhooks are forwarded to, unchanged.
+    pub forward_to: String,
+    pub timeout_ms: u64,
+    pub max_body_bytes: usize,
+}
+
+impl WebhookConfig {
+    pub fn enabled(&self) -> bool {
+        !self.path.is_empty()
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AdminConfig {
+    /// Where the admin API listens; empty disables it.
+    pub listen: String,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]

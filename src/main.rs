@@ -142,7 +142,7 @@ async fn serve(
         .await
         .map_err(|err| format!("cannot listen on {}: {err}", config.listen))?;
     tracing::info!(listen = %config.listen, upstream = %config.upstream, mode = ?config.policy.mode, "sendgate started");
-    let app = Arc::new(App::new(config).map_err(|err| format!("config error: {err}"))?);
+    let app = Arc::new(App::new(config).map_err(|err| err.to_string())?);
     sendgate::run(listener, app, shutdown_signal()).await;
     tracing::info!("sendgate stopped");
     Ok(())

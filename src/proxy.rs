@@ -9,9 +9,12 @@ use http::{Request, Response};
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
 
+use std::fmt;
+use std::path::Path;
+
 use crate::config::{Config, ConfigError};
 use crate::headers;
-use crate::identity::{CachedIdentities, IdentityStore};
+use crate::identity::{Identities, RedbStore, StoreError};
 use crate::send;
 use crate::templates::TemplateCategories;
 use crate::upstream::{ProxyBody, Upstream};
@@ -20,7 +23,7 @@ use crate::upstream::{ProxyBody, Upstream};
 pub struct App {
     config: Arc<Config>,
     pub upstream: Arc<Upstream>,
-    pub identities: Arc<dyn IdentityStore>,
+    pub identities: Arc<Identities>,
     pub templates: TemplateCategories,
     /// Prefix that makes request ids unique across restarts.
     id_prefix: String,
@@ -28,21 +31,28 @@ pub struct App {
 }
 
 impl App {
-    /// Builds the state for a validated config, with the in-memory identity cache.
-    pub fn new(config: Config) -> Result<Self, ConfigError> {
-        let identities = Arc::new(CachedIdentities::new(
+    /// Builds the state for a validated config, opening the identity store
+    /// it names (or an in-memory one for `store.path = ""`).
+    pub fn new(config: Config) -> Result<Self, StartError> {
+        let store = match config.store.path.as_str() {
+            "" => RedbStore::in_memory(),
+            path => RedbStore::open(Path::new(path)),
+        }
+        .map_err(StartError::Store)?;
+        let identities = Arc::new(Identities::new(
+            store,
             config.cache.identity_capacity,
             std::time::Duration::from_secs(config.cache.identity_ttl_secs),
         ));
         Self::with_identities(config, identities)
     }
 
-    /// Builds the state with a given identity store.
+    /// Builds the state around an identity service already open.
     pub fn with_identities(
         config: Config,
-        identities: Arc<dyn IdentityStore>,
-    ) -> Result<Self, ConfigError> {
-        let upstream = Arc::new(Upstream::new(&config)?);
+        identities: Arc<Identities>,
+    ) -> Result<Self, StartError> {
+        let upstream = Arc::new(Upstream::new(&config).map_err(StartError::Config)?);
         let templates = TemplateCategories::new(&config.cache, upstream.clone());
         let started = SystemTime::now()
             .duration_since(UNIX_EPOCH)
@@ -92,6 +102,24 @@ impl App {
         }
     }
 }
+
+/// Why sendgate could not start.
+#[derive(Debug)]
+pub enum StartError {
+    Config(ConfigError),
+    Store(StoreError),
+}
+
+impl fmt::Display for StartError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            StartError::Config(err) => write!(f, "config error: {err}"),
+            StartError::Store(err) => err.fmt(f),
+        }
+    }
+}
+
+impl std::error::Error for StartError {}
 
 /// An upstream response on its way back: hop-by-hop headers go, the body streams.
 pub fn relay(response: Response<Incoming>) -> Response<ProxyBody> {

@@ -88,6 +88,7 @@ async fn serve_sandbox() -> Served {
         // Run from an empty directory: the embedded defaults apply.
         .current_dir(std::env::temp_dir())
         .env("RUST_LOG", "warn")
+        .env("SENDGATE_STORE__PATH", "")
         .stdout(Stdio::null())
         .stderr(Stdio::inherit())
         .spawn()

@@ -88,7 +88,7 @@ async fn https_upstream_with_h2_and_a_trusted_ca() {
     let ca_file = std::env::temp_dir().join(format!("sendgate-test-ca-{}.pem", std::process::id()));
     std::fs::write(&ca_file, ca_pem).unwrap();
 
-    let mut config = Config::from_sources("", std::iter::empty()).unwrap();
+    let mut config = Config::from_sources("", support::in_memory_store()).unwrap();
     config.upstream = format!("https://localhost:{port}");
     config.upstream_ca_file = ca_file.display().to_string();
     let proxy = Proxy::start_with(config).await;

@@ -5,27 +5,218 @@
 //! the portfolio of the business number that saw it; a mapping learned in one
 //! portfolio never answers for another. Phones are stored as digits only, the
 //! way Meta reports a `wa_id`.
+//!
+//! [`Identities`] is a moka cache of BSUID → phone in front of the durable
+//! [`RedbStore`]. Writes go to the store first and then drop the cache
+//! entries they make stale, so the cache can only ever lag behind by a miss.
 
-mod cache;
+mod model;
+mod store;
 
-pub use cache::CachedIdentities;
+use std::sync::Arc;
+use std::time::Duration;
 
-/// One person's identifiers within a portfolio.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Mapping {
-    /// The phone, digits only.
-    pub phone: String,
-    /// The BSUID (or parent BSUID), exactly as Meta gave it.
-    pub bsuid: String,
+use moka::sync::Cache;
+
+pub use model::{IdentityEvent, Observation, Record, Source};
+pub use store::{Applied, RedbStore, StoreError};
+
+/// The identity service shared by the send path, the webhook relay and the
+/// admin API.
+pub struct Identities {
+    store: RedbStore,
+    /// `portfolio \0 bsuid` → phone digits; only hits are cached.
+    phones: Cache<String, String>,
 }
 
-/// Where mappings live. Lookups are on the send path, so they must be cheap;
-/// implementations are synchronous and must not block for long.
-pub trait IdentityStore: Send + Sync + 'static {
-    /// The phone known for a BSUID in a portfolio.
-    fn phone_for_bsuid(&self, portfolio: &str, bsuid: &str) -> Option<String>;
-    /// The BSUID known for a phone (digits only) in a portfolio.
-    fn bsuid_for_phone(&self, portfolio: &str, phone: &str) -> Option<String>;
-    /// Records that a phone and a BSUID are the same person in a portfolio.
-    fn learn(&self, portfolio: &str, mapping: Mapping);
+fn cache_key(portfolio: &str, bsuid: &str) -> String {
+    let mut key = String::with_capacity(portfolio.len() + 1 + bsuid.len());
+    key.push_str(portfolio);
+    key.push('\0');
+    key.push_str(bsuid);
+    key
+}
+
+impl Identities {
+    /// `capacity` counts cached mappings; `ttl` is how long one stays cached
+    /// after its last use.
+    pub fn new(store: RedbStore, capacity: u64, ttl: Duration) -> Self {
+        let phones = Cache::builder()
+            .max_capacity(capacity)
+            .time_to_idle(ttl)
+            .build();
+        Identities { store, phones }
+    }
+
+    /// The phone known for a BSUID (or parent BSUID) in a portfolio. A store
+    /// failure is logged and answered as "unknown": the send then goes out
+    /// as the sender wrote it.
+    pub fn phone_for_bsuid(&self, portfolio: &str, bsuid: &str) -> Option<String> {
+        let key = cache_key(portfolio, bsuid);
+        if let Some(phone) = self.phones.get(&key) {
+            return Some(phone);
+        }
+        let found = if bsuid.contains(".ENT.") {
+            self.store.by_parent(portfolio, bsuid)
+        } else {
+            self.store.by_bsuid(portfolio, bsuid)
+        };
+        match found {
+            Ok(record) => {
+                let phone = record?.phone?;
+                self.phones.insert(key, phone.clone());
+                Some(phone)
+            }
+            Err(err) => {
+                tracing::error!(error = %err, "identity lookup failed");
+                None
+            }
+        }
+    }
+
+    /// Applies events durably (blocking: call from a blocking context), then
+    /// forgets cached answers they may have changed.
+    pub fn apply(
+        &self,
+        events: &[(String, IdentityEvent)],
+        source: Source,
+    ) -> Result<Applied, StoreError> {
+        let applied = self.store.apply(
+            events
+                .iter()
+                .map(|(portfolio, event)| (portfolio.as_str(), event)),
+            source,
+        )?;
+        for (portfolio, bsuid) in &applied.touched {
+            self.phones.invalidate(&cache_key(portfolio, bsuid));
+        }
+        for (portfolio, event) in events {
+            let (IdentityEvent::Seen(Observation { bsuid, .. }) | IdentityEvent::Retired { bsuid }) =
+                event;
+            self.phones.invalidate(&cache_key(portfolio, bsuid));
+        }
+        Ok(applied)
+    }
+
+    /// Records the pair a successful send proved: in the cache at once, so the
+    /// sender's next send already resolves, and in the store off the async
+    /// runtime, so the send's response does not wait for a disk flush.
+    /// The returned handle completes when the store has it.
+    pub fn learn_from_send(
+        self: &Arc<Self>,
+        portfolio: &str,
+        phone: String,
+        bsuid: String,
+    ) -> tokio::task::JoinHandle<()> {
+        self.phones
+            .insert(cache_key(portfolio, &bsuid), phone.clone());
+        let identities = self.clone();
+        let event = IdentityEvent::Seen(Observation {
+            bsuid,
+            phone: Some(phone),
+            ..Observation::default()
+        });
+        let events = vec![(portfolio.to_owned(), event)];
+        tokio::task::spawn_blocking(move || {
+            if let Err(err) = identities.apply(&events, Source::Send) {
+                tracing::error!(error = %err, "learning from a send failed");
+            }
+        })
+    }
+
+    /// Every record an identifier names, in one portfolio or all.
+    pub fn find(&self, id: &str, portfolio: Option<&str>) -> Result<Vec<Record>, StoreError> {
+        self.store.find(id, portfolio)
+    }
+
+    /// Erases a person from store and cache (blocking).
+    pub fn erase(&self, id: &str, portfolio: Option<&str>) -> Result<Vec<Record>, StoreError> {
+        let removed = self.store.erase(id, portfolio)?;
+        for record in &removed {
+            self.phones
+                .invalidate(&cache_key(&record.portfolio, &record.bsuid));
+            if let Some(parent) = &record.parent_bsuid {
+                self.phones
+                    .invalidate(&cache_key(&record.portfolio, parent));
+            }
+        }
+        Ok(removed)
+    }
+
+    /// How many people the store knows.
+    pub fn len(&self) -> Result<u64, StoreError> {
+        self.store.len()
+    }
+
+    /// True when the store knows nobody.
+    pub fn is_empty(&self) -> Result<bool, StoreError> {
+        self.store.is_empty()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn identities() -> Arc<Identities> {
+        let store = RedbStore::in_memory().unwrap();
+        Arc::new(Identities::new(store, 100, Duration::from_secs(60)))
+    }
+
+    fn seen(bsuid: &str, phone: &str) -> (String, IdentityEvent) {
+        let observation = Observation {
+            bsuid: bsuid.into(),
+            phone: Some(phone.into()),
+            ..Observation::default()
+        };
+        ("p".to_owned(), IdentityEvent::Seen(observation))
+    }
+
+    #[test]
+    fn cached_answers_never_outlive_the_store() {
+        let identities = identities();
+        identities
+            .apply(&[seen("US.1", "16315551234")], Source::Webhook)
+            .unwrap();
+        assert_eq!(
+            identities.phone_for_bsuid("p", "US.1").as_deref(),
+            Some("16315551234")
+        );
+        // The phone moves to a new BSUID: the cached answer for the old one goes.
+        identities
+            .apply(&[seen("US.2", "16315551234")], Source::Webhook)
+            .unwrap();
+        assert_eq!(identities.phone_for_bsuid("p", "US.1"), None);
+        assert_eq!(
+            identities.phone_for_bsuid("p", "US.2").as_deref(),
+            Some("16315551234")
+        );
+        // Erasure empties the cache too.
+        assert_eq!(identities.erase("16315551234", None).unwrap().len(), 1);
+        assert_eq!(identities.phone_for_bsuid("p", "US.2"), None);
+        let left = identities.find("US.1", None).unwrap();
+        assert_eq!(
+            left.len(),
+            1,
+            "the recycled number's former holder stays, without it"
+        );
+        assert_eq!(left[0].phone, None);
+    }
+
+    #[tokio::test]
+    async fn a_send_teaches_the_cache_at_once_and_the_store_soon() {
+        let identities = identities();
+        identities.learn_from_send("p", "16315551234".into(), "US.1".into());
+        assert_eq!(
+            identities.phone_for_bsuid("p", "US.1").as_deref(),
+            Some("16315551234")
+        );
+        for _ in 0..200 {
+            if identities.len().unwrap() == 1 {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        panic!("the store never learned the pair");
+    }
 }

@@ -20,7 +20,6 @@ use hyper::body::Incoming;
 use crate::config::{Category, Config, Mode, UnknownCategory};
 use crate::graph_error::GraphError;
 use crate::headers::{CLIENT_HEADER, DECISION_HEADER};
-use crate::identity::Mapping;
 use crate::logging::mask;
 use crate::proxy::{App, relay};
 use crate::templates::LookupContext;
@@ -120,10 +119,11 @@ pub async fn handle(
     let mut response = match app.upstream.send(upstream_request).await {
         Ok(response) => {
             if response.status().is_success()
-                && let Some(mapping) = verdict.learned
+                && let Some((phone, bsuid)) = verdict.learned
             {
                 let portfolio = config.portfolio_of(route.phone_number_id);
-                app.identities.learn(portfolio, mapping);
+                // Written in the background; the cache already answers.
+                drop(app.identities.learn_from_send(portfolio, phone, bsuid));
             }
             relay(response)
         }
@@ -139,8 +139,8 @@ struct Verdict {
     refusal: Option<GraphError>,
     /// The rewritten body, in enforce mode, when the table rewrote it.
     rewritten: Option<Vec<u8>>,
-    /// The pair a successful forward of this send proves.
-    learned: Option<Mapping>,
+    /// The (phone digits, BSUID) pair a successful forward of this send proves.
+    learned: Option<(String, String)>,
     /// The `x-sendgate-decision` value.
     label: String,
 }
@@ -309,7 +309,7 @@ fn unknown_as(category: Category) -> UnknownCategory {
 
 /// The pair a successful send proves, when the sender gave both identifiers.
 /// A phone sendgate resolved itself is already known and teaches nothing.
-fn learnable_pair(facts: &Facts<'_>, decision: &Decision, mode: Mode) -> Option<Mapping> {
+fn learnable_pair(facts: &Facts<'_>, decision: &Decision, mode: Mode) -> Option<(String, String)> {
     let forwarded = match decision {
         Decision::Block(_) => mode == Mode::Report,
         Decision::Forward | Decision::Rewrite { .. } => true,
@@ -320,10 +320,7 @@ fn learnable_pair(facts: &Facts<'_>, decision: &Decision, mode: Mode) -> Option<
         .flatten()
         .find(|r| r.class == IdClass::Phone)?;
     let bsuid = fields.iter().flatten().find(|r| r.class.is_bsuid())?;
-    (forwarded && !facts.group).then(|| Mapping {
-        phone: phone_digits(phone.value),
-        bsuid: bsuid.value.to_owned(),
-    })
+    (forwarded && !facts.group).then(|| (phone_digits(phone.value), bsuid.value.to_owned()))
 }
 
 /// The `x-sendgate-decision` value: `forwarded`, `rewritten: to->recipient`,

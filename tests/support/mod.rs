@@ -182,6 +182,12 @@ impl SandboxUpstream {
     }
 }
 
+/// The env override that keeps identities in memory: each test starts from
+/// nothing and leaves no file behind.
+pub fn in_memory_store() -> [(String, String); 1] {
+    [("SENDGATE_STORE__PATH".to_owned(), String::new())]
+}
+
 /// A running sendgate.
 pub struct Proxy {
     pub addr: SocketAddr,
@@ -204,7 +210,7 @@ impl Proxy {
     /// Starts sendgate with `config` (TOML) over the defaults, pointed at `upstream`.
     pub async fn start(upstream: &str, config: &str) -> Self {
         let mut config =
-            Config::from_sources(config, std::iter::empty()).expect("test config is valid");
+            Config::from_sources(config, in_memory_store()).expect("test config is valid");
         config.upstream = upstream.to_owned();
         Self::start_with(config).await
     }
