@@ -197,6 +197,60 @@ pub enum LogFormat {
     Json,
 }
 
+/// Secrets, which come from the environment only, never from the file.
+#[derive(Clone, Default)]
+pub struct Secrets {
+    /// `SENDGATE_APP_SECRET`: the Meta app secret that signs webhooks.
+    pub app_secret: Option<String>,
+    /// `SENDGATE_VERIFY_TOKEN`: the token Meta echoes in the webhook handshake.
+    pub verify_token: Option<String>,
+    /// `SENDGATE_ADMIN_TOKEN`: the bearer token of the admin API.
+    pub admin_token: Option<String>,
+}
+
+impl Secrets {
+    /// Reads the secrets from environment pairs; empty values count as unset.
+    pub fn from_env(env: impl IntoIterator<Item = (String, String)>) -> Self {
+        let mut secrets = Secrets::default();
+        for (name, value) in env {
+            let slot = match name.as_str() {
+                "SENDGATE_APP_SECRET" => &mut secrets.app_secret,
+                "SENDGATE_VERIFY_TOKEN" => &mut secrets.verify_token,
+                "SENDGATE_ADMIN_TOKEN" => &mut secrets.admin_token,
+                _ => continue,
+            };
+            *slot = Some(value).filter(|value| !value.is_empty());
+        }
+        secrets
+    }
+
+    /// What a config needs from the environment and does not have.
+    pub fn check(&self, config: &Config) -> Result<(), ConfigError> {
+        let needed = [
+            ("SENDGATE_APP_SECRET", &self.app_secret),
+            ("SENDGATE_VERIFY_TOKEN", &self.verify_token),
+        ];
+        for (name, secret) in needed {
+            if config.webhook.enabled() && secret.is_none() {
+                return Err(ConfigError::new(name, "must be set when webhook.path is"));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Never prints a secret, only whether it is set.
+impl fmt::Debug for Secrets {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let set = |secret: &Option<String>| if secret.is_some() { "<set>" } else { "<unset>" };
+        f.debug_struct("Secrets")
+            .field("app_secret", &set(&self.app_secret))
+            .field("verify_token", &set(&self.verify_token))
+            .field("admin_token", &set(&self.admin_token))
+            .finish()
+    }
+}
+
 /// A configuration problem, naming the key (or file) it is about.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ConfigError {
@@ -306,6 +360,19 @@ impl Config {
                 ));
             }
         }
+        if self.webhook.enabled() {
+            if !self.webhook.path.starts_with('/') {
+                return Err(ConfigError::new("webhook.path", "must start with /"));
+            }
+            self.webhook_forward_uri()?;
+            if self.webhook.timeout_ms == 0 || self.webhook.max_body_bytes == 0 {
+                return Err(ConfigError::new(
+                    "webhook",
+                    "timeout_ms and max_body_bytes must be greater than 0",
+                ));
+            }
+        }
+        self.admin_listen()?;
         if self
             .log
             .level
@@ -319,19 +386,29 @@ impl Config {
 
     /// The upstream base URL: http or https, a host, and no path.
     pub fn upstream_uri(&self) -> Result<Uri, ConfigError> {
-        let bad = |reason: &str| ConfigError::new("upstream", reason.to_owned());
-        let uri: Uri = self.upstream.parse().map_err(|_| bad("not a URL"))?;
-        match uri.scheme_str() {
-            Some("http" | "https") => {}
-            _ => return Err(bad("must start with http:// or https://")),
-        }
-        if uri.host().is_none() {
-            return Err(bad("has no host"));
-        }
+        let uri = http_url("upstream", &self.upstream)?;
         if !matches!(uri.path(), "" | "/") || uri.query().is_some() {
-            return Err(bad("must be a base URL with no path or query"));
+            return Err(ConfigError::new(
+                "upstream",
+                "must be a base URL with no path or query",
+            ));
         }
         Ok(uri)
+    }
+
+    /// Where verified webhooks go, when the relay is on.
+    pub fn webhook_forward_uri(&self) -> Result<Uri, ConfigError> {
+        http_url("webhook.forward_to", &self.webhook.forward_to)
+    }
+
+    /// The admin listener's address, when it is on.
+    pub fn admin_listen(&self) -> Result<Option<SocketAddr>, ConfigError> {
+        match self.admin.listen.as_str() {
+            "" => Ok(None),
+            text => text.parse().map(Some).map_err(|_| {
+                ConfigError::new("admin.listen", "not an address like 127.0.0.1:9090")
+            }),
+        }
     }
 
     pub fn connect_timeout(&self) -> Duration {
@@ -360,6 +437,20 @@ impl Config {
             .get(client)
             .is_some_and(|client| client.campaign)
     }
+}
+
+/// An absolute http(s) URL with a host.
+fn http_url(key: &str, text: &str) -> Result<Uri, ConfigError> {
+    let uri: Uri = text
+        .parse()
+        .map_err(|_| ConfigError::new(key, "not a URL"))?;
+    if !matches!(uri.scheme_str(), Some("http" | "https")) {
+        return Err(ConfigError::new(key, "must start with http:// or https://"));
+    }
+    if uri.host().is_none() {
+        return Err(ConfigError::new(key, "has no host"));
+    }
+    Ok(uri)
 }
 
 /// Deep-merges `overlay` onto `base`: tables merge, anything else replaces.

@@ -22,6 +22,8 @@
 //! - [`templates`]: template categories from config and Meta, cached.
 //! - [`graph_error`]: local errors shaped like Graph errors.
 //! - [`logging`]: log setup and identifier masking.
+//! - [`webhook`]: the webhook relay: verify, learn durably, forward;
+//!   `webhook::learn` reads what a payload teaches.
 //! - [`sandbox`]: a simulated Cloud API for development and tests.
 
 #![forbid(unsafe_code)]
@@ -37,6 +39,7 @@ pub mod send;
 pub mod server;
 pub mod templates;
 pub mod upstream;
+pub mod webhook;
 
 use std::future::Future;
 use std::sync::Arc;

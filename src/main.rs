@@ -7,7 +7,7 @@ use std::sync::Arc;
 use clap::{Parser, Subcommand};
 use tokio::net::TcpListener;
 
-use sendgate::config::{Config, NumberConfig};
+use sendgate::config::{Config, NumberConfig, Secrets};
 use sendgate::sandbox::{self, Sandbox};
 use sendgate::{App, logging, server};
 
@@ -142,7 +142,8 @@ async fn serve(
         .await
         .map_err(|err| format!("cannot listen on {}: {err}", config.listen))?;
     tracing::info!(listen = %config.listen, upstream = %config.upstream, mode = ?config.policy.mode, "sendgate started");
-    let app = Arc::new(App::new(config).map_err(|err| err.to_string())?);
+    let secrets = Secrets::from_env(std::env::vars());
+    let app = Arc::new(App::new(config, secrets).map_err(|err| err.to_string())?);
     sendgate::run(listener, app, shutdown_signal()).await;
     tracing::info!("sendgate stopped");
     Ok(())

@@ -12,12 +12,13 @@ use hyper::body::Incoming;
 use std::fmt;
 use std::path::Path;
 
-use crate::config::{Config, ConfigError};
+use crate::config::{Config, ConfigError, Secrets};
 use crate::headers;
 use crate::identity::{Identities, RedbStore, StoreError};
 use crate::send;
 use crate::templates::TemplateCategories;
 use crate::upstream::{ProxyBody, Upstream};
+use crate::webhook::Relay;
 
 /// Everything a request handler needs, shared by all connections.
 pub struct App {
@@ -25,6 +26,10 @@ pub struct App {
     pub upstream: Arc<Upstream>,
     pub identities: Arc<Identities>,
     pub templates: TemplateCategories,
+    /// The webhook relay, when `webhook.path` is set.
+    webhook: Option<Relay>,
+    /// Secrets from the environment (admin token, app secret).
+    pub secrets: Secrets,
     /// Prefix that makes request ids unique across restarts.
     id_prefix: String,
     next_id: AtomicU64,
@@ -33,7 +38,7 @@ pub struct App {
 impl App {
     /// Builds the state for a validated config, opening the identity store
     /// it names (or an in-memory one for `store.path = ""`).
-    pub fn new(config: Config) -> Result<Self, StartError> {
+    pub fn new(config: Config, secrets: Secrets) -> Result<Self, StartError> {
         let store = match config.store.path.as_str() {
             "" => RedbStore::in_memory(),
             path => RedbStore::open(Path::new(path)),
@@ -44,16 +49,21 @@ impl App {
             config.cache.identity_capacity,
             std::time::Duration::from_secs(config.cache.identity_ttl_secs),
         ));
-        Self::with_identities(config, identities)
+        Self::with_identities(config, secrets, identities)
     }
 
     /// Builds the state around an identity service already open.
     pub fn with_identities(
         config: Config,
+        secrets: Secrets,
         identities: Arc<Identities>,
     ) -> Result<Self, StartError> {
         let upstream = Arc::new(Upstream::new(&config).map_err(StartError::Config)?);
         let templates = TemplateCategories::new(&config.cache, upstream.clone());
+        let webhook = match config.webhook.enabled() {
+            true => Some(Relay::new(&config, &secrets).map_err(StartError::Config)?),
+            false => None,
+        };
         let started = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map_or(0, |elapsed| elapsed.as_secs());
@@ -62,6 +72,8 @@ impl App {
             upstream,
             identities,
             templates,
+            webhook,
+            secrets,
             id_prefix: format!("sg{started:x}"),
             next_id: AtomicU64::new(1),
         })
@@ -81,6 +93,12 @@ impl App {
     /// Routes one request.
     pub async fn handle(self: Arc<Self>, request: Request<Incoming>) -> Response<ProxyBody> {
         let path = request.uri().path().to_owned();
+        if let Some(relay) = &self.webhook
+            && path == self.config.webhook.path
+        {
+            let config = self.config();
+            return relay.handle(&config, &self.identities, request).await.1;
+        }
         if let Some(route) = send::route(request.method(), &path) {
             let request_id = self.request_id();
             return send::handle(&self, request, route, &request_id).await;

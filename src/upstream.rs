@@ -66,8 +66,14 @@ pub struct Upstream {
 }
 
 impl Upstream {
+    /// The client to the Cloud API named by `upstream`.
     pub fn new(config: &Config) -> Result<Self, ConfigError> {
-        let base = config.upstream_uri()?;
+        Self::to(&config.upstream_uri()?, config.request_timeout(), config)
+    }
+
+    /// A client to another base URL (the webhook downstream) with the same
+    /// TLS, connect-timeout and pool settings.
+    pub fn to(base: &Uri, request_timeout: Duration, config: &Config) -> Result<Self, ConfigError> {
         let mut http = HttpConnector::new();
         http.enforce_http(false);
         http.set_nodelay(true);
@@ -88,11 +94,11 @@ impl Upstream {
         Ok(Upstream {
             client,
             scheme: base.scheme().cloned().unwrap_or(Scheme::HTTPS),
-            authority: base
-                .authority()
-                .cloned()
-                .expect("validated: the upstream has a host"),
-            request_timeout: config.request_timeout(),
+            authority: base.authority().cloned().ok_or_else(|| ConfigError {
+                key: "upstream".into(),
+                reason: format!("{base} has no host"),
+            })?,
+            request_timeout,
         })
     }
 

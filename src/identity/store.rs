@@ -10,7 +10,8 @@
 //!
 //! - `records`: `bsuid \0 portfolio` → the [`Record`] as JSON;
 //! - `phones`: `phone \0 portfolio` → bsuid;
-//! - `parents`: `parent bsuid \0 portfolio` → bsuid.
+//! - `parents`: `parent bsuid \0 portfolio` → bsuid;
+//! - `retired`: `bsuid \0 portfolio` → when it was retired.
 
 use std::fmt;
 use std::path::Path;
@@ -28,6 +29,10 @@ use crate::send::identifier::{IdClass, classify, phone_digits};
 const RECORDS: TableDefinition<&str, &[u8]> = TableDefinition::new("records");
 const PHONES: TableDefinition<&str, &str> = TableDefinition::new("phones");
 const PARENTS: TableDefinition<&str, &str> = TableDefinition::new("parents");
+/// Retired BSUIDs (`bsuid \0 portfolio` → unix seconds), so that a late or
+/// retried webhook that still names a dead BSUID cannot bring it back and
+/// take its old phone from the person's new BSUID.
+const RETIRED: TableDefinition<&str, u64> = TableDefinition::new("retired");
 
 /// The two secondary indexes, and the record field each one mirrors.
 #[derive(Clone, Copy)]
@@ -91,7 +96,8 @@ pub struct Applied {
     pub inserted: u64,
     /// Known people whose record changed.
     pub updated: u64,
-    /// Observations that told nothing new (only `last_seen` moved).
+    /// Observations that told nothing new (only `last_seen` moved), or that
+    /// named a retired BSUID.
     pub unchanged: u64,
     /// BSUIDs retired.
     pub retired: u64,
@@ -151,6 +157,7 @@ impl RedbStore {
         txn.open_table(RECORDS)?;
         txn.open_table(PHONES)?;
         txn.open_table(PARENTS)?;
+        txn.open_table(RETIRED)?;
         txn.commit()?;
         Ok(RedbStore { db })
     }
@@ -182,7 +189,9 @@ impl RedbStore {
                     }
                 }
                 IdentityEvent::Retired { bsuid } => {
-                    if remove_record(&txn, &key(bsuid, portfolio))?.is_some() {
+                    let record_key = key(bsuid, portfolio);
+                    txn.open_table(RETIRED)?.insert(record_key.as_str(), at)?;
+                    if remove_record(&txn, &record_key)?.is_some() {
                         applied.retired += 1;
                     }
                 }
@@ -261,6 +270,14 @@ impl RedbStore {
                 removed.push(record);
             }
         }
+        // A retired BSUID is personal data too.
+        if classify(id).is_bsuid() {
+            let mut retired = txn.open_table(RETIRED)?;
+            let keys = record_keys_for_bsuid(&retired, id, portfolio)?;
+            for retired_key in keys {
+                retired.remove(retired_key.as_str())?;
+            }
+        }
         txn.commit()?;
         Ok(removed)
     }
@@ -285,8 +302,8 @@ fn encode(record: &Record) -> Vec<u8> {
     serde_json::to_vec(record).expect("a record always serialises")
 }
 
-fn record_keys_for_bsuid(
-    records: &impl ReadableTable<&'static str, &'static [u8]>,
+fn record_keys_for_bsuid<V: redb::Value + 'static>(
+    records: &impl ReadableTable<&'static str, V>,
     bsuid: &str,
     portfolio: Option<&str>,
 ) -> Result<Vec<String>, StoreError> {
@@ -339,6 +356,9 @@ fn upsert(
     touched: &mut Vec<(String, String)>,
 ) -> Result<Upsert, StoreError> {
     let record_key = key(&seen.bsuid, portfolio);
+    if txn.open_table(RETIRED)?.get(record_key.as_str())?.is_some() {
+        return Ok(Upsert::Unchanged);
+    }
     let existing = {
         let records = txn.open_table(RECORDS)?;
         let found = records.get(record_key.as_str())?;
@@ -502,6 +522,9 @@ mod tests {
                 keys.push(format!("index:{}", entry.unwrap().0.value()));
             }
         }
+        for entry in txn.open_table(RETIRED).unwrap().iter().unwrap() {
+            keys.push(format!("retired:{}", entry.unwrap().0.value()));
+        }
         keys
     }
 
@@ -595,6 +618,28 @@ mod tests {
         assert_eq!((applied.retired, applied.inserted), (1, 1));
         assert!(store.by_bsuid("a", BSUID).unwrap().is_none());
         assert_eq!(store.by_phone("a", PHONE).unwrap().unwrap().bsuid, "US.42");
+    }
+
+    #[test]
+    fn a_late_webhook_cannot_bring_a_retired_bsuid_back() {
+        let store = RedbStore::in_memory().unwrap();
+        apply(&store, "a", &[seen(BSUID, Some(PHONE))]);
+        apply(
+            &store,
+            "a",
+            &[
+                IdentityEvent::Retired {
+                    bsuid: BSUID.into(),
+                },
+                seen("US.42", Some(PHONE)),
+            ],
+        );
+        let late = apply(&store, "a", &[seen(BSUID, Some(PHONE))]);
+        assert_eq!(late.unchanged, 1);
+        assert!(store.by_bsuid("a", BSUID).unwrap().is_none());
+        assert_eq!(store.by_phone("a", PHONE).unwrap().unwrap().bsuid, "US.42");
+        store.erase(BSUID, None).unwrap();
+        assert!(!all_keys(&store).iter().any(|k| k.contains(BSUID)));
     }
 
     #[test]

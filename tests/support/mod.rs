@@ -15,6 +15,7 @@ use hyper::body::Incoming;
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
+use sendgate::config::Secrets;
 use sendgate::sandbox::Sandbox;
 use sendgate::server::{self, Handler};
 use sendgate::upstream::{ProxyBody, full_body};
@@ -188,6 +189,19 @@ pub fn in_memory_store() -> [(String, String); 1] {
     [("SENDGATE_STORE__PATH".to_owned(), String::new())]
 }
 
+/// The secrets every test proxy gets.
+pub const APP_SECRET: &str = "test-app-secret";
+pub const VERIFY_TOKEN: &str = "test-verify-token";
+pub const ADMIN_TOKEN: &str = "test-admin-token";
+
+pub fn test_secrets() -> Secrets {
+    Secrets {
+        app_secret: Some(APP_SECRET.to_owned()),
+        verify_token: Some(VERIFY_TOKEN.to_owned()),
+        admin_token: Some(ADMIN_TOKEN.to_owned()),
+    }
+}
+
 /// A running sendgate.
 pub struct Proxy {
     pub addr: SocketAddr,
@@ -216,7 +230,11 @@ impl Proxy {
     }
 
     pub async fn start_with(config: Config) -> Self {
-        let app = Arc::new(App::new(config).expect("app starts"));
+        Self::start_with_secrets(config, test_secrets()).await
+    }
+
+    pub async fn start_with_secrets(config: Config, secrets: Secrets) -> Self {
+        let app = Arc::new(App::new(config, secrets).expect("app starts"));
         Self::start_app(app).await
     }
 
