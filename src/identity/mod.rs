@@ -10,6 +10,7 @@
 //! [`RedbStore`]. Writes go to the store first and then drop the cache
 //! entries they make stale, so the cache can only ever lag behind by a miss.
 
+pub mod import;
 mod model;
 mod store;
 

@@ -1,0 +1,362 @@
+//! Operator imports of known phone ↔ BSUID pairs, as CSV or JSON lines.
+//!
+//! Both `sendgate import FILE` and `POST /admin/identities` read rows here.
+//! Every row is judged on its own: a bad row is reported with its line
+//! number and reason and never stops the good ones. Rows are applied in
+//! batches, one durable transaction each.
+
+use std::cell::Cell;
+use std::io::{BufRead, BufReader, Read};
+use std::rc::Rc;
+
+use serde::Deserialize;
+
+use super::{Identities, IdentityEvent, Observation, Source, StoreError};
+use crate::config::{Config, DEFAULT_PORTFOLIO};
+use crate::send::identifier::{IdClass, classify, phone_digits};
+
+/// Rows per store transaction: large enough to amortise the commit's fsync,
+/// small enough to report progress and bound memory.
+pub const BATCH: usize = 10_000;
+
+/// One row that was not imported.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Rejected {
+    /// 1-based line number in the input (the CSV header is line 1).
+    pub line: u64,
+    pub reason: String,
+}
+
+/// What an import did.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
+pub struct Summary {
+    /// People the store did not know.
+    pub imported: u64,
+    /// Known people whose record changed.
+    pub updated: u64,
+    /// Rows that told the store nothing new.
+    pub unchanged: u64,
+    pub rejected: Vec<Rejected>,
+}
+
+/// A row in either format. `number` (a business phone number id) places
+/// the row in that number's portfolio; `portfolio` names one directly.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Row {
+    #[serde(default)]
+    bsuid: Option<String>,
+    #[serde(default)]
+    phone: Option<String>,
+    #[serde(default)]
+    parent_bsuid: Option<String>,
+    #[serde(default)]
+    username: Option<String>,
+    #[serde(default)]
+    portfolio: Option<String>,
+    #[serde(default)]
+    number: Option<String>,
+}
+
+/// The input format, told by the first non-blank character: `{` starts a
+/// JSON line, anything else a CSV header.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Format {
+    JsonLines,
+    Csv,
+}
+
+impl Format {
+    pub fn detect(head: &[u8]) -> Format {
+        match head.iter().find(|b| !b.is_ascii_whitespace()) {
+            Some(b'{') => Format::JsonLines,
+            _ => Format::Csv,
+        }
+    }
+}
+
+/// Reads rows from `input` and applies them to `identities` (blocking).
+/// `progress` is called after each batch with the number of input bytes
+/// read so far.
+pub fn import(
+    input: impl Read + 'static,
+    format: Format,
+    config: &Config,
+    identities: &Identities,
+    mut progress: impl FnMut(u64),
+) -> Result<Summary, StoreError> {
+    let consumed = Rc::new(Cell::new(0));
+    let input = BufReader::new(Counting {
+        inner: input,
+        count: consumed.clone(),
+    });
+    let mut summary = Summary::default();
+    let mut batch: Vec<(String, IdentityEvent)> = Vec::with_capacity(BATCH);
+    let flush = |batch: &mut Vec<(String, IdentityEvent)>, summary: &mut Summary| {
+        let applied = identities.apply(batch, Source::Import)?;
+        summary.imported += applied.inserted;
+        summary.updated += applied.updated;
+        summary.unchanged += applied.unchanged;
+        batch.clear();
+        Ok::<(), StoreError>(())
+    };
+    for (line, row) in rows(input, format) {
+        match row.and_then(|row| judge(row, config)) {
+            Ok(event) => batch.push(event),
+            Err(reason) => summary.rejected.push(Rejected { line, reason }),
+        }
+        if batch.len() == BATCH {
+            flush(&mut batch, &mut summary)?;
+            progress(consumed.get());
+        }
+    }
+    flush(&mut batch, &mut summary)?;
+    progress(consumed.get());
+    Ok(summary)
+}
+
+/// Counts the bytes read through it, for progress reports.
+struct Counting<R> {
+    inner: R,
+    count: Rc<Cell<u64>>,
+}
+
+impl<R: Read> Read for Counting<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let read = self.inner.read(buf)?;
+        self.count.set(self.count.get() + read as u64);
+        Ok(read)
+    }
+}
+
+/// Each input row with its line number, parsed or not.
+fn rows(
+    input: impl BufRead + 'static,
+    format: Format,
+) -> Box<dyn Iterator<Item = (u64, Result<Row, String>)>> {
+    match format {
+        Format::JsonLines => Box::new(json_rows(input)),
+        Format::Csv => Box::new(csv_rows(input)),
+    }
+}
+
+fn json_rows(input: impl BufRead) -> impl Iterator<Item = (u64, Result<Row, String>)> {
+    let mut failed = false;
+    input
+        .split(b'\n')
+        .zip(1u64..)
+        // An unreadable input ends the import rather than repeating its error.
+        .map_while(move |(line, line_no)| {
+            if failed {
+                return None;
+            }
+            Some(match line {
+                Err(err) => {
+                    failed = true;
+                    Some((line_no, Err(format!("unreadable: {err}"))))
+                }
+                Ok(bytes) if bytes.iter().all(u8::is_ascii_whitespace) => None,
+                Ok(bytes) => {
+                    let row = serde_json::from_slice::<Row>(&bytes)
+                        .map_err(|err| format!("not a JSON object of known fields: {err}"));
+                    Some((line_no, row))
+                }
+            })
+        })
+        .flatten()
+}
+
+/// The columns a CSV header may name.
+const CSV_COLUMNS: [&str; 6] = [
+    "bsuid",
+    "phone",
+    "parent_bsuid",
+    "username",
+    "portfolio",
+    "number",
+];
+
+fn csv_rows(input: impl BufRead + 'static) -> impl Iterator<Item = (u64, Result<Row, String>)> {
+    let mut reader = csv::ReaderBuilder::new()
+        .trim(csv::Trim::All)
+        .from_reader(input);
+    let headers = reader.headers().cloned();
+    let header_error = match &headers {
+        Err(err) => Some(format!("no usable CSV header: {err}")),
+        Ok(headers) => headers
+            .iter()
+            .find(|name| !CSV_COLUMNS.contains(name))
+            .map(|name| {
+                format!(
+                    "unknown CSV column {name:?} (known: {})",
+                    CSV_COLUMNS.join(", ")
+                )
+            }),
+    };
+    let headers = headers.unwrap_or_default();
+    reader.into_records().map(move |record| {
+        let line = match &record {
+            Ok(record) => record.position().map_or(0, |p| p.line()),
+            Err(err) => err.position().map_or(0, |p| p.line()),
+        };
+        if let Some(error) = &header_error {
+            return (line, Err(error.clone()));
+        }
+        let record = match record {
+            Ok(record) => record,
+            Err(err) => return (line, Err(format!("not a CSV row: {err}"))),
+        };
+        let mut row = Row::default();
+        for (name, value) in headers.iter().zip(record.iter()) {
+            let value = Some(value.to_owned()).filter(|v| !v.is_empty());
+            match name {
+                "bsuid" => row.bsuid = value,
+                "phone" => row.phone = value,
+                "parent_bsuid" => row.parent_bsuid = value,
+                "username" => row.username = value,
+                "portfolio" => row.portfolio = value,
+                _ => row.number = value,
+            }
+        }
+        (line, Ok(row))
+    })
+}
+
+/// Checks one row and turns it into a `Seen` event for its portfolio.
+fn judge(row: Row, config: &Config) -> Result<(String, IdentityEvent), String> {
+    let bsuid = row.bsuid.ok_or("no bsuid")?;
+    if classify(&bsuid) != IdClass::Bsuid {
+        return Err(format!(
+            "bsuid {bsuid:?} is not a BSUID (e.g. US.13491208655302741918)"
+        ));
+    }
+    let phone = match row.phone {
+        Some(phone) if classify(&phone) == IdClass::Phone => Some(phone_digits(&phone)),
+        Some(phone) => return Err(format!("phone {phone:?} is not a phone number")),
+        None => None,
+    };
+    let parent_bsuid = match row.parent_bsuid {
+        Some(parent) if classify(&parent) == IdClass::ParentBsuid => Some(parent),
+        Some(parent) => return Err(format!("parent_bsuid {parent:?} is not a parent BSUID")),
+        None => None,
+    };
+    let username = row
+        .username
+        .map(|name| name.trim_start_matches('@').to_owned());
+    if phone.is_none() && parent_bsuid.is_none() && username.is_none() {
+        return Err("nothing to learn: give a phone, a parent_bsuid or a username".into());
+    }
+    let portfolio = match (row.portfolio, row.number) {
+        (Some(portfolio), _) => portfolio,
+        (None, Some(number)) => config.portfolio_of(&number).to_owned(),
+        (None, None) => DEFAULT_PORTFOLIO.to_owned(),
+    };
+    let observation = Observation {
+        bsuid,
+        parent_bsuid,
+        phone,
+        username,
+    };
+    Ok((portfolio, IdentityEvent::Seen(observation)))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+    use crate::identity::RedbStore;
+
+    fn run(text: &'static str) -> (Summary, Identities) {
+        let config = Config::from_sources(
+            "[numbers.\"555\"]\nportfolio = \"acme\"\n",
+            std::iter::empty(),
+        )
+        .unwrap();
+        let identities = Identities::new(
+            RedbStore::in_memory().unwrap(),
+            100,
+            Duration::from_secs(60),
+        );
+        let format = Format::detect(text.as_bytes());
+        let mut reports = Vec::new();
+        let summary = import(text.as_bytes(), format, &config, &identities, |n| {
+            reports.push(n)
+        })
+        .unwrap();
+        assert_eq!(
+            reports.last().copied(),
+            Some(text.len() as u64),
+            "progress reaches the end"
+        );
+        (summary, identities)
+    }
+
+    fn lines(summary: &Summary) -> Vec<u64> {
+        summary.rejected.iter().map(|r| r.line).collect()
+    }
+
+    #[test]
+    fn csv_rows_are_judged_one_by_one() {
+        let (summary, identities) = run(concat!(
+            "phone,bsuid,username,number\n",
+            "+1 (631) 555-1234,US.1,,\n",
+            "16505550000,US.2,@lucia,555\n",
+            "not a phone,US.3,,\n",
+            "16505550001,us.4,,\n",
+            "16505550002,US.5\n",
+            ",US.6,,\n",
+            "16315551234,US.1,,\n",
+        ));
+        assert_eq!(
+            (summary.imported, summary.updated, summary.unchanged),
+            (2, 0, 1)
+        );
+        assert_eq!(lines(&summary), [4, 5, 6, 7]);
+        assert!(summary.rejected[0].reason.contains("not a phone number"));
+        assert!(summary.rejected[1].reason.contains("not a BSUID"));
+        assert!(summary.rejected[3].reason.starts_with("nothing to learn"));
+        assert_eq!(
+            identities.phone_for_bsuid("default", "US.1").as_deref(),
+            Some("16315551234")
+        );
+        let acme = identities.find("US.2", Some("acme")).unwrap();
+        assert_eq!(
+            acme[0].username.as_deref(),
+            Some("lucia"),
+            "number places the row"
+        );
+    }
+
+    #[test]
+    fn json_lines_skip_blanks_and_report_bad_lines() {
+        let (summary, identities) = run(concat!(
+            "{\"bsuid\":\"US.1\",\"phone\":\"16315551234\",\"portfolio\":\"p\"}\n",
+            "\n",
+            "{\"bsuid\":\"US.2\",\"phone\":\"16505550000\",\"colour\":\"blue\"}\n",
+            "{\"bsuid\":\"US.3\",\n",
+            "[1,2]\n",
+            "{\"bsuid\":\"US.ENT.4\",\"phone\":\"16505550001\"}\n",
+            "{\"bsuid\":\"US.5\",\"parent_bsuid\":\"US.ENT.5\"}\n",
+        ));
+        assert_eq!(summary.imported, 2);
+        assert_eq!(lines(&summary), [3, 4, 5, 6]);
+        assert_eq!(
+            identities.phone_for_bsuid("p", "US.1").as_deref(),
+            Some("16315551234")
+        );
+        assert_eq!(identities.find("US.ENT.5", None).unwrap()[0].bsuid, "US.5");
+    }
+
+    #[test]
+    fn an_unknown_csv_column_rejects_every_row() {
+        let (summary, _) = run("phone,bsuid,email\n16315551234,US.1,a@b.c\n");
+        assert_eq!(summary.imported, 0);
+        assert_eq!(lines(&summary), [2]);
+        assert!(
+            summary.rejected[0]
+                .reason
+                .contains("unknown CSV column \"email\"")
+        );
+    }
+}
