@@ -14,6 +14,7 @@
 //! - [`server`]: listeners, HTTP/1.1 + HTTP/2, graceful shutdown.
 //! - [`proxy`]: shared state and routing; passthrough streaming.
 //! - [`upstream`]: the pooled rustls client to the Cloud API, timeouts, 502/504.
+//! - [`query`]: percent-decoding of query strings and path segments.
 //! - [`headers`]: hop-by-hop rules (RFC 9110 §7.6.1) and sendgate's own headers.
 //! - [`send`]: the send path; `send::identifier` (classification),
 //!   `send::payload` (facts and byte-preserving rewrite), `send::policy` (the
@@ -24,16 +25,19 @@
 //! - [`logging`]: log setup and identifier masking.
 //! - [`webhook`]: the webhook relay: verify, learn durably, forward;
 //!   `webhook::learn` reads what a payload teaches.
+//! - [`admin`]: the admin API: health, readiness, identities, dry run.
 //! - [`sandbox`]: a simulated Cloud API for development and tests.
 
 #![forbid(unsafe_code)]
 
+pub mod admin;
 pub mod config;
 pub mod graph_error;
 pub mod headers;
 pub mod identity;
 pub mod logging;
 pub mod proxy;
+pub mod query;
 pub mod sandbox;
 pub mod send;
 pub mod server;

@@ -7,6 +7,7 @@ use std::sync::Arc;
 use clap::{Parser, Subcommand};
 use tokio::net::TcpListener;
 
+use sendgate::admin::Admin;
 use sendgate::config::{Config, NumberConfig, Secrets};
 use sendgate::sandbox::{self, Sandbox};
 use sendgate::{App, logging, server};
@@ -141,10 +142,42 @@ async fn serve(
     let listener = TcpListener::bind(config.listen)
         .await
         .map_err(|err| format!("cannot listen on {}: {err}", config.listen))?;
+    let admin_listen = config
+        .admin_listen()
+        .map_err(|err| format!("config error: {err}"))?;
+    let admin_listener = match admin_listen {
+        Some(addr) => Some(
+            TcpListener::bind(addr)
+                .await
+                .map_err(|err| format!("cannot listen on {addr} (admin): {err}"))?,
+        ),
+        None => None,
+    };
     tracing::info!(listen = %config.listen, upstream = %config.upstream, mode = ?config.policy.mode, "sendgate started");
     let secrets = Secrets::from_env(std::env::vars());
     let app = Arc::new(App::new(config, secrets).map_err(|err| err.to_string())?);
-    sendgate::run(listener, app, shutdown_signal()).await;
+
+    // One signal stops both listeners.
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    tokio::spawn(async move {
+        shutdown_signal().await;
+        let _ = stop.send(true);
+    });
+    let until_stopped = |mut stopped: tokio::sync::watch::Receiver<bool>| async move {
+        let _ = stopped.wait_for(|stop| *stop).await;
+    };
+    if let Some(admin_listener) = admin_listener {
+        if let Ok(addr) = admin_listener.local_addr() {
+            tracing::info!(listen = %addr, "admin API started");
+        }
+        let admin = Admin::new(app.clone());
+        tokio::spawn(server::serve(
+            admin_listener,
+            admin,
+            until_stopped(stopped.clone()),
+        ));
+    }
+    sendgate::run(listener, app, until_stopped(stopped)).await;
     tracing::info!("sendgate stopped");
     Ok(())
 }

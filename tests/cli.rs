@@ -89,6 +89,7 @@ async fn serve_sandbox() -> Served {
         .current_dir(std::env::temp_dir())
         .env("RUST_LOG", "warn")
         .env("SENDGATE_STORE__PATH", "")
+        .env("SENDGATE_ADMIN__LISTEN", "")
         .stdout(Stdio::null())
         .stderr(Stdio::inherit())
         .spawn()

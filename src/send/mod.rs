@@ -134,19 +134,20 @@ pub async fn handle(
 }
 
 /// What the send path concluded about one body.
-struct Verdict {
+pub struct Verdict {
     /// Why enforce mode refuses the send (report mode forwards it anyway).
-    refusal: Option<GraphError>,
+    pub refusal: Option<GraphError>,
     /// The rewritten body, in enforce mode, when the table rewrote it.
-    rewritten: Option<Vec<u8>>,
+    pub rewritten: Option<Vec<u8>>,
     /// The (phone digits, BSUID) pair a successful forward of this send proves.
-    learned: Option<(String, String)>,
+    pub learned: Option<(String, String)>,
     /// The `x-sendgate-decision` value.
-    label: String,
+    pub label: String,
 }
 
-/// Parses, classifies, resolves and decides; logs the decision.
-async fn judge(
+/// Parses, classifies, resolves and decides; logs the decision. Used by the
+/// send path and by the admin API's dry run.
+pub async fn judge(
     app: &App,
     config: &Config,
     body: &[u8],

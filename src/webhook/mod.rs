@@ -20,6 +20,7 @@ use subtle::ConstantTimeEq;
 
 use crate::config::{Config, ConfigError, Secrets};
 use crate::identity::{Identities, IdentityEvent, Source};
+use crate::query::{hex_value, query_pairs};
 use crate::upstream::{ProxyBody, Upstream, full_body};
 
 /// The header Meta signs every delivery with: `sha256=<hex>`.
@@ -231,49 +232,6 @@ async fn learn_durably(config: &Config, identities: &Arc<Identities>, body: &Byt
     }
 }
 
-/// `a=1&b=x%20y` → pairs, percent- and `+`-decoded.
-fn query_pairs(query: &str) -> impl Iterator<Item = (String, String)> + '_ {
-    query
-        .split('&')
-        .filter(|pair| !pair.is_empty())
-        .map(|pair| {
-            let (name, value) = pair.split_once('=').unwrap_or((pair, ""));
-            (percent_decode(name), percent_decode(value))
-        })
-}
-
-fn percent_decode(text: &str) -> String {
-    let bytes = text.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        match bytes[i] {
-            b'+' => out.push(b' '),
-            b'%' if i + 2 < bytes.len() => {
-                match (hex_value(bytes[i + 1]), hex_value(bytes[i + 2])) {
-                    (Some(high), Some(low)) => {
-                        out.push(high << 4 | low);
-                        i += 2;
-                    }
-                    _ => out.push(b'%'),
-                }
-            }
-            byte => out.push(byte),
-        }
-        i += 1;
-    }
-    String::from_utf8_lossy(&out).into_owned()
-}
-
-fn hex_value(byte: u8) -> Option<u8> {
-    match byte {
-        b'0'..=b'9' => Some(byte - b'0'),
-        b'a'..=b'f' => Some(byte - b'a' + 10),
-        b'A'..=b'F' => Some(byte - b'A' + 10),
-        _ => None,
-    }
-}
-
 fn decode_hex(text: &str) -> Option<Vec<u8>> {
     let bytes = text.as_bytes();
     if !bytes.len().is_multiple_of(2) {
@@ -322,22 +280,5 @@ mod tests {
         assert_eq!(decode_hex("0g"), None);
         assert_eq!(decode_hex("abc"), None);
         assert_eq!(decode_hex("00ff"), Some(vec![0, 255]));
-    }
-
-    #[test]
-    fn query_values_are_decoded() {
-        let pairs: Vec<_> =
-            query_pairs("hub.mode=subscribe&hub.verify_token=a%20b%2Bc+d&hub.challenge=123&x")
-                .collect();
-        assert_eq!(
-            pairs,
-            [
-                ("hub.mode".into(), "subscribe".into()),
-                ("hub.verify_token".into(), "a b+c d".into()),
-                ("hub.challenge".into(), "123".into()),
-                ("x".into(), String::new()),
-            ]
-        );
-        assert_eq!(percent_decode("%zz%4"), "%zz%4");
     }
 }

@@ -84,7 +84,7 @@ cp "$HERE/kapso_check.mjs" "$WORK/node/kapso_check.mjs"
 PORT="$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1]); s.close()')"
 BASE="http://127.0.0.1:$PORT"
 echo "== sendgate serve --sandbox --listen 127.0.0.1:$PORT ($BIN)"
-RUST_LOG=warn SENDGATE_STORE__PATH="$WORK/identities.redb" "$BIN" serve --sandbox --listen "127.0.0.1:$PORT" >"$WORK/sendgate.log" 2>&1 &
+RUST_LOG=warn SENDGATE_STORE__PATH="$WORK/identities.redb" SENDGATE_ADMIN__LISTEN= "$BIN" serve --sandbox --listen "127.0.0.1:$PORT" >"$WORK/sendgate.log" 2>&1 &
 SERVER_PID=$!
 
 ready=0

@@ -255,6 +255,15 @@ impl Proxy {
         }
     }
 
+    /// Starts the admin API over this proxy's state; returns its address.
+    pub async fn start_admin(&self) -> SocketAddr {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let admin = sendgate::admin::Admin::new(self.app.clone());
+        tokio::spawn(server::serve(listener, admin, std::future::pending()));
+        addr
+    }
+
     /// Stops accepting and waits for in-flight requests to finish.
     pub async fn shutdown(&self) {
         let _ = self.stop.lock().unwrap().take().map(|stop| stop.send(()));

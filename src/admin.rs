@@ -1,0 +1,281 @@
+//! The admin API, on its own listener (loopback by default): health and
+//! readiness for orchestrators, identity lookup, import and erasure for
+//! operators (GDPR requests), and a dry run of the send decision.
+//!
+//! Every route but `/healthz` needs `Authorization: Bearer <token>` with the
+//! token from `SENDGATE_ADMIN_TOKEN`, compared in constant time. Without a
+//! configured token, those routes are closed. Identifiers are shown in full
+//! here: the caller is the authorised operator, and the logs stay masked.
+
+use std::io::Cursor;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use http::{HeaderValue, Method, Request, Response, StatusCode, header};
+use http_body_util::{BodyExt, Limited};
+use hyper::body::Incoming;
+use serde_json::{Value, json};
+use subtle::ConstantTimeEq;
+
+use crate::App;
+use crate::headers::CLIENT_HEADER;
+use crate::identity::import::{self, Format};
+use crate::query::{decode_path_segment, query_pairs};
+use crate::send::{self, Endpoint, SendRoute};
+use crate::server::Handler;
+use crate::templates::LookupContext;
+use crate::upstream::{ProxyBody, full_body};
+
+/// The most an import request may carry.
+const MAX_IMPORT_BYTES: usize = 256 << 20;
+/// Where identity routes live.
+const IDENTITIES: &str = "/admin/identities";
+
+/// The admin API over the proxy's shared state.
+pub struct Admin {
+    app: Arc<App>,
+}
+
+impl Admin {
+    pub fn new(app: Arc<App>) -> Arc<Self> {
+        Arc::new(Admin { app })
+    }
+
+    async fn answer(&self, request: Request<Incoming>) -> Response<ProxyBody> {
+        let path = request.uri().path().to_owned();
+        if request.method() == Method::GET && path == "/healthz" {
+            return reply(StatusCode::OK, json!({"status": "ok"}));
+        }
+        if !self.authorised(request.headers().get(header::AUTHORIZATION)) {
+            let message = if self.app.secrets.admin_token.is_some() {
+                "a valid Authorization: Bearer token is required"
+            } else {
+                "the admin API is closed: set SENDGATE_ADMIN_TOKEN"
+            };
+            return reply(StatusCode::UNAUTHORIZED, json!({"error": message}));
+        }
+        let query = request.uri().query().unwrap_or("").to_owned();
+        match (request.method().clone(), path.as_str()) {
+            (Method::GET, "/readyz") => self.ready(),
+            (Method::POST, IDENTITIES) => self.import(request).await,
+            (Method::POST, "/admin/dry-run") => self.dry_run(request, &query).await,
+            (method, path) if path.starts_with(IDENTITIES) && path.len() > IDENTITIES.len() + 1 => {
+                let id = decode_path_segment(&path[IDENTITIES.len() + 1..]);
+                let portfolio = self.portfolio_in(&query);
+                match method {
+                    Method::GET => self.lookup(&id, portfolio.as_deref()),
+                    Method::DELETE => self.erase(id, portfolio).await,
+                    _ => reply(
+                        StatusCode::METHOD_NOT_ALLOWED,
+                        json!({"error": "GET or DELETE"}),
+                    ),
+                }
+            }
+            _ => reply(
+                StatusCode::NOT_FOUND,
+                json!({"error": "no such admin route"}),
+            ),
+        }
+    }
+
+    fn authorised(&self, given: Option<&HeaderValue>) -> bool {
+        let (Some(expected), Some(given)) = (&self.app.secrets.admin_token, given) else {
+            return false;
+        };
+        let Some(token) = given.to_str().ok().and_then(|v| v.strip_prefix("Bearer ")) else {
+            return false;
+        };
+        bool::from(token.as_bytes().ct_eq(expected.as_bytes()))
+    }
+
+    /// `?number=ID` scopes a request to that number's portfolio; without it,
+    /// every portfolio.
+    fn portfolio_in(&self, query: &str) -> Option<String> {
+        let number = query_pairs(query).find(|(name, _)| name == "number")?.1;
+        Some(self.app.config().portfolio_of(&number).to_owned())
+    }
+
+    /// Ready when the identity store answers.
+    fn ready(&self) -> Response<ProxyBody> {
+        match self.app.identities.len() {
+            Ok(known) => reply(
+                StatusCode::OK,
+                json!({"status": "ready", "identities": known}),
+            ),
+            Err(err) => {
+                tracing::error!(error = %err, "readiness: identity store unusable");
+                reply(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    json!({"status": "store unavailable"}),
+                )
+            }
+        }
+    }
+
+    fn lookup(&self, id: &str, portfolio: Option<&str>) -> Response<ProxyBody> {
+        match self.app.identities.find(id, portfolio) {
+            Ok(records) if records.is_empty() => {
+                reply(StatusCode::NOT_FOUND, json!({"records": records}))
+            }
+            Ok(records) => reply(StatusCode::OK, json!({"records": records})),
+            Err(err) => store_failure(&err),
+        }
+    }
+
+    async fn erase(&self, id: String, portfolio: Option<String>) -> Response<ProxyBody> {
+        let identities = self.app.identities.clone();
+        let erased =
+            tokio::task::spawn_blocking(move || identities.erase(&id, portfolio.as_deref())).await;
+        match erased {
+            Ok(Ok(removed)) => {
+                tracing::info!(target: "sendgate::admin", erased = removed.len(), "identity erased");
+                let portfolios: Vec<&str> = removed.iter().map(|r| r.portfolio.as_str()).collect();
+                reply(
+                    StatusCode::OK,
+                    json!({"erased": removed.len(), "portfolios": portfolios}),
+                )
+            }
+            Ok(Err(err)) => store_failure(&err),
+            Err(_) => reply(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                json!({"error": "erase failed"}),
+            ),
+        }
+    }
+
+    /// JSON lines (or CSV) in the body; the import summary out.
+    async fn import(&self, request: Request<Incoming>) -> Response<ProxyBody> {
+        let body = match read(request, MAX_IMPORT_BYTES).await {
+            Ok(body) => body,
+            Err(response) => return response,
+        };
+        let app = self.app.clone();
+        let imported = tokio::task::spawn_blocking(move || {
+            let config = app.config();
+            let format = Format::detect(&body);
+            import::import(Cursor::new(body), format, &config, &app.identities, |_| {})
+        })
+        .await;
+        match imported {
+            Ok(Ok(summary)) => reply(StatusCode::OK, json!(summary)),
+            Ok(Err(err)) => store_failure(&err),
+            Err(_) => reply(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                json!({"error": "import failed"}),
+            ),
+        }
+    }
+
+    /// A send payload in (`?number=ID`, optionally `&endpoint=marketing_messages`
+    /// and an `x-sendgate-client` header), the decision out; nothing is sent.
+    /// A template category not in config or cache is looked up with the
+    /// token in `x-graph-authorization`, if given.
+    async fn dry_run(&self, request: Request<Incoming>, query: &str) -> Response<ProxyBody> {
+        let mut number = None;
+        let mut endpoint = Endpoint::Messages;
+        for (name, value) in query_pairs(query) {
+            match (name.as_str(), value.as_str()) {
+                ("number", _) => number = Some(value),
+                ("endpoint", "marketing_messages") => endpoint = Endpoint::MarketingMessages,
+                _ => {}
+            }
+        }
+        let Some(number) =
+            number.filter(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()))
+        else {
+            return reply(
+                StatusCode::BAD_REQUEST,
+                json!({"error": "?number=<phone-number-id> is required"}),
+            );
+        };
+        let client = header_text(&request, CLIENT_HEADER.as_str());
+        let authorization = request.headers().get("x-graph-authorization").cloned();
+        let config = self.app.config();
+        let body = match read(request, config.max_send_body_bytes).await {
+            Ok(body) => body,
+            Err(response) => return response,
+        };
+        let route = SendRoute {
+            version: None,
+            phone_number_id: &number,
+            endpoint,
+        };
+        let lookup = LookupContext {
+            phone_number_id: &number,
+            version: None,
+            authorization: authorization.as_ref(),
+        };
+        let verdict = send::judge(
+            &self.app,
+            &config,
+            &body,
+            route,
+            client.as_deref(),
+            &lookup,
+            "dry-run",
+        )
+        .await;
+        let forwarded = match (&verdict.refusal, config.policy.mode) {
+            (Some(_), crate::config::Mode::Enforce) => Value::Null,
+            _ => {
+                let bytes = verdict.rewritten.as_deref().unwrap_or(&body);
+                Value::String(String::from_utf8_lossy(bytes).into_owned())
+            }
+        };
+        let error = verdict.refusal.as_ref().map_or(Value::Null, |error| {
+            serde_json::from_slice(&error.body("dry-run")).unwrap_or(Value::Null)
+        });
+        reply(
+            StatusCode::OK,
+            json!({
+                "decision": verdict.label,
+                "status": verdict.refusal.as_ref().map_or(200, |e| e.status.as_u16()),
+                "error": error,
+                "forwarded_body": forwarded,
+            }),
+        )
+    }
+}
+
+impl Handler for Admin {
+    async fn call(self: Arc<Self>, request: Request<Incoming>) -> Response<ProxyBody> {
+        self.answer(request).await
+    }
+}
+
+fn header_text(request: &Request<Incoming>, name: &str) -> Option<String> {
+    request
+        .headers()
+        .get(name)?
+        .to_str()
+        .ok()
+        .map(str::to_owned)
+}
+
+async fn read(request: Request<Incoming>, limit: usize) -> Result<Bytes, Response<ProxyBody>> {
+    match Limited::new(request.into_body(), limit).collect().await {
+        Ok(body) => Ok(body.to_bytes()),
+        Err(_) => Err(reply(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            json!({"error": format!("the body is unreadable or larger than {limit} bytes")}),
+        )),
+    }
+}
+
+fn store_failure(err: &crate::identity::StoreError) -> Response<ProxyBody> {
+    tracing::error!(error = %err, "admin: identity store failed");
+    reply(
+        StatusCode::SERVICE_UNAVAILABLE,
+        json!({"error": err.to_string()}),
+    )
+}
+
+fn reply(status: StatusCode, body: Value) -> Response<ProxyBody> {
+    let mut response = Response::new(full_body(body.to_string()));
+    *response.status_mut() = status;
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    response
+}

@@ -1,0 +1,222 @@
+//! The admin API: token, health, identity lookup, import, erasure, dry run.
+
+mod support;
+
+use std::net::SocketAddr;
+
+use bytes::Bytes;
+use http::{Method, Request, StatusCode};
+use http_body_util::{BodyExt, Full};
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::TokioExecutor;
+use sendgate::config::Secrets;
+use sendgate::sandbox::PHONE_NUMBER_ID;
+use serde_json::Value;
+use support::{ADMIN_TOKEN, Proxy, SandboxUpstream, in_memory_store, sandbox_number_config};
+
+const BSUID: &str = "US.13491208655302741918";
+
+async fn call(
+    addr: SocketAddr,
+    method: Method,
+    path: &str,
+    token: Option<&str>,
+    body: &str,
+) -> (StatusCode, Value) {
+    let client = Client::builder(TokioExecutor::new()).build_http();
+    let mut request = Request::builder()
+        .method(method)
+        .uri(format!("http://{addr}{path}"));
+    if let Some(token) = token {
+        request = request.header("authorization", format!("Bearer {token}"));
+    }
+    let request = request
+        .body(Full::new(Bytes::copy_from_slice(body.as_bytes())))
+        .unwrap();
+    let response = client.request(request).await.unwrap();
+    let status = response.status();
+    let body = response.into_body().collect().await.unwrap().to_bytes();
+    (status, serde_json::from_slice(&body).unwrap_or(Value::Null))
+}
+
+async fn setup() -> (SandboxUpstream, Proxy, SocketAddr) {
+    let upstream = SandboxUpstream::start().await;
+    let proxy = Proxy::start(&upstream.url(), &sandbox_number_config()).await;
+    let admin = proxy.start_admin().await;
+    (upstream, proxy, admin)
+}
+
+#[tokio::test]
+async fn every_route_but_health_needs_the_token() {
+    let (_upstream, _proxy, admin) = setup().await;
+    assert_eq!(
+        call(admin, Method::GET, "/healthz", None, "").await.0,
+        StatusCode::OK
+    );
+    for token in [None, Some("wrong"), Some("test-admin-toke")] {
+        for (method, path) in [
+            (Method::GET, "/readyz"),
+            (Method::GET, "/admin/identities/US.1"),
+            (Method::DELETE, "/admin/identities/US.1"),
+            (Method::POST, "/admin/identities"),
+            (Method::POST, "/admin/dry-run?number=1"),
+        ] {
+            let (status, _) = call(admin, method.clone(), path, token, "").await;
+            assert_eq!(
+                status,
+                StatusCode::UNAUTHORIZED,
+                "{method} {path} with {token:?}"
+            );
+        }
+    }
+    let (status, body) = call(admin, Method::GET, "/readyz", Some(ADMIN_TOKEN), "").await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(body["identities"], 0);
+}
+
+#[tokio::test]
+async fn without_a_configured_token_the_admin_api_is_closed() {
+    let upstream = SandboxUpstream::start().await;
+    let mut config = sendgate::Config::from_sources("", in_memory_store()).unwrap();
+    config.upstream = upstream.url();
+    let secrets = Secrets {
+        admin_token: None,
+        ..support::test_secrets()
+    };
+    let proxy = Proxy::start_with_secrets(config, secrets).await;
+    let admin = proxy.start_admin().await;
+    let (status, body) = call(admin, Method::GET, "/readyz", Some(""), "").await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    assert!(
+        body["error"]
+            .as_str()
+            .unwrap()
+            .contains("SENDGATE_ADMIN_TOKEN")
+    );
+}
+
+#[tokio::test]
+async fn import_lookup_and_erase() {
+    let (_upstream, proxy, admin) = setup().await;
+    let lines = format!(
+        "{{\"bsuid\":\"{BSUID}\",\"phone\":\"+1 631 555 1234\",\"username\":\"@pablo.m\",\"number\":\"{PHONE_NUMBER_ID}\"}}\n\
+         {{\"bsuid\":\"US.2\",\"phone\":\"16505550000\",\"portfolio\":\"other\"}}\n\
+         {{\"bsuid\":\"nope\",\"phone\":\"16505550001\"}}\n"
+    );
+    let (status, summary) = call(
+        admin,
+        Method::POST,
+        "/admin/identities",
+        Some(ADMIN_TOKEN),
+        &lines,
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(summary["imported"], 2);
+    assert_eq!(summary["rejected"][0]["line"], 3);
+
+    // Lookup by BSUID or by any spelling of the phone, identifiers in full.
+    let (status, found) = call(
+        admin,
+        Method::GET,
+        &format!("/admin/identities/{BSUID}"),
+        Some(ADMIN_TOKEN),
+        "",
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(found["records"][0]["phone"], "16315551234");
+    assert_eq!(found["records"][0]["username"], "pablo.m");
+    assert_eq!(found["records"][0]["source"], "import");
+    let by_phone = format!("/admin/identities/%2B1%20(631)%20555-1234?number={PHONE_NUMBER_ID}");
+    let (status, found) = call(admin, Method::GET, &by_phone, Some(ADMIN_TOKEN), "").await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(found["records"][0]["bsuid"], BSUID);
+    let other_portfolio = "/admin/identities/US.2?number=999";
+    assert_eq!(
+        call(admin, Method::GET, other_portfolio, Some(ADMIN_TOKEN), "")
+            .await
+            .0,
+        StatusCode::NOT_FOUND
+    );
+
+    // The imported phone resolves sends...
+    let send = format!(r#"{{"recipient":"{BSUID}","type":"text"}}"#);
+    assert_eq!(proxy.send(&send).await.decision(), "resolved: bsuid->phone");
+    // ...until the person is erased, from store and cache.
+    let (status, erased) = call(
+        admin,
+        Method::DELETE,
+        "/admin/identities/16315551234",
+        Some(ADMIN_TOKEN),
+        "",
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(erased["erased"], 1);
+    assert_eq!(proxy.send(&send).await.decision(), "forwarded");
+    let (status, _) = call(
+        admin,
+        Method::GET,
+        &format!("/admin/identities/{BSUID}"),
+        Some(ADMIN_TOKEN),
+        "",
+    )
+    .await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    let (_, ready) = call(admin, Method::GET, "/readyz", Some(ADMIN_TOKEN), "").await;
+    assert_eq!(ready["identities"], 1, "only US.2 is left");
+}
+
+#[tokio::test]
+async fn dry_run_decides_without_sending() {
+    let (upstream, _proxy, admin) = setup().await;
+    let path = format!("/admin/dry-run?number={PHONE_NUMBER_ID}");
+    let bsuid_in_to = format!(r#"{{"messaging_product":"whatsapp","to":"{BSUID}","type":"text"}}"#);
+    let (status, verdict) = call(admin, Method::POST, &path, Some(ADMIN_TOKEN), &bsuid_in_to).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(verdict["decision"], "rewritten: to->recipient");
+    assert_eq!(verdict["status"], 200);
+    assert_eq!(
+        verdict["forwarded_body"],
+        format!(r#"{{"messaging_product":"whatsapp","recipient":"{BSUID}","type":"text"}}"#)
+    );
+
+    let (_, verdict) = call(
+        admin,
+        Method::POST,
+        &path,
+        Some(ADMIN_TOKEN),
+        r#"{"to":"@pablo.m"}"#,
+    )
+    .await;
+    assert_eq!(verdict["decision"], "blocked: username_target");
+    assert_eq!(verdict["status"], 400);
+    assert_eq!(verdict["error"]["error"]["code"], 100);
+    assert_eq!(verdict["forwarded_body"], Value::Null);
+
+    let campaign = format!("{path}&endpoint=marketing_messages");
+    let (_, verdict) = call(
+        admin,
+        Method::POST,
+        &campaign,
+        Some(ADMIN_TOKEN),
+        &format!(r#"{{"recipient":"{BSUID}"}}"#),
+    )
+    .await;
+    assert_eq!(verdict["decision"], "blocked: campaign_needs_phone");
+
+    let (status, _) = call(
+        admin,
+        Method::POST,
+        "/admin/dry-run",
+        Some(ADMIN_TOKEN),
+        "{}",
+    )
+    .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "a number is required");
+    assert!(
+        upstream.sandbox.received().is_empty(),
+        "nothing was forwarded"
+    );
+}
