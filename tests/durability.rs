@@ -1,0 +1,162 @@
+//! Nothing sendgate acknowledged learning is lost to `kill -9`: a real
+//! `sendgate serve` process learns pairs from signed webhooks, is killed with
+//! SIGKILL right after the last acknowledgement, and a new process on the
+//! same store file resolves every one of them.
+
+mod support;
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http::Request;
+use http_body_util::Full;
+use sendgate::sandbox::PHONE_NUMBER_ID;
+use sendgate::webhook::sign;
+use support::{Answer, FakeUpstream};
+
+const BIN: &str = env!("CARGO_BIN_EXE_sendgate");
+const SECRET: &str = "durability-secret";
+/// Pairs learned before the kill.
+const PEOPLE: u64 = 40;
+
+fn bsuid(i: u64) -> String {
+    format!("US.9{i:019}")
+}
+
+fn phone(i: u64) -> String {
+    format!("1650555{i:04}")
+}
+
+/// A message webhook from person `i`, as Meta sends it for a username user
+/// whose phone is still shared.
+fn webhook(i: u64) -> Vec<u8> {
+    format!(
+        r#"{{"object":"whatsapp_business_account","entry":[{{"id":"102290129340398","changes":[{{"field":"messages","value":{{"messaging_product":"whatsapp","metadata":{{"display_phone_number":"15550001111","phone_number_id":"{PHONE_NUMBER_ID}"}},"contacts":[{{"profile":{{"name":"P{i}","username":"@person{i}"}},"wa_id":"{phone}","user_id":"{bsuid}"}}],"messages":[{{"from":"{phone}","from_user_id":"{bsuid}","id":"wamid.D{i}","timestamp":"1763800000","type":"text","text":{{"body":"hi"}}}}]}}}}]}}]}}"#,
+        phone = phone(i),
+        bsuid = bsuid(i),
+    )
+    .into_bytes()
+}
+
+struct Served(Child);
+
+impl Drop for Served {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+async fn serve(store: &Path, downstream: &FakeUpstream) -> (Served, SocketAddr) {
+    let addr = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let child = Command::new(BIN)
+        .args(["serve", "--sandbox", "--listen", &addr.to_string()])
+        .current_dir(std::env::temp_dir())
+        .env("RUST_LOG", "warn")
+        .env("SENDGATE_STORE__PATH", store)
+        .env("SENDGATE_ADMIN__LISTEN", "")
+        .env("SENDGATE_WEBHOOK__PATH", "/webhook")
+        .env(
+            "SENDGATE_WEBHOOK__FORWARD_TO",
+            format!("{}/hook", downstream.url()),
+        )
+        .env("SENDGATE_APP_SECRET", SECRET)
+        .env("SENDGATE_VERIFY_TOKEN", "unused")
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .unwrap();
+    let mut served = Served(child);
+    let started = Instant::now();
+    while tokio::net::TcpStream::connect(addr).await.is_err() {
+        assert!(served.0.try_wait().unwrap().is_none(), "sendgate exited");
+        assert!(
+            started.elapsed() < Duration::from_secs(20),
+            "sendgate did not start"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    (served, addr)
+}
+
+async fn post(addr: SocketAddr, path: &str, body: Vec<u8>, signature: Option<String>) -> Answer {
+    let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+        .build_http();
+    let mut request = Request::post(format!("http://{addr}{path}"))
+        .header("content-type", "application/json")
+        .header("authorization", "Bearer t");
+    if let Some(signature) = signature {
+        request = request.header("x-hub-signature-256", signature);
+    }
+    let response = client
+        .request(request.body(Full::new(Bytes::from(body))).unwrap())
+        .await
+        .unwrap();
+    let (parts, body) = response.into_parts();
+    let body = http_body_util::BodyExt::collect(body)
+        .await
+        .unwrap()
+        .to_bytes();
+    Answer {
+        status: parts.status,
+        headers: parts.headers,
+        body,
+    }
+}
+
+async fn campaign_to(addr: SocketAddr, i: u64) -> Answer {
+    let body = format!(
+        r#"{{"messaging_product":"whatsapp","recipient":"{}","type":"template","template":{{"name":"spring_sale","language":{{"code":"en_US"}}}}}}"#,
+        bsuid(i)
+    );
+    post(
+        addr,
+        &format!("/v21.0/{PHONE_NUMBER_ID}/marketing_messages"),
+        body.into_bytes(),
+        None,
+    )
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn learned_pairs_survive_sigkill() {
+    let dir = std::env::temp_dir().join(format!("sendgate-durability-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let store = dir.join("identities.redb");
+    let downstream = FakeUpstream::start().await;
+
+    let (mut first, addr) = serve(&store, &downstream).await;
+    assert_eq!(
+        campaign_to(addr, 0).await.decision(),
+        "blocked: campaign_needs_phone"
+    );
+    for i in 0..PEOPLE {
+        let body = webhook(i);
+        let signature = sign(SECRET, &body);
+        let answer = post(addr, "/webhook", body, Some(signature)).await;
+        assert_eq!(answer.status, 200, "webhook {i} acknowledged");
+    }
+    // SIGKILL right after the last acknowledgement: no shutdown, no flush.
+    first.0.kill().unwrap();
+    first.0.wait().unwrap();
+    assert_eq!(downstream.seen().len() as u64, PEOPLE);
+
+    let (_second, addr) = serve(&store, &downstream).await;
+    for i in 0..PEOPLE {
+        let answer = campaign_to(addr, i).await;
+        assert_eq!(answer.decision(), "resolved: bsuid->phone", "person {i}");
+        assert_eq!(answer.status, 200);
+        assert_eq!(answer.json()["contacts"][0]["wa_id"], phone(i));
+    }
+    assert_eq!(
+        campaign_to(addr, PEOPLE).await.decision(),
+        "blocked: campaign_needs_phone"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
