@@ -26,11 +26,13 @@
 //! - [`webhook`]: the webhook relay: verify, learn durably, forward;
 //!   `webhook::learn` reads what a payload teaches.
 //! - [`admin`]: the admin API: health, readiness, identities, dry run.
+//! - [`audit`]: `sendgate audit`: a campaign list judged offline, row by row.
 //! - [`sandbox`]: a simulated Cloud API for development and tests.
 
 #![forbid(unsafe_code)]
 
 pub mod admin;
+pub mod audit;
 pub mod config;
 pub mod graph_error;
 pub mod headers;

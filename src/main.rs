@@ -1,14 +1,22 @@
 //! The sendgate command line: parse, load config, set up logs, run.
 
+use std::fs::File;
+use std::future::Future;
+use std::io::{self, BufRead, BufReader, IsTerminal, Write};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
+use std::time::Duration;
 
 use clap::{Parser, Subcommand};
+use indicatif::{ProgressBar, ProgressStyle};
 use tokio::net::TcpListener;
 
 use sendgate::admin::Admin;
-use sendgate::config::{Config, NumberConfig, Secrets};
+use sendgate::audit::{self, AuditContext, ListError, ListShape, Report};
+use sendgate::config::{Category, Config, Mode, NumberConfig, Secrets};
+use sendgate::identity::import::{self, Format};
+use sendgate::identity::{Identities, RedbStore};
 use sendgate::sandbox::{self, Sandbox};
 use sendgate::{App, logging, server};
 
@@ -53,34 +61,83 @@ enum Command {
         #[arg(long, default_value = "127.0.0.1:9080")]
         listen: String,
     },
+    /// Import known phone <-> BSUID pairs into the identity store.
+    ///
+    /// FILE is CSV whose header names some of bsuid, phone, parent_bsuid,
+    /// username, portfolio, number; or JSON lines with the same fields. Bad
+    /// rows are listed and skipped. The store is the one `serve` uses, which
+    /// holds it while running: stop it first, or use POST /admin/identities.
+    Import {
+        /// The CSV or JSON-lines file.
+        file: PathBuf,
+        /// Config file [default: config/sendgate.toml, or the embedded defaults if absent].
+        #[arg(long, env = "SENDGATE_CONFIG")]
+        config: Option<PathBuf>,
+    },
+    /// Say what sendgate would do with each recipient of a campaign list.
+    ///
+    /// Offline: decided against the identity store `serve` uses, with no
+    /// network call. FILE is a CSV with a recipient, to, phone or bsuid
+    /// column (the leftmost wins; other columns are ignored), or one
+    /// recipient per line. Prints a table and a summary, or with --csv the
+    /// rows as CSV on stdout and the summary on stderr.
+    Audit {
+        /// The recipient list.
+        file: PathBuf,
+        /// The business phone number id the campaign goes out from (it picks the portfolio).
+        #[arg(long)]
+        number: String,
+        /// The template the campaign sends; an AUTHENTICATION override in [templates] needs phones.
+        #[arg(long)]
+        template: Option<String>,
+        /// Write CSV (line,recipient,action,detail) to stdout and the summary to stderr.
+        #[arg(long)]
+        csv: bool,
+        /// Config file [default: config/sendgate.toml, or the embedded defaults if absent].
+        #[arg(long, env = "SENDGATE_CONFIG")]
+        config: Option<PathBuf>,
+    },
+}
+
+/// The arguments of `sendgate audit`.
+struct AuditArgs {
+    file: PathBuf,
+    number: String,
+    template: Option<String>,
+    csv: bool,
+    config: Option<PathBuf>,
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(runtime) => runtime,
-        Err(err) => {
-            eprintln!("sendgate: cannot start the runtime: {err}");
-            return ExitCode::FAILURE;
-        }
-    };
     let result = match cli.command {
         Command::Serve {
             config,
             listen,
             upstream,
             sandbox,
-        } => runtime.block_on(serve(config, listen, upstream, sandbox)),
+        } => block_on(serve(config, listen, upstream, sandbox)),
         Command::CheckConfig { config } => load_config(config.as_deref()).map(|config| {
             println!(
                 "config OK (listen {}, upstream {})",
                 config.listen, config.upstream
             );
         }),
-        Command::Sandbox { listen } => runtime.block_on(run_sandbox(&listen)),
+        Command::Sandbox { listen } => block_on(run_sandbox(&listen)),
+        Command::Import { file, config } => run_import(&file, config.as_deref()),
+        Command::Audit {
+            file,
+            number,
+            template,
+            csv,
+            config,
+        } => run_audit(&AuditArgs {
+            file,
+            number,
+            template,
+            csv,
+            config,
+        }),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -97,6 +154,16 @@ fn load_config(path: Option<&Path>) -> Result<Config, String> {
     let default = Path::new(DEFAULT_CONFIG);
     let path = path.or(default.exists().then_some(default));
     Config::load(path).map_err(|err| format!("config error: {err}"))
+}
+
+/// Runs a command that needs the async runtime; the one-shot operator
+/// commands are plain blocking code and do without it.
+fn block_on(future: impl Future<Output = Result<(), String>>) -> Result<(), String> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(|err| format!("cannot start the runtime: {err}"))?
+        .block_on(future)
 }
 
 async fn serve(
@@ -221,4 +288,256 @@ async fn shutdown_signal() {
         () = ctrl_c => {}
         () = terminate => {}
     }
+}
+
+/// Sends store errors and the like to stderr. The proxy's own log setup
+/// writes to stdout, which these commands keep for their report.
+fn init_operator_log() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(io::stderr)
+        .try_init();
+}
+
+/// A progress bar on stderr over `len` input bytes, or a hidden one when
+/// `show` is false (not a terminal: a bar would only litter a log).
+fn progress_bar(len: u64, show: bool) -> ProgressBar {
+    if !show {
+        return ProgressBar::hidden();
+    }
+    let bar = ProgressBar::new(len);
+    if let Ok(style) =
+        ProgressStyle::with_template("{bar:40} {bytes}/{total_bytes} {elapsed} (eta {eta})")
+    {
+        bar.set_style(style);
+    }
+    // Keeps the bar moving on a slow store commit, between two updates.
+    bar.enable_steady_tick(Duration::from_millis(250));
+    bar
+}
+
+/// Opens a file to read, with the one line of error an operator needs.
+fn open_input(file: &Path) -> Result<(BufReader<File>, u64), String> {
+    let cannot = |err: io::Error| format!("cannot read {}: {err}", file.display());
+    let input = File::open(file).map_err(cannot)?;
+    let size = input.metadata().map_err(cannot)?.len();
+    Ok((BufReader::with_capacity(64 * 1024, input), size))
+}
+
+/// Maps a failure to write the report; a closed pipe (`| head`) is not one.
+fn output_error(err: io::Error) -> Result<(), String> {
+    if err.kind() == io::ErrorKind::BrokenPipe {
+        Ok(())
+    } else {
+        Err(format!("cannot write the output: {err}"))
+    }
+}
+
+/// Rejected rows listed one per line; past this many only a count follows,
+/// so a file of the wrong shape does not bury the summary.
+const REJECTED_SHOWN: usize = 100;
+
+fn run_import(file: &Path, config_path: Option<&Path>) -> Result<(), String> {
+    init_operator_log();
+    let config = load_config(config_path)?;
+    // The file is checked before the store is opened, so a typo in FILE
+    // never creates an empty store file as a side effect.
+    let (mut input, size) = open_input(file)?;
+    let head = input
+        .fill_buf()
+        .map_err(|err| format!("cannot read {}: {err}", file.display()))?;
+    let format = Format::detect(head);
+    let identities = match config.store.path.as_str() {
+        "" => {
+            return Err(
+                "store.path is empty (an in-memory store): an import would be lost at exit".into(),
+            );
+        }
+        path => open_store(Path::new(path))?,
+    };
+    let bar = progress_bar(size, io::stderr().is_terminal());
+    let result = import::import(input, format, &config, &identities, |read| {
+        bar.set_position(read);
+    });
+    bar.finish_and_clear();
+    let summary = result.map_err(|err| {
+        format!(
+            "import stopped: {err} (rows committed before it, in batches of {}, are kept)",
+            import::BATCH
+        )
+    })?;
+    let mut out = io::BufWriter::new(io::stdout().lock());
+    let written = (|| {
+        writeln!(
+            out,
+            "imported {}, updated {}, unchanged {}, rejected {}",
+            summary.imported,
+            summary.updated,
+            summary.unchanged,
+            summary.rejected.len()
+        )?;
+        for rejected in summary.rejected.iter().take(REJECTED_SHOWN) {
+            writeln!(out, "line {}: {}", rejected.line, rejected.reason)?;
+        }
+        if let Some(more) = summary.rejected.len().checked_sub(REJECTED_SHOWN)
+            && more > 0
+        {
+            writeln!(out, "... and {more} more rejected rows")?;
+        }
+        out.flush()
+    })();
+    written.or_else(output_error)
+}
+
+/// Opens the identity store file (failing in one line if `serve` holds it).
+fn open_store(path: &Path) -> Result<Identities, String> {
+    let store = RedbStore::open(path).map_err(|err| err.to_string())?;
+    Ok(identities_over(store))
+}
+
+fn identities_over(store: RedbStore) -> Identities {
+    // One cache for the whole run: a BSUID repeated in a list is looked up
+    // in the store once. Sized for a list, not for a long-running proxy.
+    Identities::new(store, 1 << 20, Duration::from_secs(3600))
+}
+
+/// The store an audit reads, and a note when it cannot hold any mapping.
+/// A missing store file is not created: an audit only reads.
+fn audit_store(config: &Config) -> Result<(Identities, Option<String>), String> {
+    let in_memory = |note: String| {
+        let store = RedbStore::in_memory().map_err(|err| err.to_string())?;
+        Ok((identities_over(store), Some(note)))
+    };
+    match config.store.path.as_str() {
+        "" => in_memory("store.path is empty (in-memory store): no BSUID resolves".into()),
+        path if !Path::new(path).exists() => in_memory(format!(
+            "no identity store at {path} yet: no BSUID resolves"
+        )),
+        path => Ok((open_store(Path::new(path))?, None)),
+    }
+}
+
+fn category_name(category: Category) -> &'static str {
+    match category {
+        Category::Marketing => "MARKETING",
+        Category::Utility => "UTILITY",
+        Category::Authentication => "AUTHENTICATION",
+    }
+}
+
+/// Progress is updated once per this many rows: often enough for a bar
+/// redrawn at most 20 times a second, rarely enough to cost nothing.
+const PROGRESS_EVERY: u64 = 1024;
+
+fn run_audit(args: &AuditArgs) -> Result<(), String> {
+    init_operator_log();
+    let config = load_config(args.config.as_deref())?;
+    if args.number.is_empty() || !args.number.bytes().all(|b| b.is_ascii_digit()) {
+        return Err(format!(
+            "--number {:?}: a phone number id is digits only",
+            args.number
+        ));
+    }
+    let (input, size) = open_input(&args.file)?;
+    let (identities, store_note) = audit_store(&config)?;
+    let known = identities.len().map_err(|err| err.to_string())?;
+    let ctx = AuditContext::new(&config, &identities, &args.number, args.template.as_deref());
+
+    let stdout = io::stdout();
+    // With the table on the same terminal, the rows themselves show
+    // progress and a bar would be torn by them.
+    let bar = progress_bar(size, io::stderr().is_terminal() && !stdout.is_terminal());
+    let out = stdout.lock();
+    let report = if args.csv {
+        Report::csv(out)
+    } else {
+        Report::table(out)
+    };
+    let mut report = match report {
+        Ok(report) => report,
+        Err(err) => return output_error(err),
+    };
+    let mut rows = 0u64;
+    let read = audit::read_list(input, |entry| {
+        let verdict = audit::audit_one(entry.value, &ctx);
+        report.row(entry.line, entry.value, &verdict)?;
+        rows += 1;
+        if rows.is_multiple_of(PROGRESS_EVERY) {
+            bar.set_position(entry.offset);
+        }
+        Ok(())
+    });
+    bar.finish_and_clear();
+    let shape = match read {
+        Ok(shape) => shape,
+        Err(ListError::Read(reason)) => {
+            return Err(format!("cannot read {}: {reason}", args.file.display()));
+        }
+        Err(ListError::Write(err)) => return output_error(err),
+    };
+    let tally = match report.finish() {
+        Ok(tally) => tally,
+        Err(err) => return output_error(err),
+    };
+
+    let mut summary = Vec::new();
+    let shape = match shape {
+        ListShape::Csv { column } => format!("CSV, column {column:?}"),
+        ListShape::Plain => "one recipient per line".to_owned(),
+        ListShape::Empty => "empty".to_owned(),
+    };
+    let template = match args.template.as_deref() {
+        None => "none".to_owned(),
+        Some(name) => match config.templates.get(name) {
+            Some(&category) => format!("{name} ({})", category_name(category)),
+            None => format!("{name} (not in [templates])"),
+        },
+    };
+    let store = match config.store.path.as_str() {
+        "" => "in memory".to_owned(),
+        path => path.to_owned(),
+    };
+    let mut notes = Vec::new();
+    notes.extend(store_note);
+    if let Some(name) = args.template.as_deref()
+        && !config.templates.contains_key(name)
+    {
+        notes.push(format!(
+            "template {name} has no [templates] override: audited as a campaign send; serve would \
+             also ask Meta for its category, and an AUTHENTICATION one needs phones"
+        ));
+    }
+    if config.policy.mode == Mode::Report {
+        notes.push(
+            "policy.mode = report: serve forwards every send unchanged; these are the actions \
+             enforce mode would take"
+                .to_owned(),
+        );
+    }
+    let written = (|| {
+        writeln!(summary, "list:      {} ({shape})", args.file.display())?;
+        writeln!(
+            summary,
+            "number:    {} (portfolio {})",
+            args.number, ctx.portfolio
+        )?;
+        writeln!(summary, "template:  {template}")?;
+        let people = if known == 1 { "person" } else { "people" };
+        writeln!(summary, "store:     {store} ({known} {people})")?;
+        tally.write_summary(&mut summary)?;
+        for note in &notes {
+            writeln!(summary, "note: {note}")?;
+        }
+        if args.csv {
+            io::stderr().lock().write_all(&summary)
+        } else {
+            let mut out = io::stdout().lock();
+            out.write_all(b"\n")?;
+            out.write_all(&summary)?;
+            out.flush()
+        }
+    })();
+    written.or_else(output_error)
 }

@@ -1,0 +1,306 @@
+//! The operator commands as an operator runs them: `sendgate import` and
+//! `sendgate audit`, the real binary against a scratch identity store.
+
+use std::path::PathBuf;
+use std::process::{Command, Output};
+
+use sendgate::identity::RedbStore;
+
+const BIN: &str = env!("CARGO_BIN_EXE_sendgate");
+
+/// A directory of its own per test, holding the store and the input files,
+/// so tests running in parallel never share a store (redb locks it).
+struct Scratch {
+    dir: PathBuf,
+}
+
+impl Scratch {
+    fn new(name: &str) -> Self {
+        let dir =
+            std::env::temp_dir().join(format!("sendgate-cli-ops-{}-{name}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        Scratch { dir }
+    }
+
+    fn store(&self) -> PathBuf {
+        self.dir.join("identities.redb")
+    }
+
+    fn file(&self, name: &str, text: &str) -> PathBuf {
+        let path = self.dir.join(name);
+        std::fs::write(&path, text).unwrap();
+        path
+    }
+
+    /// Runs sendgate in the scratch directory (so no `config/sendgate.toml`
+    /// of the source tree is picked up) with the scratch store.
+    fn run(&self, args: &[&str]) -> Output {
+        Command::new(BIN)
+            .args(args)
+            .current_dir(&self.dir)
+            .env_remove("SENDGATE_CONFIG")
+            .env_remove("RUST_LOG")
+            .env("SENDGATE_STORE__PATH", self.store())
+            .output()
+            .unwrap()
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8(bytes.to_vec()).unwrap()
+}
+
+/// Runs and expects success; returns (stdout, stderr).
+fn ok(scratch: &Scratch, args: &[&str]) -> (String, String) {
+    let output = scratch.run(args);
+    assert!(output.status.success(), "{args:?}: {output:?}");
+    (text(&output.stdout), text(&output.stderr))
+}
+
+/// The count on a summary line `  LABEL   N`.
+fn count(summary: &str, label: &str) -> u64 {
+    summary
+        .lines()
+        .find_map(|line| line.trim().strip_prefix(label)?.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no {label:?} count in:\n{summary}"))
+}
+
+const PAIRS_CSV: &str = "\
+phone,bsuid,number
++1 (631) 555-1234,US.1001,
+16505550000,US.1002,
+not a phone,US.1003,
+16505550001,us.1004,
+16315551234,US.1001,
+";
+
+const PAIRS_JSON: &str = r#"{"bsuid":"US.2001","phone":"+44 20 7946 0000"}
+
+{"bsuid":"US.2002","phone":"16505550002","colour":"blue"}
+{"bsuid":"US.2003","parent_bsuid":"US.ENT.2003"}
+"#;
+
+/// A scratch store with the pairs of both files imported.
+fn imported(name: &str) -> Scratch {
+    let scratch = Scratch::new(name);
+    scratch.file("pairs.csv", PAIRS_CSV);
+    scratch.file("pairs.jsonl", PAIRS_JSON);
+    ok(&scratch, &["import", "pairs.csv"]);
+    ok(&scratch, &["import", "pairs.jsonl"]);
+    scratch
+}
+
+#[test]
+fn import_csv_counts_rows_and_lists_rejected_lines() {
+    let scratch = Scratch::new("import-csv");
+    scratch.file("pairs.csv", PAIRS_CSV);
+    let (stdout, _) = ok(&scratch, &["import", "pairs.csv"]);
+    assert_eq!(
+        stdout,
+        concat!(
+            "imported 2, updated 0, unchanged 1, rejected 2\n",
+            "line 4: phone \"not a phone\" is not a phone number\n",
+            "line 5: bsuid \"us.1004\" is not a BSUID (e.g. US.13491208655302741918)\n",
+        )
+    );
+    assert!(
+        scratch.store().is_file(),
+        "the configured store was written"
+    );
+
+    // Run again: the store already knows everyone.
+    let (stdout, _) = ok(&scratch, &["import", "pairs.csv"]);
+    assert_eq!(
+        stdout.lines().next(),
+        Some("imported 0, updated 0, unchanged 3, rejected 2")
+    );
+}
+
+#[test]
+fn import_json_lines_is_detected_and_judged_per_line() {
+    let scratch = Scratch::new("import-json");
+    scratch.file("pairs.jsonl", PAIRS_JSON);
+    let (stdout, stderr) = ok(&scratch, &["import", "pairs.jsonl"]);
+    let lines: Vec<&str> = stdout.lines().collect();
+    assert_eq!(lines[0], "imported 2, updated 0, unchanged 0, rejected 1");
+    assert_eq!(lines.len(), 2, "{stdout}");
+    assert!(
+        lines[1].starts_with("line 3: not a JSON object of known fields"),
+        "{stdout}"
+    );
+    assert_eq!(stderr, "", "no progress bar when stderr is not a terminal");
+}
+
+#[test]
+fn audit_of_a_csv_list_says_what_happens_to_each_recipient() {
+    let scratch = imported("audit-csv");
+    scratch.file(
+        "campaign.csv",
+        concat!(
+            "name,recipient,segment\n",
+            "Ana,+1 (631) 555-0000,a\n",
+            "Bob,US.1001,b\n",
+            "Cy,US.9999,c\n",
+            "\n",
+            "Dee,@lucia,d\n",
+            "Eve,call me,e\n",
+            "Flo,US.2001,f\n",
+        ),
+    );
+    let (stdout, stderr) = ok(
+        &scratch,
+        &[
+            "audit",
+            "campaign.csv",
+            "--number",
+            "106540352242922",
+            "--csv",
+        ],
+    );
+    assert_eq!(
+        stdout,
+        concat!(
+            "line,recipient,action,detail\n",
+            "2,+1 (631) 555-0000,send to phone,\n",
+            "3,US.1001,resolved BSUID to phone,16315551234\n",
+            "4,US.9999,blocked,campaign_needs_phone\n",
+            "6,@lucia,blocked,username_target\n",
+            "7,call me,blocked,invalid_recipient\n",
+            "8,US.2001,resolved BSUID to phone,442079460000\n",
+        )
+    );
+    assert!(stderr.contains("CSV, column \"recipient\""), "{stderr}");
+    assert_eq!(count(&stderr, "recipients"), 6);
+    assert_eq!(count(&stderr, "send to phone"), 1);
+    assert_eq!(count(&stderr, "send to BSUID"), 0);
+    assert_eq!(count(&stderr, "resolved BSUID to phone"), 2);
+    assert_eq!(count(&stderr, "blocked"), 3);
+    assert_eq!(count(&stderr, "campaign_needs_phone"), 1);
+    assert_eq!(count(&stderr, "username_target"), 1);
+    assert_eq!(count(&stderr, "invalid_recipient"), 1);
+}
+
+#[test]
+fn audit_of_a_plain_list_and_as_a_table() {
+    let scratch = imported("audit-plain");
+    scratch.file(
+        "list.txt",
+        "16505550000\r\nUS.1002\r\n\r\nUS.ENT.2003\r\nlucia.m\r\nn/a\r\n",
+    );
+    let (stdout, stderr) = ok(&scratch, &["audit", "list.txt", "--number", "1", "--csv"]);
+    assert_eq!(
+        stdout,
+        concat!(
+            "line,recipient,action,detail\n",
+            "1,16505550000,send to phone,\n",
+            "2,US.1002,resolved BSUID to phone,16505550000\n",
+            "4,US.ENT.2003,blocked,campaign_needs_phone\n",
+            "5,lucia.m,blocked,username_target\n",
+            "6,n/a,blocked,invalid_recipient\n",
+        )
+    );
+    assert!(stderr.contains("one recipient per line"), "{stderr}");
+    assert_eq!(count(&stderr, "recipients"), 5);
+    assert_eq!(count(&stderr, "blocked"), 3);
+
+    // Without --csv: an aligned table, then the summary, all on stdout.
+    let (stdout, stderr) = ok(&scratch, &["audit", "list.txt", "--number", "1"]);
+    assert_eq!(stderr, "");
+    let lines: Vec<&str> = stdout.lines().collect();
+    let header = lines[0];
+    assert_eq!(
+        header.split_whitespace().collect::<Vec<_>>(),
+        ["LINE", "RECIPIENT", "ACTION", "DETAIL"]
+    );
+    let resolved = lines[2];
+    assert!(resolved.contains("US.1002"), "{stdout}");
+    assert_eq!(
+        resolved.find("resolved BSUID to phone"),
+        header.find("ACTION")
+    );
+    assert_eq!(resolved.find("16505550000"), header.find("DETAIL"));
+    assert_eq!(count(&stdout, "resolved BSUID to phone"), 1);
+    assert_eq!(count(&stdout, "username_target"), 1);
+}
+
+#[test]
+fn an_authentication_template_needs_a_phone() {
+    let scratch = imported("audit-auth");
+    let config = scratch.file("auth.toml", "[templates]\notp_login = \"AUTHENTICATION\"\n");
+    scratch.file("list.txt", "US.9999\nUS.1001\n");
+    let config = config.to_str().unwrap();
+    let audit = |extra: &[&str]| {
+        let mut args = vec![
+            "audit", "list.txt", "--number", "1", "--csv", "--config", config,
+        ];
+        args.extend_from_slice(extra);
+        ok(&scratch, &args)
+    };
+    let (stdout, stderr) = audit(&["--template", "otp_login"]);
+    assert_eq!(
+        stdout,
+        concat!(
+            "line,recipient,action,detail\n",
+            "1,US.9999,blocked,auth_template_needs_phone\n",
+            "2,US.1001,resolved BSUID to phone,16315551234\n",
+        )
+    );
+    assert!(stderr.contains("otp_login (AUTHENTICATION)"), "{stderr}");
+    assert_eq!(count(&stderr, "auth_template_needs_phone"), 1);
+
+    let (stdout, _) = audit(&[]);
+    assert!(
+        stdout.contains("1,US.9999,blocked,campaign_needs_phone\n"),
+        "{stdout}"
+    );
+}
+
+/// Exactly one line on stderr, naming the problem.
+fn fails_with_one_line(output: &Output, words: &[&str]) {
+    assert!(!output.status.success(), "{output:?}");
+    let stderr = text(&output.stderr);
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    for word in words {
+        assert!(stderr.contains(word), "{word:?} not in {stderr}");
+    }
+}
+
+#[test]
+fn a_missing_input_fails_in_one_line_and_creates_no_store() {
+    let scratch = Scratch::new("missing");
+    let output = scratch.run(&["audit", "nope.csv", "--number", "1"]);
+    fails_with_one_line(&output, &["cannot read", "nope.csv"]);
+    let output = scratch.run(&["import", "nope.csv"]);
+    fails_with_one_line(&output, &["cannot read", "nope.csv"]);
+    assert!(!scratch.store().exists());
+}
+
+#[test]
+fn audit_reads_but_never_creates_the_store() {
+    let scratch = Scratch::new("no-store");
+    scratch.file("list.txt", "US.1001\n");
+    let (stdout, stderr) = ok(&scratch, &["audit", "list.txt", "--number", "1", "--csv"]);
+    assert!(stdout.ends_with("1,US.1001,blocked,campaign_needs_phone\n"));
+    assert!(stderr.contains("no identity store at"), "{stderr}");
+    assert!(!scratch.store().exists());
+}
+
+#[test]
+fn a_store_held_by_another_process_fails_in_one_line() {
+    let scratch = Scratch::new("locked");
+    scratch.file("pairs.csv", PAIRS_CSV);
+    // This test process stands in for a running `sendgate serve`.
+    let held = RedbStore::open(&scratch.store()).unwrap();
+    let output = scratch.run(&["import", "pairs.csv"]);
+    fails_with_one_line(&output, &["in use by another sendgate process"]);
+    drop(held);
+    let (stdout, _) = ok(&scratch, &["import", "pairs.csv"]);
+    assert!(stdout.starts_with("imported 2,"), "{stdout}");
+}
