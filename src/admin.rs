@@ -57,6 +57,9 @@ impl Admin {
         let query = request.uri().query().unwrap_or("").to_owned();
         match (request.method().clone(), path.as_str()) {
             (Method::GET, "/readyz") => self.ready(),
+            (Method::GET, "/metrics") => metrics(&self.app),
+            (Method::POST, "/admin/reload") => self.reload().await,
+            (Method::GET, "/admin/limits") => self.limits(),
             (Method::POST, IDENTITIES) => self.import(request).await,
             (Method::POST, "/admin/dry-run") => self.dry_run(request, &query).await,
             (method, path) if path.starts_with(IDENTITIES) && path.len() > IDENTITIES.len() + 1 => {
@@ -110,6 +113,61 @@ impl Admin {
                 )
             }
         }
+    }
+
+    /// Re-reads the config file, as SIGHUP does.
+    async fn reload(&self) -> Response<ProxyBody> {
+        let app = self.app.clone();
+        match tokio::task::spawn_blocking(move || app.reload()).await {
+            Ok(Ok(())) => reply(StatusCode::OK, json!({"status": "reloaded"})),
+            Ok(Err(err)) => reply(StatusCode::BAD_REQUEST, json!({"error": err.to_string()})),
+            Err(_) => reply(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                json!({"error": "reload failed"}),
+            ),
+        }
+    }
+
+    /// The limits in force and their live state.
+    fn limits(&self) -> Response<ProxyBody> {
+        let live = self.app.live();
+        let config = &live.config;
+        let numbers: serde_json::Map<String, Value> = config
+            .numbers
+            .iter()
+            .filter_map(|(id, number)| Some((id.clone(), json!(number.throughput?.per_second()))))
+            .collect();
+        let clients: serde_json::Map<String, Value> = config
+            .clients
+            .iter()
+            .filter(|(_, client)| client.per_second.is_some() || client.burst.is_some())
+            .map(|(name, client)| {
+                (
+                    name.clone(),
+                    json!({"per_second": client.per_second, "burst": client.burst}),
+                )
+            })
+            .collect();
+        let keys: serde_json::Map<String, Value> = live
+            .limits
+            .keys()
+            .iter()
+            .map(|(kind, keys)| (kind.as_str().to_owned(), json!(keys)))
+            .collect();
+        reply(
+            StatusCode::OK,
+            json!({
+                "mode": config.policy.mode,
+                "limits": config.limits,
+                "number_per_second_overrides": numbers,
+                "client_overrides": clients,
+                "live": {
+                    "numbers": live.limits.numbers(),
+                    "pairs_backing_off": live.limits.pairs_backing_off(),
+                    "keys": keys,
+                },
+            }),
+        )
     }
 
     fn lookup(&self, id: &str, portfolio: Option<&str>) -> Response<ProxyBody> {
@@ -241,6 +299,15 @@ impl Handler for Admin {
     async fn call(self: Arc<Self>, request: Request<Incoming>) -> Response<ProxyBody> {
         self.answer(request).await
     }
+}
+
+fn metrics(app: &App) -> Response<ProxyBody> {
+    let mut response = Response::new(full_body(app.render_metrics()));
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
+    );
+    response
 }
 
 fn header_text(request: &Request<Incoming>, name: &str) -> Option<String> {

@@ -12,7 +12,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use http::Uri;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use toml::{Table, Value};
 
 use crate::send::policy::Policy;
@@ -45,19 +45,104 @@ pub struct Config {
     pub clients: BTreeMap<String, ClientConfig>,
     pub cache: CacheConfig,
     pub store: StoreConfig,
+    pub limits: LimitsConfig,
     pub webhook: WebhookConfig,
     pub admin: AdminConfig,
     pub log: LogConfig,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+/// How a limit acts when a send is over it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LimitMode {
+    /// Not enforced.
+    Off,
+    /// Refuse at once with 429 and `Retry-After`.
+    Reject,
+    /// Wait for room up to `max_wait_ms`, then refuse.
+    Shape,
+}
+
+/// Meta's throughput tiers per business number, or an explicit rate.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(untagged)]
+pub enum Throughput {
+    PerSecond(u32),
+    Tier(Tier),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Tier {
+    /// 80 messages per second, the default.
+    Standard,
+    /// 1,000 per second, for large senders.
+    High,
+    /// 20 per second, for numbers shared with the WhatsApp Business app.
+    Coexistence,
+}
+
+impl Throughput {
+    pub fn per_second(self) -> u32 {
+        match self {
+            Throughput::PerSecond(rate) => rate,
+            Throughput::Tier(Tier::Standard) => 80,
+            Throughput::Tier(Tier::High) => 1000,
+            Throughput::Tier(Tier::Coexistence) => 20,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct LimitsConfig {
+    /// How often idle limiter state is dropped.
+    pub retain_interval_secs: u64,
+    pub number: NumberLimit,
+    pub pair: PairLimit,
+    pub client: ClientLimit,
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct NumberLimit {
+    pub mode: LimitMode,
+    pub throughput: Throughput,
+    pub max_wait_ms: u64,
+    /// How long a number pauses after Meta answers 130429.
+    pub backoff_secs: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct PairLimit {
+    pub mode: LimitMode,
+    /// One send per this many milliseconds, on average.
+    pub period_ms: u64,
+    /// Sends that may borrow future quota at once.
+    pub burst: u32,
+    pub max_wait_ms: u64,
+    /// Meta's 131056 pauses the pair 4^n s; n stops growing here.
+    pub backoff_max_exponent: u32,
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClientLimit {
+    pub mode: LimitMode,
+    pub per_second: u32,
+    pub burst: u32,
+    pub max_wait_ms: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct StoreConfig {
     /// The identity store file; empty keeps identities in memory only.
     pub path: String,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct WebhookConfig {
     /// The path Meta calls (GET to verify, POST to deliver); empty disables the relay.
@@ -74,7 +159,7 @@ impl WebhookConfig {
     }
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct AdminConfig {
     /// Where the admin API listens; empty disables it.
@@ -88,7 +173,7 @@ pub enum RootStore {
     System,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Mode {
     /// Rewrite and block.
@@ -146,6 +231,9 @@ pub struct NumberConfig {
     /// Numbers in one portfolio share BSUIDs and identity mappings.
     #[serde(default = "default_portfolio")]
     pub portfolio: String,
+    /// This number's throughput, when it differs from `limits.number`.
+    #[serde(default)]
+    pub throughput: Option<Throughput>,
 }
 
 impl Default for NumberConfig {
@@ -153,6 +241,7 @@ impl Default for NumberConfig {
         NumberConfig {
             waba_id: None,
             portfolio: default_portfolio(),
+            throughput: None,
         }
     }
 }
@@ -170,9 +259,14 @@ pub struct ClientConfig {
     /// Every send of this client is a campaign send.
     #[serde(default)]
     pub campaign: bool,
+    /// This client's share, when it differs from `limits.client`.
+    #[serde(default)]
+    pub per_second: Option<u32>,
+    #[serde(default)]
+    pub burst: Option<u32>,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct CacheConfig {
     pub identity_capacity: u64,
@@ -182,7 +276,7 @@ pub struct CacheConfig {
     pub template_negative_ttl_secs: u64,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct LogConfig {
     pub level: String,
@@ -373,6 +467,7 @@ impl Config {
             }
         }
         self.admin_listen()?;
+        self.validate_limits()?;
         if self
             .log
             .level
@@ -382,6 +477,81 @@ impl Config {
             return Err(ConfigError::new("log.level", "not a valid log filter"));
         }
         Ok(())
+    }
+
+    fn validate_limits(&self) -> Result<(), ConfigError> {
+        let limits = &self.limits;
+        let positive = [
+            ("limits.retain_interval_secs", limits.retain_interval_secs),
+            (
+                "limits.number.throughput",
+                u64::from(limits.number.throughput.per_second()),
+            ),
+            ("limits.pair.period_ms", limits.pair.period_ms),
+            ("limits.pair.burst", u64::from(limits.pair.burst)),
+            (
+                "limits.client.per_second",
+                u64::from(limits.client.per_second),
+            ),
+            ("limits.client.burst", u64::from(limits.client.burst)),
+        ];
+        if let Some((key, _)) = positive.iter().find(|(_, value)| *value == 0) {
+            return Err(ConfigError::new(*key, "must be greater than 0"));
+        }
+        for (id, number) in &self.numbers {
+            if number.throughput.is_some_and(|t| t.per_second() == 0) {
+                return Err(ConfigError::new(
+                    format!("numbers.{id}.throughput"),
+                    "must be greater than 0",
+                ));
+            }
+        }
+        for (name, client) in &self.clients {
+            if client.per_second == Some(0) || client.burst == Some(0) {
+                return Err(ConfigError::new(
+                    format!("clients.{name}"),
+                    "per_second and burst must be greater than 0",
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// The keys that differ between `self` and `new` and that only a restart
+    /// can apply: they shaped listeners, clients, caches or the store.
+    pub fn restart_only_changes(&self, new: &Config) -> Vec<&'static str> {
+        let checks = [
+            ("listen", self.listen != new.listen),
+            ("upstream", self.upstream != new.upstream),
+            ("upstream_roots", self.upstream_roots != new.upstream_roots),
+            (
+                "upstream_ca_file",
+                self.upstream_ca_file != new.upstream_ca_file,
+            ),
+            (
+                "connect_timeout_ms",
+                self.connect_timeout_ms != new.connect_timeout_ms,
+            ),
+            (
+                "request_timeout_ms",
+                self.request_timeout_ms != new.request_timeout_ms,
+            ),
+            ("pool_max_idle", self.pool_max_idle != new.pool_max_idle),
+            (
+                "pool_idle_timeout_ms",
+                self.pool_idle_timeout_ms != new.pool_idle_timeout_ms,
+            ),
+            ("cache", self.cache != new.cache),
+            ("store", self.store != new.store),
+            ("webhook", self.webhook != new.webhook),
+            ("admin", self.admin != new.admin),
+            ("log", self.log != new.log),
+        ];
+        checks
+            .iter()
+            .filter(|(_, changed)| *changed)
+            .map(|(key, _)| *key)
+            .collect()
     }
 
     /// The upstream base URL: http or https, a host, and no path.

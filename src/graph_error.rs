@@ -10,6 +10,7 @@ use bytes::Bytes;
 use http::{HeaderValue, Response, StatusCode, header};
 use serde_json::json;
 
+use crate::limits::LimitKind;
 use crate::send::policy::BlockReason;
 use crate::upstream::{ProxyBody, full_body};
 
@@ -47,6 +48,35 @@ impl GraphError {
             kind: "OAuthException",
             message: format!("(#100) {}", message.into()),
             reason,
+        }
+    }
+
+    /// A limit refused the send (429). Code 130429 for a number's throughput,
+    /// 131056 for a pair, 4 for a client's share, as Meta would answer.
+    pub fn rate_limited(limit: LimitKind, retry_after: std::time::Duration) -> Self {
+        let what = match limit {
+            LimitKind::Number => {
+                "This business number is sending faster than its throughput allows."
+            }
+            LimitKind::Pair => {
+                "Too many messages to this person from this business number in a short time."
+            }
+            LimitKind::Client => "This client has used its share of the sending rate.",
+        };
+        GraphError {
+            status: StatusCode::TOO_MANY_REQUESTS,
+            code: limit.code(),
+            kind: "OAuthException",
+            message: format!(
+                "(#{}) {what} Retry after {:.1} s.",
+                limit.code(),
+                retry_after.as_secs_f64()
+            ),
+            reason: match limit {
+                LimitKind::Number => "number_rate_limit",
+                LimitKind::Pair => "pair_rate_limit",
+                LimitKind::Client => "client_rate_limit",
+            },
         }
     }
 

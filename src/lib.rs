@@ -22,6 +22,9 @@
 //! - [`identity`]: phone ↔ BSUID mappings per portfolio.
 //! - [`templates`]: template categories from config and Meta, cached.
 //! - [`graph_error`]: local errors shaped like Graph errors.
+//! - [`limits`]: per-number, per-pair and per-client rate limits (governor),
+//!   back-offs from Meta's answers, reloadable.
+//! - [`metrics`]: Prometheus metrics.
 //! - [`logging`]: log setup and identifier masking.
 //! - [`webhook`]: the webhook relay: verify, learn durably, forward;
 //!   `webhook::learn` reads what a payload teaches.
@@ -37,7 +40,9 @@ pub mod config;
 pub mod graph_error;
 pub mod headers;
 pub mod identity;
+pub mod limits;
 pub mod logging;
+pub mod metrics;
 pub mod proxy;
 pub mod query;
 pub mod sandbox;
@@ -68,5 +73,6 @@ impl Handler for App {
 
 /// Runs the proxy on an already-bound listener until `shutdown` completes.
 pub async fn run(listener: TcpListener, app: Arc<App>, shutdown: impl Future<Output = ()>) {
+    app.spawn_housekeeping();
     server::serve(listener, app, shutdown).await;
 }

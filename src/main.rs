@@ -17,6 +17,7 @@ use sendgate::audit::{self, AuditContext, ListError, ListShape, Report};
 use sendgate::config::{Category, Config, Mode, NumberConfig, Secrets};
 use sendgate::identity::import::{self, Format};
 use sendgate::identity::{Identities, RedbStore};
+use sendgate::proxy::ConfigSource;
 use sendgate::sandbox::{self, Sandbox};
 use sendgate::{App, logging, server};
 
@@ -151,9 +152,15 @@ fn main() -> ExitCode {
 /// Loads the named config, or `config/sendgate.toml` if it exists, or the
 /// embedded defaults.
 fn load_config(path: Option<&Path>) -> Result<Config, String> {
+    Config::load(config_file(path).as_deref()).map_err(|err| format!("config error: {err}"))
+}
+
+/// The config file in use: the one named, else `config/sendgate.toml` if it
+/// exists, else none (the embedded defaults).
+fn config_file(path: Option<&Path>) -> Option<PathBuf> {
     let default = Path::new(DEFAULT_CONFIG);
-    let path = path.or(default.exists().then_some(default));
-    Config::load(path).map_err(|err| format!("config error: {err}"))
+    path.or(default.exists().then_some(default))
+        .map(Path::to_path_buf)
 }
 
 /// Runs a command that needs the async runtime; the one-shot operator
@@ -172,16 +179,18 @@ async fn serve(
     upstream: Option<String>,
     with_sandbox: bool,
 ) -> Result<(), String> {
-    let mut config = load_config(config_path.as_deref())?;
-    if let Some(listen) = listen {
-        config.listen = listen
-            .parse()
-            .map_err(|_| format!("config error: --listen: not an address: {listen}"))?;
-    }
-    if let Some(upstream) = upstream {
-        config.upstream = upstream;
-    }
+    let path = config_file(config_path.as_deref());
+    let mut config = Config::load(path.as_deref()).map_err(|err| format!("config error: {err}"))?;
     logging::init(&config.log);
+    let listen = match listen {
+        Some(listen) => Some(
+            listen
+                .parse::<std::net::SocketAddr>()
+                .map_err(|_| format!("config error: --listen: not an address: {listen}"))?,
+        ),
+        None => None,
+    };
+    let mut upstream = upstream;
     if with_sandbox {
         let listener = TcpListener::bind("127.0.0.1:0")
             .await
@@ -192,17 +201,29 @@ async fn serve(
             Sandbox::new(),
             std::future::pending(),
         ));
-        config.upstream = format!("http://{address}");
-        // The sandbox's number, so template categories are looked up from its WABA.
-        config
-            .numbers
-            .entry(sandbox::PHONE_NUMBER_ID.to_owned())
-            .or_insert_with(|| NumberConfig {
-                waba_id: Some(sandbox::WABA_ID.to_owned()),
-                ..NumberConfig::default()
-            });
+        upstream = Some(format!("http://{address}"));
         tracing::info!(%address, phone_number_id = sandbox::PHONE_NUMBER_ID, "sandbox upstream started");
     }
+    // What the command line says wins over the file, now and at every reload.
+    let overrides = move |config: &mut Config| {
+        if let Some(listen) = listen {
+            config.listen = listen;
+        }
+        if let Some(upstream) = &upstream {
+            config.upstream.clone_from(upstream);
+        }
+        if with_sandbox {
+            // The sandbox's number, so template categories are looked up from its WABA.
+            config
+                .numbers
+                .entry(sandbox::PHONE_NUMBER_ID.to_owned())
+                .or_insert_with(|| NumberConfig {
+                    waba_id: Some(sandbox::WABA_ID.to_owned()),
+                    ..NumberConfig::default()
+                });
+        }
+    };
+    overrides(&mut config);
     config
         .validate()
         .map_err(|err| format!("config error: {err}"))?;
@@ -222,7 +243,13 @@ async fn serve(
     };
     tracing::info!(listen = %config.listen, upstream = %config.upstream, mode = ?config.policy.mode, "sendgate started");
     let secrets = Secrets::from_env(std::env::vars());
-    let app = Arc::new(App::new(config, secrets).map_err(|err| err.to_string())?);
+    let source = ConfigSource {
+        path,
+        overrides: Box::new(overrides),
+    };
+    let app = App::new(config, secrets).map_err(|err| err.to_string())?;
+    let app = Arc::new(app.with_source(source));
+    tokio::spawn(reload_on_hangup(app.clone()));
 
     // One signal stops both listeners.
     let (stop, stopped) = tokio::sync::watch::channel(false);
@@ -266,6 +293,25 @@ async fn run_sandbox(listen: &str) -> Result<(), String> {
     );
     server::serve(listener, Sandbox::new(), shutdown_signal()).await;
     Ok(())
+}
+
+/// Re-reads the config on every SIGHUP; a refused reload is logged and the
+/// old config stays.
+async fn reload_on_hangup(app: Arc<App>) {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        let Ok(mut hangups) = signal(SignalKind::hangup()) else {
+            return;
+        };
+        while hangups.recv().await.is_some() {
+            let app = app.clone();
+            // Reading and validating the file is blocking work.
+            let _ = tokio::task::spawn_blocking(move || app.reload()).await;
+        }
+    }
+    #[cfg(not(unix))]
+    drop(app);
 }
 
 /// Completes on Ctrl-C or SIGTERM.

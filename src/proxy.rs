@@ -1,28 +1,51 @@
-//! The proxy's shared state and its router: sends go to the send path,
-//! everything else streams to the upstream untouched.
+//! The proxy's shared state and its router: sends go to the send path, the
+//! webhook path to the relay, everything else streams to the upstream
+//! untouched.
+//!
+//! What a reload may change (policies, templates, numbers, clients, limits)
+//! lives in one [`Live`] snapshot behind an `ArcSwap`: a request takes the
+//! snapshot once and uses it to the end, so a reload never mixes two configs
+//! inside one request and never waits for, or drops, one in flight.
 
+use std::fmt;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use arc_swap::ArcSwap;
 use http::{Request, Response};
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
 
-use std::fmt;
-use std::path::Path;
-
 use crate::config::{Config, ConfigError, Secrets};
 use crate::headers;
 use crate::identity::{Identities, RedbStore, StoreError};
+use crate::limits::Limits;
+use crate::metrics::{Metrics, StatusLabels};
 use crate::send;
 use crate::templates::TemplateCategories;
 use crate::upstream::{ProxyBody, Upstream};
 use crate::webhook::Relay;
 
+/// The reloadable part of the state: one consistent config and its limits.
+pub struct Live {
+    pub config: Arc<Config>,
+    pub limits: Arc<Limits>,
+}
+
+/// Where a reload reads its config from: the file (or none, for the
+/// embedded defaults) and the command-line overrides to apply again.
+pub struct ConfigSource {
+    pub path: Option<PathBuf>,
+    pub overrides: Box<dyn Fn(&mut Config) + Send + Sync>,
+}
+
 /// Everything a request handler needs, shared by all connections.
 pub struct App {
-    config: Arc<Config>,
+    live: ArcSwap<Live>,
+    source: Option<ConfigSource>,
+    pub metrics: Metrics,
     pub upstream: Arc<Upstream>,
     pub identities: Arc<Identities>,
     pub templates: TemplateCategories,
@@ -47,7 +70,7 @@ impl App {
         let identities = Arc::new(Identities::new(
             store,
             config.cache.identity_capacity,
-            std::time::Duration::from_secs(config.cache.identity_ttl_secs),
+            Duration::from_secs(config.cache.identity_ttl_secs),
         ));
         Self::with_identities(config, secrets, identities)
     }
@@ -67,8 +90,16 @@ impl App {
         let started = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map_or(0, |elapsed| elapsed.as_secs());
+        let metrics = Metrics::new();
+        identities.count_cache_in(metrics.identity_cache.clone());
+        let limits = Arc::new(Limits::new(&config));
         Ok(App {
-            config: Arc::new(config),
+            live: ArcSwap::from_pointee(Live {
+                config: Arc::new(config),
+                limits,
+            }),
+            source: None,
+            metrics,
             upstream,
             identities,
             templates,
@@ -79,9 +110,125 @@ impl App {
         })
     }
 
+    /// Remembers where the config came from, so that it can be reloaded.
+    pub fn with_source(mut self, source: ConfigSource) -> Self {
+        self.source = Some(source);
+        self
+    }
+
     /// The configuration in force.
     pub fn config(&self) -> Arc<Config> {
-        self.config.clone()
+        self.live.load().config.clone()
+    }
+
+    /// The config and limits in force, as one snapshot.
+    pub fn live(&self) -> Arc<Live> {
+        self.live.load_full()
+    }
+
+    /// Re-reads the config from its source and, if valid, puts it in force.
+    pub fn reload(&self) -> Result<(), ReloadError> {
+        let result = self.try_reload();
+        let outcome = if result.is_ok() { "success" } else { "failure" };
+        Metrics::outcome(&self.metrics.config_reloads, outcome);
+        match &result {
+            Ok(()) => tracing::info!("configuration reloaded"),
+            Err(err) => {
+                tracing::warn!(error = %err, "configuration reload refused; the old one stays")
+            }
+        }
+        result
+    }
+
+    fn try_reload(&self) -> Result<(), ReloadError> {
+        let source = self.source.as_ref().ok_or(ReloadError::NoSource)?;
+        let mut config = Config::load(source.path.as_deref()).map_err(ReloadError::Invalid)?;
+        (source.overrides)(&mut config);
+        config.validate().map_err(ReloadError::Invalid)?;
+        self.replace_config(config)
+    }
+
+    /// Puts a validated config in force, keeping limiter state where the
+    /// limits did not change. Refused when it changes what only a restart
+    /// can apply (listeners, upstream, store, caches, webhook relay).
+    pub fn replace_config(&self, config: Config) -> Result<(), ReloadError> {
+        let current = self.live.load();
+        let needs_restart = current.config.restart_only_changes(&config);
+        if !needs_restart.is_empty() {
+            return Err(ReloadError::NeedsRestart(needs_restart));
+        }
+        let limits = Arc::new(current.limits.reconfigured(&config));
+        self.live.store(Arc::new(Live {
+            config: Arc::new(config),
+            limits,
+        }));
+        Ok(())
+    }
+
+    /// Drops idle limiter state every `limits.retain_interval_secs`, and
+    /// publishes how many keys are live. Runs until the app is dropped.
+    pub fn spawn_housekeeping(self: &Arc<Self>) {
+        let app = Arc::downgrade(self);
+        tokio::spawn(async move {
+            loop {
+                let interval = match app.upgrade() {
+                    Some(app) => Duration::from_secs(app.config().limits.retain_interval_secs),
+                    None => return,
+                };
+                tokio::time::sleep(interval).await;
+                let Some(app) = app.upgrade() else { return };
+                app.housekeeping();
+            }
+        });
+    }
+
+    /// One round of housekeeping (also run before metrics are rendered).
+    pub fn housekeeping(&self) {
+        let live = self.live();
+        live.limits.retain_recent();
+        self.publish_gauges(&live);
+    }
+
+    fn publish_gauges(&self, live: &Live) {
+        for (kind, keys) in live.limits.keys() {
+            let labels = crate::metrics::LimitLabels {
+                limit: kind.as_str().to_owned(),
+            };
+            self.metrics
+                .limiter_keys
+                .get_or_create(&labels)
+                .set(keys as i64);
+        }
+        if let Ok(known) = self.identities.len() {
+            self.metrics.identities.set(known as i64);
+        }
+    }
+
+    /// The Prometheus text of every metric, gauges brought up to date.
+    pub fn render_metrics(&self) -> String {
+        self.publish_gauges(&self.live());
+        self.metrics.render()
+    }
+
+    /// Forwards a request upstream, timing it and counting its status.
+    pub async fn forward(
+        &self,
+        request: Request<ProxyBody>,
+    ) -> Result<Response<Incoming>, crate::upstream::UpstreamError> {
+        let started = Instant::now();
+        let result = self.upstream.send(request).await;
+        self.metrics
+            .upstream_latency
+            .observe(started.elapsed().as_secs_f64());
+        let status = match &result {
+            Ok(response) => response.status().as_u16(),
+            Err(error) => error.to_graph_error().status.as_u16(),
+        };
+        self.metrics
+            .upstream_responses
+            .get_or_create(&StatusLabels { status })
+            .inc();
+        result
     }
 
     /// A new id for a request, echoed as `fbtrace_id` in local errors and logs.
@@ -93,11 +240,13 @@ impl App {
     /// Routes one request.
     pub async fn handle(self: Arc<Self>, request: Request<Incoming>) -> Response<ProxyBody> {
         let path = request.uri().path().to_owned();
+        let config = self.config();
         if let Some(relay) = &self.webhook
-            && path == self.config.webhook.path
+            && path == config.webhook.path
         {
-            let config = self.config();
-            return relay.handle(&config, &self.identities, request).await.1;
+            let (outcome, response) = relay.handle(&config, &self.identities, request).await;
+            Metrics::outcome(&self.metrics.webhook_relays, outcome.as_str());
+            return response;
         }
         if let Some(route) = send::route(request.method(), &path) {
             let request_id = self.request_id();
@@ -109,8 +258,9 @@ impl App {
     /// Streams a request that is not a send to the upstream and its answer
     /// back, both bodies unbuffered.
     async fn passthrough(&self, request: Request<Incoming>) -> Response<ProxyBody> {
+        self.metrics.request("passthrough", "none");
         let request = request.map(|body| body.map_err(Into::into).boxed());
-        match self.upstream.send(request).await {
+        match self.forward(request).await {
             Ok(response) => relay(response),
             Err(error) => {
                 let request_id = self.request_id();
@@ -120,6 +270,30 @@ impl App {
         }
     }
 }
+
+/// Why a reload was refused (the old config stays in force).
+#[derive(Debug)]
+pub enum ReloadError {
+    /// sendgate was started without a config source to re-read.
+    NoSource,
+    Invalid(ConfigError),
+    /// These keys changed, and only a restart applies them.
+    NeedsRestart(Vec<&'static str>),
+}
+
+impl fmt::Display for ReloadError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ReloadError::NoSource => f.write_str("this sendgate has no config file to reload"),
+            ReloadError::Invalid(err) => write!(f, "config error: {err}"),
+            ReloadError::NeedsRestart(keys) => {
+                write!(f, "{} changed; restart sendgate to apply", keys.join(", "))
+            }
+        }
+    }
+}
+
+impl std::error::Error for ReloadError {}
 
 /// Why sendgate could not start.
 #[derive(Debug)]

@@ -208,3 +208,122 @@ async fn sandbox_walkthrough_meets_the_acceptance_points() {
         "{sends:#?}"
     );
 }
+
+/// GET on the admin listener with the test token.
+async fn admin_get(addr: SocketAddr, path: &str) -> Value {
+    let client = Client::builder(TokioExecutor::new()).build_http();
+    let request = Request::get(format!("http://{addr}{path}"))
+        .header("authorization", "Bearer cli-admin-token")
+        .body(Full::new(Bytes::new()))
+        .unwrap();
+    let response = client.request(request).await.unwrap();
+    let body = response.into_body().collect().await.unwrap().to_bytes();
+    serde_json::from_slice(&body).unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sighup_reloads_the_config_file_and_refuses_a_broken_one() {
+    let dir = std::env::temp_dir().join(format!("sendgate-sighup-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("sendgate.toml");
+    let admin = free_port();
+    let head = format!("[admin]\nlisten = \"{admin}\"\n[store]\npath = \"\"\n");
+    std::fs::write(
+        &path,
+        format!("{head}[limits.number]\nthroughput = \"high\"\n"),
+    )
+    .unwrap();
+    let listen = free_port();
+    let child = Command::new(BIN)
+        .args([
+            "serve",
+            "--sandbox",
+            "--listen",
+            &listen.to_string(),
+            "--config",
+        ])
+        .arg(&path)
+        .env("RUST_LOG", "warn")
+        .env("SENDGATE_ADMIN_TOKEN", "cli-admin-token")
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .unwrap();
+    let mut served = Served {
+        child,
+        addr: listen,
+    };
+    let started = Instant::now();
+    while tokio::net::TcpStream::connect(admin).await.is_err() {
+        assert!(
+            served.child.try_wait().unwrap().is_none(),
+            "sendgate exited"
+        );
+        assert!(
+            started.elapsed() < Duration::from_secs(20),
+            "sendgate did not start"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let throughput = |limits: &Value| limits["limits"]["number"]["throughput"].clone();
+    assert_eq!(throughput(&admin_get(admin, "/admin/limits").await), "high");
+
+    let hangup = |pid: u32| {
+        let status = Command::new("kill")
+            .args(["-HUP", &pid.to_string()])
+            .status()
+            .unwrap();
+        assert!(status.success());
+    };
+    std::fs::write(&path, format!("{head}[limits.number]\nthroughput = 1\n")).unwrap();
+    hangup(served.child.id());
+    let started = Instant::now();
+    while throughput(&admin_get(admin, "/admin/limits").await) != 1 {
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "SIGHUP did not reload"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+
+    // A broken file: refused, the process keeps serving with the old config.
+    std::fs::write(
+        &path,
+        format!("{head}[limits.number]\nthroughput = \"warp\"\n"),
+    )
+    .unwrap();
+    hangup(served.child.id());
+    let started = Instant::now();
+    loop {
+        let metrics = {
+            let client = Client::builder(TokioExecutor::new()).build_http();
+            let request = Request::get(format!("http://{admin}/metrics"))
+                .header("authorization", "Bearer cli-admin-token")
+                .body(Full::new(Bytes::new()))
+                .unwrap();
+            let body = client
+                .request(request)
+                .await
+                .unwrap()
+                .into_body()
+                .collect()
+                .await
+                .unwrap();
+            String::from_utf8(body.to_bytes().to_vec()).unwrap()
+        };
+        if metrics.contains("sendgate_config_reloads_total{outcome=\"failure\"} 1") {
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "the refused reload was not counted"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(served.child.try_wait().unwrap().is_none(), "still running");
+    assert_eq!(throughput(&admin_get(admin, "/admin/limits").await), 1);
+    let text =
+        r#"{"messaging_product":"whatsapp","to":"16315551234","type":"text","text":{"body":"hi"}}"#;
+    assert_eq!(send(served.addr, text).await.status, 200);
+    let _ = std::fs::remove_dir_all(&dir);
+}

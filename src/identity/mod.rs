@@ -14,10 +14,14 @@ pub mod import;
 mod model;
 mod store;
 
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use moka::sync::Cache;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+
+use crate::metrics::ResultLabels;
 
 pub use model::{IdentityEvent, Observation, Record, Source};
 pub use store::{Applied, RedbStore, StoreError};
@@ -28,6 +32,8 @@ pub struct Identities {
     store: RedbStore,
     /// `portfolio \0 bsuid` → phone digits; only hits are cached.
     phones: Cache<String, String>,
+    /// Where cache hits and misses are counted, once metrics exist.
+    cache_metric: OnceLock<Family<ResultLabels, Counter>>,
 }
 
 fn cache_key(portfolio: &str, bsuid: &str) -> String {
@@ -46,7 +52,26 @@ impl Identities {
             .max_capacity(capacity)
             .time_to_idle(ttl)
             .build();
-        Identities { store, phones }
+        Identities {
+            store,
+            phones,
+            cache_metric: OnceLock::new(),
+        }
+    }
+
+    /// Counts cache hits and misses in this metric family from now on.
+    pub fn count_cache_in(&self, family: Family<ResultLabels, Counter>) {
+        let _ = self.cache_metric.set(family);
+    }
+
+    fn count(&self, result: &str) {
+        if let Some(family) = self.cache_metric.get() {
+            family
+                .get_or_create(&ResultLabels {
+                    result: result.to_owned(),
+                })
+                .inc();
+        }
     }
 
     /// The phone known for a BSUID (or parent BSUID) in a portfolio. A store
@@ -55,8 +80,10 @@ impl Identities {
     pub fn phone_for_bsuid(&self, portfolio: &str, bsuid: &str) -> Option<String> {
         let key = cache_key(portfolio, bsuid);
         if let Some(phone) = self.phones.get(&key) {
+            self.count("hit");
             return Some(phone);
         }
+        self.count("miss");
         let found = if bsuid.contains(".ENT.") {
             self.store.by_parent(portfolio, bsuid)
         } else {
@@ -68,6 +95,18 @@ impl Identities {
                 self.phones.insert(key, phone.clone());
                 Some(phone)
             }
+            Err(err) => {
+                tracing::error!(error = %err, "identity lookup failed");
+                None
+            }
+        }
+    }
+
+    /// The BSUID a phone (digits) belongs to in a portfolio, read from the
+    /// store: the pair limit keys a person by it.
+    pub fn bsuid_for_phone(&self, portfolio: &str, phone: &str) -> Option<String> {
+        match self.store.by_phone(portfolio, phone) {
+            Ok(record) => record.map(|record| record.bsuid),
             Err(err) => {
                 tracing::error!(error = %err, "identity lookup failed");
                 None

@@ -17,16 +17,18 @@ use http::{HeaderValue, Method, Request, Response, header};
 use http_body_util::{BodyExt, LengthLimitError, Limited};
 use hyper::body::Incoming;
 
-use crate::config::{Category, Config, Mode, UnknownCategory};
+use crate::config::{Category, Config, LimitMode, Mode, UnknownCategory};
 use crate::graph_error::GraphError;
-use crate::headers::{CLIENT_HEADER, DECISION_HEADER};
+use crate::headers::{self, CLIENT_HEADER, DECISION_HEADER};
+use crate::limits::Admission;
 use crate::logging::mask;
+use crate::metrics::{CodeLabels, Metrics};
 use crate::proxy::{App, relay};
 use crate::templates::LookupContext;
 use crate::upstream::{ProxyBody, full_body};
 use identifier::{IdClass, classify, phone_digits};
 use payload::{FieldValue, Member, PayloadError, SendPayload};
-use policy::{Addressing, Decision, Facts, MessageKind, Recipient};
+use policy::{Addressing, Decision, Facts, MessageKind, Person, Recipient};
 
 /// The two send endpoints.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -86,7 +88,10 @@ pub async fn handle(
     route: SendRoute<'_>,
     request_id: &str,
 ) -> Response<ProxyBody> {
-    let config = app.config();
+    // One snapshot of config and limits for the whole request, whatever a
+    // reload does meanwhile.
+    let live = app.live();
+    let config = &live.config;
     let (parts, body) = request.into_parts();
     // Over the cap is refused in both modes: report mode promises to forward
     // what it inspects, and a send this large is no send.
@@ -106,31 +111,120 @@ pub async fn handle(
         version: route.version,
         authorization: parts.headers.get(header::AUTHORIZATION),
     };
-    let verdict = judge(app, &config, &body, route, client, &lookup, request_id).await;
+    let verdict = judge(app, config, &body, route, client, &lookup, request_id).await;
+    let mut label = verdict.label;
     let body = match (verdict.refusal, config.policy.mode) {
-        (Some(error), Mode::Enforce) => return error_response(error, &verdict.label, request_id),
+        (Some(error), Mode::Enforce) => {
+            app.metrics.request("send", &label);
+            return error_response(error, &label, request_id);
+        }
         _ => verdict.rewritten.map_or(body, Bytes::from),
     };
+
+    // Only sends that will really go out count against the limits.
+    let report = config.policy.mode == Mode::Report;
+    let client_name = client.unwrap_or(DEFAULT_CLIENT);
+    let limits = &live.limits;
+    let person = verdict.person.as_deref();
+    match limits
+        .admit(route.phone_number_id, person, client_name, report)
+        .await
+    {
+        Admission::Admitted { waited } if !waited.is_zero() => {
+            Metrics::limit(&app.metrics.limit_waits, "any");
+            app.metrics.limit_wait_seconds.observe(waited.as_secs_f64());
+        }
+        Admission::Admitted { .. } => {}
+        Admission::WouldLimit(limit) => {
+            Metrics::limit(&app.metrics.limit_rejections, limit.as_str());
+            label = format!("{label}, would-limit: {}", limit.as_str());
+        }
+        Admission::Refused(refusal) => {
+            Metrics::limit(&app.metrics.limit_rejections, refusal.limit.as_str());
+            let label = format!("limited: {}", refusal.limit.as_str());
+            app.metrics.request("send", &label);
+            let mut response = GraphError::rate_limited(refusal.limit, refusal.retry_after)
+                .into_response(request_id);
+            let seconds =
+                refusal.retry_after.as_secs() + u64::from(refusal.retry_after.subsec_nanos() > 0);
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from(seconds.max(1)));
+            set_decision_header(&mut response, &label);
+            return response;
+        }
+    }
+    app.metrics.request("send", &label);
 
     let mut upstream_request = Request::from_parts(parts, full_body(body.clone()));
     upstream_request
         .headers_mut()
         .insert(header::CONTENT_LENGTH, HeaderValue::from(body.len()));
-    let mut response = match app.upstream.send(upstream_request).await {
-        Ok(response) => {
-            if response.status().is_success()
-                && let Some((phone, bsuid)) = verdict.learned
-            {
+    let mut response = match app.forward(upstream_request).await {
+        Ok(response) if response.status().is_success() => {
+            limits.feedback(route.phone_number_id, person, None, true);
+            if let Some((phone, bsuid)) = verdict.learned {
                 let portfolio = config.portfolio_of(route.phone_number_id);
                 // Written in the background; the cache already answers.
                 drop(app.identities.learn_from_send(portfolio, phone, bsuid));
             }
             relay(response)
         }
+        Ok(response) => {
+            // Meta's error codes, not its HTTP statuses, say what happened
+            // (throttling can come back as a 400): read the small error body.
+            let (response, code) = read_error_code(response).await;
+            if let Some(code) = code {
+                app.metrics
+                    .meta_errors
+                    .get_or_create(&CodeLabels { code })
+                    .inc();
+            }
+            limits.feedback(route.phone_number_id, person, code, false);
+            response
+        }
         Err(error) => error.to_graph_error().into_response(request_id),
     };
-    set_decision_header(&mut response, &verdict.label);
+    set_decision_header(&mut response, &label);
     response
+}
+
+/// The client name of senders that send no `x-sendgate-client`.
+const DEFAULT_CLIENT: &str = "default";
+
+/// The most of an upstream error body read to find its `error.code`.
+const MAX_ERROR_BODY: usize = 64 << 10;
+
+/// Buffers an upstream error response (small by nature) to read its Graph
+/// `error.code`, and gives the same bytes back to the client.
+async fn read_error_code(response: Response<Incoming>) -> (Response<ProxyBody>, Option<u32>) {
+    #[derive(serde::Deserialize)]
+    struct GraphBody {
+        error: GraphCode,
+    }
+    #[derive(serde::Deserialize)]
+    struct GraphCode {
+        code: u32,
+    }
+    let (mut parts, body) = response.into_parts();
+    headers::strip_hop_by_hop(&mut parts.headers);
+    match Limited::new(body, MAX_ERROR_BODY).collect().await {
+        Ok(collected) => {
+            let bytes = collected.to_bytes();
+            let code = serde_json::from_slice::<GraphBody>(&bytes)
+                .ok()
+                .map(|b| b.error.code);
+            parts
+                .headers
+                .insert(header::CONTENT_LENGTH, HeaderValue::from(bytes.len()));
+            parts.headers.remove(header::TRANSFER_ENCODING);
+            (Response::from_parts(parts, full_body(bytes)), code)
+        }
+        Err(_) => (
+            GraphError::upstream_unavailable().into_response("upstream-error"),
+            None,
+        ),
+    }
 }
 
 /// What the send path concluded about one body.
@@ -143,6 +237,9 @@ pub struct Verdict {
     pub learned: Option<(String, String)>,
     /// The `x-sendgate-decision` value.
     pub label: String,
+    /// Who the pair limit counts this send against: the person's BSUID when
+    /// one is known, else their phone digits. `None` when not a person send.
+    pub person: Option<String>,
 }
 
 /// Parses, classifies, resolves and decides; logs the decision. Used by the
@@ -168,11 +265,13 @@ pub async fn judge(
                 rewritten: None,
                 learned: None,
                 label,
+                person: None,
             };
         }
     };
     let facts = facts_of(&payload);
     let policy = config.policy.policy();
+    let mut person_key = None;
     let decision = match policy::address(&facts, &policy) {
         Addressing::Untouched => Decision::Forward,
         Addressing::Blocked(reason) => Decision::Block(reason),
@@ -186,32 +285,44 @@ pub async fn judge(
                     kind = message_kind(app, config, &payload, route, client, lookup).await;
                 }
             }
+            if config.limits.pair.mode != LimitMode::Off {
+                person_key = Some(person_of(app, portfolio, &person));
+            }
             policy::decide(&person, kind, known_phone.as_deref(), &policy)
         }
     };
     let label = decision_label(&decision, mode);
     log_decision(config, request_id, route, client, &facts, &label);
     let learned = learnable_pair(&facts, &decision, mode);
-    match decision {
-        Decision::Block(reason) => Verdict {
-            refusal: Some(GraphError::blocked(reason)),
-            rewritten: None,
-            learned,
-            label,
-        },
-        Decision::Rewrite { to, recipient, .. } if mode == Mode::Enforce => Verdict {
-            refusal: None,
-            rewritten: Some(payload.rewrite(&to, &recipient)),
-            learned,
-            label,
-        },
-        Decision::Rewrite { .. } | Decision::Forward => Verdict {
-            refusal: None,
-            rewritten: None,
-            learned,
-            label,
-        },
+    let (refusal, rewritten) = match decision {
+        Decision::Block(reason) => (Some(GraphError::blocked(reason)), None),
+        Decision::Rewrite { to, recipient, .. } if mode == Mode::Enforce => {
+            (None, Some(payload.rewrite(&to, &recipient)))
+        }
+        Decision::Rewrite { .. } | Decision::Forward => (None, None),
+    };
+    Verdict {
+        refusal,
+        rewritten,
+        learned,
+        label,
+        person: person_key,
     }
+}
+
+/// One bucket per person: the BSUID when the send names one or the store
+/// knows the phone's, so phone and BSUID addressing share a bucket.
+fn person_of(app: &App, portfolio: &str, person: &Person<'_>) -> String {
+    if let Some(bsuid) = person.bsuid {
+        return bsuid.value.to_owned();
+    }
+    let digits = person
+        .phone
+        .map(|phone| phone_digits(phone.value))
+        .unwrap_or_default();
+    app.identities
+        .bsuid_for_phone(portfolio, &digits)
+        .unwrap_or(digits)
 }
 
 /// Reads the whole send body, refusing more than `limit` bytes.

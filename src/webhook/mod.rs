@@ -51,6 +51,19 @@ pub enum Outcome {
     Rejected,
 }
 
+impl Outcome {
+    /// The metric label.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Outcome::Relayed => "relayed",
+            Outcome::DownstreamFailed => "downstream_failed",
+            Outcome::StoreFailed => "store_failed",
+            Outcome::Unauthorized => "unauthorized",
+            Outcome::Rejected => "rejected",
+        }
+    }
+}
+
 impl Relay {
     /// The relay for a config whose webhook path is set. Needs the app secret
     /// and the verify token (see [`Secrets::check`]).

@@ -1,0 +1,207 @@
+//! Prometheus metrics, served as text on the admin listener's `/metrics`.
+//!
+//! Labels are bounded on purpose: a decision's verb and reason, an HTTP
+//! status, a Meta error code, a limit's name. Never an identifier, a number
+//! id or a client name, which would make the series unbounded.
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::encoding::text::encode;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+
+/// A request, by route and what sendgate decided.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RequestLabels {
+    /// `send`, `passthrough` or `webhook`.
+    pub route: String,
+    /// The decision's verb: `forwarded`, `rewritten`, `resolved`, `blocked`,
+    /// `limited`, `would-block`, … (`none` for passthrough).
+    pub decision: String,
+    /// The block reason or rewrite, `none` when there is none.
+    pub reason: String,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct StatusLabels {
+    pub status: u16,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct CodeLabels {
+    pub code: u32,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct LimitLabels {
+    /// `number`, `pair` or `client`.
+    pub limit: String,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct OutcomeLabels {
+    pub outcome: String,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ResultLabels {
+    /// `hit` or `miss`.
+    pub result: String,
+}
+
+/// Every metric sendgate exports.
+pub struct Metrics {
+    registry: Registry,
+    pub requests: Family<RequestLabels, Counter>,
+    pub upstream_responses: Family<StatusLabels, Counter>,
+    pub meta_errors: Family<CodeLabels, Counter>,
+    pub upstream_latency: Histogram,
+    pub limit_rejections: Family<LimitLabels, Counter>,
+    pub limit_waits: Family<LimitLabels, Counter>,
+    pub limit_wait_seconds: Histogram,
+    pub limiter_keys: Family<LimitLabels, Gauge>,
+    pub identity_cache: Family<ResultLabels, Counter>,
+    pub identities: Gauge,
+    pub webhook_relays: Family<OutcomeLabels, Counter>,
+    pub config_reloads: Family<OutcomeLabels, Counter>,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Metrics {
+    pub fn new() -> Self {
+        let mut registry = Registry::with_prefix("sendgate");
+        let requests = Family::default();
+        registry.register(
+            "requests",
+            "Requests by route, decision and reason",
+            requests.clone(),
+        );
+        let upstream_responses = Family::default();
+        registry.register(
+            "upstream_responses",
+            "Upstream responses by HTTP status",
+            upstream_responses.clone(),
+        );
+        let meta_errors = Family::default();
+        registry.register(
+            "meta_errors",
+            "Graph error codes in upstream error responses to sends",
+            meta_errors.clone(),
+        );
+        // 0.5 ms to ~16 s.
+        let upstream_latency = Histogram::new(exponential_buckets(0.0005, 2.0, 16));
+        registry.register(
+            "upstream_latency_seconds",
+            "Time from forwarding a request to the upstream's response head",
+            upstream_latency.clone(),
+        );
+        let limit_rejections = Family::default();
+        registry.register(
+            "limit_rejections",
+            "Sends refused (or, in report mode, that would be) by a limit",
+            limit_rejections.clone(),
+        );
+        let limit_waits = Family::default();
+        registry.register(
+            "limit_waits",
+            "Sends delayed by a limit in shape mode",
+            limit_waits.clone(),
+        );
+        let limit_wait_seconds = Histogram::new(exponential_buckets(0.001, 2.0, 14));
+        registry.register(
+            "limit_wait_seconds",
+            "How long shaped sends waited",
+            limit_wait_seconds.clone(),
+        );
+        let limiter_keys = Family::default();
+        registry.register(
+            "limiter_keys",
+            "Live keys per limiter",
+            limiter_keys.clone(),
+        );
+        let identity_cache = Family::default();
+        registry.register(
+            "identity_cache",
+            "Identity cache lookups by result",
+            identity_cache.clone(),
+        );
+        let identities = Gauge::default();
+        registry.register(
+            "identities",
+            "People the identity store knows",
+            identities.clone(),
+        );
+        let webhook_relays = Family::default();
+        registry.register(
+            "webhook_relays",
+            "Webhook deliveries by outcome",
+            webhook_relays.clone(),
+        );
+        let config_reloads = Family::default();
+        registry.register(
+            "config_reloads",
+            "Configuration reloads by outcome",
+            config_reloads.clone(),
+        );
+        Metrics {
+            registry,
+            requests,
+            upstream_responses,
+            meta_errors,
+            upstream_latency,
+            limit_rejections,
+            limit_waits,
+            limit_wait_seconds,
+            limiter_keys,
+            identity_cache,
+            identities,
+            webhook_relays,
+            config_reloads,
+        }
+    }
+
+    /// Counts a request by route and decision label (`blocked: username_target`,
+    /// `rewritten: to->recipient, resolved: bsuid->phone`, `forwarded`, …).
+    pub fn request(&self, route: &str, label: &str) {
+        let first = label.split(", ").next().unwrap_or(label);
+        let (decision, reason) = first.split_once(": ").unwrap_or((first, "none"));
+        self.requests
+            .get_or_create(&RequestLabels {
+                route: route.to_owned(),
+                decision: decision.to_owned(),
+                reason: reason.to_owned(),
+            })
+            .inc();
+    }
+
+    pub fn outcome(family: &Family<OutcomeLabels, Counter>, outcome: &str) {
+        family
+            .get_or_create(&OutcomeLabels {
+                outcome: outcome.to_owned(),
+            })
+            .inc();
+    }
+
+    pub fn limit(family: &Family<LimitLabels, Counter>, limit: &str) {
+        family
+            .get_or_create(&LimitLabels {
+                limit: limit.to_owned(),
+            })
+            .inc();
+    }
+
+    /// The text exposition format.
+    pub fn render(&self) -> String {
+        let mut text = String::new();
+        // Writing to a String cannot fail.
+        let _ = encode(&mut text, &self.registry);
+        text
+    }
+}
