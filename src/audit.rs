@@ -15,6 +15,7 @@ use std::fmt::Write as _;
 use std::io::{self, BufRead, BufWriter, Write};
 
 use crate::config::{Category, Config};
+use crate::csv_rows::{Fields, Rows};
 use crate::identity::Identities;
 use crate::send::identifier::classify;
 use crate::send::payload::Target;
@@ -220,84 +221,49 @@ pub enum ListShape {
 /// Blank lines (and CSV rows of empty cells) are skipped. Values are
 /// trimmed of surrounding whitespace, which a spreadsheet export or a CRLF
 /// file adds and no identifier has.
-///
-/// The CSV is split here rather than by the `csv` crate because the
-/// report must name each row's line, and `csv` reports the line a row
-/// started on wrongly after a CRLF or a blank line.
 pub fn read_list<R: BufRead>(
-    mut input: R,
+    input: R,
     mut each: impl FnMut(Entry<'_>) -> io::Result<()>,
 ) -> Result<ListShape, ListError> {
     // One buffer for every row: no allocation per row.
     let mut record = Vec::new();
-    let mut line = 0;
-    let mut offset = 0;
+    let mut rows = Rows::new(input);
     let mut shape = ListShape::Empty;
     let mut column = 0;
     loop {
-        record.clear();
-        let start = line + 1;
-        // A CSV row whose quoted cell holds a line break spans lines: read
-        // on while a quote is open (an odd count, as `""` escapes one).
-        let mut quotes = 0;
-        loop {
-            let before = record.len();
-            let read = input
-                .read_until(b'\n', &mut record)
-                .map_err(|err| ListError::Read(format!("line {}: {err}", line + 1)))?;
-            if read == 0 {
-                break;
-            }
-            line += 1;
-            offset += read as u64;
-            if !matches!(shape, ListShape::Csv { .. }) {
-                break;
-            }
-            quotes += record[before..].iter().filter(|&&b| b == b'"').count();
-            if quotes % 2 == 0 {
-                break;
-            }
-        }
-        if record.is_empty() {
-            return Ok(shape);
-        }
-        let text = if shape == ListShape::Empty {
-            // A spreadsheet's UTF-8 byte order mark would hide the header name.
-            record.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(&record)
-        } else {
-            &record
-        }
-        .trim_ascii();
-        if text.is_empty() {
-            continue;
-        }
+        let line = match rows.next_row(&mut record) {
+            Ok(Some(line)) => line,
+            Ok(None) => return Ok(shape),
+            Err(err) => return Err(ListError::Read(format!("line {}: {err}", rows.line() + 1))),
+        };
         let value = match shape {
-            ListShape::Empty => match header_column(text) {
+            ListShape::Empty => match header_column(&record) {
                 Some((index, name)) => {
                     column = index;
                     shape = ListShape::Csv { column: name };
+                    rows.quoted_rows(true);
                     continue;
                 }
                 None => {
                     shape = ListShape::Plain;
-                    Cow::Borrowed(text)
+                    Cow::Borrowed(&record[..])
                 }
             },
-            ListShape::Plain => Cow::Borrowed(text),
+            ListShape::Plain => Cow::Borrowed(&record[..]),
             ListShape::Csv { .. } => {
-                if text.iter().all(|&b| b == b',' || b.is_ascii_whitespace()) {
+                if record.iter().all(|&b| b == b',' || b.is_ascii_whitespace()) {
                     continue;
                 }
                 // A row too short to have the column has an empty recipient,
                 // which is reported (a campaign row with nobody to send to),
                 // not skipped.
-                Fields::new(text).nth(column).unwrap_or_default()
+                Fields::new(&record).nth(column).unwrap_or_default()
             }
         };
         each(Entry {
-            line: start,
+            line,
             value: &utf8(&value),
-            offset,
+            offset: rows.offset(),
         })
         .map_err(ListError::Write)?;
     }
@@ -311,75 +277,6 @@ fn header_column(line: &[u8]) -> Option<(usize, String)> {
             .find(|name| cell.eq_ignore_ascii_case(name.as_bytes()))
             .map(|name| (index, (*name).to_owned()))
     })
-}
-
-/// The cells of one CSV row (RFC 4180: `,` separates, `"` quotes, `""` is a
-/// quote inside quotes), each trimmed of surrounding whitespace. A cell is
-/// borrowed from the row unless it has an escaped quote to undo.
-struct Fields<'a> {
-    /// What is left of the row; `None` after the last cell.
-    rest: Option<&'a [u8]>,
-}
-
-impl<'a> Fields<'a> {
-    fn new(row: &'a [u8]) -> Self {
-        Fields { rest: Some(row) }
-    }
-}
-
-impl<'a> Iterator for Fields<'a> {
-    type Item = Cow<'a, [u8]>;
-
-    fn next(&mut self) -> Option<Self::Item> {
-        let rest = self.rest?;
-        let Some(quoted) = rest.trim_ascii_start().strip_prefix(b"\"") else {
-            let (cell, after) = match rest.iter().position(|&b| b == b',') {
-                Some(comma) => (&rest[..comma], Some(&rest[comma + 1..])),
-                None => (rest, None),
-            };
-            self.rest = after;
-            return Some(Cow::Borrowed(cell.trim_ascii()));
-        };
-        let mut cell = Cow::Borrowed(&quoted[..0]);
-        // `from` starts the run of plain bytes not yet copied into `cell`.
-        let mut from = 0;
-        let after_quote = loop {
-            match quoted[from..].iter().position(|&b| b == b'"') {
-                // An unterminated quote runs to the end of the row.
-                None => {
-                    append(&mut cell, &quoted[from..]);
-                    break &quoted[quoted.len()..];
-                }
-                Some(at) if quoted.get(from + at + 1) == Some(&b'"') => {
-                    append(&mut cell, &quoted[from..=from + at]);
-                    from += at + 2;
-                }
-                Some(at) => {
-                    append(&mut cell, &quoted[from..from + at]);
-                    break &quoted[from + at + 1..];
-                }
-            }
-        };
-        // Stray bytes between a closing quote and the next comma belong to
-        // no cell in RFC 4180; they are dropped.
-        self.rest = after_quote
-            .iter()
-            .position(|&b| b == b',')
-            .map(|comma| &after_quote[comma + 1..]);
-        Some(match cell {
-            Cow::Borrowed(cell) => Cow::Borrowed(cell.trim_ascii()),
-            Cow::Owned(cell) => Cow::Owned(cell.trim_ascii().to_vec()),
-        })
-    }
-}
-
-/// Appends `part` to `cell`, copying only when both are non-empty.
-fn append<'a>(cell: &mut Cow<'a, [u8]>, part: &'a [u8]) {
-    if cell.is_empty() {
-        *cell = Cow::Borrowed(part);
-    } else if !part.is_empty() {
-        cell.to_mut().extend_from_slice(part);
-    }
 }
 
 /// Text of a value; bytes that are not UTF-8 become U+FFFD, which no

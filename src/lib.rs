@@ -29,6 +29,7 @@
 //! - [`webhook`]: the webhook relay: verify, learn durably, forward;
 //!   `webhook::learn` reads what a payload teaches.
 //! - [`admin`]: the admin API: health, readiness, identities, dry run.
+//! - [`csv_rows`]: CSV rows with true line numbers, for import and audit.
 //! - [`audit`]: `sendgate audit`: a campaign list judged offline, row by row.
 //! - [`sandbox`]: a simulated Cloud API for development and tests.
 
@@ -37,6 +38,7 @@
 pub mod admin;
 pub mod audit;
 pub mod config;
+pub mod csv_rows;
 pub mod graph_error;
 pub mod headers;
 pub mod identity;

@@ -13,6 +13,7 @@ use serde::Deserialize;
 
 use super::{Identities, IdentityEvent, Observation, Source, StoreError};
 use crate::config::{Config, DEFAULT_PORTFOLIO};
+use crate::csv_rows::{Fields, Rows};
 use crate::send::identifier::{IdClass, classify, phone_digits};
 
 /// Rows per store transaction: large enough to amortise the commit's fsync,
@@ -177,48 +178,71 @@ const CSV_COLUMNS: [&str; 6] = [
 ];
 
 fn csv_rows(input: impl BufRead + 'static) -> impl Iterator<Item = (u64, Result<Row, String>)> {
-    let mut reader = csv::ReaderBuilder::new()
-        .trim(csv::Trim::All)
-        .from_reader(input);
-    let headers = reader.headers().cloned();
-    let header_error = match &headers {
-        Err(err) => Some(format!("no usable CSV header: {err}")),
-        Ok(headers) => headers
-            .iter()
-            .find(|name| !CSV_COLUMNS.contains(name))
+    let mut rows = Rows::new(input);
+    rows.quoted_rows(true);
+    let mut record = Vec::new();
+    // The header: which known column each cell is.
+    let header = match rows.next_row(&mut record) {
+        Ok(Some(_)) => Fields::new(&record)
             .map(|name| {
-                format!(
-                    "unknown CSV column {name:?} (known: {})",
-                    CSV_COLUMNS.join(", ")
-                )
-            }),
+                let name = String::from_utf8_lossy(&name).to_ascii_lowercase();
+                CSV_COLUMNS
+                    .iter()
+                    .position(|known| *known == name)
+                    .ok_or(name)
+            })
+            .collect::<Vec<_>>(),
+        Ok(None) => Vec::new(),
+        Err(err) => vec![Err(format!("unreadable header: {err}"))],
     };
-    let headers = headers.unwrap_or_default();
-    reader.into_records().map(move |record| {
-        let line = match &record {
-            Ok(record) => record.position().map_or(0, |p| p.line()),
-            Err(err) => err.position().map_or(0, |p| p.line()),
+    let header_error = header
+        .iter()
+        .find_map(|column| column.as_ref().err())
+        .map(|name| {
+            format!(
+                "unknown CSV column {name:?} (known: {})",
+                CSV_COLUMNS.join(", ")
+            )
+        });
+    let mut failed = false;
+    std::iter::from_fn(move || {
+        if failed {
+            return None;
+        }
+        let line = match rows.next_row(&mut record) {
+            Ok(Some(line)) => line,
+            Ok(None) => return None,
+            Err(err) => {
+                // An unreadable input ends the import rather than repeating its error.
+                failed = true;
+                return Some((rows.line() + 1, Err(format!("unreadable: {err}"))));
+            }
         };
         if let Some(error) = &header_error {
-            return (line, Err(error.clone()));
+            return Some((line, Err(error.clone())));
         }
-        let record = match record {
-            Ok(record) => record,
-            Err(err) => return (line, Err(format!("not a CSV row: {err}"))),
-        };
+        let cells: Vec<_> = Fields::new(&record).collect();
+        if cells.len() != header.len() {
+            let reason = format!(
+                "{} cells where the header has {}",
+                cells.len(),
+                header.len()
+            );
+            return Some((line, Err(reason)));
+        }
         let mut row = Row::default();
-        for (name, value) in headers.iter().zip(record.iter()) {
-            let value = Some(value.to_owned()).filter(|v| !v.is_empty());
-            match name {
-                "bsuid" => row.bsuid = value,
-                "phone" => row.phone = value,
-                "parent_bsuid" => row.parent_bsuid = value,
-                "username" => row.username = value,
-                "portfolio" => row.portfolio = value,
+        for (column, cell) in header.iter().zip(cells) {
+            let value = Some(String::from_utf8_lossy(&cell).into_owned()).filter(|v| !v.is_empty());
+            match column {
+                Ok(0) => row.bsuid = value,
+                Ok(1) => row.phone = value,
+                Ok(2) => row.parent_bsuid = value,
+                Ok(3) => row.username = value,
+                Ok(4) => row.portfolio = value,
                 _ => row.number = value,
             }
         }
-        (line, Ok(row))
+        Some((line, Ok(row)))
     })
 }
 
@@ -346,6 +370,14 @@ mod tests {
             Some("16315551234")
         );
         assert_eq!(identities.find("US.ENT.5", None).unwrap()[0].bsuid, "US.5");
+    }
+
+    #[test]
+    fn csv_line_numbers_count_crlf_and_blank_lines() {
+        let (summary, _) =
+            run("phone,bsuid\r\n16315551234,US.1\r\n16315551235,bad\r\n\r\n16315551236,bad2\r\n");
+        assert_eq!(summary.imported, 1);
+        assert_eq!(lines(&summary), [3, 5]);
     }
 
     #[test]
