@@ -14,15 +14,17 @@
 //! on a back-off. Time comes from tokio's clock, so tests pause and advance it.
 
 use std::collections::HashMap;
+use std::hash::{BuildHasher, Hash, Hasher, RandomState};
 use std::num::NonZeroU32;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
+use dashmap::DashMap;
 use governor::clock::Clock;
 use governor::middleware::StateInformationMiddleware;
 use governor::state::keyed::DashMapStateStore;
 use governor::{Quota, RateLimiter};
-use moka::sync::Cache;
 use serde::Serialize;
 use tokio::time::Instant;
 
@@ -41,7 +43,59 @@ impl Clock for TokioClock {
     }
 }
 
-type Keyed = RateLimiter<String, DashMapStateStore<String>, TokioClock, StateInformationMiddleware>;
+/// Limiters are keyed by a 64-bit hash of the key's parts rather than by the
+/// strings themselves: a check then allocates nothing, and a live key costs
+/// a few dozen bytes. The hasher is seeded at random per process, so nobody
+/// can aim a collision; an accidental one merely shares a bucket.
+type Keyed =
+    RateLimiter<u64, DashMapStateStore<u64, PreHashed>, TokioClock, StateInformationMiddleware>;
+
+/// Keys are already uniform 64-bit hashes: the limiter's map uses them as
+/// they are instead of hashing them a second time.
+#[derive(Clone, Copy, Default)]
+struct PreHashed;
+
+impl BuildHasher for PreHashed {
+    type Hasher = PreHashedKey;
+
+    fn build_hasher(&self) -> PreHashedKey {
+        PreHashedKey(0)
+    }
+}
+
+struct PreHashedKey(u64);
+
+impl Hasher for PreHashedKey {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        // Only `write_u64` is used for `u64` keys; fold anything else in.
+        for byte in bytes {
+            self.0 = self.0.rotate_left(8) ^ u64::from(*byte);
+        }
+    }
+
+    fn write_u64(&mut self, key: u64) {
+        self.0 = key;
+    }
+}
+
+/// Hashes the parts of a key, each followed by a separator so that
+/// ("ab", "c") and ("a", "bc") differ.
+#[derive(Clone, Default)]
+struct KeyHasher(RandomState);
+
+impl KeyHasher {
+    fn key(&self, parts: &[&str]) -> u64 {
+        let mut hasher = self.0.build_hasher();
+        for part in parts {
+            part.hash(&mut hasher);
+        }
+        hasher.finish()
+    }
+}
 
 /// Which limit spoke.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
@@ -132,7 +186,10 @@ impl Limit {
         // A limiter whose quota did not change keeps its state across a reload.
         let reuse = |quota: Quota, previous: Option<&(Quota, Arc<Keyed>)>| match previous {
             Some((old_quota, limiter)) if *old_quota == quota => limiter.clone(),
-            _ => Arc::new(RateLimiter::dashmap_with_clock(quota, TokioClock).with_middleware()),
+            _ => Arc::new(
+                RateLimiter::dashmap_with_clock_and_hasher(quota, TokioClock, PreHashed)
+                    .with_middleware(),
+            ),
         };
         let default_quota = settings.quota;
         let default = match old {
@@ -157,12 +214,15 @@ impl Limit {
     }
 
     /// Takes one unit for `key`, or says how long until one is available.
-    fn check(&self, scope: &str, key: &str) -> Result<u32, Duration> {
-        let limiter = self
-            .overrides
-            .get(scope)
-            .map_or(&self.default, |(_, limiter)| limiter);
-        match limiter.check_key(&key.to_owned()) {
+    fn check(&self, scope: &str, key: u64) -> Result<u32, Duration> {
+        let limiter = if self.overrides.is_empty() {
+            &self.default
+        } else {
+            self.overrides
+                .get(scope)
+                .map_or(&self.default, |(_, limiter)| limiter)
+        };
+        match limiter.check_key(&key) {
             Ok(snapshot) => Ok(snapshot.remaining_burst_capacity()),
             Err(not_until) => Err(not_until.wait_time_from(TokioClock.now())),
         }
@@ -188,11 +248,17 @@ struct Backoff {
     strikes: u32,
 }
 
-/// Back-offs outlive a config reload, so they are shared.
-#[derive(Clone)]
+/// Back-offs outlive a config reload, so they are shared. They exist only
+/// after Meta refused something, so the maps are nearly always empty, and
+/// expired ones are dropped by housekeeping.
+#[derive(Clone, Default)]
 struct Backoffs {
-    numbers: Cache<String, Backoff>,
-    pairs: Cache<String, Backoff>,
+    numbers: Arc<DashMap<u64, Backoff>>,
+    pairs: Arc<DashMap<u64, Backoff>>,
+    /// False only when both maps are empty, so that the common case skips
+    /// them without touching their locks. A back-off inserted while
+    /// housekeeping clears this can go unseen until the next housekeeping.
+    any: Arc<AtomicBool>,
 }
 
 /// Live state per business number, for `GET /admin/limits`.
@@ -214,11 +280,12 @@ pub struct Limits {
     pair_backoff_max_exponent: u32,
     backoffs: Backoffs,
     /// Remaining burst per number at its last send.
-    budgets: Cache<String, u32>,
+    budgets: Arc<DashMap<String, u32>>,
+    hasher: KeyHasher,
 }
 
-/// Most keys whose back-off or budget is remembered; older ones are dropped.
-const STATE_CAPACITY: u64 = 100_000;
+/// Most numbers whose budget is shown; numbers beyond it are not tracked.
+const BUDGETS_CAPACITY: usize = 10_000;
 
 impl Limits {
     pub fn new(config: &Config) -> Self {
@@ -270,15 +337,7 @@ impl Limits {
             max_wait_ms: limits.client.max_wait_ms,
             quota: per_second(limits.client.per_second, Some(limits.client.burst)),
         };
-        let backoffs = old
-            .map(|old| old.backoffs.clone())
-            .unwrap_or_else(|| Backoffs {
-                numbers: Cache::builder().max_capacity(STATE_CAPACITY).build(),
-                pairs: Cache::builder()
-                    .max_capacity(STATE_CAPACITY)
-                    .time_to_idle(Duration::from_secs(4 * 3600))
-                    .build(),
-            });
+        let backoffs = old.map(|old| old.backoffs.clone()).unwrap_or_default();
         Limits {
             number: Limit::new(
                 LimitKind::Number,
@@ -296,9 +355,9 @@ impl Limits {
             number_backoff: Duration::from_secs(limits.number.backoff_secs),
             pair_backoff_max_exponent: limits.pair.backoff_max_exponent,
             backoffs,
-            budgets: old
-                .map(|o| o.budgets.clone())
-                .unwrap_or_else(|| Cache::builder().max_capacity(STATE_CAPACITY).build()),
+            budgets: old.map(|o| o.budgets.clone()).unwrap_or_default(),
+            // Reused limiters hold keys hashed with the old seed.
+            hasher: old.map(|o| o.hasher.clone()).unwrap_or_default(),
         }
     }
 
@@ -312,46 +371,48 @@ impl Limits {
         client: &str,
         report: bool,
     ) -> Admission {
-        let started = Instant::now();
-        let pair_key = person.map(|person| format!("{number}\0{person}"));
         let steps = [
-            (&self.client, client, Some(client)),
-            (&self.pair, number, pair_key.as_deref()),
-            (&self.number, number, Some(number)),
+            (&self.client, client, Some(self.hasher.key(&[client]))),
+            (
+                &self.pair,
+                number,
+                person.map(|person| self.pair_key(number, person)),
+            ),
+            (&self.number, number, Some(self.hasher.key(&[number]))),
         ];
+        let mut waited = Duration::ZERO;
         for (limit, scope, key) in steps {
             let Some(key) = key else { continue };
             match self.pass(limit, scope, key, report).await {
-                Ok(()) => {}
+                Ok(wait) => waited += wait,
                 Err(refusal) if report => return Admission::WouldLimit(refusal.limit),
                 Err(refusal) => return Admission::Refused(refusal),
             }
         }
-        Admission::Admitted {
-            waited: started.elapsed(),
-        }
+        Admission::Admitted { waited }
     }
 
     /// One limit: a back-off first, then the limiter; in shape mode, wait
-    /// (bounded by `max_wait`) for the unit instead of refusing.
+    /// (bounded by `max_wait`) for the unit instead of refusing. Returns how
+    /// long it waited. The clock is read only when a unit is not free.
     async fn pass(
         &self,
         limit: &Limit,
         scope: &str,
-        key: &str,
+        key: u64,
         report: bool,
-    ) -> Result<(), Refusal> {
+    ) -> Result<Duration, Refusal> {
         if limit.mode == LimitMode::Off {
-            return Ok(());
+            return Ok(Duration::ZERO);
         }
-        let deadline = Instant::now()
-            + if limit.mode == LimitMode::Shape {
-                limit.max_wait
-            } else {
-                Duration::ZERO
-            };
+        let patience = if limit.mode == LimitMode::Shape {
+            limit.max_wait
+        } else {
+            Duration::ZERO
+        };
+        let mut waited = Duration::ZERO;
         // Each round either succeeds or sleeps until a unit is due; a handful
-        // of rounds covers contention, and the deadline bounds them anyway.
+        // of rounds covers contention, and `patience` bounds them anyway.
         for _ in 0..16 {
             let wait = match self.backoff_left(limit.kind, key) {
                 Some(left) => Err(left),
@@ -360,20 +421,20 @@ impl Limits {
             let wait = match wait {
                 Ok(budget) => {
                     if limit.kind == LimitKind::Number {
-                        self.budgets.insert(key.to_owned(), budget);
+                        self.record_budget(scope, budget);
                     }
-                    return Ok(());
+                    return Ok(waited);
                 }
                 Err(wait) => wait,
             };
-            let now = Instant::now();
-            if report || now + wait > deadline {
+            if report || waited + wait > patience {
                 return Err(Refusal {
                     limit: limit.kind,
                     retry_after: wait,
                 });
             }
             tokio::time::sleep(wait).await;
+            waited += wait;
         }
         Err(Refusal {
             limit: limit.kind,
@@ -381,14 +442,30 @@ impl Limits {
         })
     }
 
-    fn backoff_left(&self, kind: LimitKind, key: &str) -> Option<Duration> {
-        let cache = match kind {
+    fn pair_key(&self, number: &str, person: &str) -> u64 {
+        self.hasher.key(&[number, person])
+    }
+
+    /// Updates a number's budget in place; a new number allocates once.
+    fn record_budget(&self, number: &str, budget: u32) {
+        if let Some(mut slot) = self.budgets.get_mut(number) {
+            *slot = budget;
+        } else if self.budgets.len() < BUDGETS_CAPACITY {
+            self.budgets.insert(number.to_owned(), budget);
+        }
+    }
+
+    fn backoff_left(&self, kind: LimitKind, key: u64) -> Option<Duration> {
+        let backoffs = match kind {
             LimitKind::Number => &self.backoffs.numbers,
             LimitKind::Pair => &self.backoffs.pairs,
             LimitKind::Client => return None,
         };
-        let left = cache
-            .get(key)?
+        if !self.backoffs.any.load(Ordering::Relaxed) {
+            return None;
+        }
+        let left = backoffs
+            .get(&key)?
             .until
             .checked_duration_since(Instant::now())?;
         (!left.is_zero()).then_some(left)
@@ -411,11 +488,14 @@ impl Limits {
                     until: now + self.number_backoff,
                     strikes: 1,
                 };
-                self.backoffs.numbers.insert(number.to_owned(), backoff);
+                self.backoffs
+                    .numbers
+                    .insert(self.hasher.key(&[number]), backoff);
+                self.backoffs.any.store(true, Ordering::Relaxed);
             }
             Some(131056) => {
                 let Some(person) = person else { return };
-                let key = format!("{number}\0{person}");
+                let key = self.pair_key(number, person);
                 let strikes = self.backoffs.pairs.get(&key).map_or(0, |b| b.strikes) + 1;
                 let exponent = strikes.min(self.pair_backoff_max_exponent);
                 let wait = Duration::from_secs(4u64.saturating_pow(exponent));
@@ -426,12 +506,13 @@ impl Limits {
                         strikes,
                     },
                 );
+                self.backoffs.any.store(true, Ordering::Relaxed);
             }
             _ if success => {
-                if let Some(person) = person {
-                    self.backoffs
-                        .pairs
-                        .invalidate(&format!("{number}\0{person}"));
+                if let Some(person) = person
+                    && self.backoffs.any.load(Ordering::Relaxed)
+                {
+                    self.backoffs.pairs.remove(&self.pair_key(number, person));
                 }
             }
             _ => {}
@@ -444,8 +525,13 @@ impl Limits {
         for limit in [&self.number, &self.pair, &self.client] {
             limit.retain_recent();
         }
-        self.backoffs.numbers.run_pending_tasks();
-        self.backoffs.pairs.run_pending_tasks();
+        let now = Instant::now();
+        self.backoffs
+            .numbers
+            .retain(|_, backoff| backoff.until > now);
+        self.backoffs.pairs.retain(|_, backoff| backoff.until > now);
+        let any = !self.backoffs.numbers.is_empty() || !self.backoffs.pairs.is_empty();
+        self.backoffs.any.store(any, Ordering::Relaxed);
     }
 
     /// Live keys per limit, for metrics.
@@ -463,13 +549,13 @@ impl Limits {
         let mut numbers: Vec<NumberState> = self
             .budgets
             .iter()
-            .map(|(number, budget)| NumberState {
-                number: number.as_ref().clone(),
-                budget,
+            .map(|entry| NumberState {
+                number: entry.key().clone(),
+                budget: *entry.value(),
                 backoff_secs: self
                     .backoffs
                     .numbers
-                    .get(number.as_ref())
+                    .get(&self.hasher.key(&[entry.key()]))
                     .and_then(|b| b.until.checked_duration_since(now))
                     .map(|left| left.as_secs_f64()),
             })
@@ -484,7 +570,7 @@ impl Limits {
         self.backoffs
             .pairs
             .iter()
-            .filter(|(_, b)| b.until > now)
+            .filter(|entry| entry.value().until > now)
             .count()
     }
 }
