@@ -24,7 +24,7 @@ use crate::query::{decode_path_segment, query_pairs};
 use crate::send::{self, Endpoint, SendRoute};
 use crate::server::Handler;
 use crate::templates::LookupContext;
-use crate::upstream::{ProxyBody, full_body};
+use crate::upstream::{ProxyBody, local_response};
 
 /// The most an import request may carry.
 const MAX_IMPORT_BYTES: usize = 256 << 20;
@@ -302,12 +302,8 @@ impl Handler for Admin {
 }
 
 fn metrics(app: &App) -> Response<ProxyBody> {
-    let mut response = Response::new(full_body(app.render_metrics()));
-    response.headers_mut().insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
-    );
-    response
+    let text = "text/plain; version=0.0.4; charset=utf-8";
+    local_response(StatusCode::OK, text, app.render_metrics())
 }
 
 fn header_text(request: &Request<Incoming>, name: &str) -> Option<String> {
@@ -338,11 +334,5 @@ fn store_failure(err: &crate::identity::StoreError) -> Response<ProxyBody> {
 }
 
 fn reply(status: StatusCode, body: Value) -> Response<ProxyBody> {
-    let mut response = Response::new(full_body(body.to_string()));
-    *response.status_mut() = status;
-    response.headers_mut().insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("application/json"),
-    );
-    response
+    local_response(status, "application/json", body.to_string())
 }

@@ -7,12 +7,12 @@
 //! its HTTP status.
 
 use bytes::Bytes;
-use http::{HeaderValue, Response, StatusCode, header};
+use http::{Response, StatusCode};
 use serde_json::json;
 
 use crate::limits::LimitKind;
 use crate::send::policy::BlockReason;
-use crate::upstream::{ProxyBody, full_body};
+use crate::upstream::{ProxyBody, local_response};
 
 /// A Graph-shaped error made by sendgate.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -147,13 +147,7 @@ impl GraphError {
 
     /// The whole response.
     pub fn into_response(self, request_id: &str) -> Response<ProxyBody> {
-        let mut response = Response::new(full_body(self.body(request_id)));
-        *response.status_mut() = self.status;
-        response.headers_mut().insert(
-            header::CONTENT_TYPE,
-            HeaderValue::from_static("application/json"),
-        );
-        response
+        local_response(self.status, "application/json", self.body(request_id))
     }
 }
 

@@ -12,7 +12,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
-use http::{HeaderValue, Method, Request, Response, StatusCode, header};
+use http::{Method, Request, Response, StatusCode, header};
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use serde::Serialize;
@@ -20,7 +20,7 @@ use serde_json::{Value, json};
 
 use crate::send::identifier::{classify, phone_digits};
 use crate::server::Handler;
-use crate::upstream::{ProxyBody, full_body};
+use crate::upstream::{ProxyBody, local_response};
 
 /// The business phone number id the sandbox walkthrough uses.
 pub const PHONE_NUMBER_ID: &str = "106540352242922";
@@ -203,11 +203,5 @@ fn graph_error(code: u32, message: &str) -> Value {
 }
 
 fn json_response(status: StatusCode, body: Bytes) -> Response<ProxyBody> {
-    let mut response = Response::new(full_body(body));
-    *response.status_mut() = status;
-    response.headers_mut().insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("application/json"),
-    );
-    response
+    local_response(status, "application/json", body)
 }

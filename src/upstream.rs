@@ -39,6 +39,21 @@ pub fn full_body(bytes: impl Into<Bytes>) -> ProxyBody {
         .boxed()
 }
 
+/// A response sendgate makes itself (errors, admin answers, the sandbox).
+pub fn local_response(
+    status: http::StatusCode,
+    content_type: &'static str,
+    body: impl Into<Bytes>,
+) -> Response<ProxyBody> {
+    let mut response = Response::new(full_body(body));
+    *response.status_mut() = status;
+    response.headers_mut().insert(
+        http::header::CONTENT_TYPE,
+        http::HeaderValue::from_static(content_type),
+    );
+    response
+}
+
 /// Why a request to the upstream failed.
 #[derive(Debug)]
 pub enum UpstreamError {

@@ -4,7 +4,7 @@
 mod support;
 
 use std::net::SocketAddr;
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -13,7 +13,7 @@ use http_body_util::{BodyExt, Full};
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 use serde_json::Value;
-use support::Answer;
+use support::{Answer, free_port, serve_sandbox};
 
 const BIN: &str = env!("CARGO_BIN_EXE_sendgate");
 const BSUID: &str = "US.13491208655302741918";
@@ -63,48 +63,6 @@ fn check_config_names_the_bad_key_in_one_line() {
     );
 }
 
-/// A running `sendgate serve --sandbox`, killed on drop.
-struct Served {
-    child: Child,
-    addr: SocketAddr,
-}
-
-impl Drop for Served {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn free_port() -> SocketAddr {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    listener.local_addr().unwrap()
-}
-
-async fn serve_sandbox() -> Served {
-    let addr = free_port();
-    let child = Command::new(BIN)
-        .args(["serve", "--sandbox", "--listen", &addr.to_string()])
-        // Run from an empty directory: the embedded defaults apply.
-        .current_dir(std::env::temp_dir())
-        .env("RUST_LOG", "warn")
-        .env("SENDGATE_STORE__PATH", "")
-        .env("SENDGATE_ADMIN__LISTEN", "")
-        .stdout(Stdio::null())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .unwrap();
-    let started = Instant::now();
-    while tokio::net::TcpStream::connect(addr).await.is_err() {
-        assert!(
-            started.elapsed() < Duration::from_secs(20),
-            "sendgate did not start"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    Served { child, addr }
-}
-
 async fn call(addr: SocketAddr, method: &str, path: &str, body: &str) -> Answer {
     let client = Client::builder(TokioExecutor::new()).build_http();
     let request = Request::builder()
@@ -146,7 +104,9 @@ fn template(name: &str) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sandbox_walkthrough_meets_the_acceptance_points() {
-    let served = serve_sandbox().await;
+    // Run from an empty directory: the embedded defaults apply.
+    let quiet = [("SENDGATE_STORE__PATH", ""), ("SENDGATE_ADMIN__LISTEN", "")];
+    let served = serve_sandbox(&[], &quiet, None).await;
     let addr = served.addr;
 
     // A BSUID placed in `to` reaches the upstream in `recipient` and is delivered.
@@ -233,38 +193,9 @@ async fn sighup_reloads_the_config_file_and_refuses_a_broken_one() {
         format!("{head}[limits.number]\nthroughput = \"high\"\n"),
     )
     .unwrap();
-    let listen = free_port();
-    let child = Command::new(BIN)
-        .args([
-            "serve",
-            "--sandbox",
-            "--listen",
-            &listen.to_string(),
-            "--config",
-        ])
-        .arg(&path)
-        .env("RUST_LOG", "warn")
-        .env("SENDGATE_ADMIN_TOKEN", "cli-admin-token")
-        .stdout(Stdio::null())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .unwrap();
-    let mut served = Served {
-        child,
-        addr: listen,
-    };
-    let started = Instant::now();
-    while tokio::net::TcpStream::connect(admin).await.is_err() {
-        assert!(
-            served.child.try_wait().unwrap().is_none(),
-            "sendgate exited"
-        );
-        assert!(
-            started.elapsed() < Duration::from_secs(20),
-            "sendgate did not start"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    let config = path.to_str().unwrap();
+    let env = [("SENDGATE_ADMIN_TOKEN", "cli-admin-token")];
+    let mut served = serve_sandbox(&["--config", config], &env, Some(admin)).await;
     let throughput = |limits: &Value| limits["limits"]["number"]["throughput"].clone();
     assert_eq!(throughput(&admin_get(admin, "/admin/limits").await), "high");
 

@@ -7,17 +7,14 @@ mod support;
 
 use std::net::SocketAddr;
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use http::Request;
 use http_body_util::Full;
 use sendgate::sandbox::PHONE_NUMBER_ID;
 use sendgate::webhook::sign;
-use support::{Answer, FakeUpstream};
+use support::{Answer, FakeUpstream, Served, serve_sandbox};
 
-const BIN: &str = env!("CARGO_BIN_EXE_sendgate");
 const SECRET: &str = "durability-secret";
 /// Pairs learned before the kill.
 const PEOPLE: u64 = 40;
@@ -41,48 +38,17 @@ fn webhook(i: u64) -> Vec<u8> {
     .into_bytes()
 }
 
-struct Served(Child);
-
-impl Drop for Served {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-async fn serve(store: &Path, downstream: &FakeUpstream) -> (Served, SocketAddr) {
-    let addr = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap();
-    let child = Command::new(BIN)
-        .args(["serve", "--sandbox", "--listen", &addr.to_string()])
-        .current_dir(std::env::temp_dir())
-        .env("RUST_LOG", "warn")
-        .env("SENDGATE_STORE__PATH", store)
-        .env("SENDGATE_ADMIN__LISTEN", "")
-        .env("SENDGATE_WEBHOOK__PATH", "/webhook")
-        .env(
-            "SENDGATE_WEBHOOK__FORWARD_TO",
-            format!("{}/hook", downstream.url()),
-        )
-        .env("SENDGATE_APP_SECRET", SECRET)
-        .env("SENDGATE_VERIFY_TOKEN", "unused")
-        .stdout(Stdio::null())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .unwrap();
-    let mut served = Served(child);
-    let started = Instant::now();
-    while tokio::net::TcpStream::connect(addr).await.is_err() {
-        assert!(served.0.try_wait().unwrap().is_none(), "sendgate exited");
-        assert!(
-            started.elapsed() < Duration::from_secs(20),
-            "sendgate did not start"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    (served, addr)
+async fn serve(store: &Path, downstream: &FakeUpstream) -> Served {
+    let forward_to = format!("{}/hook", downstream.url());
+    let env = [
+        ("SENDGATE_STORE__PATH", store.to_str().unwrap()),
+        ("SENDGATE_ADMIN__LISTEN", ""),
+        ("SENDGATE_WEBHOOK__PATH", "/webhook"),
+        ("SENDGATE_WEBHOOK__FORWARD_TO", forward_to.as_str()),
+        ("SENDGATE_APP_SECRET", SECRET),
+        ("SENDGATE_VERIFY_TOKEN", "unused"),
+    ];
+    serve_sandbox(&[], &env, None).await
 }
 
 async fn post(addr: SocketAddr, path: &str, body: Vec<u8>, signature: Option<String>) -> Answer {
@@ -131,7 +97,8 @@ async fn learned_pairs_survive_sigkill() {
     let store = dir.join("identities.redb");
     let downstream = FakeUpstream::start().await;
 
-    let (mut first, addr) = serve(&store, &downstream).await;
+    let mut first = serve(&store, &downstream).await;
+    let addr = first.addr;
     assert_eq!(
         campaign_to(addr, 0).await.decision(),
         "blocked: campaign_needs_phone"
@@ -143,11 +110,12 @@ async fn learned_pairs_survive_sigkill() {
         assert_eq!(answer.status, 200, "webhook {i} acknowledged");
     }
     // SIGKILL right after the last acknowledgement: no shutdown, no flush.
-    first.0.kill().unwrap();
-    first.0.wait().unwrap();
+    first.child.kill().unwrap();
+    first.child.wait().unwrap();
     assert_eq!(downstream.seen().len() as u64, PEOPLE);
 
-    let (_second, addr) = serve(&store, &downstream).await;
+    let second = serve(&store, &downstream).await;
+    let addr = second.addr;
     for i in 0..PEOPLE {
         let answer = campaign_to(addr, i).await;
         assert_eq!(answer.decision(), "resolved: bsuid->phone", "person {i}");

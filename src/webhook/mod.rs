@@ -12,7 +12,7 @@ pub mod learn;
 use std::sync::Arc;
 
 use bytes::Bytes;
-use http::{HeaderValue, Method, Request, Response, StatusCode, header};
+use http::{Method, Request, Response, StatusCode};
 use http_body_util::{BodyExt, Limited};
 use hyper::body::Incoming;
 use ring::hmac;
@@ -21,7 +21,7 @@ use subtle::ConstantTimeEq;
 use crate::config::{Config, ConfigError, Secrets};
 use crate::identity::{Identities, IdentityEvent, Source};
 use crate::query::{hex_value, query_pairs};
-use crate::upstream::{ProxyBody, Upstream, full_body};
+use crate::upstream::{ProxyBody, Upstream, full_body, local_response};
 
 /// The header Meta signs every delivery with: `sha256=<hex>`.
 pub const SIGNATURE_HEADER: &str = "x-hub-signature-256";
@@ -269,13 +269,7 @@ pub fn sign(secret: &str, body: &[u8]) -> String {
 }
 
 fn plain(status: StatusCode, text: &str) -> Response<ProxyBody> {
-    let mut response = Response::new(full_body(text.to_owned()));
-    *response.status_mut() = status;
-    response.headers_mut().insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("text/plain; charset=utf-8"),
-    );
-    response
+    local_response(status, "text/plain; charset=utf-8", text.to_owned())
 }
 
 #[cfg(test)]

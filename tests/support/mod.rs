@@ -376,3 +376,63 @@ pub async fn raw_exchange(addr: SocketAddr, request: &[u8]) -> String {
     .unwrap();
     String::from_utf8_lossy(&response).into_owned()
 }
+
+/// A `sendgate` process started by a test, killed (SIGKILL) on drop.
+pub struct Served {
+    pub child: std::process::Child,
+    /// The proxy listener.
+    pub addr: SocketAddr,
+}
+
+impl Drop for Served {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A loopback address nothing listens on right now.
+pub fn free_port() -> SocketAddr {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    listener.local_addr().unwrap()
+}
+
+/// `sendgate serve --sandbox --listen ADDR ARGS…` with `env`, from the
+/// temporary directory (so no config file is picked up by accident), logs
+/// quiet; returns once `ready` accepts connections (bounded to 20 s).
+pub async fn serve_sandbox(
+    args: &[&str],
+    env: &[(&str, &str)],
+    ready: Option<SocketAddr>,
+) -> Served {
+    let addr = free_port();
+    let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_sendgate"));
+    command
+        .args(["serve", "--sandbox", "--listen", &addr.to_string()])
+        .args(args)
+        .current_dir(std::env::temp_dir())
+        .env("RUST_LOG", "warn")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::inherit());
+    for (name, value) in env {
+        command.env(name, value);
+    }
+    let mut served = Served {
+        child: command.spawn().unwrap(),
+        addr,
+    };
+    let ready = ready.unwrap_or(addr);
+    let started = std::time::Instant::now();
+    while tokio::net::TcpStream::connect(ready).await.is_err() {
+        assert!(
+            served.child.try_wait().unwrap().is_none(),
+            "sendgate exited"
+        );
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(20),
+            "sendgate did not start"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    served
+}
