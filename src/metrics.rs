@@ -15,13 +15,54 @@ use prometheus_client::registry::Registry;
 /// A request, by route and what sendgate decided.
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct RequestLabels {
-    /// `send`, `passthrough` or `webhook`.
-    pub route: String,
+    /// `send` or `passthrough`.
+    pub route: &'static str,
     /// The decision's verb: `forwarded`, `rewritten`, `resolved`, `blocked`,
     /// `limited`, `would-block`, … (`none` for passthrough).
-    pub decision: String,
+    pub decision: &'static str,
     /// The block reason or rewrite, `none` when there is none.
-    pub reason: String,
+    pub reason: &'static str,
+}
+
+/// Every decision verb and reason a label can carry. Labels are matched
+/// against these static strings so that counting a request allocates
+/// nothing; anything else (which would be a bug) counts as `other`.
+const LABEL_WORDS: &[&str] = &[
+    "none",
+    "forwarded",
+    "rewritten",
+    "resolved",
+    "blocked",
+    "limited",
+    "would-block",
+    "would-rewrite",
+    "would-resolve",
+    "to->recipient",
+    "recipient->to",
+    "bsuid->phone",
+    "username_target",
+    "invalid_recipient",
+    "missing_recipient",
+    "conflicting_recipients",
+    "auth_template_needs_phone",
+    "bid_spec_needs_phone",
+    "campaign_needs_phone",
+    "malformed_json",
+    "not_an_object",
+    "duplicate_field",
+    "unreadable_body",
+    "body_too_large",
+    "number",
+    "pair",
+    "client",
+];
+
+fn label_word(word: &str) -> &'static str {
+    LABEL_WORDS
+        .iter()
+        .find(|known| **known == word)
+        .copied()
+        .unwrap_or("other")
 }
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -169,16 +210,15 @@ impl Metrics {
 
     /// Counts a request by route and decision label (`blocked: username_target`,
     /// `rewritten: to->recipient, resolved: bsuid->phone`, `forwarded`, …).
-    pub fn request(&self, route: &str, label: &str) {
+    pub fn request(&self, route: &'static str, label: &str) {
         let first = label.split(", ").next().unwrap_or(label);
         let (decision, reason) = first.split_once(": ").unwrap_or((first, "none"));
-        self.requests
-            .get_or_create(&RequestLabels {
-                route: route.to_owned(),
-                decision: decision.to_owned(),
-                reason: reason.to_owned(),
-            })
-            .inc();
+        let labels = RequestLabels {
+            route,
+            decision: label_word(decision),
+            reason: label_word(reason),
+        };
+        self.requests.get_or_create(&labels).inc();
     }
 
     pub fn outcome(family: &Family<OutcomeLabels, Counter>, outcome: &str) {

@@ -99,6 +99,7 @@ pub async fn handle(
         Ok(body) => body,
         Err(error) => {
             let label = format!("blocked: {}", error.reason);
+            app.metrics.request("send", &label);
             return error_response(error, &label, request_id);
         }
     };
