@@ -10,6 +10,7 @@
 //! [`RedbStore`]. Writes go to the store first and then drop the cache
 //! entries they make stale, so the cache can only ever lag behind by a miss.
 
+mod cache;
 pub mod import;
 mod model;
 mod store;
@@ -17,12 +18,12 @@ mod store;
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
-use moka::sync::Cache;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 
 use crate::metrics::ResultLabels;
 
+pub use cache::PhoneCache;
 pub use model::{IdentityEvent, Observation, Record, Source};
 pub use store::{Applied, RedbStore, StoreError};
 
@@ -31,27 +32,16 @@ pub use store::{Applied, RedbStore, StoreError};
 pub struct Identities {
     store: RedbStore,
     /// `portfolio \0 bsuid` → phone digits; only hits are cached.
-    phones: Cache<String, String>,
+    phones: PhoneCache,
     /// Where cache hits and misses are counted, once metrics exist.
     cache_metric: OnceLock<Family<ResultLabels, Counter>>,
-}
-
-fn cache_key(portfolio: &str, bsuid: &str) -> String {
-    let mut key = String::with_capacity(portfolio.len() + 1 + bsuid.len());
-    key.push_str(portfolio);
-    key.push('\0');
-    key.push_str(bsuid);
-    key
 }
 
 impl Identities {
     /// `capacity` counts cached mappings; `ttl` is how long one stays cached
     /// after its last use.
     pub fn new(store: RedbStore, capacity: u64, ttl: Duration) -> Self {
-        let phones = Cache::builder()
-            .max_capacity(capacity)
-            .time_to_idle(ttl)
-            .build();
+        let phones = PhoneCache::new(capacity, ttl);
         Identities {
             store,
             phones,
@@ -78,8 +68,7 @@ impl Identities {
     /// failure is logged and answered as "unknown": the send then goes out
     /// as the sender wrote it.
     pub fn phone_for_bsuid(&self, portfolio: &str, bsuid: &str) -> Option<String> {
-        let key = cache_key(portfolio, bsuid);
-        if let Some(phone) = self.phones.get(&key) {
+        if let Some(phone) = self.phones.get(portfolio, bsuid) {
             self.count("hit");
             return Some(phone);
         }
@@ -92,7 +81,7 @@ impl Identities {
         match found {
             Ok(record) => {
                 let phone = record?.phone?;
-                self.phones.insert(key, phone.clone());
+                self.phones.insert(portfolio, bsuid, &phone);
                 Some(phone)
             }
             Err(err) => {
@@ -128,12 +117,12 @@ impl Identities {
             source,
         )?;
         for (portfolio, bsuid) in &applied.touched {
-            self.phones.invalidate(&cache_key(portfolio, bsuid));
+            self.phones.invalidate(portfolio, bsuid);
         }
         for (portfolio, event) in events {
             let (IdentityEvent::Seen(Observation { bsuid, .. }) | IdentityEvent::Retired { bsuid }) =
                 event;
-            self.phones.invalidate(&cache_key(portfolio, bsuid));
+            self.phones.invalidate(portfolio, bsuid);
         }
         Ok(applied)
     }
@@ -148,8 +137,7 @@ impl Identities {
         phone: String,
         bsuid: String,
     ) -> tokio::task::JoinHandle<()> {
-        self.phones
-            .insert(cache_key(portfolio, &bsuid), phone.clone());
+        self.phones.insert(portfolio, &bsuid, &phone);
         let identities = self.clone();
         let event = IdentityEvent::Seen(Observation {
             bsuid,
@@ -173,11 +161,9 @@ impl Identities {
     pub fn erase(&self, id: &str, portfolio: Option<&str>) -> Result<Vec<Record>, StoreError> {
         let removed = self.store.erase(id, portfolio)?;
         for record in &removed {
-            self.phones
-                .invalidate(&cache_key(&record.portfolio, &record.bsuid));
+            self.phones.invalidate(&record.portfolio, &record.bsuid);
             if let Some(parent) = &record.parent_bsuid {
-                self.phones
-                    .invalidate(&cache_key(&record.portfolio, parent));
+                self.phones.invalidate(&record.portfolio, parent);
             }
         }
         Ok(removed)
