@@ -36,6 +36,8 @@ pub struct Config {
     pub pool_max_idle: usize,
     pub pool_idle_timeout_ms: u64,
     pub max_send_body_bytes: usize,
+    /// Runtime worker threads; 0 for one per core.
+    pub worker_threads: usize,
     pub policy: PolicyConfig,
     /// Template name → category, consulted before Meta.
     pub templates: BTreeMap<String, Category>,
@@ -537,6 +539,7 @@ impl Config {
                 self.request_timeout_ms != new.request_timeout_ms,
             ),
             ("pool_max_idle", self.pool_max_idle != new.pool_max_idle),
+            ("worker_threads", self.worker_threads != new.worker_threads),
             (
                 "pool_idle_timeout_ms",
                 self.pool_idle_timeout_ms != new.pool_idle_timeout_ms,

@@ -117,7 +117,20 @@ fn main() -> ExitCode {
             listen,
             upstream,
             sandbox,
-        } => block_on(serve(config, listen, upstream, sandbox)),
+        } => {
+            // The config names the runtime's size, so it is read before the
+            // runtime exists.
+            let path = config_file(config.as_deref());
+            match Config::load(path.as_deref()) {
+                Ok(loaded) => {
+                    let threads = loaded.worker_threads;
+                    runtime(threads).and_then(|runtime| {
+                        runtime.block_on(serve(path, loaded, listen, upstream, sandbox))
+                    })
+                }
+                Err(err) => Err(format!("config error: {err}")),
+            }
+        }
         Command::CheckConfig { config } => load_config(config.as_deref()).map(|config| {
             println!(
                 "config OK (listen {}, upstream {})",
@@ -166,21 +179,28 @@ fn config_file(path: Option<&Path>) -> Option<PathBuf> {
 /// Runs a command that needs the async runtime; the one-shot operator
 /// commands are plain blocking code and do without it.
 fn block_on(future: impl Future<Output = Result<(), String>>) -> Result<(), String> {
-    tokio::runtime::Builder::new_multi_thread()
+    runtime(0)?.block_on(future)
+}
+
+/// A multi-threaded runtime with `threads` workers (0: one per core).
+fn runtime(threads: usize) -> Result<tokio::runtime::Runtime, String> {
+    let mut builder = tokio::runtime::Builder::new_multi_thread();
+    if threads > 0 {
+        builder.worker_threads(threads);
+    }
+    builder
         .enable_all()
         .build()
-        .map_err(|err| format!("cannot start the runtime: {err}"))?
-        .block_on(future)
+        .map_err(|err| format!("cannot start the runtime: {err}"))
 }
 
 async fn serve(
-    config_path: Option<PathBuf>,
+    path: Option<PathBuf>,
+    mut config: Config,
     listen: Option<String>,
     upstream: Option<String>,
     with_sandbox: bool,
 ) -> Result<(), String> {
-    let path = config_file(config_path.as_deref());
-    let mut config = Config::load(path.as_deref()).map_err(|err| format!("config error: {err}"))?;
     logging::init(&config.log);
     let listen = match listen {
         Some(listen) => Some(
