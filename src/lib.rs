@@ -25,6 +25,7 @@
 //! - [`limits`]: per-number, per-pair and per-client rate limits (governor),
 //!   back-offs from Meta's answers, reloadable.
 //! - [`metrics`]: Prometheus metrics.
+//! - [`prehashed`]: the hasher of maps keyed by 64-bit hashes.
 //! - [`logging`]: log setup and identifier masking.
 //! - [`webhook`]: the webhook relay: verify, learn durably, forward;
 //!   `webhook::learn` reads what a payload teaches.
@@ -45,6 +46,7 @@ pub mod identity;
 pub mod limits;
 pub mod logging;
 pub mod metrics;
+pub mod prehashed;
 pub mod proxy;
 pub mod query;
 pub mod sandbox;

@@ -29,6 +29,7 @@ use serde::Serialize;
 use tokio::time::Instant;
 
 use crate::config::{Config, LimitMode, Throughput};
+use crate::prehashed::PreHashed;
 
 /// governor's clock, read from tokio's so that `tokio::time::pause` and
 /// `advance` drive the limiters in tests.
@@ -49,38 +50,6 @@ impl Clock for TokioClock {
 /// can aim a collision; an accidental one merely shares a bucket.
 type Keyed =
     RateLimiter<u64, DashMapStateStore<u64, PreHashed>, TokioClock, StateInformationMiddleware>;
-
-/// Keys are already uniform 64-bit hashes: the limiter's map uses them as
-/// they are instead of hashing them a second time.
-#[derive(Clone, Copy, Default)]
-struct PreHashed;
-
-impl BuildHasher for PreHashed {
-    type Hasher = PreHashedKey;
-
-    fn build_hasher(&self) -> PreHashedKey {
-        PreHashedKey(0)
-    }
-}
-
-struct PreHashedKey(u64);
-
-impl Hasher for PreHashedKey {
-    fn finish(&self) -> u64 {
-        self.0
-    }
-
-    fn write(&mut self, bytes: &[u8]) {
-        // Only `write_u64` is used for `u64` keys; fold anything else in.
-        for byte in bytes {
-            self.0 = self.0.rotate_left(8) ^ u64::from(*byte);
-        }
-    }
-
-    fn write_u64(&mut self, key: u64) {
-        self.0 = key;
-    }
-}
 
 /// Hashes the parts of a key, each followed by a separator so that
 /// ("ab", "c") and ("a", "bc") differ.

@@ -22,6 +22,8 @@ use std::time::{Duration, Instant};
 use arc_swap::ArcSwap;
 use dashmap::DashMap;
 
+use crate::prehashed::PreHashed;
+
 /// One cached phone: a check hash of the key, and the phone's digits.
 #[derive(Clone, Copy)]
 struct Entry {
@@ -49,37 +51,7 @@ impl PackedPhone {
     }
 }
 
-/// Keys are already uniform hashes: the maps use them as they are.
-#[derive(Clone, Copy, Default)]
-struct Identity;
-
-impl BuildHasher for Identity {
-    type Hasher = IdentityHasher;
-
-    fn build_hasher(&self) -> IdentityHasher {
-        IdentityHasher(0)
-    }
-}
-
-struct IdentityHasher(u64);
-
-impl Hasher for IdentityHasher {
-    fn finish(&self) -> u64 {
-        self.0
-    }
-
-    fn write(&mut self, bytes: &[u8]) {
-        for byte in bytes {
-            self.0 = self.0.rotate_left(8) ^ u64::from(*byte);
-        }
-    }
-
-    fn write_u64(&mut self, key: u64) {
-        self.0 = key;
-    }
-}
-
-type Map = DashMap<u64, Entry, Identity>;
+type Map = DashMap<u64, Entry, PreHashed>;
 
 struct Generations {
     young: Arc<Map>,
@@ -118,8 +90,8 @@ impl PhoneCache {
 
     fn fresh(old: Option<Arc<Map>>) -> Generations {
         Generations {
-            young: Arc::new(Map::with_hasher(Identity)),
-            old: old.unwrap_or_else(|| Arc::new(Map::with_hasher(Identity))),
+            young: Arc::new(Map::with_hasher(PreHashed)),
+            old: old.unwrap_or_else(|| Arc::new(Map::with_hasher(PreHashed))),
             born: Instant::now(),
         }
     }
