@@ -412,7 +412,7 @@ META=$TMP/meta.env
     echo "loadavg_end=$(cut -d' ' -f1-3 /proc/loadavg)"
 } >"$META"
 
-cp "$RAW" "$HERE/results-latest.tsv"
+cp "$RAW" "${OUT%.md}.tsv"
 python3 "$HERE/report.py" "$RAW" "$META" >"$OUT"
 cat "$OUT"
-log "wrote $OUT and $HERE/results-latest.tsv; total $(($(date +%s) - START_TIME)) s (measurement $((BENCH_END - BENCH_START)) s)"
+log "wrote $OUT and ${OUT%.md}.tsv; total $(($(date +%s) - START_TIME)) s (measurement $((BENCH_END - BENCH_START)) s)"
