@@ -16,6 +16,10 @@ use moka::sync::Cache;
 use sendgate::identity::PhoneCache;
 
 /// Distinct BSUIDs looked up in the timing loop (cycled).
+#[path = "common/rss.rs"]
+mod rss;
+use rss::rss_bytes;
+
 const PROBES: usize = 1 << 20;
 
 fn bsuid(i: u64) -> String {
@@ -27,17 +31,6 @@ fn bsuid(i: u64) -> String {
 
 fn phone(i: u64) -> String {
     format!("1{:010}", i % 10_000_000_000)
-}
-
-/// Resident memory of this process, from /proc (Linux).
-fn rss_bytes() -> u64 {
-    let statm = std::fs::read_to_string("/proc/self/statm").unwrap_or_default();
-    let pages: u64 = statm
-        .split_whitespace()
-        .nth(1)
-        .and_then(|p| p.parse().ok())
-        .unwrap_or(0);
-    pages * 4096
 }
 
 /// Fills a cache with `n` mappings, then times lookups of present keys on

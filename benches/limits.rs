@@ -19,6 +19,10 @@ use criterion::{Criterion, criterion_group};
 use sendgate::Config;
 use sendgate::limits::{Admission, Limits};
 
+#[path = "common/rss.rs"]
+mod rss;
+use rss::rss_bytes;
+
 const NUMBER: &str = "106540352242922";
 
 /// Every limit on, with quotas so large that no key runs out during the
@@ -119,17 +123,6 @@ fn bench_admit(c: &mut Criterion) {
         })
     });
     group.finish();
-}
-
-/// Resident memory of this process, from /proc (Linux).
-fn rss_bytes() -> u64 {
-    let statm = std::fs::read_to_string("/proc/self/statm").unwrap_or_default();
-    let pages: u64 = statm
-        .split_whitespace()
-        .nth(1)
-        .and_then(|p| p.parse().ok())
-        .unwrap_or(0);
-    pages * 4096
 }
 
 fn memory_figures() {

@@ -76,7 +76,7 @@ impl App {
     }
 
     /// Builds the state around an identity service already open.
-    pub fn with_identities(
+    fn with_identities(
         config: Config,
         secrets: Secrets,
         identities: Arc<Identities>,
@@ -239,16 +239,18 @@ impl App {
 
     /// Routes one request.
     pub async fn handle(self: Arc<Self>, request: Request<Incoming>) -> Response<ProxyBody> {
-        let path = request.uri().path().to_owned();
+        // A cheap clone (reference-counted bytes) that the route can borrow
+        // from while the request itself moves on.
+        let uri = request.uri().clone();
         let config = self.config();
         if let Some(relay) = &self.webhook
-            && path == config.webhook.path
+            && uri.path() == config.webhook.path
         {
             let (outcome, response) = relay.handle(&config, &self.identities, request).await;
             Metrics::outcome(&self.metrics.webhook_relays, outcome.as_str());
             return response;
         }
-        if let Some(route) = send::route(request.method(), &path) {
+        if let Some(route) = send::route(request.method(), uri.path()) {
             let request_id = self.request_id();
             return send::handle(&self, request, route, &request_id).await;
         }

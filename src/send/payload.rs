@@ -201,7 +201,7 @@ impl<'a> SendPayload<'a> {
         })
     }
 
-    /// The original bytes.
+    /// The original bytes, forwarded as they are when nothing changes.
     pub fn body(&self) -> &'a [u8] {
         self.body
     }
