@@ -36,7 +36,7 @@ pub struct Config {
     pub pool_max_idle: usize,
     pub pool_idle_timeout_ms: u64,
     pub max_send_body_bytes: usize,
-    /// Runtime worker threads; 0 for one per core.
+    /// Proxy worker threads, each with its own runtime; 0 for one per core.
     pub worker_threads: usize,
     pub policy: PolicyConfig,
     /// Template name → category, consulted before Meta.

@@ -75,8 +75,14 @@ impl Handler for App {
     }
 }
 
-/// Runs the proxy on an already-bound listener until `shutdown` completes.
-pub async fn run(listener: TcpListener, app: Arc<App>, shutdown: impl Future<Output = ()>) {
+/// Runs the proxy on an already-bound listener, on `worker_threads` worker
+/// threads, until `shutdown` completes. Fails only if the workers cannot start.
+pub async fn run(
+    listener: TcpListener,
+    app: Arc<App>,
+    shutdown: impl Future<Output = ()>,
+) -> std::io::Result<()> {
     app.spawn_housekeeping();
-    server::serve(listener, app, shutdown).await;
+    let workers = app.config().worker_threads;
+    server::serve_on_workers(listener, app, workers, shutdown).await
 }

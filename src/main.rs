@@ -127,12 +127,7 @@ fn main() -> ExitCode {
             // runtime exists.
             let path = config_file(config.as_deref());
             match Config::load(path.as_deref()) {
-                Ok(loaded) => {
-                    let threads = loaded.worker_threads;
-                    runtime(threads).and_then(|runtime| {
-                        runtime.block_on(serve(path, loaded, listen, upstream, sandbox))
-                    })
-                }
+                Ok(loaded) => block_on(serve(path, loaded, listen, upstream, sandbox)),
                 Err(err) => Err(format!("config error: {err}")),
             }
         }
@@ -182,21 +177,15 @@ fn config_file(path: Option<&Path>) -> Option<PathBuf> {
 }
 
 /// Runs a command that needs the async runtime; the one-shot operator
-/// commands are plain blocking code and do without it.
+/// commands are plain blocking code and do without it. One thread is
+/// enough: it accepts, runs the admin API and handles signals, while the
+/// proxy's requests run on worker threads of their own (`worker_threads`).
 fn block_on(future: impl Future<Output = Result<(), String>>) -> Result<(), String> {
-    runtime(0)?.block_on(future)
-}
-
-/// A multi-threaded runtime with `threads` workers (0: one per core).
-fn runtime(threads: usize) -> Result<tokio::runtime::Runtime, String> {
-    let mut builder = tokio::runtime::Builder::new_multi_thread();
-    if threads > 0 {
-        builder.worker_threads(threads);
-    }
-    builder
+    tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
-        .map_err(|err| format!("cannot start the runtime: {err}"))
+        .map_err(|err| format!("cannot start the runtime: {err}"))?
+        .block_on(future)
 }
 
 async fn serve(
@@ -296,7 +285,9 @@ async fn serve(
             until_stopped(stopped.clone()),
         ));
     }
-    sendgate::run(listener, app, until_stopped(stopped)).await;
+    sendgate::run(listener, app, until_stopped(stopped))
+        .await
+        .map_err(|err| format!("cannot start the worker threads: {err}"))?;
     tracing::info!("sendgate stopped");
     Ok(())
 }

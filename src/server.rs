@@ -1,8 +1,15 @@
 //! Listeners: accept connections, serve HTTP/1.1 and HTTP/2 on them, and
 //! shut down gracefully.
+//!
+//! The proxy serves its connections on worker threads that each run their
+//! own single-threaded runtime ([`serve_on_workers`]): a connection, its
+//! requests and the upstream connections they use (the upstream pool is per
+//! thread) stay on one thread, so a request never wakes another thread. The
+//! admin API and the sandbox use [`serve`] on the caller's runtime.
 
 use std::convert::Infallible;
 use std::future::Future;
+use std::io;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -12,7 +19,8 @@ use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::GracefulShutdown;
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{mpsc, oneshot};
 
 use crate::upstream::ProxyBody;
 
@@ -32,52 +40,162 @@ pub trait Handler: Send + Sync + 'static {
 }
 
 /// Serves `handler` on `listener` until `shutdown` completes, then lets
-/// in-flight requests finish (up to a bound) before returning.
+/// in-flight requests finish (up to a bound) before returning. Connections
+/// run on the caller's runtime.
 pub async fn serve<H: Handler>(
     listener: TcpListener,
     handler: Arc<H>,
     shutdown: impl Future<Output = ()>,
 ) {
-    let mut builder = auto::Builder::new(TokioExecutor::new());
-    builder
-        .http1()
-        .timer(TokioTimer::new())
-        .header_read_timeout(HEADER_READ_TIMEOUT);
-    let graceful = GracefulShutdown::new();
+    let connections = Connections::new(handler);
+    accept_until(&listener, shutdown, |stream| connections.spawn(stream)).await;
+    drop(listener);
+    connections.drain().await;
+}
+
+/// Serves `handler` on `listener` with `workers` threads (0: one per CPU
+/// core), each with its own single-threaded runtime. Connections are
+/// accepted on the caller's runtime and dealt to the workers in turn. When
+/// `shutdown` completes, accepting stops and every worker lets its
+/// in-flight requests finish (up to a bound) before this returns.
+pub async fn serve_on_workers<H: Handler>(
+    listener: TcpListener,
+    handler: Arc<H>,
+    workers: usize,
+    shutdown: impl Future<Output = ()>,
+) -> io::Result<()> {
+    let workers = match workers {
+        0 => std::thread::available_parallelism().map_or(1, usize::from),
+        n => n,
+    };
+    let mut queues = Vec::with_capacity(workers);
+    let mut finished = Vec::with_capacity(workers);
+    for index in 0..workers {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?;
+        let (queue, incoming) = mpsc::unbounded_channel::<std::net::TcpStream>();
+        let (done, finished_one) = oneshot::channel::<()>();
+        let handler = handler.clone();
+        std::thread::Builder::new()
+            .name(format!("sendgate-worker-{index}"))
+            .spawn(move || {
+                runtime.block_on(work(incoming, handler));
+                let _ = done.send(());
+            })?;
+        queues.push(queue);
+        finished.push(finished_one);
+    }
+    let mut next = 0;
+    accept_until(&listener, shutdown, |stream| {
+        // A stream moves between runtimes as a std socket; it stays
+        // non-blocking, and the worker registers it with its own reactor.
+        match stream.into_std() {
+            Ok(stream) => {
+                let _ = queues[next].send(stream);
+                next = (next + 1) % queues.len();
+            }
+            Err(err) => tracing::warn!(error = %err, "cannot hand a connection to a worker"),
+        }
+    })
+    .await;
+    drop(listener);
+    // Closing the queues tells the workers to drain and stop.
+    drop(queues);
+    for finished_one in finished {
+        let _ = finished_one.await;
+    }
+    Ok(())
+}
+
+/// One worker: serves the connections it is handed until its queue closes,
+/// then drains them.
+async fn work<H: Handler>(
+    mut incoming: mpsc::UnboundedReceiver<std::net::TcpStream>,
+    handler: Arc<H>,
+) {
+    let connections = Connections::new(handler);
+    while let Some(stream) = incoming.recv().await {
+        match TcpStream::from_std(stream) {
+            Ok(stream) => connections.spawn(stream),
+            Err(err) => tracing::warn!(error = %err, "worker cannot take a connection"),
+        }
+    }
+    connections.drain().await;
+}
+
+/// Accepts connections and passes each to `take` until `shutdown` completes.
+async fn accept_until(
+    listener: &TcpListener,
+    shutdown: impl Future<Output = ()>,
+    mut take: impl FnMut(TcpStream),
+) {
     tokio::pin!(shutdown);
     loop {
-        let (stream, _peer) = tokio::select! {
+        tokio::select! {
             accepted = listener.accept() => match accepted {
-                Ok(accepted) => accepted,
+                Ok((stream, _peer)) => {
+                    let _ = stream.set_nodelay(true);
+                    take(stream);
+                }
                 Err(err) => {
                     tracing::warn!(error = %err, "accept failed");
                     tokio::time::sleep(ACCEPT_BACKOFF).await;
-                    continue;
                 }
             },
-            () = &mut shutdown => break,
-        };
-        let _ = stream.set_nodelay(true);
-        let handler = handler.clone();
+            () = &mut shutdown => return,
+        }
+    }
+}
+
+/// The connections served on one runtime, watched for a graceful shutdown.
+struct Connections<H> {
+    handler: Arc<H>,
+    builder: auto::Builder<TokioExecutor>,
+    graceful: GracefulShutdown,
+}
+
+impl<H: Handler> Connections<H> {
+    fn new(handler: Arc<H>) -> Self {
+        let mut builder = auto::Builder::new(TokioExecutor::new());
+        builder
+            .http1()
+            .timer(TokioTimer::new())
+            .header_read_timeout(HEADER_READ_TIMEOUT);
+        Connections {
+            handler,
+            builder,
+            graceful: GracefulShutdown::new(),
+        }
+    }
+
+    /// Serves one connection on a task of the current runtime.
+    fn spawn(&self, stream: TcpStream) {
+        let handler = self.handler.clone();
         let service = service_fn(move |request| {
             let handler = handler.clone();
             async move { Ok::<_, Infallible>(handler.call(request).await) }
         });
-        let connection = builder
+        let connection = self
+            .builder
             .serve_connection(TokioIo::new(stream), service)
             .into_owned();
-        let connection = graceful.watch(connection);
+        let connection = self.graceful.watch(connection);
         tokio::spawn(async move {
             if let Err(err) = connection.await {
                 tracing::debug!(error = %err, "connection ended with an error");
             }
         });
     }
-    drop(listener);
-    if tokio::time::timeout(DRAIN_TIMEOUT, graceful.shutdown())
-        .await
-        .is_err()
-    {
-        tracing::warn!("shutdown: connections still open after the drain timeout");
+
+    /// Asks every connection to finish its in-flight requests and close,
+    /// waiting at most the drain timeout.
+    async fn drain(self) {
+        if tokio::time::timeout(DRAIN_TIMEOUT, self.graceful.shutdown())
+            .await
+            .is_err()
+        {
+            tracing::warn!("shutdown: connections still open after the drain timeout");
+        }
     }
 }

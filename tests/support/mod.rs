@@ -208,7 +208,7 @@ pub struct Proxy {
     pub app: Arc<App>,
     client: Client<HttpConnector, Full<Bytes>>,
     stop: Mutex<Option<oneshot::Sender<()>>>,
-    done: Mutex<Option<tokio::task::JoinHandle<()>>>,
+    done: Mutex<Option<tokio::task::JoinHandle<std::io::Result<()>>>>,
 }
 
 /// The sandbox walkthrough's business number and WABA, configured as in the README.
@@ -269,7 +269,7 @@ impl Proxy {
         let _ = self.stop.lock().unwrap().take().map(|stop| stop.send(()));
         let done = self.done.lock().unwrap().take();
         if let Some(done) = done {
-            done.await.unwrap();
+            done.await.unwrap().expect("workers started");
         }
     }
 
