@@ -25,7 +25,7 @@ use crate::limits::Limits;
 use crate::metrics::{Metrics, StatusLabels};
 use crate::send;
 use crate::templates::TemplateCategories;
-use crate::upstream::{ProxyBody, Upstream};
+use crate::upstream::{ProxyBody, Upstream, UpstreamBody};
 use crate::webhook::Relay;
 
 /// The reloadable part of the state: one consistent config and its limits.
@@ -214,7 +214,7 @@ impl App {
     pub async fn forward(
         &self,
         request: Request<ProxyBody>,
-    ) -> Result<Response<Incoming>, crate::upstream::UpstreamError> {
+    ) -> Result<Response<UpstreamBody>, crate::upstream::UpstreamError> {
         let started = Instant::now();
         let result = self.upstream.send(request).await;
         self.metrics
@@ -316,7 +316,7 @@ impl fmt::Display for StartError {
 impl std::error::Error for StartError {}
 
 /// An upstream response on its way back: hop-by-hop headers go, the body streams.
-pub fn relay(response: Response<Incoming>) -> Response<ProxyBody> {
+pub fn relay(response: Response<UpstreamBody>) -> Response<ProxyBody> {
     let mut response = response.map(|body| body.map_err(Into::into).boxed());
     headers::strip_hop_by_hop(response.headers_mut());
     response

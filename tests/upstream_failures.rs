@@ -127,3 +127,77 @@ async fn graceful_shutdown_lets_in_flight_requests_finish() {
         .unwrap()
         .unwrap();
 }
+
+/// An upstream that answers one request per connection, as if keeping it
+/// alive, then closes it: what a server ending idle keep-alive connections
+/// looks like to the pool.
+async fn one_answer_per_connection() -> (String, tokio::sync::mpsc::UnboundedReceiver<()>) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (accepted, accepted_rx) = tokio::sync::mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        while let Ok((mut stream, _)) = listener.accept().await {
+            let _ = accepted.send(());
+            let mut buf = [0u8; 4096];
+            let _ = stream.read(&mut buf).await;
+            let body = r#"{"messages":[{"id":"wamid.X"}]}"#;
+            let answer = format!(
+                "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n{body}",
+                body.len()
+            );
+            let _ = stream.write_all(answer.as_bytes()).await;
+            drop(stream);
+        }
+    });
+    (format!("http://{addr}"), accepted_rx)
+}
+
+#[tokio::test]
+async fn connections_the_upstream_closed_are_not_reused() {
+    let (upstream, mut accepted) = one_answer_per_connection().await;
+    let proxy = Proxy::start(&upstream, "").await;
+    for round in 0..5 {
+        let answer = proxy
+            .post("/v21.0/123/messages", r#"{"to":"16315551234"}"#, &[])
+            .await;
+        assert_eq!(answer.status, 200, "request {round}");
+        // Let the close reach the pooled connection before the next send.
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let mut connections = 0;
+    while accepted.try_recv().is_ok() {
+        connections += 1;
+    }
+    assert_eq!(connections, 5, "each request needed a new connection");
+}
+
+#[tokio::test]
+async fn idle_upstream_connections_are_closed_after_the_idle_timeout() {
+    // Answers one request, then waits for the proxy to close the connection.
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (closed, closed_rx) = tokio::sync::oneshot::channel::<usize>();
+    tokio::spawn(async move {
+        let (mut stream, _) = listener.accept().await.unwrap();
+        let mut buf = [0u8; 4096];
+        let _ = stream.read(&mut buf).await;
+        let body = r#"{"messages":[{"id":"wamid.X"}]}"#;
+        let answer = format!(
+            "HTTP/1.1 200 OK\r\ncontent-length: {}\r\n\r\n{body}",
+            body.len()
+        );
+        stream.write_all(answer.as_bytes()).await.unwrap();
+        let after = stream.read(&mut buf).await.unwrap_or(0);
+        let _ = closed.send(after);
+    });
+    let proxy = Proxy::start(&format!("http://{addr}"), "pool_idle_timeout_ms = 200").await;
+    let answer = proxy
+        .post("/v21.0/123/messages", r#"{"to":"16315551234"}"#, &[])
+        .await;
+    assert_eq!(answer.status, 200);
+    let read = tokio::time::timeout(Duration::from_secs(5), closed_rx)
+        .await
+        .expect("the idle connection is closed within the idle timeout plus a reap period")
+        .unwrap();
+    assert_eq!(read, 0, "closed without another request on it");
+}

@@ -25,7 +25,7 @@ use crate::logging::mask;
 use crate::metrics::{CodeLabels, Metrics};
 use crate::proxy::{App, relay};
 use crate::templates::LookupContext;
-use crate::upstream::{ProxyBody, full_body};
+use crate::upstream::{ProxyBody, UpstreamBody, full_body};
 use identifier::{IdClass, classify, phone_digits};
 use payload::{FieldValue, Member, PayloadError, SendPayload};
 use policy::{Addressing, Decision, Facts, MessageKind, Person, Recipient};
@@ -198,7 +198,7 @@ const MAX_ERROR_BODY: usize = 64 << 10;
 
 /// Buffers an upstream error response (small by nature) to read its Graph
 /// `error.code`, and gives the same bytes back to the client.
-async fn read_error_code(response: Response<Incoming>) -> (Response<ProxyBody>, Option<u32>) {
+async fn read_error_code(response: Response<UpstreamBody>) -> (Response<ProxyBody>, Option<u32>) {
     #[derive(serde::Deserialize)]
     struct GraphBody {
         error: GraphCode,

@@ -1,23 +1,26 @@
-//! The pooled client to the Cloud API: TLS, timeouts and error mapping.
+//! The client to the Cloud API: TLS, timeouts and error mapping.
 //!
 //! Every request sendgate sends goes to the one configured upstream; the
 //! client's request path and query are kept, its scheme and authority are
 //! replaced, so no request can make the proxy talk to another host.
+//! Connections are pooled per thread (`pool`).
 
-use std::error::Error as _;
+mod pool;
+
+pub use pool::UpstreamBody;
+
+use std::error::Error;
 use std::io;
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use http::uri::{Authority, Scheme};
-use http::{Request, Response, Uri, Version};
+use http::uri::Scheme;
+use http::{Request, Response, Uri};
 use http_body_util::combinators::BoxBody;
 use http_body_util::{BodyExt, Full};
-use hyper::body::Incoming;
-use hyper_rustls::{HttpsConnector, HttpsConnectorBuilder};
-use hyper_util::client::legacy::Client;
+use hyper_rustls::HttpsConnectorBuilder;
 use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::rt::{TokioExecutor, TokioTimer};
 
 use rustls::RootCertStore;
 use rustls::pki_types::CertificateDer;
@@ -26,6 +29,7 @@ use rustls::pki_types::pem::PemObject;
 use crate::config::{Config, ConfigError, RootStore};
 use crate::graph_error::GraphError;
 use crate::headers;
+use pool::{Pool, SendError};
 
 /// Errors of a body, boxed because bodies come from hyper and from memory.
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
@@ -74,9 +78,7 @@ impl UpstreamError {
 
 /// The client to the configured upstream.
 pub struct Upstream {
-    client: Client<HttpsConnector<HttpConnector>, ProxyBody>,
-    scheme: Scheme,
-    authority: Authority,
+    pool: Arc<Pool>,
     request_timeout: Duration,
 }
 
@@ -100,19 +102,24 @@ impl Upstream {
             .enable_http1()
             .enable_http2()
             .wrap_connector(http);
-        let client = Client::builder(TokioExecutor::new())
-            .timer(TokioTimer::new())
-            .pool_timer(TokioTimer::new())
-            .pool_max_idle_per_host(config.pool_max_idle)
-            .pool_idle_timeout(Duration::from_millis(config.pool_idle_timeout_ms))
-            .build(connector);
+        let bad = |reason: String| ConfigError {
+            key: "upstream".into(),
+            reason,
+        };
+        let authority = base
+            .authority()
+            .cloned()
+            .ok_or_else(|| bad(format!("{base} has no host")))?;
+        let pool = Pool::new(
+            connector,
+            base.scheme().cloned().unwrap_or(Scheme::HTTPS),
+            authority,
+            config.pool_max_idle,
+            Duration::from_millis(config.pool_idle_timeout_ms),
+        )
+        .map_err(|err| bad(format!("{base}: {err}")))?;
         Ok(Upstream {
-            client,
-            scheme: base.scheme().cloned().unwrap_or(Scheme::HTTPS),
-            authority: base.authority().cloned().ok_or_else(|| ConfigError {
-                key: "upstream".into(),
-                reason: format!("{base} has no host"),
-            })?,
+            pool: Arc::new(pool),
             request_timeout,
         })
     }
@@ -122,25 +129,19 @@ impl Upstream {
     pub async fn send(
         &self,
         mut request: Request<ProxyBody>,
-    ) -> Result<Response<Incoming>, UpstreamError> {
-        let path_and_query = request.uri().path_and_query().cloned();
-        let mut uri = Uri::builder()
-            .scheme(self.scheme.clone())
-            .authority(self.authority.clone());
-        if let Some(path_and_query) = path_and_query {
-            uri = uri.path_and_query(path_and_query);
-        }
-        *request.uri_mut() = uri
-            .build()
-            .map_err(|err| UpstreamError::Unavailable(err.into()))?;
-        // The client picks HTTP/2 itself when ALPN offers it.
-        *request.version_mut() = Version::HTTP_11;
+    ) -> Result<Response<UpstreamBody>, UpstreamError> {
         headers::for_upstream(request.headers_mut());
-        match tokio::time::timeout(self.request_timeout, self.client.request(request)).await {
-            Err(_) => Err(UpstreamError::Timeout),
-            Ok(Ok(response)) => Ok(response),
-            Ok(Err(err)) if is_timeout(&err) => Err(UpstreamError::Timeout),
-            Ok(Err(err)) => Err(UpstreamError::Unavailable(err.into())),
+        let error = match tokio::time::timeout(self.request_timeout, self.pool.send(request)).await
+        {
+            Err(_) => return Err(UpstreamError::Timeout),
+            Ok(Ok(response)) => return Ok(response),
+            Ok(Err(SendError::Connect(err))) => err,
+            Ok(Err(SendError::Request(err))) => err.into(),
+        };
+        if is_timeout(&*error) {
+            Err(UpstreamError::Timeout)
+        } else {
+            Err(UpstreamError::Unavailable(error))
         }
     }
 }
@@ -196,8 +197,8 @@ fn tls_config(config: &Config) -> Result<rustls::ClientConfig, ConfigError> {
 }
 
 /// A connect timeout surfaces as an I/O `TimedOut` somewhere in the chain.
-fn is_timeout(err: &hyper_util::client::legacy::Error) -> bool {
-    let mut source = err.source();
+fn is_timeout(err: &(dyn Error + 'static)) -> bool {
+    let mut source = Some(err);
     while let Some(cause) = source {
         if let Some(io) = cause.downcast_ref::<io::Error>()
             && io.kind() == io::ErrorKind::TimedOut
