@@ -246,7 +246,9 @@ impl App {
         if let Some(relay) = &self.webhook
             && uri.path() == config.webhook.path
         {
-            let (outcome, response) = relay.handle(&config, &self.identities, request).await;
+            // Boxed so that the relay's large future does not swell every request's.
+            let (outcome, response) =
+                Box::pin(relay.handle(&config, &self.identities, request)).await;
             Metrics::outcome(&self.metrics.webhook_relays, outcome.as_str());
             return response;
         }

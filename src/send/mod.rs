@@ -174,7 +174,7 @@ pub async fn handle(
         Ok(response) => {
             // Meta's error codes, not its HTTP statuses, say what happened
             // (throttling can come back as a 400): read the small error body.
-            let (response, code) = read_error_code(response).await;
+            let (response, code) = Box::pin(read_error_code(response)).await;
             if let Some(code) = code {
                 app.metrics
                     .meta_errors
@@ -283,7 +283,11 @@ pub async fn judge(
             if let Some(bsuid) = person.bsuid.filter(|_| person.is_bsuid_only()) {
                 known_phone = app.identities.phone_for_bsuid(portfolio, bsuid.value);
                 if known_phone.is_none() || !policy.prefer_phone {
-                    kind = message_kind(app, config, &payload, route, client, lookup).await;
+                    // Boxed: the template lookup behind it is a large future
+                    // that most sends never reach, and every request would
+                    // otherwise carry (and copy) its space.
+                    kind =
+                        Box::pin(message_kind(app, config, &payload, route, client, lookup)).await;
                 }
             }
             if config.limits.pair.mode != LimitMode::Off {

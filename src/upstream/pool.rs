@@ -116,14 +116,16 @@ impl Pool {
         self: &Arc<Self>,
         request: Request<ProxyBody>,
     ) -> Result<Response<UpstreamBody>, SendError> {
+        // Opening a connection (TLS, HTTP/2 handshake) is a large future
+        // that most requests never need: boxed, it does not swell theirs.
         let (sender, reused) = match self.checkout() {
             Some(sender) => (sender, true),
-            None => (self.connect().await?, false),
+            None => (Box::pin(self.connect()).await?, false),
         };
         match self.try_send(sender, request).await {
             Err(mut failed) if reused => match failed.take_message() {
                 Some(request) => {
-                    let sender = self.connect().await?;
+                    let sender = Box::pin(self.connect()).await?;
                     self.try_send(sender, request)
                         .await
                         .map_err(|failed| SendError::Request(failed.into_error()))
