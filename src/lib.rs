@@ -11,9 +11,11 @@
 //! # Layout
 //!
 //! - [`config`]: typed configuration over the embedded defaults, env overrides, validation.
-//! - [`server`]: listeners, HTTP/1.1 + HTTP/2, graceful shutdown.
+//! - [`server`]: listeners, HTTP/1.1 + HTTP/2, worker threads with a runtime
+//!   each, graceful shutdown.
 //! - [`proxy`]: shared state and routing; passthrough streaming.
-//! - [`upstream`]: the pooled rustls client to the Cloud API, timeouts, 502/504.
+//! - [`upstream`]: the rustls client to the Cloud API, timeouts, 502/504;
+//!   `upstream::pool` keeps its connections per thread.
 //! - [`query`]: percent-decoding of query strings and path segments.
 //! - [`headers`]: hop-by-hop rules (RFC 9110 §7.6.1) and sendgate's own headers.
 //! - [`send`]: the send path; `send::identifier` (classification),
