@@ -62,7 +62,7 @@ def main():
     nproc = int(meta["nproc"])
     scenarios = list(dict.fromkeys(r["scenario"] for r in rows))
     # Keep the documented order where possible.
-    order = ["direct", "nginx", "nginx-get", "sendgate-get", "sendgate-post", "sendgate-send-phone",
+    order = ["direct", "nginx", "nginx-get", "hyper-floor", "sendgate-get", "sendgate-post", "sendgate-send-phone",
              "sendgate-send-rewrite", "sendgate-send-limits-warm"]
     scenarios.sort(key=lambda s: order.index(s) if s in order else len(order))
 

@@ -15,13 +15,13 @@ RATE=${RATE:-5000}            # fixed request rate (req/s) of the latency runs
 CONNS=${CONNS:-64}            # wrk connections for the saturation runs
 LAT_CONNS=${LAT_CONNS:-50}    # oha connections for the fixed-rate latency runs
 PIN=${PIN:-0}                 # 1: proxy under test on CPU 0, load generator and upstream on CPU 1
-BASE_PORT=${BASE_PORT:-18180} # upstream, nginx, sendgate, sendgate-limits use BASE_PORT..BASE_PORT+3
+BASE_PORT=${BASE_PORT:-18180} # upstream, nginx, sendgate, sendgate-limits, hyper-floor use BASE_PORT..BASE_PORT+4
 LATENCY_TOOL=${LATENCY_TOOL:-oha}   # oha (open loop, fixed rate) or wrk (fallback: closed loop)
 OHA_INSTALL_TIMEOUT=${OHA_INSTALL_TIMEOUT:-900}
 SKIP_BUILD=${SKIP_BUILD:-0}   # 1: use target/release/sendgate as it is
 KEEP_TMP=${KEEP_TMP:-0}       # 1: keep the temp dir (configs, logs, raw outputs)
 OUT=${OUT:-$HERE/results-latest.md}
-SCENARIOS=${SCENARIOS:-"direct nginx nginx-get sendgate-get sendgate-post sendgate-send-phone sendgate-send-rewrite sendgate-send-limits-warm"}
+SCENARIOS=${SCENARIOS:-"direct nginx nginx-get hyper-floor sendgate-get sendgate-post sendgate-send-phone sendgate-send-rewrite sendgate-send-limits-warm"}
 
 log() { printf '[load %s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
 die() { log "ERROR: $*"; exit 1; }
@@ -42,6 +42,7 @@ UPORT=$BASE_PORT
 NPORT=$((BASE_PORT + 1))
 SPORT=$((BASE_PORT + 2))
 LPORT=$((BASE_PORT + 3))
+FPORT=$((BASE_PORT + 4))
 START_TIME=$(date +%s)
 LATENCY_NOTE=""
 
@@ -84,16 +85,18 @@ fi
 
 # ---- 2. build ---------------------------------------------------------------
 if [[ $SKIP_BUILD != 1 ]]; then
-    log "cargo build --release"
-    (cd "$ROOT" && cargo build --release)
+    log "cargo build --release (sendgate and examples/hyper_floor)"
+    (cd "$ROOT" && cargo build --release && cargo build --release --example hyper_floor)
 fi
 [[ -x $ROOT/target/release/sendgate ]] || die "no $ROOT/target/release/sendgate"
+[[ -x $ROOT/target/release/examples/hyper_floor ]] || die "no $ROOT/target/release/examples/hyper_floor"
 
 TMP=$(mktemp -d /tmp/sendgate-load.XXXXXX)
 chmod 755 "$TMP"
 mkdir -p "$TMP/upstream" "$TMP/nginx" "$TMP/runs"
 # A private copy, so that a rebuild during the run does not swap the binary.
 cp "$ROOT/target/release/sendgate" "$TMP/sendgate"
+cp "$ROOT/target/release/examples/hyper_floor" "$TMP/hyper_floor"
 GIT_REV=$(cd "$ROOT" && git rev-parse --short HEAD 2>/dev/null || echo unknown)
 if [[ -n $(cd "$ROOT" && git status --porcelain --untracked-files=no 2>/dev/null) ]]; then GIT_REV="$GIT_REV+dirty"; fi
 
@@ -133,7 +136,7 @@ if [[ $PIN == 1 ]]; then
     OTHER_CPUSET="taskset -c 1"
 fi
 
-for port in $UPORT $NPORT $SPORT $LPORT; do
+for port in $UPORT $NPORT $SPORT $LPORT $FPORT; do
     if (echo >"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
         die "port $port is in use (set BASE_PORT)"
     fi
@@ -179,6 +182,12 @@ SL_PID=$!
 PIDS+=("$SL_PID")
 wait_http sendgate-limits "http://127.0.0.1:$LPORT/" "$SL_PID"
 
+# The floor under any hyper proxy built like sendgate, doing no inspection.
+$PROXY_CPUSET "$TMP/hyper_floor" "127.0.0.1:$FPORT" "127.0.0.1:$UPORT" 2 </dev/null >"$TMP/hyper-floor.log" 2>&1 &
+HF_PID=$!
+PIDS+=("$HF_PID")
+wait_http hyper-floor "http://127.0.0.1:$FPORT/" "$HF_PID"
+
 children_of() { # pid -> its child pids (nginx workers), without procps
     local f s ppid
     for f in /proc/[0-9]*/stat; do
@@ -194,7 +203,7 @@ children_of() { # pid -> its child pids (nginx workers), without procps
 UP_PIDS=$(echo "$UP_PID" $(children_of "$UP_PID"))
 NG_PIDS=$(echo "$NG_PID" $(children_of "$NG_PID"))
 [[ $(wc -w <<<"$UP_PIDS") -ge 2 && $(wc -w <<<"$NG_PIDS") -ge 2 ]] || die "nginx workers not found"
-log "upstream pids: $UP_PIDS; nginx pids: $NG_PIDS; sendgate pid: $SG_PID; sendgate-limits pid: $SL_PID"
+log "upstream pids: $UP_PIDS; nginx pids: $NG_PIDS; sendgate pid: $SG_PID; sendgate-limits pid: $SL_PID; hyper-floor pid: $HF_PID"
 
 # ---- requests -----------------------------------------------------------------
 NUMBER_PATH=/v21.0/106540352242922
@@ -214,6 +223,7 @@ define() {
     direct) PORT=$UPORT METHOD=POST URLPATH=$SEND_PATH BODY=$BODY_PHONE PROXY="" EXPECT="" ;;
     nginx) PORT=$NPORT METHOD=POST URLPATH=$SEND_PATH BODY=$BODY_PHONE PROXY=$NG_PIDS EXPECT="" ;;
     nginx-get) PORT=$NPORT METHOD=GET URLPATH=$GET_PATH BODY="" PROXY=$NG_PIDS EXPECT="" ;;
+    hyper-floor) PORT=$FPORT METHOD=POST URLPATH=$SEND_PATH BODY=$BODY_PHONE PROXY=$HF_PID EXPECT="" ;;
     sendgate-get) PORT=$SPORT METHOD=GET URLPATH=$GET_PATH BODY="" PROXY=$SG_PID EXPECT="" ;;
     sendgate-post) PORT=$SPORT METHOD=POST URLPATH=$MEDIA_PATH BODY=$BODY_MEDIA PROXY=$SG_PID EXPECT="" ;;
     sendgate-send-phone) PORT=$SPORT METHOD=POST URLPATH=$SEND_PATH BODY=$BODY_PHONE PROXY=$SG_PID EXPECT="forwarded" ;;
