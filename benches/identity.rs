@@ -44,7 +44,10 @@ fn run_case(kind: &str, n: u64) {
                 cache.insert("default", &bsuid(i), &phone(i));
             }
             let after = rss_bytes();
-            (time_lookups(n, |key| cache.get("default", key)), after)
+            (
+                time_lookups(n, |key| cache.get("default", key).flatten()),
+                after,
+            )
         }
         _ => {
             let cache: Cache<String, String> = Cache::builder()

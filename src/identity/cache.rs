@@ -7,6 +7,10 @@
 //! second, independent 64-bit hash (a wrong answer needs both to collide, a
 //! 2^-128 chance), and the phone is its digits packed into an integer.
 //!
+//! A BSUID the store has no phone for is cached too, as "no phone", since
+//! most BSUID sends are to people whose number is hidden and would
+//! otherwise each read the store.
+//!
 //! Bounded memory and idle expiry come from two generations: new and
 //! refreshed mappings go to the young map; when it holds half the capacity,
 //! or has lived half the time-to-idle, it becomes the old map and the
@@ -37,6 +41,10 @@ struct Entry {
 struct PackedPhone(u64);
 
 impl PackedPhone {
+    /// "The store has no phone for this BSUID": a digit count of zero, which
+    /// no phone packs to.
+    const NONE: PackedPhone = PackedPhone(0);
+
     fn pack(digits: &str) -> Option<Self> {
         if digits.is_empty() || digits.len() > 15 || !digits.bytes().all(|b| b.is_ascii_digit()) {
             return None;
@@ -45,9 +53,9 @@ impl PackedPhone {
         Some(PackedPhone(value | (digits.len() as u64) << 56))
     }
 
-    fn unpack(self) -> String {
+    fn unpack(self) -> Option<String> {
         let len = (self.0 >> 56) as usize;
-        format!("{:0len$}", self.0 & ((1 << 56) - 1))
+        (len > 0).then(|| format!("{:0len$}", self.0 & ((1 << 56) - 1)))
     }
 }
 
@@ -106,8 +114,9 @@ impl PhoneCache {
         (hash(&self.key_hasher), hash(&self.check_hasher))
     }
 
-    /// The cached phone (digits) of a BSUID in a portfolio.
-    pub fn get(&self, portfolio: &str, bsuid: &str) -> Option<String> {
+    /// What is cached for a BSUID in a portfolio: `None` if nothing,
+    /// `Some(None)` if it is known to have no phone, else its phone (digits).
+    pub fn get(&self, portfolio: &str, bsuid: &str) -> Option<Option<String>> {
         let (key, check) = self.hashes(portfolio, bsuid);
         let generations = self.generations.load();
         if let Some(entry) = generations.young.get(&key) {
@@ -130,6 +139,13 @@ impl PhoneCache {
             return;
         };
         let (key, check) = self.hashes(portfolio, bsuid);
+        self.put(key, Entry { check, phone });
+    }
+
+    /// Caches that a BSUID has no phone.
+    pub fn insert_none(&self, portfolio: &str, bsuid: &str) {
+        let (key, check) = self.hashes(portfolio, bsuid);
+        let phone = PackedPhone::NONE;
         self.put(key, Entry { check, phone });
     }
 
@@ -184,8 +200,10 @@ mod tests {
     #[test]
     fn phones_round_trip_with_their_leading_zeros() {
         for digits in ["16315551234", "0044207946", "1", "123456789012345"] {
-            assert_eq!(PackedPhone::pack(digits).unwrap().unpack(), digits);
+            let unpacked = PackedPhone::pack(digits).unwrap().unpack();
+            assert_eq!(unpacked.as_deref(), Some(digits));
         }
+        assert_eq!(PackedPhone::NONE.unpack(), None);
         assert_eq!(PackedPhone::pack("1234567890123456"), None, "16 digits");
         assert_eq!(PackedPhone::pack("+1631"), None);
         assert_eq!(PackedPhone::pack(""), None);
@@ -195,11 +213,15 @@ mod tests {
     fn answers_per_portfolio_and_forgets_on_request() {
         let cache = PhoneCache::new(100, Duration::from_secs(60));
         cache.insert("a", "US.1", "16315551234");
-        assert_eq!(cache.get("a", "US.1").as_deref(), Some("16315551234"));
+        assert_eq!(cache.get("a", "US.1"), Some(Some("16315551234".into())));
         assert_eq!(cache.get("b", "US.1"), None);
         assert_eq!(cache.get("a", "US.2"), None);
+        cache.insert_none("a", "US.2");
+        assert_eq!(cache.get("a", "US.2"), Some(None), "known to have no phone");
         cache.invalidate("a", "US.1");
+        cache.invalidate("a", "US.2");
         assert_eq!(cache.get("a", "US.1"), None);
+        assert_eq!(cache.get("a", "US.2"), None);
     }
 
     #[test]

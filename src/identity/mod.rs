@@ -15,6 +15,7 @@ pub mod import;
 mod model;
 mod store;
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
@@ -31,8 +32,13 @@ pub use store::{Applied, RedbStore, StoreError};
 /// admin API.
 pub struct Identities {
     store: RedbStore,
-    /// `portfolio \0 bsuid` → phone digits; only hits are cached.
+    /// (portfolio, BSUID) → phone digits, or "no phone".
     phones: PhoneCache,
+    /// Bumped after every store write, before the cache entries it touched
+    /// are invalidated: a lookup caches what it read from the store only if
+    /// no write happened meanwhile, so an answer read just before a write
+    /// cannot land in the cache after that write's invalidation.
+    writes: AtomicU64,
     /// Where cache hits and misses are counted, once metrics exist.
     cache_metric: OnceLock<Family<ResultLabels, Counter>>,
 }
@@ -45,6 +51,7 @@ impl Identities {
         Identities {
             store,
             phones,
+            writes: AtomicU64::new(0),
             cache_metric: OnceLock::new(),
         }
     }
@@ -68,26 +75,38 @@ impl Identities {
     /// failure is logged and answered as "unknown": the send then goes out
     /// as the sender wrote it.
     pub fn phone_for_bsuid(&self, portfolio: &str, bsuid: &str) -> Option<String> {
-        if let Some(phone) = self.phones.get(portfolio, bsuid) {
+        if let Some(cached) = self.phones.get(portfolio, bsuid) {
             self.count("hit");
-            return Some(phone);
+            return cached;
         }
         self.count("miss");
+        let writes = self.writes.load(Ordering::Acquire);
         let found = if bsuid.contains(".ENT.") {
             self.store.by_parent(portfolio, bsuid)
         } else {
             self.store.by_bsuid(portfolio, bsuid)
         };
-        match found {
-            Ok(record) => {
-                let phone = record?.phone?;
-                self.phones.insert(portfolio, bsuid, &phone);
-                Some(phone)
-            }
+        let phone = match found {
+            Ok(record) => record.and_then(|record| record.phone),
             Err(err) => {
                 tracing::error!(error = %err, "identity lookup failed");
-                None
+                return None;
             }
+        };
+        self.remember(portfolio, bsuid, phone.as_deref(), writes);
+        phone
+    }
+
+    /// Caches what the store answered for a BSUID, unless a write happened
+    /// since `writes_seen` (read before the store was): the answer may be
+    /// stale, and the write's invalidation has already passed.
+    fn remember(&self, portfolio: &str, bsuid: &str, phone: Option<&str>, writes_seen: u64) {
+        if self.writes.load(Ordering::Acquire) != writes_seen {
+            return;
+        }
+        match phone {
+            Some(phone) => self.phones.insert(portfolio, bsuid, phone),
+            None => self.phones.insert_none(portfolio, bsuid),
         }
     }
 
@@ -116,6 +135,7 @@ impl Identities {
                 .map(|(portfolio, event)| (portfolio.as_str(), event)),
             source,
         )?;
+        self.writes.fetch_add(1, Ordering::AcqRel);
         for (portfolio, bsuid) in &applied.touched {
             self.phones.invalidate(portfolio, bsuid);
         }
@@ -160,6 +180,7 @@ impl Identities {
     /// Erases a person from store and cache (blocking).
     pub fn erase(&self, id: &str, portfolio: Option<&str>) -> Result<Vec<Record>, StoreError> {
         let removed = self.store.erase(id, portfolio)?;
+        self.writes.fetch_add(1, Ordering::AcqRel);
         for record in &removed {
             self.phones.invalidate(&record.portfolio, &record.bsuid);
             if let Some(parent) = &record.parent_bsuid {
@@ -227,6 +248,48 @@ mod tests {
             "the recycled number's former holder stays, without it"
         );
         assert_eq!(left[0].phone, None);
+    }
+
+    #[test]
+    fn unknown_bsuids_are_cached_as_unknown_until_the_store_learns_them() {
+        let identities = identities();
+        assert_eq!(identities.phone_for_bsuid("p", "US.9"), None);
+        assert_eq!(
+            identities.phones.get("p", "US.9"),
+            Some(None),
+            "cached as no phone"
+        );
+        assert_eq!(identities.phone_for_bsuid("p", "US.9"), None);
+        // A webhook teaches the pair: the cached "no phone" must not hide it.
+        identities
+            .apply(&[seen("US.9", "16315559999")], Source::Webhook)
+            .unwrap();
+        assert_eq!(
+            identities.phone_for_bsuid("p", "US.9").as_deref(),
+            Some("16315559999")
+        );
+    }
+
+    #[test]
+    fn a_lookup_that_raced_a_write_caches_nothing() {
+        let identities = identities();
+        // A lookup reads "no phone" from the store, then a webhook writes the
+        // pair (and invalidates) before the lookup caches its answer.
+        let writes_seen = identities.writes.load(Ordering::Acquire);
+        assert_eq!(identities.store.by_bsuid("p", "US.9").unwrap(), None);
+        identities
+            .apply(&[seen("US.9", "16315559999")], Source::Webhook)
+            .unwrap();
+        identities.remember("p", "US.9", None, writes_seen);
+        assert_eq!(
+            identities.phones.get("p", "US.9"),
+            None,
+            "stale answer not cached"
+        );
+        assert_eq!(
+            identities.phone_for_bsuid("p", "US.9").as_deref(),
+            Some("16315559999")
+        );
     }
 
     #[tokio::test]
