@@ -283,11 +283,7 @@ pub async fn judge(
             if let Some(bsuid) = person.bsuid.filter(|_| person.is_bsuid_only()) {
                 known_phone = app.identities.phone_for_bsuid(portfolio, bsuid.value);
                 if known_phone.is_none() || !policy.prefer_phone {
-                    // Boxed: the template lookup behind it is a large future
-                    // that most sends never reach, and every request would
-                    // otherwise carry (and copy) its space.
-                    kind =
-                        Box::pin(message_kind(app, config, &payload, route, client, lookup)).await;
+                    kind = message_kind(app, config, &payload, route, client, lookup).await;
                 }
             }
             if config.limits.pair.mode != LimitMode::Off {
@@ -405,7 +401,10 @@ async fn message_kind(
             || client.is_some_and(|name| config.is_campaign_client(name)),
     };
     if let Some(template) = payload.template() {
-        let category = app.templates.category(config, &template, lookup).await;
+        // Boxed: the lookup (cache, then Meta) is a large future that a
+        // send without a template never needs, and every send would
+        // otherwise carry, and copy, its space.
+        let category = Box::pin(app.templates.category(config, &template, lookup)).await;
         match category.map_or(config.policy.unknown_category, unknown_as) {
             UnknownCategory::Authentication => kind.authentication = true,
             UnknownCategory::Marketing => kind.campaign = true,
