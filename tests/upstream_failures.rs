@@ -14,6 +14,15 @@ use tokio::net::TcpListener;
 const SEND: &str =
     r#"{"messaging_product":"whatsapp","to":"US.1","type":"text","text":{"body":"x"}}"#;
 
+/// A 200 answer to a send, like the Cloud API's, as raw HTTP/1.1.
+fn ok_answer() -> String {
+    let body = r#"{"messages":[{"id":"wamid.X"}]}"#;
+    format!(
+        "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n{body}",
+        body.len()
+    )
+}
+
 /// An address where nothing listens: bound, then released.
 async fn refused_address() -> String {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -97,13 +106,7 @@ async fn graceful_shutdown_lets_in_flight_requests_finish() {
         let _ = stream.read(&mut buf).await;
         arrived.send(()).unwrap();
         release_rx.await.unwrap();
-        let body = r#"{"messages":[{"id":"wamid.X"}]}"#;
-        let head = format!(
-            "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n",
-            body.len()
-        );
-        stream.write_all(head.as_bytes()).await.unwrap();
-        stream.write_all(body.as_bytes()).await.unwrap();
+        stream.write_all(ok_answer().as_bytes()).await.unwrap();
     });
     let proxy = std::sync::Arc::new(Proxy::start(&format!("http://{addr}"), "").await);
     let in_flight = tokio::spawn({
@@ -140,12 +143,7 @@ async fn one_answer_per_connection() -> (String, tokio::sync::mpsc::UnboundedRec
             let _ = accepted.send(());
             let mut buf = [0u8; 4096];
             let _ = stream.read(&mut buf).await;
-            let body = r#"{"messages":[{"id":"wamid.X"}]}"#;
-            let answer = format!(
-                "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n{body}",
-                body.len()
-            );
-            let _ = stream.write_all(answer.as_bytes()).await;
+            let _ = stream.write_all(ok_answer().as_bytes()).await;
             drop(stream);
         }
     });
@@ -181,12 +179,7 @@ async fn idle_upstream_connections_are_closed_after_the_idle_timeout() {
         let (mut stream, _) = listener.accept().await.unwrap();
         let mut buf = [0u8; 4096];
         let _ = stream.read(&mut buf).await;
-        let body = r#"{"messages":[{"id":"wamid.X"}]}"#;
-        let answer = format!(
-            "HTTP/1.1 200 OK\r\ncontent-length: {}\r\n\r\n{body}",
-            body.len()
-        );
-        stream.write_all(answer.as_bytes()).await.unwrap();
+        stream.write_all(ok_answer().as_bytes()).await.unwrap();
         let after = stream.read(&mut buf).await.unwrap_or(0);
         let _ = closed.send(after);
     });
