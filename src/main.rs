@@ -123,8 +123,6 @@ fn main() -> ExitCode {
             upstream,
             sandbox,
         } => {
-            // The config names the runtime's size, so it is read before the
-            // runtime exists.
             let path = config_file(config.as_deref());
             match Config::load(path.as_deref()) {
                 Ok(loaded) => block_on(serve(path, loaded, listen, upstream, sandbox)),
