@@ -89,7 +89,7 @@ pub struct OutcomeLabels {
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ResultLabels {
     /// `hit` or `miss`.
-    pub result: String,
+    pub result: &'static str,
 }
 
 /// Every metric sendgate exports.

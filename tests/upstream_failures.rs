@@ -2,6 +2,7 @@
 
 mod support;
 
+use std::future::Future;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -9,10 +10,29 @@ use http::{Request, StatusCode};
 use http_body_util::Full;
 use support::Proxy;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, TcpStream};
 
 const SEND: &str =
     r#"{"messaging_product":"whatsapp","to":"US.1","type":"text","text":{"body":"x"}}"#;
+
+/// A hand-written upstream on loopback: for each connection, in turn, reads
+/// the request and hands the stream to `answer`. Returns its base URL.
+async fn raw_upstream<F, A>(mut answer: F) -> String
+where
+    F: FnMut(TcpStream) -> A + Send + 'static,
+    A: Future<Output = ()> + Send,
+{
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((mut stream, _)) = listener.accept().await {
+            let mut buf = [0u8; 4096];
+            let _ = stream.read(&mut buf).await;
+            answer(stream).await;
+        }
+    });
+    format!("http://{addr}")
+}
 
 /// A 200 answer to a send, like the Cloud API's, as raw HTTP/1.1.
 fn ok_answer() -> String {
@@ -53,18 +73,13 @@ async fn refused_upstream_gives_502() {
 
 #[tokio::test]
 async fn silent_upstream_gives_504_after_the_request_timeout() {
-    // Accepts connections and reads requests, but never answers.
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move {
-        let mut held = Vec::new();
-        while let Ok((mut stream, _)) = listener.accept().await {
-            let mut buf = [0u8; 1024];
-            let _ = stream.read(&mut buf).await;
-            held.push(stream);
-        }
-    });
-    let proxy = Proxy::start(&format!("http://{addr}"), "request_timeout_ms = 200").await;
+    // Reads the request, holds the connection open, never answers.
+    let upstream = raw_upstream(|stream| async move {
+        let _held = stream;
+        std::future::pending::<()>().await;
+    })
+    .await;
+    let proxy = Proxy::start(&upstream, "request_timeout_ms = 200").await;
     let answer = tokio::time::timeout(
         Duration::from_secs(10),
         proxy.post("/v21.0/123/messages", SEND, &[]),
@@ -77,17 +92,11 @@ async fn silent_upstream_gives_504_after_the_request_timeout() {
 
 #[tokio::test]
 async fn upstream_that_resets_mid_response_gives_502() {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move {
-        while let Ok((mut stream, _)) = listener.accept().await {
-            let mut buf = [0u8; 4096];
-            let _ = stream.read(&mut buf).await;
-            let _ = stream.write_all(b"HTTP/1.1 200 OK\r\nContent-Le").await;
-            drop(stream);
-        }
-    });
-    let proxy = Proxy::start(&format!("http://{addr}"), "").await;
+    let upstream = raw_upstream(|mut stream| async move {
+        let _ = stream.write_all(b"HTTP/1.1 200 OK\r\nContent-Le").await;
+    })
+    .await;
+    let proxy = Proxy::start(&upstream, "").await;
     let answer = proxy.post("/v21.0/123/messages", SEND, &[]).await;
     assert_eq!(answer.status, StatusCode::BAD_GATEWAY);
     assert_eq!(answer.graph_error_code(), 2);
@@ -96,19 +105,21 @@ async fn upstream_that_resets_mid_response_gives_502() {
 #[tokio::test]
 async fn graceful_shutdown_lets_in_flight_requests_finish() {
     // An upstream that answers only after sendgate has been told to stop.
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
     let (arrived, arrived_rx) = tokio::sync::oneshot::channel::<()>();
     let (release, release_rx) = tokio::sync::oneshot::channel::<()>();
-    tokio::spawn(async move {
-        let (mut stream, _) = listener.accept().await.unwrap();
-        let mut buf = [0u8; 4096];
-        let _ = stream.read(&mut buf).await;
-        arrived.send(()).unwrap();
-        release_rx.await.unwrap();
-        stream.write_all(ok_answer().as_bytes()).await.unwrap();
-    });
-    let proxy = std::sync::Arc::new(Proxy::start(&format!("http://{addr}"), "").await);
+    let mut first = Some((arrived, release_rx));
+    let upstream = raw_upstream(move |mut stream| {
+        let first = first.take();
+        async move {
+            if let Some((arrived, release)) = first {
+                arrived.send(()).unwrap();
+                release.await.unwrap();
+            }
+            stream.write_all(ok_answer().as_bytes()).await.unwrap();
+        }
+    })
+    .await;
+    let proxy = std::sync::Arc::new(Proxy::start(&upstream, "").await);
     let in_flight = tokio::spawn({
         let proxy = proxy.clone();
         async move {
@@ -135,19 +146,15 @@ async fn graceful_shutdown_lets_in_flight_requests_finish() {
 /// alive, then closes it: what a server ending idle keep-alive connections
 /// looks like to the pool.
 async fn one_answer_per_connection() -> (String, tokio::sync::mpsc::UnboundedReceiver<()>) {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
     let (accepted, accepted_rx) = tokio::sync::mpsc::unbounded_channel();
-    tokio::spawn(async move {
-        while let Ok((mut stream, _)) = listener.accept().await {
-            let _ = accepted.send(());
-            let mut buf = [0u8; 4096];
-            let _ = stream.read(&mut buf).await;
+    let upstream = raw_upstream(move |mut stream| {
+        let _ = accepted.send(());
+        async move {
             let _ = stream.write_all(ok_answer().as_bytes()).await;
-            drop(stream);
         }
-    });
-    (format!("http://{addr}"), accepted_rx)
+    })
+    .await;
+    (upstream, accepted_rx)
 }
 
 #[tokio::test]
@@ -172,18 +179,20 @@ async fn connections_the_upstream_closed_are_not_reused() {
 #[tokio::test]
 async fn idle_upstream_connections_are_closed_after_the_idle_timeout() {
     // Answers one request, then waits for the proxy to close the connection.
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
     let (closed, closed_rx) = tokio::sync::oneshot::channel::<usize>();
-    tokio::spawn(async move {
-        let (mut stream, _) = listener.accept().await.unwrap();
-        let mut buf = [0u8; 4096];
-        let _ = stream.read(&mut buf).await;
-        stream.write_all(ok_answer().as_bytes()).await.unwrap();
-        let after = stream.read(&mut buf).await.unwrap_or(0);
-        let _ = closed.send(after);
-    });
-    let proxy = Proxy::start(&format!("http://{addr}"), "pool_idle_timeout_ms = 200").await;
+    let mut closed = Some(closed);
+    let upstream = raw_upstream(move |mut stream| {
+        let closed = closed.take();
+        async move {
+            stream.write_all(ok_answer().as_bytes()).await.unwrap();
+            let after = stream.read(&mut [0u8; 4096]).await.unwrap_or(0);
+            if let Some(closed) = closed {
+                let _ = closed.send(after);
+            }
+        }
+    })
+    .await;
+    let proxy = Proxy::start(&upstream, "pool_idle_timeout_ms = 200").await;
     let answer = proxy
         .post("/v21.0/123/messages", r#"{"to":"16315551234"}"#, &[])
         .await;

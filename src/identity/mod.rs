@@ -61,13 +61,9 @@ impl Identities {
         let _ = self.cache_metric.set(family);
     }
 
-    fn count(&self, result: &str) {
+    fn count(&self, result: &'static str) {
         if let Some(family) = self.cache_metric.get() {
-            family
-                .get_or_create(&ResultLabels {
-                    result: result.to_owned(),
-                })
-                .inc();
+            family.get_or_create(&ResultLabels { result }).inc();
         }
     }
 

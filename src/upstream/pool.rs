@@ -52,8 +52,6 @@ pub(super) enum SendError {
 /// The connections of one upstream.
 pub(super) struct Pool {
     connector: HttpsConnector<HttpConnector>,
-    /// Scheme and authority: what the connector dials.
-    target: Uri,
     scheme: Scheme,
     authority: Authority,
     /// The `Host` an HTTP/1.1 request carries.
@@ -84,12 +82,7 @@ impl Pool {
         authority: Authority,
         max_idle: usize,
         idle_timeout: Duration,
-    ) -> Result<Self, http::Error> {
-        let target = Uri::builder()
-            .scheme(scheme.clone())
-            .authority(authority.clone())
-            .path_and_query("/")
-            .build()?;
+    ) -> Result<Self, http::header::InvalidHeaderValue> {
         // Like any client: the port only when it is not the scheme's default.
         let default_port = if scheme == Scheme::HTTPS { 443 } else { 80 };
         let host = match authority.port_u16() {
@@ -98,7 +91,6 @@ impl Pool {
         };
         Ok(Pool {
             connector,
-            target,
             scheme,
             authority,
             host: HeaderValue::from_str(&host)?,
@@ -166,11 +158,7 @@ impl Pool {
             }
             Sender::Http2(mut sender) => {
                 // HTTP/2 carries scheme and authority as pseudo-headers.
-                let mut parts = http::uri::Parts::default();
-                parts.scheme = Some(self.scheme.clone());
-                parts.authority = Some(self.authority.clone());
-                parts.path_and_query = Some(path_and_query);
-                *request.uri_mut() = Uri::from_parts(parts).expect("scheme, authority and path");
+                *request.uri_mut() = self.absolute(path_and_query);
                 *request.version_mut() = http::Version::HTTP_2;
                 let response = sender.try_send_request(request).await?;
                 Ok(response.map(|body| UpstreamBody {
@@ -180,6 +168,15 @@ impl Pool {
                 }))
             }
         }
+    }
+
+    /// The upstream's URL for a path and query.
+    fn absolute(&self, path_and_query: PathAndQuery) -> Uri {
+        let mut parts = http::uri::Parts::default();
+        parts.scheme = Some(self.scheme.clone());
+        parts.authority = Some(self.authority.clone());
+        parts.path_and_query = Some(path_and_query);
+        Uri::from_parts(parts).expect("scheme, authority and path make a URI")
     }
 
     /// This thread's idle connections.
@@ -199,17 +196,13 @@ impl Pool {
             }
             idle.http2 = None;
         }
-        let expired = Instant::now().checked_sub(self.idle_timeout);
-        // Connections whose last exchange is still finishing: not waited
-        // for (that could hold this request up), kept for the next one.
+        // Idle ones past the timeout are the reaper's to close, within a
+        // period of it. Connections whose last exchange is still finishing
+        // are not waited for (that could hold this request up), but kept
+        // for the next one.
         let mut finishing = Vec::new();
         let mut found = None;
         while let Some(mut candidate) = idle.http1.pop_back() {
-            if expired.is_some_and(|expired| candidate.since < expired) {
-                // Everything in front of it is older still.
-                idle.http1.clear();
-                break;
-            }
             match ready_now(&mut candidate.sender) {
                 Readiness::Ready => {
                     found = Some(Sender::Http1(candidate.sender));
@@ -247,7 +240,7 @@ impl Pool {
             .await
             .map_err(SendError::Connect)?;
         let io = connector
-            .call(self.target.clone())
+            .call(self.absolute(PathAndQuery::from_static("/")))
             .await
             .map_err(SendError::Connect)?;
         if io.connected().is_negotiated_h2() {
