@@ -12,8 +12,6 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use http::{HeaderValue, Method, Request, Response, StatusCode, header};
-use http_body_util::{BodyExt, Limited};
-use hyper::body::Incoming;
 use serde_json::{Value, json};
 use subtle::ConstantTimeEq;
 
@@ -24,7 +22,7 @@ use crate::query::{decode_path_segment, query_pairs};
 use crate::send::{self, Endpoint, SendRoute};
 use crate::server::Handler;
 use crate::templates::LookupContext;
-use crate::upstream::{ProxyBody, local_response};
+use crate::upstream::{ProxyBody, local_response, read_whole};
 
 /// The most an import request may carry.
 const MAX_IMPORT_BYTES: usize = 256 << 20;
@@ -41,7 +39,7 @@ impl Admin {
         Arc::new(Admin { app })
     }
 
-    async fn answer(&self, request: Request<Incoming>) -> Response<ProxyBody> {
+    async fn answer(&self, request: Request<ProxyBody>) -> Response<ProxyBody> {
         let path = request.uri().path().to_owned();
         if request.method() == Method::GET && path == "/healthz" {
             return reply(StatusCode::OK, json!({"status": "ok"}));
@@ -202,7 +200,7 @@ impl Admin {
     }
 
     /// JSON lines (or CSV) in the body; the import summary out.
-    async fn import(&self, request: Request<Incoming>) -> Response<ProxyBody> {
+    async fn import(&self, request: Request<ProxyBody>) -> Response<ProxyBody> {
         let body = match read(request, MAX_IMPORT_BYTES).await {
             Ok(body) => body,
             Err(response) => return response,
@@ -228,7 +226,7 @@ impl Admin {
     /// and an `x-sendgate-client` header), the decision out; nothing is sent.
     /// A template category not in config or cache is looked up with the
     /// token in `x-graph-authorization`, if given.
-    async fn dry_run(&self, request: Request<Incoming>, query: &str) -> Response<ProxyBody> {
+    async fn dry_run(&self, request: Request<ProxyBody>, query: &str) -> Response<ProxyBody> {
         let mut number = None;
         let mut endpoint = Endpoint::Messages;
         for (name, value) in query_pairs(query) {
@@ -296,7 +294,7 @@ impl Admin {
 }
 
 impl Handler for Admin {
-    async fn call(self: Arc<Self>, request: Request<Incoming>) -> Response<ProxyBody> {
+    async fn call(self: Arc<Self>, request: Request<ProxyBody>) -> Response<ProxyBody> {
         self.answer(request).await
     }
 }
@@ -306,7 +304,7 @@ fn metrics(app: &App) -> Response<ProxyBody> {
     local_response(StatusCode::OK, text, app.render_metrics())
 }
 
-fn header_text(request: &Request<Incoming>, name: &str) -> Option<String> {
+fn header_text(request: &Request<ProxyBody>, name: &str) -> Option<String> {
     request
         .headers()
         .get(name)?
@@ -315,9 +313,9 @@ fn header_text(request: &Request<Incoming>, name: &str) -> Option<String> {
         .map(str::to_owned)
 }
 
-async fn read(request: Request<Incoming>, limit: usize) -> Result<Bytes, Response<ProxyBody>> {
-    match Limited::new(request.into_body(), limit).collect().await {
-        Ok(body) => Ok(body.to_bytes()),
+async fn read(request: Request<ProxyBody>, limit: usize) -> Result<Bytes, Response<ProxyBody>> {
+    match read_whole(request.into_body(), limit).await {
+        Ok(body) => Ok(body),
         Err(_) => Err(reply(
             StatusCode::PAYLOAD_TOO_LARGE,
             json!({"error": format!("the body is unreadable or larger than {limit} bytes")}),

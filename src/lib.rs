@@ -62,7 +62,6 @@ use std::future::Future;
 use std::sync::Arc;
 
 use http::{Request, Response};
-use hyper::body::Incoming;
 use tokio::net::TcpListener;
 
 pub use config::Config;
@@ -72,7 +71,7 @@ use crate::server::Handler;
 use crate::upstream::ProxyBody;
 
 impl Handler for App {
-    async fn call(self: Arc<Self>, request: Request<Incoming>) -> Response<ProxyBody> {
+    async fn call(self: Arc<Self>, request: Request<ProxyBody>) -> Response<ProxyBody> {
         self.handle(request).await
     }
 }

@@ -16,7 +16,6 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use arc_swap::ArcSwap;
 use http::{Request, Response};
 use http_body_util::BodyExt;
-use hyper::body::Incoming;
 
 use crate::config::{Config, ConfigError, Secrets};
 use crate::headers;
@@ -238,7 +237,7 @@ impl App {
     }
 
     /// Routes one request.
-    pub async fn handle(self: Arc<Self>, request: Request<Incoming>) -> Response<ProxyBody> {
+    pub async fn handle(self: Arc<Self>, request: Request<ProxyBody>) -> Response<ProxyBody> {
         // A cheap clone (reference-counted bytes) that the route can borrow
         // from while the request itself moves on.
         let uri = request.uri().clone();
@@ -261,9 +260,8 @@ impl App {
 
     /// Streams a request that is not a send to the upstream and its answer
     /// back, both bodies unbuffered.
-    async fn passthrough(&self, request: Request<Incoming>) -> Response<ProxyBody> {
+    async fn passthrough(&self, request: Request<ProxyBody>) -> Response<ProxyBody> {
         self.metrics.request("passthrough", "none");
-        let request = request.map(|body| body.map_err(Into::into).boxed());
         match self.forward(request).await {
             Ok(response) => relay(response),
             Err(error) => {

@@ -14,7 +14,6 @@ use std::sync::{Arc, Mutex};
 use bytes::Bytes;
 use http::{Method, Request, Response, StatusCode, header};
 use http_body_util::BodyExt;
-use hyper::body::Incoming;
 use serde::Serialize;
 use serde_json::{Value, json};
 
@@ -77,7 +76,7 @@ impl Sandbox {
         self.received.lock().expect("sandbox log poisoned").clone()
     }
 
-    async fn answer(&self, request: Request<Incoming>) -> Response<ProxyBody> {
+    async fn answer(&self, request: Request<ProxyBody>) -> Response<ProxyBody> {
         let method = request.method().clone();
         let path = request.uri().path().to_owned();
         let query = request.uri().query().unwrap_or("").to_owned();
@@ -171,7 +170,7 @@ impl Sandbox {
 }
 
 impl Handler for Sandbox {
-    async fn call(self: Arc<Self>, request: Request<Incoming>) -> Response<ProxyBody> {
+    async fn call(self: Arc<Self>, request: Request<ProxyBody>) -> Response<ProxyBody> {
         self.answer(request).await
     }
 }

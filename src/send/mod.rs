@@ -14,8 +14,7 @@ use std::fmt::Write as _;
 
 use bytes::Bytes;
 use http::{HeaderValue, Method, Request, Response, header};
-use http_body_util::{BodyExt, LengthLimitError, Limited};
-use hyper::body::Incoming;
+use http_body_util::{BodyExt, Limited};
 
 use crate::config::{Category, Config, LimitMode, Mode, UnknownCategory};
 use crate::graph_error::GraphError;
@@ -25,7 +24,7 @@ use crate::logging::mask;
 use crate::metrics::{CodeLabels, Metrics};
 use crate::proxy::{App, relay};
 use crate::templates::LookupContext;
-use crate::upstream::{ProxyBody, UpstreamBody, full_body};
+use crate::upstream::{ProxyBody, ReadBodyError, UpstreamBody, full_body, read_whole};
 use identifier::{IdClass, classify, phone_digits};
 use payload::{FieldValue, Member, PayloadError, SendPayload};
 use policy::{Addressing, Decision, Facts, MessageKind, Person, Recipient};
@@ -84,7 +83,7 @@ fn is_version(text: &str) -> bool {
 /// Handles one send end to end.
 pub async fn handle(
     app: &App,
-    request: Request<Incoming>,
+    request: Request<ProxyBody>,
     route: SendRoute<'_>,
     request_id: &str,
 ) -> Response<ProxyBody> {
@@ -328,7 +327,7 @@ fn person_of(app: &App, portfolio: &str, person: &Person<'_>) -> String {
 
 /// Reads the whole send body, refusing more than `limit` bytes.
 async fn read_body(
-    body: Incoming,
+    body: ProxyBody,
     headers: &http::HeaderMap,
     limit: usize,
 ) -> Result<Bytes, GraphError> {
@@ -339,12 +338,10 @@ async fn read_body(
     if declared.is_some_and(|length| length > limit as u64) {
         return Err(GraphError::body_too_large(limit));
     }
-    match Limited::new(body, limit).collect().await {
-        Ok(collected) => Ok(collected.to_bytes()),
-        Err(err) if err.downcast_ref::<LengthLimitError>().is_some() => {
-            Err(GraphError::body_too_large(limit))
-        }
-        Err(_) => Err(GraphError::invalid_request(
+    match read_whole(body, limit).await {
+        Ok(body) => Ok(body),
+        Err(ReadBodyError::TooLarge) => Err(GraphError::body_too_large(limit)),
+        Err(ReadBodyError::Broken) => Err(GraphError::invalid_request(
             "unreadable_body",
             "The request body could not be read.",
         )),

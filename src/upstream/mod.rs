@@ -14,7 +14,7 @@ use std::io;
 use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use http::uri::Scheme;
 use http::{Request, Response, Uri};
 use http_body_util::combinators::BoxBody;
@@ -41,6 +41,43 @@ pub fn full_body(bytes: impl Into<Bytes>) -> ProxyBody {
     Full::new(bytes.into())
         .map_err(|never| match never {})
         .boxed()
+}
+
+/// Why [`read_whole`] got no body.
+#[derive(Debug)]
+pub enum ReadBodyError {
+    /// More than the limit.
+    TooLarge,
+    /// The client's body failed (reset, bad framing).
+    Broken,
+}
+
+/// Reads a whole body of at most `limit` bytes. A body in one piece (as
+/// sendgate's own HTTP/1.1 loop gives them) is returned without a copy.
+pub async fn read_whole(mut body: ProxyBody, limit: usize) -> Result<Bytes, ReadBodyError> {
+    let mut first = Bytes::new();
+    let mut joined = BytesMut::new();
+    while let Some(frame) = body.frame().await {
+        let Ok(data) = frame.map_err(|_| ReadBodyError::Broken)?.into_data() else {
+            continue;
+        };
+        if first.len() + joined.len() + data.len() > limit {
+            return Err(ReadBodyError::TooLarge);
+        }
+        if first.is_empty() && joined.is_empty() {
+            first = data;
+        } else {
+            if joined.is_empty() {
+                joined.extend_from_slice(&first);
+            }
+            joined.extend_from_slice(&data);
+        }
+    }
+    Ok(if joined.is_empty() {
+        first
+    } else {
+        joined.freeze()
+    })
 }
 
 /// A response sendgate makes itself (errors, admin answers, the sandbox).

@@ -13,15 +13,13 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use http::{Method, Request, Response, StatusCode};
-use http_body_util::{BodyExt, Limited};
-use hyper::body::Incoming;
 use ring::hmac;
 use subtle::ConstantTimeEq;
 
 use crate::config::{Config, ConfigError, Secrets};
 use crate::identity::{Identities, IdentityEvent, Source};
 use crate::query::{hex_value, query_pairs};
-use crate::upstream::{ProxyBody, Upstream, full_body, local_response};
+use crate::upstream::{ProxyBody, Upstream, full_body, local_response, read_whole};
 
 /// The header Meta signs every delivery with: `sha256=<hex>`.
 pub const SIGNATURE_HEADER: &str = "x-hub-signature-256";
@@ -89,7 +87,7 @@ impl Relay {
         &self,
         config: &Config,
         identities: &Arc<Identities>,
-        request: Request<Incoming>,
+        request: Request<ProxyBody>,
     ) -> (Outcome, Response<ProxyBody>) {
         match *request.method() {
             Method::GET => (
@@ -127,14 +125,11 @@ impl Relay {
         &self,
         config: &Config,
         identities: &Arc<Identities>,
-        request: Request<Incoming>,
+        request: Request<ProxyBody>,
     ) -> (Outcome, Response<ProxyBody>) {
         let (parts, body) = request.into_parts();
-        let body = match Limited::new(body, config.webhook.max_body_bytes)
-            .collect()
-            .await
-        {
-            Ok(body) => body.to_bytes(),
+        let body = match read_whole(body, config.webhook.max_body_bytes).await {
+            Ok(body) => body,
             Err(_) => {
                 let response = plain(
                     StatusCode::PAYLOAD_TOO_LARGE,

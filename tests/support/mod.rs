@@ -11,7 +11,6 @@ use std::sync::{Arc, Mutex};
 use bytes::Bytes;
 use http::{HeaderMap, Method, Request, Response, StatusCode, Version};
 use http_body_util::{BodyExt, Full};
-use hyper::body::Incoming;
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
@@ -50,7 +49,7 @@ struct FakeHandler {
 }
 
 impl Handler for FakeHandler {
-    async fn call(self: Arc<Self>, request: Request<Incoming>) -> Response<ProxyBody> {
+    async fn call(self: Arc<Self>, request: Request<ProxyBody>) -> Response<ProxyBody> {
         let (parts, body) = request.into_parts();
         let body = body
             .collect()

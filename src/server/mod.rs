@@ -1,6 +1,10 @@
 //! Listeners: accept connections, serve HTTP/1.1 and HTTP/2 on them, and
 //! shut down gracefully.
 //!
+//! A connection starts on sendgate's own HTTP/1.1 loop (`http1`), which
+//! takes the plain requests and hands everything else (HTTP/2, chunked or
+//! large bodies, upgrades, malformed requests) to hyper.
+//!
 //! The proxy serves its connections on worker threads that each run their
 //! own single-threaded runtime ([`serve_on_workers`]): a connection, its
 //! requests and the upstream connections they use (the upstream pool is per
@@ -14,15 +18,17 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use http::{Request, Response};
+use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
-use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot, watch};
 
-use crate::upstream::ProxyBody;
+use crate::upstream::{BoxError, ProxyBody};
+
+mod http1;
 
 /// How long a client may take to send a request head (slowloris guard).
 const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
@@ -35,7 +41,7 @@ const ACCEPT_BACKOFF: Duration = Duration::from_millis(50);
 pub trait Handler: Send + Sync + 'static {
     fn call(
         self: Arc<Self>,
-        request: Request<Incoming>,
+        request: Request<ProxyBody>,
     ) -> impl Future<Output = Response<ProxyBody>> + Send;
 }
 
@@ -148,54 +154,90 @@ async fn accept_until(
     }
 }
 
-/// The connections served on one runtime, watched for a graceful shutdown.
+/// The connections served on one runtime, and the signal that stops them.
 struct Connections<H> {
+    shared: Arc<Shared<H>>,
+    /// Set to `true` when shutdown begins; every connection holds a
+    /// receiver, so the sender also sees when the last one has ended.
+    stop: watch::Sender<bool>,
+}
+
+/// What every connection of a runtime uses.
+struct Shared<H> {
     handler: Arc<H>,
-    builder: auto::Builder<TokioExecutor>,
-    graceful: GracefulShutdown,
+    /// Serves the connections (and requests) that `http1` hands over.
+    hyper: auto::Builder<TokioExecutor>,
 }
 
 impl<H: Handler> Connections<H> {
     fn new(handler: Arc<H>) -> Self {
-        let mut builder = auto::Builder::new(TokioExecutor::new());
-        builder
+        let mut hyper = auto::Builder::new(TokioExecutor::new());
+        hyper
             .http1()
             .timer(TokioTimer::new())
             .header_read_timeout(HEADER_READ_TIMEOUT);
         Connections {
-            handler,
-            builder,
-            graceful: GracefulShutdown::new(),
+            shared: Arc::new(Shared { handler, hyper }),
+            stop: watch::Sender::new(false),
         }
     }
 
     /// Serves one connection on a task of the current runtime.
     fn spawn(&self, stream: TcpStream) {
-        let handler = self.handler.clone();
-        let service = service_fn(move |request| {
-            let handler = handler.clone();
-            async move { Ok::<_, Infallible>(handler.call(request).await) }
-        });
-        let connection = self
-            .builder
-            .serve_connection(TokioIo::new(stream), service)
-            .into_owned();
-        let connection = self.graceful.watch(connection);
-        tokio::spawn(async move {
-            if let Err(err) = connection.await {
-                tracing::debug!(error = %err, "connection ended with an error");
-            }
-        });
+        tokio::spawn(http1::serve(
+            stream,
+            self.shared.clone(),
+            self.stop.subscribe(),
+        ));
     }
 
     /// Asks every connection to finish its in-flight requests and close,
     /// waiting at most the drain timeout.
     async fn drain(self) {
-        if tokio::time::timeout(DRAIN_TIMEOUT, self.graceful.shutdown())
+        self.stop.send_replace(true);
+        if tokio::time::timeout(DRAIN_TIMEOUT, self.stop.closed())
             .await
             .is_err()
         {
             tracing::warn!("shutdown: connections still open after the drain timeout");
+        }
+    }
+}
+
+impl<H: Handler> Shared<H> {
+    /// Serves the rest of a connection with hyper (HTTP/2, upgrades and
+    /// whatever `http1` leaves to it), `io` starting with the bytes already
+    /// read from it. Stops gracefully when `stop` says so.
+    async fn serve_with_hyper<I>(&self, io: I, mut stop: watch::Receiver<bool>)
+    where
+        I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+    {
+        let handler = self.handler.clone();
+        let service = service_fn(move |request: Request<Incoming>| {
+            let handler = handler.clone();
+            let request = request.map(|body| body.map_err(BoxError::from).boxed());
+            async move { Ok::<_, Infallible>(handler.call(request).await) }
+        });
+        let connection = self.hyper.serve_connection(TokioIo::new(io), service);
+        tokio::pin!(connection);
+        // `None`: shutdown has begun (before or during the connection).
+        let ended = if *stop.borrow_and_update() {
+            None
+        } else {
+            tokio::select! {
+                ended = connection.as_mut() => Some(ended),
+                _ = stop.changed() => None,
+            }
+        };
+        let ended = match ended {
+            Some(ended) => ended,
+            None => {
+                connection.as_mut().graceful_shutdown();
+                connection.await
+            }
+        };
+        if let Err(err) = ended {
+            tracing::debug!(error = %err, "connection ended with an error");
         }
     }
 }

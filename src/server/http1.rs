@@ -1,0 +1,509 @@
+//! sendgate's own HTTP/1.1 server loop, for the plain requests that are
+//! nearly all of its traffic.
+//!
+//! hyper's server connection costs more per request than everything nginx
+//! does for one (see BENCHMARKS.md), so a connection starts here: one task
+//! reads a request head with `httparse` into a buffer the connection keeps,
+//! takes the body from the same buffer, calls the handler and writes the
+//! response head and a small body in one write.
+//!
+//! It takes only the simple case: an HTTP/1.1 request in origin form, any
+//! method but `HEAD` and `CONNECT`, a body given by one `Content-Length` of
+//! at most [`MAX_BODY`] bytes (or none), and no `Transfer-Encoding`,
+//! `Expect` or `Upgrade`. The first request that is anything else (a
+//! malformed or very large head, HTTP/1.0, the HTTP/2 preface, a chunked or
+//! large body) goes to hyper with the bytes already read, and so does the
+//! rest of that connection: hyper sees it exactly as if it had served it
+//! from that request on. The subtle parts of HTTP/1.1 (request framing
+//! beyond `Content-Length`, error answers to malformed requests, upgrades)
+//! so stay in hyper.
+
+use std::cell::RefCell;
+use std::io::{self, Write as _};
+use std::ops::Range;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use bytes::{Buf, Bytes, BytesMut};
+use http::header::{
+    CONNECTION, CONTENT_LENGTH, DATE, EXPECT, HeaderName, HeaderValue, TRANSFER_ENCODING, UPGRADE,
+};
+use http::{HeaderMap, Method, Request, Response, StatusCode, Uri};
+use http_body::Body;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
+use tokio::net::TcpStream;
+use tokio::sync::watch;
+
+use super::{HEADER_READ_TIMEOUT, Handler, Shared};
+use crate::upstream::{ProxyBody, full_body};
+
+/// Longest request head taken here; hyper takes longer ones.
+const MAX_HEAD: usize = 16 * 1024;
+/// Most header fields in a request taken here; hyper takes more.
+const MAX_HEADERS: usize = 64;
+/// Largest request body taken here (read whole before the handler runs);
+/// larger ones stream through hyper.
+pub(super) const MAX_BODY: usize = 64 * 1024;
+/// How much the read buffer grows by when it is full.
+const READ_CHUNK: usize = 8 * 1024;
+/// Response data up to this size is copied behind the head (or the chunk
+/// size line) so that it goes out in the same write.
+const COPY_LIMIT: usize = 16 * 1024;
+
+/// Serves one client connection until it closes, its client stops, or
+/// shutdown begins.
+pub(super) async fn serve<H: Handler>(
+    stream: TcpStream,
+    shared: Arc<Shared<H>>,
+    mut stop: watch::Receiver<bool>,
+) {
+    let mut connection = Connection {
+        stream,
+        buffer: BytesMut::with_capacity(READ_CHUNK),
+        header_ranges: Vec::new(),
+        out: Vec::new(),
+    };
+    loop {
+        match connection.read_request(&mut stop).await {
+            Next::Request {
+                request,
+                keep_alive,
+            } => {
+                let response = shared.handler.clone().call(request).await;
+                let keep_alive = keep_alive && !*stop.borrow();
+                match connection.write_response(response, keep_alive).await {
+                    Ok(true) => {}
+                    Ok(false) | Err(_) => return,
+                }
+            }
+            Next::BadRequest => {
+                let _ = connection.stream.write_all(BAD_REQUEST).await;
+                return;
+            }
+            Next::HandOver => {
+                let Connection { stream, buffer, .. } = connection;
+                let io = Rewind {
+                    read: buffer.freeze(),
+                    stream,
+                };
+                shared.serve_with_hyper(io, stop).await;
+                return;
+            }
+            Next::Closed => return,
+        }
+    }
+}
+
+/// What a connection does next.
+// Returned once per request and moved straight into the handler: boxing
+// the request would cost an allocation per request instead.
+#[allow(clippy::large_enum_variant)]
+enum Next {
+    Request {
+        request: Request<ProxyBody>,
+        keep_alive: bool,
+    },
+    /// Give the connection, from the unread request on, to hyper.
+    HandOver,
+    /// A head `httparse` accepts but `http` does not: answer 400 and close,
+    /// as hyper does.
+    BadRequest,
+    Closed,
+}
+
+/// hyper's answer to a request it cannot parse.
+const BAD_REQUEST: &[u8] =
+    b"HTTP/1.1 400 Bad Request\r\ncontent-length: 0\r\nconnection: close\r\n\r\n";
+
+/// A request head this loop takes, with its parts as places in the buffer
+/// (they stay valid while the body is read, whereas the bytes may move).
+struct Head {
+    method: Method,
+    target: Range<usize>,
+    head_len: usize,
+    body_len: usize,
+    keep_alive: bool,
+}
+
+enum Parsed {
+    Complete(Head),
+    Partial,
+    HandOver,
+}
+
+struct Connection {
+    stream: TcpStream,
+    /// Bytes read and not yet used: the next request, and any pipelined
+    /// after it.
+    buffer: BytesMut,
+    /// The header fields of the head being read: names, and where their
+    /// values are in `buffer`. Kept to reuse its allocation.
+    header_ranges: Vec<(HeaderName, Range<usize>)>,
+    /// The response being written. Kept to reuse its allocation.
+    out: Vec<u8>,
+}
+
+impl Connection {
+    /// Reads the next request. Waiting for its first byte has no time
+    /// limit (an idle keep-alive connection may stay open; shutdown closes
+    /// it); from there the head and body must come within the header read
+    /// timeout, as in hyper.
+    async fn read_request(&mut self, stop: &mut watch::Receiver<bool>) -> Next {
+        if self.buffer.is_empty() {
+            self.buffer.reserve(READ_CHUNK);
+            let read = tokio::select! {
+                read = self.stream.read_buf(&mut self.buffer) => read,
+                _ = stop.changed() => return Next::Closed,
+            };
+            if !matches!(read, Ok(n) if n > 0) {
+                return Next::Closed;
+            }
+        }
+        tokio::time::timeout(HEADER_READ_TIMEOUT, self.read_rest())
+            .await
+            .unwrap_or(Next::Closed)
+    }
+
+    /// Reads until the buffer holds a whole request, and takes it out.
+    async fn read_rest(&mut self) -> Next {
+        let head = loop {
+            match self.parse_head() {
+                Parsed::Complete(head) => break head,
+                Parsed::Partial if self.buffer.len() < MAX_HEAD => {}
+                Parsed::Partial | Parsed::HandOver => return Next::HandOver,
+            }
+            if !self.read_more(READ_CHUNK).await {
+                return Next::Closed;
+            }
+        };
+        let total = head.head_len + head.body_len;
+        while self.buffer.len() < total {
+            if !self.read_more(total - self.buffer.len()).await {
+                return Next::Closed;
+            }
+        }
+        self.take_request(head, total)
+    }
+
+    async fn read_more(&mut self, at_least: usize) -> bool {
+        self.buffer.reserve(at_least);
+        matches!(self.stream.read_buf(&mut self.buffer).await, Ok(n) if n > 0)
+    }
+
+    /// Parses the head at the start of the buffer and says whether this
+    /// loop takes the request.
+    fn parse_head(&mut self) -> Parsed {
+        let mut fields = [httparse::EMPTY_HEADER; MAX_HEADERS];
+        let mut parsed = httparse::Request::new(&mut fields);
+        let head_len = match parsed.parse(&self.buffer) {
+            Ok(httparse::Status::Complete(length)) => length,
+            Ok(httparse::Status::Partial) => return Parsed::Partial,
+            // hyper answers it (400, 431, or HTTP/2 for its preface).
+            Err(_) => return Parsed::HandOver,
+        };
+        let (Some(method), Some(target), Some(1)) = (parsed.method, parsed.path, parsed.version)
+        else {
+            return Parsed::HandOver;
+        };
+        if !target.starts_with('/') {
+            return Parsed::HandOver;
+        }
+        let method = match method {
+            "HEAD" | "CONNECT" => return Parsed::HandOver,
+            other => match Method::from_bytes(other.as_bytes()) {
+                Ok(method) => method,
+                Err(_) => return Parsed::HandOver,
+            },
+        };
+        let start = self.buffer.as_ptr() as usize;
+        let place = |part: &[u8]| {
+            let at = part.as_ptr() as usize - start;
+            at..at + part.len()
+        };
+        let mut body_len = None;
+        let mut keep_alive = true;
+        self.header_ranges.clear();
+        for field in parsed.headers.iter() {
+            let Ok(name) = HeaderName::from_bytes(field.name.as_bytes()) else {
+                return Parsed::HandOver;
+            };
+            if name == TRANSFER_ENCODING || name == EXPECT || name == UPGRADE {
+                return Parsed::HandOver;
+            }
+            if name == CONTENT_LENGTH {
+                match (body_len, content_length(field.value)) {
+                    (None, Some(length)) if length <= MAX_BODY => body_len = Some(length),
+                    _ => return Parsed::HandOver,
+                }
+            }
+            if name == CONNECTION {
+                if has_token(field.value, "upgrade") {
+                    return Parsed::HandOver;
+                }
+                keep_alive &= !has_token(field.value, "close");
+            }
+            self.header_ranges.push((name, place(field.value)));
+        }
+        Parsed::Complete(Head {
+            method,
+            target: place(target.as_bytes()),
+            head_len,
+            body_len: body_len.unwrap_or(0),
+            keep_alive,
+        })
+    }
+
+    /// Takes the first `total` bytes of the buffer as the request `head`
+    /// describes. Header values and the body share those bytes.
+    fn take_request(&mut self, head: Head, total: usize) -> Next {
+        let message = self.buffer.split_to(total).freeze();
+        let Ok(uri) = Uri::from_maybe_shared(message.slice(head.target)) else {
+            return Next::BadRequest;
+        };
+        let mut headers = HeaderMap::with_capacity(self.header_ranges.len());
+        for (name, value) in self.header_ranges.drain(..) {
+            match HeaderValue::from_maybe_shared(message.slice(value)) {
+                Ok(value) => headers.append(name, value),
+                Err(_) => return Next::BadRequest,
+            };
+        }
+        let mut request = Request::new(full_body(message.slice(head.head_len..)));
+        *request.method_mut() = head.method;
+        *request.uri_mut() = uri;
+        *request.headers_mut() = headers;
+        Next::Request {
+            request,
+            keep_alive: head.keep_alive,
+        }
+    }
+
+    /// Writes `response`, its body streamed. Ok(true) if the connection can
+    /// carry another request.
+    async fn write_response(
+        &mut self,
+        response: Response<ProxyBody>,
+        mut keep_alive: bool,
+    ) -> io::Result<bool> {
+        let (parts, mut body) = response.into_parts();
+        let out = &mut self.out;
+        out.clear();
+        out.extend_from_slice(b"HTTP/1.1 ");
+        out.extend_from_slice(parts.status.as_str().as_bytes());
+        out.push(b' ');
+        out.extend_from_slice(parts.status.canonical_reason().unwrap_or("").as_bytes());
+        out.extend_from_slice(b"\r\n");
+        let mut declared = None;
+        let mut dated = false;
+        let mut says_close = false;
+        for (name, value) in &parts.headers {
+            // The framing headers are this loop's to write.
+            if name == CONTENT_LENGTH {
+                declared = content_length(value.as_bytes()).map(|length| length as u64);
+                continue;
+            }
+            if name == TRANSFER_ENCODING {
+                continue;
+            }
+            if name == CONNECTION && has_token(value.as_bytes(), "close") {
+                says_close = true;
+            }
+            dated |= name == DATE;
+            out.extend_from_slice(name.as_str().as_bytes());
+            out.extend_from_slice(b": ");
+            out.extend_from_slice(value.as_bytes());
+            out.extend_from_slice(b"\r\n");
+        }
+        if !dated {
+            write_date(out);
+        }
+        let framing = if has_no_body(parts.status) {
+            Framing::None
+        } else if let Some(length) = body.size_hint().exact().or(declared) {
+            let _ = write!(out, "content-length: {length}\r\n");
+            Framing::Length(length)
+        } else {
+            out.extend_from_slice(b"transfer-encoding: chunked\r\n");
+            Framing::Chunked
+        };
+        keep_alive &= !says_close;
+        if !keep_alive && !says_close {
+            out.extend_from_slice(b"connection: close\r\n");
+        }
+        out.extend_from_slice(b"\r\n");
+        if matches!(framing, Framing::None) {
+            self.stream.write_all(&self.out).await?;
+            return Ok(keep_alive);
+        }
+        let complete = write_body(&mut self.stream, &mut self.out, &mut body, framing).await?;
+        Ok(keep_alive && complete)
+    }
+}
+
+/// How a response body is delimited on the wire.
+#[derive(Clone, Copy)]
+enum Framing {
+    None,
+    Length(u64),
+    Chunked,
+}
+
+/// Writes `body` after the head already in `out`, coalescing what is ready
+/// at once into one write. Ok(false) if the body ended short of its
+/// declared length (the connection must then close, so the client sees it).
+async fn write_body(
+    stream: &mut TcpStream,
+    out: &mut Vec<u8>,
+    body: &mut ProxyBody,
+    framing: Framing,
+) -> io::Result<bool> {
+    let mut body = Pin::new(body);
+    let mut sent: u64 = 0;
+    loop {
+        // A frame that is ready now joins what is waiting in `out`; only
+        // when the body has to wait does `out` go out first.
+        let frame = match std::future::poll_fn(|cx| Poll::Ready(body.as_mut().poll_frame(cx))).await
+        {
+            Poll::Ready(frame) => frame,
+            Poll::Pending => {
+                stream.write_all(out).await?;
+                out.clear();
+                std::future::poll_fn(|cx| body.as_mut().poll_frame(cx)).await
+            }
+        };
+        let data = match frame {
+            None => break,
+            Some(Err(err)) => return Err(io::Error::other(err)),
+            Some(Ok(frame)) => match frame.into_data() {
+                Ok(data) if !data.is_empty() => data,
+                // Trailers have no place in a response this loop frames.
+                _ => continue,
+            },
+        };
+        sent += data.len() as u64;
+        if let Framing::Length(length) = framing
+            && sent > length
+        {
+            return Err(io::Error::other("response body longer than its length"));
+        }
+        if let Framing::Chunked = framing {
+            let _ = write!(out, "{:x}\r\n", data.len());
+        }
+        if data.len() <= COPY_LIMIT {
+            out.extend_from_slice(&data);
+        } else {
+            stream.write_all(out).await?;
+            out.clear();
+            stream.write_all(&data).await?;
+        }
+        if let Framing::Chunked = framing {
+            out.extend_from_slice(b"\r\n");
+        }
+    }
+    if let Framing::Chunked = framing {
+        out.extend_from_slice(b"0\r\n\r\n");
+    }
+    if !out.is_empty() {
+        stream.write_all(out).await?;
+    }
+    Ok(match framing {
+        Framing::Length(length) => sent == length,
+        _ => true,
+    })
+}
+
+/// Statuses whose responses never carry a body.
+fn has_no_body(status: StatusCode) -> bool {
+    status.is_informational()
+        || status == StatusCode::NO_CONTENT
+        || status == StatusCode::NOT_MODIFIED
+}
+
+/// A `Content-Length` value: digits only (no sign, no spaces, no list).
+fn content_length(value: &[u8]) -> Option<usize> {
+    if value.is_empty() || value.len() > 19 || !value.iter().all(u8::is_ascii_digit) {
+        return None;
+    }
+    std::str::from_utf8(value).ok()?.parse().ok()
+}
+
+/// Whether a comma-separated header value lists `token` (any case).
+fn has_token(value: &[u8], token: &str) -> bool {
+    value
+        .split(|&byte| byte == b',')
+        .any(|item| item.trim_ascii().eq_ignore_ascii_case(token.as_bytes()))
+}
+
+/// Appends a `date` header. The text changes once a second, so each thread
+/// formats it once a second.
+fn write_date(out: &mut Vec<u8>) {
+    thread_local! {
+        static DATE: RefCell<(u64, String)> = const { RefCell::new((u64::MAX, String::new())) };
+    }
+    let now = SystemTime::now();
+    let second = now
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |elapsed| elapsed.as_secs());
+    DATE.with_borrow_mut(|(cached_second, text)| {
+        if *cached_second != second {
+            *text = httpdate::fmt_http_date(now);
+            *cached_second = second;
+        }
+        out.extend_from_slice(b"date: ");
+        out.extend_from_slice(text.as_bytes());
+        out.extend_from_slice(b"\r\n");
+    });
+}
+
+/// A client connection handed to hyper: the bytes already read come first.
+struct Rewind {
+    read: Bytes,
+    stream: TcpStream,
+}
+
+impl AsyncRead for Rewind {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        if self.read.is_empty() {
+            return Pin::new(&mut self.stream).poll_read(cx, buf);
+        }
+        let n = self.read.len().min(buf.remaining());
+        buf.put_slice(&self.read[..n]);
+        self.read.advance(n);
+        Poll::Ready(Ok(()))
+    }
+}
+
+impl AsyncWrite for Rewind {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.stream).poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.stream).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.stream.is_write_vectored()
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.stream).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.stream).poll_shutdown(cx)
+    }
+}
