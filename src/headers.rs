@@ -2,8 +2,8 @@
 //!
 //! A proxy must not forward the connection-specific fields of one hop to the
 //! next: `Connection` itself, every field it names, and the fields that are
-//! hop-by-hop by definition. Framing (`Transfer-Encoding`) is redone by hyper
-//! for each hop, while `Content-Length` is end-to-end and kept, so a
+//! hop-by-hop by definition. Framing (`Transfer-Encoding`) is redone for
+//! each hop, while `Content-Length` is end-to-end and kept, so a
 //! fixed-length body stays fixed-length and a chunked body stays chunked.
 
 use http::HeaderMap;
@@ -46,7 +46,7 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
 pub fn for_upstream(headers: &mut HeaderMap) {
     strip_hop_by_hop(headers);
     headers.remove(CLIENT_HEADER);
-    // hyper's client writes Host from the upstream URI.
+    // The upstream client writes Host (or :authority) for the upstream.
     headers.remove(header::HOST);
 }
 

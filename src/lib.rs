@@ -15,7 +15,8 @@
 //!   each, graceful shutdown.
 //! - [`proxy`]: shared state and routing; passthrough streaming.
 //! - [`upstream`]: the rustls client to the Cloud API, timeouts, 502/504;
-//!   `upstream::pool` keeps its connections per thread.
+//!   `upstream::pool` keeps its connections per thread; `upstream::http1`
+//!   speaks HTTP/1.1 on them in the request's own task.
 //! - [`query`]: percent-decoding of query strings and path segments.
 //! - [`headers`]: hop-by-hop rules (RFC 9110 §7.6.1) and sendgate's own headers.
 //! - [`send`]: the send path; `send::identifier` (classification),

@@ -3,8 +3,10 @@
 //! Every request sendgate sends goes to the one configured upstream; the
 //! client's request path and query are kept, its scheme and authority are
 //! replaced, so no request can make the proxy talk to another host.
-//! Connections are pooled per thread (`pool`).
+//! Connections are pooled per thread (`pool`); HTTP/1.1 ones are spoken by
+//! sendgate's own client (`http1`), HTTP/2 ones by hyper.
 
+mod http1;
 mod pool;
 
 pub use pool::UpstreamBody;
@@ -173,7 +175,7 @@ impl Upstream {
             Err(_) => return Err(UpstreamError::Timeout),
             Ok(Ok(response)) => return Ok(response),
             Ok(Err(SendError::Connect(err))) => err,
-            Ok(Err(SendError::Request(err))) => err.into(),
+            Ok(Err(SendError::Request(err))) => err,
         };
         if is_timeout(&*error) {
             Err(UpstreamError::Timeout)

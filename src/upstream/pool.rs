@@ -1,7 +1,9 @@
 //! Connections to one upstream, pooled per thread.
 //!
 //! Each thread keeps its own idle HTTP/1.1 connections and at most one
-//! HTTP/2 connection (which carries any number of requests at once), and a
+//! HTTP/2 connection (which carries any number of requests at once). An
+//! HTTP/1.1 connection has no task of its own: the request's task writes
+//! the request and reads the answer itself (`http1`). An HTTP/2
 //! connection's task runs on the runtime of the thread that opened it. On a
 //! proxy worker (one single-threaded runtime per thread) a request therefore
 //! checks out a connection, uses it and gives it back without touching
@@ -23,13 +25,14 @@ use http::uri::{Authority, PathAndQuery, Scheme};
 use http::{HeaderValue, Request, Response, Uri};
 use http_body::{Body, Frame, SizeHint};
 use hyper::body::Incoming;
-use hyper::client::conn::{TrySendError, http1, http2};
+use hyper::client::conn::http2;
 use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::connect::{Connection, HttpConnector};
 use hyper_util::rt::{TokioExecutor, TokioTimer};
 use thread_local::ThreadLocal;
 use tower_service::Service;
 
+use super::http1;
 use super::{BoxError, ProxyBody};
 
 /// How often idle connections past their timeout are closed.
@@ -37,7 +40,7 @@ const REAP_EVERY: Duration = Duration::from_secs(1);
 
 /// A connection ready to carry one request.
 enum Sender {
-    Http1(http1::SendRequest<ProxyBody>),
+    Http1(http1::Connection),
     Http2(http2::SendRequest<ProxyBody>),
 }
 
@@ -46,7 +49,23 @@ pub(super) enum SendError {
     /// No connection could be opened.
     Connect(BoxError),
     /// The connection failed while the request was on it.
-    Request(hyper::Error),
+    Request(BoxError),
+}
+
+/// Why a request on one connection got no response head.
+enum TryError {
+    /// The connection never took the request: it can go on another one.
+    Unsent(Box<Request<ProxyBody>>, BoxError),
+    /// The upstream may have seen the request.
+    Failed(BoxError),
+}
+
+impl TryError {
+    fn into_send_error(self) -> SendError {
+        match self {
+            TryError::Unsent(_, err) | TryError::Failed(err) => SendError::Request(err),
+        }
+    }
 }
 
 /// The connections of one upstream.
@@ -71,7 +90,7 @@ struct Idle {
 }
 
 struct IdleHttp1 {
-    sender: http1::SendRequest<ProxyBody>,
+    connection: http1::Connection,
     since: Instant,
 }
 
@@ -102,8 +121,9 @@ impl Pool {
     }
 
     /// Sends `request` (its path and query are kept) and returns the
-    /// response head. A request that a pooled connection closed before
-    /// sending is sent once more on a new connection.
+    /// response head. A request that a pooled connection failed before
+    /// taking any of it is sent once more on a new connection; one it may
+    /// have passed on is not, so that the upstream never sees it twice.
     pub(super) async fn send(
         self: &Arc<Self>,
         request: Request<ProxyBody>,
@@ -115,16 +135,14 @@ impl Pool {
             None => (Box::pin(self.connect()).await?, false),
         };
         match self.try_send(sender, request).await {
-            Err(mut failed) if reused => match failed.take_message() {
-                Some(request) => {
-                    let sender = Box::pin(self.connect()).await?;
-                    self.try_send(sender, request)
-                        .await
-                        .map_err(|failed| SendError::Request(failed.into_error()))
-                }
-                None => Err(SendError::Request(failed.into_error())),
-            },
-            result => result.map_err(|failed| SendError::Request(failed.into_error())),
+            Ok(response) => Ok(response),
+            Err(TryError::Unsent(request, _)) if reused => {
+                let sender = Box::pin(self.connect()).await?;
+                self.try_send(sender, *request)
+                    .await
+                    .map_err(TryError::into_send_error)
+            }
+            Err(failed) => Err(failed.into_send_error()),
         }
     }
 
@@ -132,40 +150,43 @@ impl Pool {
         self: &Arc<Self>,
         sender: Sender,
         mut request: Request<ProxyBody>,
-    ) -> Result<Response<UpstreamBody>, TrySendError<Request<ProxyBody>>> {
-        let path_and_query = request
-            .uri()
-            .path_and_query()
-            .cloned()
-            .unwrap_or_else(|| PathAndQuery::from_static("/"));
+    ) -> Result<Response<UpstreamBody>, TryError> {
         match sender {
-            Sender::Http1(mut sender) => {
-                // Origin form on the request line, the upstream in Host.
-                *request.uri_mut() = Uri::from(path_and_query);
-                *request.version_mut() = http::Version::HTTP_11;
-                request
-                    .headers_mut()
-                    .insert(http::header::HOST, self.host.clone());
-                let response = sender.try_send_request(request).await?;
-                Ok(response.map(|body| UpstreamBody {
-                    body,
-                    release: Some(Release {
-                        pool: self.clone(),
-                        sender,
-                    }),
-                    ended: false,
-                }))
+            Sender::Http1(connection) => {
+                // Written in origin form, the upstream in Host.
+                match connection.send(request, &self.host).await {
+                    Ok(response) => Ok(response.map(|body| UpstreamBody {
+                        kind: Kind::Http1 {
+                            body,
+                            pool: self.clone(),
+                        },
+                    })),
+                    Err(http1::Failure::Unsent(request, err)) => {
+                        Err(TryError::Unsent(request, err.into()))
+                    }
+                    Err(http1::Failure::Failed(err)) => Err(TryError::Failed(err.into())),
+                }
             }
             Sender::Http2(mut sender) => {
                 // HTTP/2 carries scheme and authority as pseudo-headers.
+                let path_and_query = request
+                    .uri()
+                    .path_and_query()
+                    .cloned()
+                    .unwrap_or_else(|| PathAndQuery::from_static("/"));
                 *request.uri_mut() = self.absolute(path_and_query);
                 *request.version_mut() = http::Version::HTTP_2;
-                let response = sender.try_send_request(request).await?;
-                Ok(response.map(|body| UpstreamBody {
-                    body,
-                    release: None,
-                    ended: false,
-                }))
+                match sender.try_send_request(request).await {
+                    Ok(response) => Ok(response.map(|body| UpstreamBody {
+                        kind: Kind::Http2(body),
+                    })),
+                    Err(mut failed) => Err(match failed.take_message() {
+                        Some(request) => {
+                            TryError::Unsent(Box::new(request), failed.into_error().into())
+                        }
+                        None => TryError::Failed(failed.into_error().into()),
+                    }),
+                }
             }
         }
     }
@@ -197,33 +218,24 @@ impl Pool {
             idle.http2 = None;
         }
         // Idle ones past the timeout are the reaper's to close, within a
-        // period of it. Connections whose last exchange is still finishing
-        // are not waited for (that could hold this request up), but kept
-        // for the next one.
-        let mut finishing = Vec::new();
-        let mut found = None;
+        // period of it. One the upstream closed (or wrote to unasked) while
+        // it was idle is dropped here, before a request is risked on it.
         while let Some(mut candidate) = idle.http1.pop_back() {
-            match ready_now(&mut candidate.sender) {
-                Readiness::Ready => {
-                    found = Some(Sender::Http1(candidate.sender));
-                    break;
-                }
-                Readiness::Finishing => finishing.push(candidate),
-                Readiness::Closed => {}
+            if candidate.connection.is_open() {
+                return Some(Sender::Http1(candidate.connection));
             }
         }
-        idle.http1.extend(finishing.into_iter().rev());
-        found
+        None
     }
 
     /// Gives an HTTP/1.1 connection back to this thread's pool.
-    fn checkin(self: &Arc<Self>, sender: http1::SendRequest<ProxyBody>) {
-        if self.max_idle == 0 || sender.is_closed() {
+    fn checkin(self: &Arc<Self>, connection: http1::Connection) {
+        if self.max_idle == 0 {
             return;
         }
         let mut idle = self.local();
         idle.http1.push_back(IdleHttp1 {
-            sender,
+            connection,
             since: Instant::now(),
         });
         if idle.http1.len() > self.max_idle {
@@ -248,7 +260,7 @@ impl Pool {
                 .timer(TokioTimer::new())
                 .handshake(io)
                 .await
-                .map_err(SendError::Request)?;
+                .map_err(|err| SendError::Request(err.into()))?;
             tokio::spawn(async move {
                 if let Err(err) = connection.await {
                     tracing::debug!(error = %err, "upstream HTTP/2 connection ended with an error");
@@ -259,13 +271,7 @@ impl Pool {
             }
             Ok(Sender::Http2(sender))
         } else {
-            let (sender, connection) = http1::handshake(io).await.map_err(SendError::Request)?;
-            tokio::spawn(async move {
-                if let Err(err) = connection.await {
-                    tracing::debug!(error = %err, "upstream connection ended with an error");
-                }
-            });
-            Ok(Sender::Http1(sender))
+            Ok(Sender::Http1(http1::Connection::new(io)))
         }
     }
 
@@ -295,9 +301,10 @@ impl Pool {
         let expired = Instant::now().checked_sub(self.idle_timeout);
         for idle in self.idle.iter() {
             let mut idle = idle.lock().unwrap_or_else(PoisonError::into_inner);
-            idle.http1.retain(|connection| {
-                !connection.sender.is_closed()
-                    && expired.is_none_or(|expired| connection.since >= expired)
+            // Ones the upstream has closed meanwhile go too, rather than
+            // hold a socket until a request finds them.
+            idle.http1.retain_mut(|idle| {
+                expired.is_none_or(|expired| idle.since >= expired) && idle.connection.is_open()
             });
             if idle.http2.as_ref().is_some_and(|http2| http2.is_closed()) {
                 idle.http2 = None;
@@ -306,69 +313,171 @@ impl Pool {
     }
 }
 
-enum Readiness {
-    Ready,
-    Finishing,
-    Closed,
-}
-
-/// Whether an HTTP/1.1 connection can take a request right now.
-fn ready_now(sender: &mut http1::SendRequest<ProxyBody>) -> Readiness {
-    if sender.is_ready() {
-        return Readiness::Ready;
-    }
-    // The flag may lag the connection task by a poll: ask without waiting.
-    match sender.poll_ready(&mut Context::from_waker(std::task::Waker::noop())) {
-        Poll::Ready(Ok(())) => Readiness::Ready,
-        Poll::Ready(Err(_)) => Readiness::Closed,
-        Poll::Pending => Readiness::Finishing,
-    }
-}
-
-/// An HTTP/1.1 connection to give back once its response has been read.
-struct Release {
-    pool: Arc<Pool>,
-    sender: http1::SendRequest<ProxyBody>,
-}
-
 /// A response body from the upstream, streamed. Its HTTP/1.1 connection goes
 /// back to the pool once the body has been read to the end.
 pub struct UpstreamBody {
-    body: Incoming,
-    release: Option<Release>,
-    ended: bool,
+    kind: Kind,
+}
+
+enum Kind {
+    /// Reads its connection itself, and hands it back to `pool`.
+    Http1 {
+        body: http1::Body,
+        pool: Arc<Pool>,
+    },
+    Http2(Incoming),
 }
 
 impl Body for UpstreamBody {
     type Data = Bytes;
-    type Error = hyper::Error;
+    type Error = BoxError;
 
     fn poll_frame(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
-        let polled = Pin::new(&mut self.body).poll_frame(cx);
-        if let Poll::Ready(None) = polled {
-            self.ended = true;
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        match &mut self.kind {
+            Kind::Http1 { body, pool } => {
+                let polled = Pin::new(&mut *body).poll_frame(cx);
+                // Back to the pool as soon as the body has been read to its
+                // end, even if the reader never polls again.
+                if body.is_end_stream()
+                    && let Some(connection) = body.take_reusable()
+                {
+                    pool.checkin(connection);
+                }
+                polled.map_err(Into::into)
+            }
+            Kind::Http2(body) => Pin::new(body).poll_frame(cx).map_err(Into::into),
         }
-        polled
     }
 
     fn is_end_stream(&self) -> bool {
-        self.body.is_end_stream()
+        match &self.kind {
+            Kind::Http1 { body, .. } => body.is_end_stream(),
+            Kind::Http2(body) => body.is_end_stream(),
+        }
     }
 
     fn size_hint(&self) -> SizeHint {
-        self.body.size_hint()
+        match &self.kind {
+            Kind::Http1 { body, .. } => body.size_hint(),
+            Kind::Http2(body) => body.size_hint(),
+        }
     }
 }
 
 impl Drop for UpstreamBody {
     fn drop(&mut self) {
-        if let Some(release) = self.release.take()
-            && (self.ended || self.body.is_end_stream())
+        // A body with nothing to read (HEAD, 204, an empty one), or read to
+        // its end by a reader that stopped at `is_end_stream`.
+        if let Kind::Http1 { body, pool } = &mut self.kind
+            && let Some(connection) = body.take_reusable()
         {
-            release.pool.checkin(release.sender);
+            pool.checkin(connection);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use http_body_util::BodyExt;
+    use hyper_rustls::HttpsConnectorBuilder;
+
+    use super::super::full_body;
+    use super::super::http1::tests::{Upstream, answer};
+    use super::*;
+
+    /// A pool of plain-HTTP connections to a test upstream.
+    fn pool_to(upstream: &Upstream) -> Arc<Pool> {
+        let tls = rustls::ClientConfig::builder_with_provider(
+            rustls::crypto::ring::default_provider().into(),
+        )
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(rustls::RootCertStore::empty())
+        .with_no_client_auth();
+        let connector = HttpsConnectorBuilder::new()
+            .with_tls_config(tls)
+            .https_or_http()
+            .enable_http1()
+            .wrap_connector(HttpConnector::new());
+        let authority = Authority::try_from(upstream.addr.to_string()).unwrap();
+        let pool = Pool::new(
+            connector,
+            Scheme::HTTP,
+            authority,
+            4,
+            Duration::from_secs(60),
+        );
+        Arc::new(pool.unwrap())
+    }
+
+    fn get() -> Request<ProxyBody> {
+        Request::get("/").body(full_body(Bytes::new())).unwrap()
+    }
+
+    async fn send(pool: &Arc<Pool>) -> Response<UpstreamBody> {
+        match tokio::time::timeout(Duration::from_secs(5), pool.send(get())).await {
+            Ok(Ok(response)) => response,
+            Ok(Err(_)) => panic!("the request failed"),
+            Err(_) => panic!("no answer in time"),
+        }
+    }
+
+    fn idle(pool: &Pool) -> usize {
+        pool.local().http1.len()
+    }
+
+    #[tokio::test]
+    async fn a_connection_is_pooled_on_the_poll_that_reads_its_end() {
+        let mut upstream = Upstream::start(vec![
+            answer("HTTP/1.1 200 OK\r\ncontent-length: 5\r\n\r\nhello"),
+            answer("HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok"),
+        ])
+        .await;
+        let pool = pool_to(&upstream);
+        let mut body = send(&pool).await.into_body();
+        assert_eq!(idle(&pool), 0, "not while the body is unread");
+        let data = body.frame().await.unwrap().unwrap().into_data().unwrap();
+        assert_eq!(data, "hello");
+        assert_eq!(idle(&pool), 1, "back at once, though the body lives on");
+        drop(body);
+        assert_eq!(idle(&pool), 1, "and only once");
+
+        let body = send(&pool).await.into_body().collect().await.unwrap();
+        assert_eq!(body.to_bytes(), "ok");
+        assert_eq!(upstream.next().await.connection, 0);
+        assert_eq!(upstream.next().await.connection, 0, "reused");
+    }
+
+    #[tokio::test]
+    async fn a_bodyless_response_gives_its_connection_back_when_dropped() {
+        let upstream = Upstream::start(vec![answer("HTTP/1.1 204 No Content\r\n\r\n")]).await;
+        let pool = pool_to(&upstream);
+        let response = send(&pool).await;
+        assert!(response.body().is_end_stream());
+        drop(response);
+        assert_eq!(idle(&pool), 1);
+    }
+
+    #[tokio::test]
+    async fn a_body_dropped_early_takes_its_connection_along() {
+        let mut upstream = Upstream::start(vec![
+            answer("HTTP/1.1 200 OK\r\ncontent-length: 10\r\n\r\nhello"),
+            answer("HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok"),
+        ])
+        .await;
+        let pool = pool_to(&upstream);
+        let mut body = send(&pool).await.into_body();
+        let data = body.frame().await.unwrap().unwrap().into_data().unwrap();
+        assert_eq!(data, "hello");
+        drop(body);
+        assert_eq!(idle(&pool), 0);
+
+        let body = send(&pool).await.into_body().collect().await.unwrap();
+        assert_eq!(body.to_bytes(), "ok");
+        assert_eq!(upstream.next().await.connection, 0);
+        assert_eq!(upstream.next().await.connection, 1, "a new connection");
     }
 }

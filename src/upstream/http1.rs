@@ -1,0 +1,1680 @@
+//! sendgate's own HTTP/1.1 client: one upstream connection, driven by the
+//! task that makes the request.
+//!
+//! hyper's `client::conn::http1` runs every connection in a task of its own
+//! and hands each request and response across a channel to it; that task
+//! and the hand-off cost about 3 µs a request, a large share of what the
+//! proxy spends on a send. Here, as nginx does with its upstreams, the task
+//! that makes the request writes it on a pooled socket and reads the answer
+//! itself: the response body reads the socket when it is polled, and the
+//! connection goes back to the pool (`pool`) once the body has been read to
+//! its end.
+//!
+//! A [`Connection`] owns the socket and a read buffer that lives as long as
+//! the connection, so that a request in the steady state allocates nothing
+//! for reading. What sendgate never needs is left out: upgrades,
+//! pipelining, sending HTTP/1.0, request trailers. Everything read from the
+//! upstream is bounded (head, chunk-size lines, trailers), and bytes that do
+//! not frame as RFC 9112 says fail the request or the body and discard the
+//! connection instead of guessing.
+
+use std::fmt;
+use std::future::poll_fn;
+use std::io::{self, IoSlice, Write as _};
+use std::pin::{Pin, pin};
+use std::task::{Context, Poll, Waker, ready};
+
+use bytes::{Buf, Bytes, BytesMut};
+use http::header::{CONNECTION, CONTENT_LENGTH, HOST, TRANSFER_ENCODING};
+use http::{HeaderMap, HeaderName, HeaderValue, Method, Request, Response, StatusCode, Version};
+use http_body::{Body as _, Frame, SizeHint};
+use http_body_util::BodyExt;
+use hyper_rustls::MaybeHttpsStream;
+use hyper_util::rt::TokioIo;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt, ReadBuf};
+use tokio::net::TcpStream;
+
+use super::{BoxError, ProxyBody};
+
+/// The most header fields a response head may have.
+const MAX_HEADERS: usize = 100;
+/// The largest response head read, interim (1xx) heads each counted alone.
+const MAX_HEAD: usize = 64 << 10;
+/// The longest chunk-size line or trailer line, CRLF excluded.
+const MAX_LINE: usize = 4 << 10;
+/// The most trailer bytes read (and dropped) after a chunked body.
+const MAX_TRAILERS: usize = 16 << 10;
+/// A first body frame up to this size is copied behind the head so that the
+/// whole request goes out in one write; a larger one is written apart.
+const INLINE_BODY: usize = 16 << 10;
+/// The read buffer a connection starts with: enough for a Graph answer.
+const INITIAL_BUFFER: usize = 8 << 10;
+/// A read is made with at least this much room.
+const READ_SIZE: usize = 16 << 10;
+
+/// What the connector hands over, seen through tokio's IO traits.
+type Io = TokioIo<MaybeHttpsStream<TokioIo<TcpStream>>>;
+
+/// One HTTP/1.1 connection to the upstream, idle between requests.
+pub(super) struct Connection {
+    /// Boxed: a TLS stream is over a kilobyte, and the connection moves
+    /// between the pool, the request and the response body.
+    io: Box<Io>,
+    /// Bytes read and not yet used. Empty whenever the connection is idle.
+    buf: BytesMut,
+}
+
+/// Why a request on a connection got no response head.
+pub(super) enum Failure {
+    /// No byte of the request was written: the upstream cannot have seen
+    /// it, so it may go on another connection. The request comes back
+    /// whole, any body frame already taken put back in front.
+    Unsent(Box<Request<ProxyBody>>, Error),
+    /// The request may have reached the upstream; sending it again could
+    /// duplicate it.
+    Failed(Error),
+}
+
+/// What went wrong on an upstream connection.
+#[derive(Debug)]
+pub(super) enum Error {
+    /// Reading or writing the socket failed.
+    Io(io::Error),
+    /// The upstream closed the connection early; says before what.
+    Closed(&'static str),
+    /// The upstream sent bytes that are not a valid HTTP/1.1 response here.
+    Invalid(&'static str),
+    /// The request body (from the client) failed.
+    RequestBody(BoxError),
+    /// The request body did not keep to the length it announced.
+    RequestLength,
+}
+
+// By hand: the request's headers (tokens among them) stay out of any log.
+impl fmt::Debug for Failure {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Failure::Unsent(_, err) => f.debug_tuple("Unsent").field(err).finish(),
+            Failure::Failed(err) => f.debug_tuple("Failed").field(err).finish(),
+        }
+    }
+}
+
+impl fmt::Display for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Error::Io(err) => write!(f, "upstream connection: {err}"),
+            Error::Closed(before) => write!(f, "upstream closed the connection {before}"),
+            Error::Invalid(what) => write!(f, "invalid response from the upstream: {what}"),
+            Error::RequestBody(err) => write!(f, "request body: {err}"),
+            Error::RequestLength => {
+                f.write_str("request body length differs from its content-length")
+            }
+        }
+    }
+}
+
+impl std::error::Error for Error {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            // The caller looks for an I/O `TimedOut` down this chain.
+            Error::Io(err) => Some(err),
+            Error::RequestBody(err) => Some(&**err),
+            _ => None,
+        }
+    }
+}
+
+impl From<io::Error> for Error {
+    fn from(err: io::Error) -> Self {
+        Error::Io(err)
+    }
+}
+
+impl Connection {
+    /// Takes over a connection the connector opened (and did not pick
+    /// HTTP/2 on).
+    pub(super) fn new(io: MaybeHttpsStream<TokioIo<TcpStream>>) -> Self {
+        Connection {
+            io: Box::new(TokioIo::new(io)),
+            buf: BytesMut::with_capacity(INITIAL_BUFFER),
+        }
+    }
+
+    /// Whether an idle connection can take a request: the upstream has
+    /// neither closed it nor sent anything unasked. Never waits; a socket
+    /// with nothing to read is not even read when the runtime already knows
+    /// that.
+    pub(super) fn is_open(&mut self) -> bool {
+        let mut cx = Context::from_waker(Waker::noop());
+        let mut byte = [0u8; 1];
+        let mut probe = ReadBuf::new(&mut byte);
+        self.buf.is_empty()
+            && Pin::new(&mut *self.io)
+                .poll_read(&mut cx, &mut probe)
+                .is_pending()
+    }
+
+    /// Sends `request` (origin form, `host` as its Host) and reads the
+    /// response head. The body is read by the returned [`Body`], which
+    /// owns the connection from then on.
+    pub(super) async fn send(
+        mut self,
+        request: Request<ProxyBody>,
+        host: &HeaderValue,
+    ) -> Result<Response<Body>, Failure> {
+        let (parts, mut body) = request.into_parts();
+        let (mut outgoing, announce) = Outgoing::of(&parts.method, &parts.headers, &body);
+        let mut ended = body.is_end_stream();
+        // A body held in memory has its first frame ready at once: taken
+        // now, it goes out in the same write as the head. It is kept until
+        // that write has succeeded, so that a request this connection never
+        // took can be sent again whole.
+        let mut first = None;
+        if !ended {
+            match poll_fn(|cx| Poll::Ready(Pin::new(&mut body).poll_frame(cx))).await {
+                Poll::Ready(Some(Ok(frame))) => {
+                    first = Some(frame);
+                    ended = body.is_end_stream();
+                }
+                Poll::Ready(Some(Err(err))) => {
+                    return Err(Failure::Failed(Error::RequestBody(err)));
+                }
+                Poll::Ready(None) => ended = true,
+                Poll::Pending => {}
+            }
+        }
+        let inline = first
+            .as_ref()
+            .and_then(Frame::data_ref)
+            .filter(|data| data.len() <= INLINE_BODY);
+        let inlined = inline.is_some();
+        let mut head = encode_head(
+            &parts,
+            host,
+            outgoing,
+            announce,
+            inline.map_or(0, Bytes::len),
+        );
+        if let Some(data) = inline {
+            outgoing.encode(data, &mut head).map_err(Failure::Failed)?;
+        }
+        let complete = ended && (inlined || first.is_none());
+        if complete {
+            outgoing.finish(&mut head).map_err(Failure::Failed)?;
+        }
+
+        if let Err(failed) = write_slices(&mut self.io, &mut [IoSlice::new(&head)]).await {
+            return Err(if failed.nothing_written {
+                let body = match first {
+                    Some(first) => Resend {
+                        first: Some(first),
+                        rest: body,
+                        ended,
+                    }
+                    .boxed(),
+                    None => body,
+                };
+                Failure::Unsent(
+                    Box::new(Request::from_parts(parts, body)),
+                    Error::Io(failed.error),
+                )
+            } else {
+                Failure::Failed(Error::Io(failed.error))
+            });
+        }
+        drop(head);
+        if !complete {
+            let first = if inlined { None } else { first };
+            self.write_body(outgoing, first, body, ended)
+                .await
+                .map_err(Failure::Failed)?;
+        }
+
+        let head = self.read_head().await.map_err(Failure::Failed)?;
+        let (state, framing_reusable) =
+            response_framing(&parts.method, &head).map_err(Failure::Failed)?;
+        let persistent = match head.version {
+            Version::HTTP_11 => !has_token(&head.headers, CONNECTION, "close"),
+            _ => has_token(&head.headers, CONNECTION, "keep-alive"),
+        };
+        let reusable =
+            framing_reusable && persistent && !has_token(&parts.headers, CONNECTION, "close");
+        let mut response = Response::new(());
+        *response.status_mut() = head.status;
+        *response.version_mut() = head.version;
+        *response.headers_mut() = head.headers;
+        Ok(response.map(|()| Body::new(self, state, reusable)))
+    }
+
+    /// Writes what is left of a request body after the head: `first` (a
+    /// frame taken but not written yet), then the rest of `body` frame by
+    /// frame, each written before the next is asked for, so that a large
+    /// upload streams at the upstream's pace instead of piling up here.
+    async fn write_body(
+        &mut self,
+        mut outgoing: Outgoing,
+        first: Option<Frame<Bytes>>,
+        mut body: ProxyBody,
+        mut ended: bool,
+    ) -> Result<(), Error> {
+        if let Some(frame) = first {
+            self.write_frame(&mut outgoing, frame, ended).await?;
+            if ended {
+                return Ok(());
+            }
+        }
+        while !ended {
+            match body.frame().await {
+                Some(Ok(frame)) => {
+                    ended = body.is_end_stream();
+                    self.write_frame(&mut outgoing, frame, ended).await?;
+                    if ended {
+                        return Ok(());
+                    }
+                }
+                Some(Err(err)) => return Err(Error::RequestBody(err)),
+                None => ended = true,
+            }
+        }
+        let mut end = Vec::new();
+        outgoing.finish(&mut end)?;
+        write_slices(&mut self.io, &mut [IoSlice::new(&end)])
+            .await
+            .map_err(|failed| Error::Io(failed.error))
+    }
+
+    /// Writes one body frame as `outgoing` frames it, and the end of the
+    /// body with it if `last`. Trailers are dropped.
+    async fn write_frame(
+        &mut self,
+        outgoing: &mut Outgoing,
+        frame: Frame<Bytes>,
+        last: bool,
+    ) -> Result<(), Error> {
+        let data = frame.into_data().unwrap_or_default();
+        let mut framing = Vec::new();
+        let mut after = Vec::new();
+        if !data.is_empty() {
+            outgoing.begin_chunk(data.len(), &mut framing)?;
+            outgoing.end_chunk(&mut after);
+        }
+        if last {
+            outgoing.finish(&mut after)?;
+        }
+        let mut slices = [
+            IoSlice::new(&framing),
+            IoSlice::new(&data),
+            IoSlice::new(&after),
+        ];
+        write_slices(&mut self.io, &mut slices)
+            .await
+            .map_err(|failed| Error::Io(failed.error))
+    }
+
+    /// Reads until a final (not 1xx) response head is in, and parses it.
+    async fn read_head(&mut self) -> Result<Head, Error> {
+        loop {
+            if let Some(head) = parse_head(&mut self.buf)? {
+                return Ok(head);
+            }
+            if self.buf.len() >= MAX_HEAD {
+                return Err(Error::Invalid("response head larger than 64 KiB"));
+            }
+            if poll_fn(|cx| self.poll_read_more(cx)).await? == 0 {
+                return Err(Error::Closed("before the response head"));
+            }
+        }
+    }
+
+    /// Reads what the socket has into the buffer; `Ok(0)` is the end.
+    fn poll_read_more(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<usize>> {
+        if self.buf.capacity() - self.buf.len() < READ_SIZE / 4 {
+            // Takes the allocation back once the bytes handed out from it
+            // are gone, so the steady state allocates nothing.
+            self.buf.reserve(READ_SIZE);
+        }
+        pin!(self.io.read_buf(&mut self.buf)).poll(cx)
+    }
+}
+
+/// Writes all of `bufs` and flushes them (which TLS needs, so that nothing
+/// waits in its buffer while the body's next frame is awaited); on failure
+/// says whether nothing at all went out.
+async fn write_slices(io: &mut Io, mut bufs: &mut [IoSlice<'_>]) -> Result<(), WriteFailed> {
+    let mut nothing_written = true;
+    IoSlice::advance_slices(&mut bufs, 0);
+    while !bufs.is_empty() {
+        match io.write_vectored(bufs).await {
+            Ok(0) => {
+                return Err(WriteFailed {
+                    error: io::ErrorKind::WriteZero.into(),
+                    nothing_written,
+                });
+            }
+            Ok(written) => {
+                nothing_written = false;
+                IoSlice::advance_slices(&mut bufs, written);
+            }
+            Err(err) if err.kind() == io::ErrorKind::Interrupted => {}
+            Err(error) => {
+                return Err(WriteFailed {
+                    error,
+                    nothing_written,
+                });
+            }
+        }
+    }
+    io.flush().await.map_err(|error| WriteFailed {
+        error,
+        nothing_written,
+    })
+}
+
+struct WriteFailed {
+    error: io::Error,
+    nothing_written: bool,
+}
+
+/// How a request body goes on the wire.
+#[derive(Clone, Copy)]
+enum Outgoing {
+    /// As many bytes as `content-length` says; this many are still to come.
+    Length(u64),
+    /// `transfer-encoding: chunked`, for a body of unknown length.
+    Chunked,
+}
+
+impl Outgoing {
+    /// The framing of a request body, and whether a `content-length` is
+    /// written. A body that knows its size gets `content-length` (replacing
+    /// the client's), any other is chunked.
+    fn of(method: &Method, headers: &HeaderMap, body: &ProxyBody) -> (Outgoing, bool) {
+        match body.size_hint().exact() {
+            // No `content-length: 0` on methods whose requests have no
+            // body, unless the client sent one. (hyper sends none for any
+            // empty body; but some servers refuse a POST without a length.)
+            Some(0)
+                if !headers.contains_key(CONTENT_LENGTH)
+                    && matches!(
+                        *method,
+                        Method::GET
+                            | Method::HEAD
+                            | Method::DELETE
+                            | Method::OPTIONS
+                            | Method::TRACE
+                            | Method::CONNECT
+                    ) =>
+            {
+                (Outgoing::Length(0), false)
+            }
+            Some(length) => (Outgoing::Length(length), true),
+            None => (Outgoing::Chunked, false),
+        }
+    }
+
+    /// Accounts for `len` more body bytes and writes what goes before them.
+    /// Sending more than announced would corrupt the connection: refused.
+    fn begin_chunk(&mut self, len: usize, out: &mut Vec<u8>) -> Result<(), Error> {
+        match self {
+            Outgoing::Length(left) => {
+                *left = left.checked_sub(len as u64).ok_or(Error::RequestLength)?;
+            }
+            Outgoing::Chunked => {
+                // Writing into a Vec cannot fail.
+                let _ = write!(out, "{len:x}\r\n");
+            }
+        }
+        Ok(())
+    }
+
+    /// Writes what goes after a chunk's bytes.
+    fn end_chunk(&self, out: &mut Vec<u8>) {
+        if let Outgoing::Chunked = self {
+            out.extend_from_slice(b"\r\n");
+        }
+    }
+
+    /// Appends non-empty `data` as the next part of the body.
+    fn encode(&mut self, data: &[u8], out: &mut Vec<u8>) -> Result<(), Error> {
+        if !data.is_empty() {
+            self.begin_chunk(data.len(), out)?;
+            out.extend_from_slice(data);
+            self.end_chunk(out);
+        }
+        Ok(())
+    }
+
+    /// Writes the end of the body, or checks that all announced bytes came.
+    fn finish(&self, out: &mut Vec<u8>) -> Result<(), Error> {
+        match self {
+            Outgoing::Length(0) => Ok(()),
+            Outgoing::Length(_) => Err(Error::RequestLength),
+            Outgoing::Chunked => {
+                out.extend_from_slice(b"0\r\n\r\n");
+                Ok(())
+            }
+        }
+    }
+}
+
+/// The request line and header section, with room for `body` bytes more.
+/// The client's headers go out as they are, in their order, except Host
+/// (the upstream's) and the framing headers (written from `outgoing`).
+fn encode_head(
+    parts: &http::request::Parts,
+    host: &HeaderValue,
+    outgoing: Outgoing,
+    announce: bool,
+    body: usize,
+) -> Vec<u8> {
+    let path = parts.uri.path();
+    let query = parts.uri.query();
+    let fields: usize = parts
+        .headers
+        .iter()
+        .map(|(name, value)| name.as_str().len() + value.len() + 4)
+        .sum();
+    let mut head = Vec::with_capacity(
+        parts.method.as_str().len()
+            + path.len()
+            + query.map_or(0, |query| query.len() + 1)
+            + host.len()
+            + fields
+            + 64
+            + body,
+    );
+    head.extend_from_slice(parts.method.as_str().as_bytes());
+    head.push(b' ');
+    head.extend_from_slice(path.as_bytes());
+    if let Some(query) = query {
+        head.push(b'?');
+        head.extend_from_slice(query.as_bytes());
+    }
+    head.extend_from_slice(b" HTTP/1.1\r\nhost: ");
+    head.extend_from_slice(host.as_bytes());
+    head.extend_from_slice(b"\r\n");
+    for (name, value) in &parts.headers {
+        if name == HOST || name == CONTENT_LENGTH || name == TRANSFER_ENCODING {
+            continue;
+        }
+        head.extend_from_slice(name.as_str().as_bytes());
+        head.extend_from_slice(b": ");
+        head.extend_from_slice(value.as_bytes());
+        head.extend_from_slice(b"\r\n");
+    }
+    match outgoing {
+        Outgoing::Length(length) if announce => {
+            // Writing into a Vec cannot fail.
+            let _ = write!(head, "content-length: {length}\r\n");
+        }
+        Outgoing::Length(_) => {}
+        Outgoing::Chunked => head.extend_from_slice(b"transfer-encoding: chunked\r\n"),
+    }
+    head.extend_from_slice(b"\r\n");
+    head
+}
+
+/// A request body with a frame taken from it put back in front, for a
+/// request sent again on another connection.
+struct Resend {
+    first: Option<Frame<Bytes>>,
+    rest: ProxyBody,
+    /// `rest` has already said it has no more frames.
+    ended: bool,
+}
+
+impl http_body::Body for Resend {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        if let Some(first) = self.first.take() {
+            return Poll::Ready(Some(Ok(first)));
+        }
+        if self.ended {
+            return Poll::Ready(None);
+        }
+        Pin::new(&mut self.rest).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.first.is_none() && (self.ended || self.rest.is_end_stream())
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        let first = self
+            .first
+            .as_ref()
+            .and_then(Frame::data_ref)
+            .map_or(0, |data| data.len() as u64);
+        let rest = if self.ended {
+            SizeHint::with_exact(0)
+        } else {
+            self.rest.size_hint()
+        };
+        let mut hint = SizeHint::new();
+        hint.set_lower(rest.lower().saturating_add(first));
+        if let Some(upper) = rest.upper() {
+            hint.set_upper(upper.saturating_add(first));
+        }
+        hint
+    }
+}
+
+/// A parsed final response head.
+struct Head {
+    status: StatusCode,
+    version: Version,
+    headers: HeaderMap,
+}
+
+/// Where one header field's name and value are in the head.
+#[derive(Clone, Copy, Default)]
+struct Span {
+    name: (usize, usize),
+    value: (usize, usize),
+}
+
+/// Takes a final response head off the front of `buf` if one is complete;
+/// interim (1xx) heads before it are skipped. The header values share the
+/// head's bytes instead of being copied.
+fn parse_head(buf: &mut BytesMut) -> Result<Option<Head>, Error> {
+    loop {
+        let mut slots = [httparse::EMPTY_HEADER; MAX_HEADERS];
+        let mut response = httparse::Response::new(&mut slots);
+        let len = match response.parse(buf) {
+            Ok(httparse::Status::Complete(len)) => len,
+            Ok(httparse::Status::Partial) => return Ok(None),
+            Err(httparse::Error::TooManyHeaders) => {
+                return Err(Error::Invalid("more than 100 header fields"));
+            }
+            Err(_) => return Err(Error::Invalid("malformed response head")),
+        };
+        if len > MAX_HEAD {
+            return Err(Error::Invalid("response head larger than 64 KiB"));
+        }
+        let status = response
+            .code
+            .and_then(|code| StatusCode::from_u16(code).ok())
+            .ok_or(Error::Invalid("status code"))?;
+        if status == StatusCode::SWITCHING_PROTOCOLS {
+            return Err(Error::Invalid("101 Switching Protocols, never asked for"));
+        }
+        if status.is_informational() {
+            // 100 Continue, 103 Early Hints: the answer is still to come.
+            buf.advance(len);
+            continue;
+        }
+        let version = match response.version {
+            Some(0) => Version::HTTP_10,
+            _ => Version::HTTP_11,
+        };
+        // httparse hands out slices of `buf`; note where they are, so that
+        // the values can point into the head once it is frozen.
+        let base = buf.as_ptr() as usize;
+        let offset = |bytes: &[u8]| {
+            let start = (bytes.as_ptr() as usize).checked_sub(base)?;
+            let end = start.checked_add(bytes.len())?;
+            (end <= len).then_some((start, end))
+        };
+        let mut spans = [Span::default(); MAX_HEADERS];
+        let count = response.headers.len();
+        for (span, header) in spans.iter_mut().zip(response.headers.iter()) {
+            *span = Span {
+                name: offset(header.name.as_bytes()).ok_or(Error::Invalid("header field"))?,
+                value: offset(header.value).ok_or(Error::Invalid("header field"))?,
+            };
+        }
+        let head = buf.split_to(len).freeze();
+        let mut headers = HeaderMap::with_capacity(count);
+        for span in &spans[..count] {
+            let name = HeaderName::from_bytes(&head[span.name.0..span.name.1])
+                .map_err(|_| Error::Invalid("header field name"))?;
+            let value = HeaderValue::from_maybe_shared(head.slice(span.value.0..span.value.1))
+                .map_err(|_| Error::Invalid("header field value"))?;
+            headers.append(name, value);
+        }
+        return Ok(Some(Head {
+            status,
+            version,
+            headers,
+        }));
+    }
+}
+
+/// How the response body is delimited (RFC 9112 §6.3), and whether that
+/// framing leaves the connection fit for another request.
+fn response_framing(method: &Method, head: &Head) -> Result<(State, bool), Error> {
+    if method == Method::HEAD
+        || head.status == StatusCode::NO_CONTENT
+        || head.status == StatusCode::NOT_MODIFIED
+    {
+        return Ok((State::Done, true));
+    }
+    let headers = &head.headers;
+    if let Some(coding) = headers.get_all(TRANSFER_ENCODING).iter().next_back() {
+        // With both, Transfer-Encoding wins, but the message was framed
+        // ambiguously: whoever else read it may disagree, so the connection
+        // is not trusted further. HTTP/1.0 has no Transfer-Encoding at all.
+        let trusted = !headers.contains_key(CONTENT_LENGTH) && head.version == Version::HTTP_11;
+        let last = coding
+            .as_bytes()
+            .rsplit(|&byte| byte == b',')
+            .map(<[u8]>::trim_ascii)
+            .find(|coding| !coding.is_empty());
+        return Ok(match last {
+            Some(last) if last.eq_ignore_ascii_case(b"chunked") => {
+                (State::Chunked(Chunked::Size), trusted)
+            }
+            _ => (State::UntilClose, false),
+        });
+    }
+    match content_length(headers)? {
+        Some(0) => Ok((State::Done, true)),
+        Some(length) => Ok((State::Length(length), true)),
+        None => Ok((State::UntilClose, false)),
+    }
+}
+
+/// The one length all `Content-Length` values agree on (several identical
+/// values are allowed, RFC 9110 §8.6); none if there is no such field.
+fn content_length(headers: &HeaderMap) -> Result<Option<u64>, Error> {
+    let mut found = None;
+    for value in headers.get_all(CONTENT_LENGTH) {
+        for item in value.as_bytes().split(|&byte| byte == b',') {
+            let length = parse_decimal(item.trim_ascii())
+                .ok_or(Error::Invalid("content-length is not a number"))?;
+            if found.is_some_and(|found| found != length) {
+                return Err(Error::Invalid("conflicting content-length values"));
+            }
+            found = Some(length);
+        }
+    }
+    Ok(found)
+}
+
+fn parse_decimal(digits: &[u8]) -> Option<u64> {
+    if digits.is_empty() {
+        return None;
+    }
+    digits.iter().try_fold(0u64, |value, &digit| {
+        let digit = char::from(digit).to_digit(10)?;
+        value.checked_mul(10)?.checked_add(u64::from(digit))
+    })
+}
+
+/// Whether a comma-separated field such as `Connection` lists `token`.
+fn has_token(headers: &HeaderMap, name: HeaderName, token: &str) -> bool {
+    headers.get_all(name).iter().any(|value| {
+        value
+            .as_bytes()
+            .split(|&byte| byte == b',')
+            .any(|item| item.trim_ascii().eq_ignore_ascii_case(token.as_bytes()))
+    })
+}
+
+/// Where the reading of a response body is.
+enum State {
+    /// This many bytes are still to come (never 0: that is `Done`).
+    Length(u64),
+    Chunked(Chunked),
+    /// The body is whatever comes until the upstream closes.
+    UntilClose,
+    /// Read to its end.
+    Done,
+    /// A read failed or the upstream broke the framing.
+    Failed,
+}
+
+/// Where the chunked decoding is.
+enum Chunked {
+    /// Expecting a chunk-size line.
+    Size,
+    /// Inside a chunk: this many data bytes are still to come.
+    Data(u64),
+    /// After a chunk's data: expecting its CRLF.
+    DataEnd,
+    /// After the last chunk: reading trailer lines (this many bytes so
+    /// far) up to the empty line.
+    Trailers(usize),
+}
+
+/// What decoding found in the buffer.
+enum Decoded {
+    Data(Bytes),
+    End,
+    NeedMore,
+}
+
+/// A response body from an HTTP/1.1 upstream. It owns the connection and
+/// reads from it when polled; once read to its end, a connection fit for
+/// another request can be taken back with [`Body::take_reusable`].
+pub(super) struct Body {
+    /// None once dropped (an error, or a connection not to reuse) or
+    /// taken back.
+    conn: Option<Connection>,
+    state: State,
+    /// Whether the connection may carry another request after this body.
+    reusable: bool,
+}
+
+impl Body {
+    fn new(conn: Connection, state: State, reusable: bool) -> Self {
+        let mut body = Body {
+            conn: Some(conn),
+            state,
+            reusable,
+        };
+        if let State::Done = body.state {
+            body.end();
+        }
+        body
+    }
+
+    /// The connection, if the body has been read to its end and the
+    /// connection can carry another request.
+    pub(super) fn take_reusable(&mut self) -> Option<Connection> {
+        match self.state {
+            State::Done if self.reusable => self.conn.take(),
+            _ => None,
+        }
+    }
+
+    /// The body has been read to its end. Bytes beyond it mean the upstream
+    /// and this client disagree on the framing: that connection is closed.
+    fn end(&mut self) {
+        self.state = State::Done;
+        if !self.reusable || self.conn.as_ref().is_some_and(|conn| !conn.buf.is_empty()) {
+            self.conn = None;
+        }
+    }
+
+    fn poll_data(&mut self, cx: &mut Context<'_>) -> Poll<Result<Option<Bytes>, Error>> {
+        loop {
+            let Some(conn) = self.conn.as_mut() else {
+                return Poll::Ready(Ok(None));
+            };
+            // What is already buffered (such as what came in with the head)
+            // goes out before the socket is read again.
+            match &mut self.state {
+                State::Done | State::Failed => return Poll::Ready(Ok(None)),
+                State::Length(left) => {
+                    if !conn.buf.is_empty() {
+                        let take = usize::try_from(*left)
+                            .map_or(conn.buf.len(), |left| left.min(conn.buf.len()));
+                        let data = conn.buf.split_to(take).freeze();
+                        *left -= take as u64;
+                        if *left == 0 {
+                            self.end();
+                        }
+                        return Poll::Ready(Ok(Some(data)));
+                    }
+                    if ready!(conn.poll_read_more(cx))? == 0 {
+                        return Poll::Ready(Err(Error::Closed("before the end of the body")));
+                    }
+                }
+                State::UntilClose => {
+                    if !conn.buf.is_empty() {
+                        return Poll::Ready(Ok(Some(conn.buf.split().freeze())));
+                    }
+                    if ready!(conn.poll_read_more(cx))? == 0 {
+                        self.end();
+                        return Poll::Ready(Ok(None));
+                    }
+                }
+                State::Chunked(chunked) => match decode_chunked(chunked, &mut conn.buf)? {
+                    Decoded::Data(data) => return Poll::Ready(Ok(Some(data))),
+                    Decoded::End => {
+                        self.end();
+                        return Poll::Ready(Ok(None));
+                    }
+                    Decoded::NeedMore => {
+                        if ready!(conn.poll_read_more(cx))? == 0 {
+                            return Poll::Ready(Err(Error::Closed("before the end of the body")));
+                        }
+                    }
+                },
+            }
+        }
+    }
+}
+
+impl http_body::Body for Body {
+    type Data = Bytes;
+    type Error = Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Error>>> {
+        match ready!(self.poll_data(cx)) {
+            Ok(Some(data)) => Poll::Ready(Some(Ok(Frame::data(data)))),
+            Ok(None) => Poll::Ready(None),
+            Err(err) => {
+                // What is left of the response cannot be found any more.
+                self.state = State::Failed;
+                self.conn = None;
+                Poll::Ready(Some(Err(err)))
+            }
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        matches!(self.state, State::Done)
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match self.state {
+            State::Length(left) => SizeHint::with_exact(left),
+            State::Done => SizeHint::with_exact(0),
+            _ => SizeHint::default(),
+        }
+    }
+}
+
+/// Decodes chunked transfer coding from the front of `buf` (RFC 9112 §7.1).
+/// Chunk extensions are ignored and trailers dropped.
+fn decode_chunked(state: &mut Chunked, buf: &mut BytesMut) -> Result<Decoded, Error> {
+    loop {
+        match state {
+            Chunked::Size => {
+                let Some(end) = line_end(buf)? else {
+                    return Ok(Decoded::NeedMore);
+                };
+                let size = parse_chunk_size(&buf[..end])?;
+                buf.advance(end + 2);
+                *state = match size {
+                    0 => Chunked::Trailers(0),
+                    size => Chunked::Data(size),
+                };
+            }
+            Chunked::Data(left) => {
+                if buf.is_empty() {
+                    return Ok(Decoded::NeedMore);
+                }
+                let take = usize::try_from(*left).map_or(buf.len(), |left| left.min(buf.len()));
+                let data = buf.split_to(take).freeze();
+                *left -= take as u64;
+                if *left == 0 {
+                    *state = Chunked::DataEnd;
+                }
+                return Ok(Decoded::Data(data));
+            }
+            Chunked::DataEnd => {
+                let crlf = &buf[..buf.len().min(2)];
+                if crlf != &b"\r\n"[..crlf.len()] {
+                    return Err(Error::Invalid("chunk data not followed by CRLF"));
+                }
+                if crlf.len() < 2 {
+                    return Ok(Decoded::NeedMore);
+                }
+                buf.advance(2);
+                *state = Chunked::Size;
+            }
+            Chunked::Trailers(seen) => {
+                let Some(end) = line_end(buf)? else {
+                    return Ok(Decoded::NeedMore);
+                };
+                buf.advance(end + 2);
+                if end == 0 {
+                    return Ok(Decoded::End);
+                }
+                *seen += end + 2;
+                if *seen > MAX_TRAILERS {
+                    return Err(Error::Invalid("trailers larger than 16 KiB"));
+                }
+            }
+        }
+    }
+}
+
+/// Where the CRLF ending the first line of `buf` is, if the line is
+/// complete. Lines are bounded, and must end in CRLF, not a bare LF.
+fn line_end(buf: &[u8]) -> Result<Option<usize>, Error> {
+    let window = &buf[..buf.len().min(MAX_LINE + 2)];
+    match window.iter().position(|&byte| byte == b'\n') {
+        Some(lf) if lf > 0 && window[lf - 1] == b'\r' => Ok(Some(lf - 1)),
+        Some(_) => Err(Error::Invalid("line not ended by CRLF")),
+        None if window.len() > MAX_LINE + 1 => Err(Error::Invalid("chunked line too long")),
+        None => Ok(None),
+    }
+}
+
+/// The size on a chunk-size line, strict hex; the extensions after it
+/// (`;name=value`) are skipped but must hold no control characters.
+fn parse_chunk_size(line: &[u8]) -> Result<u64, Error> {
+    let digits = line
+        .iter()
+        .take_while(|byte| byte.is_ascii_hexdigit())
+        .count();
+    if digits == 0 {
+        return Err(Error::Invalid("chunk size is not hex"));
+    }
+    let size = line[..digits]
+        .iter()
+        .try_fold(0u64, |size, &digit| {
+            let digit = char::from(digit).to_digit(16)?;
+            size.checked_mul(16)?.checked_add(u64::from(digit))
+        })
+        .ok_or(Error::Invalid("chunk size too large"))?;
+    let rest = &line[digits..];
+    let spaces = rest
+        .iter()
+        .take_while(|&&byte| byte == b' ' || byte == b'\t')
+        .count();
+    let rest = &rest[spaces..];
+    if !rest.is_empty() && rest[0] != b';' {
+        return Err(Error::Invalid("chunk size is not hex"));
+    }
+    if rest
+        .iter()
+        .any(|&byte| byte == 0x7f || (byte < 0x20 && byte != b'\t'))
+    {
+        return Err(Error::Invalid("control character in a chunk extension"));
+    }
+    Ok(size)
+}
+
+#[cfg(test)]
+pub(super) mod tests {
+    use std::collections::VecDeque;
+    use std::net::SocketAddr;
+    use std::sync::{Arc, Mutex};
+    use std::time::Duration;
+
+    use http_body_util::BodyExt;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::net::TcpListener;
+    use tokio::sync::mpsc;
+
+    use super::*;
+    use crate::upstream::full_body;
+
+    /// What the test upstream answers one request with: bytes written in
+    /// parts (a pause between them, so that they arrive in separate reads),
+    /// then the connection closed or kept for the next request.
+    pub(in crate::upstream) struct Answer {
+        parts: Vec<Vec<u8>>,
+        close: bool,
+    }
+
+    pub(in crate::upstream) fn answer(bytes: &str) -> Answer {
+        Answer {
+            parts: vec![bytes.as_bytes().to_vec()],
+            close: false,
+        }
+    }
+
+    pub(in crate::upstream) fn answer_then_close(bytes: &str) -> Answer {
+        Answer {
+            close: true,
+            ..answer(bytes)
+        }
+    }
+
+    /// A request as the upstream read it: on which accepted connection
+    /// (counted from 0), and its bytes exactly.
+    pub(in crate::upstream) struct Received {
+        pub(in crate::upstream) connection: usize,
+        pub(in crate::upstream) bytes: Vec<u8>,
+    }
+
+    /// A hand-written upstream on loopback: reads whole requests, answers
+    /// each with the next of its answers.
+    pub(in crate::upstream) struct Upstream {
+        pub(in crate::upstream) addr: SocketAddr,
+        received: mpsc::UnboundedReceiver<Received>,
+    }
+
+    impl Upstream {
+        pub(in crate::upstream) async fn start(answers: Vec<Answer>) -> Self {
+            let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+            let addr = listener.local_addr().unwrap();
+            let (received, received_rx) = mpsc::unbounded_channel();
+            let answers = Arc::new(Mutex::new(VecDeque::from(answers)));
+            tokio::spawn(async move {
+                let mut accepted = 0;
+                while let Ok((mut stream, _)) = listener.accept().await {
+                    let connection = accepted;
+                    accepted += 1;
+                    let (received, answers) = (received.clone(), answers.clone());
+                    tokio::spawn(async move {
+                        let mut pending = Vec::new();
+                        while let Some(bytes) = read_request(&mut stream, &mut pending).await {
+                            let _ = received.send(Received { connection, bytes });
+                            let Some(answer) = answers.lock().unwrap().pop_front() else {
+                                return;
+                            };
+                            for (i, part) in answer.parts.iter().enumerate() {
+                                if i > 0 {
+                                    tokio::time::sleep(Duration::from_millis(5)).await;
+                                }
+                                stream.write_all(part).await.unwrap();
+                            }
+                            if answer.close {
+                                return;
+                            }
+                        }
+                    });
+                }
+            });
+            Upstream {
+                addr,
+                received: received_rx,
+            }
+        }
+
+        async fn connect(&self) -> Connection {
+            let tcp = TcpStream::connect(self.addr).await.unwrap();
+            Connection::new(MaybeHttpsStream::Http(TokioIo::new(tcp)))
+        }
+
+        pub(in crate::upstream) async fn next(&mut self) -> Received {
+            tokio::time::timeout(PATIENCE, self.received.recv())
+                .await
+                .expect("a request reaches the upstream")
+                .expect("the upstream runs")
+        }
+    }
+
+    /// Reads one whole request (head, then a content-length or chunked
+    /// body) off the stream; `None` once the client closed it.
+    async fn read_request(stream: &mut TcpStream, pending: &mut Vec<u8>) -> Option<Vec<u8>> {
+        loop {
+            if let Some(len) = request_len(pending) {
+                return Some(pending.drain(..len).collect());
+            }
+            let mut chunk = vec![0u8; 64 << 10];
+            let read = stream.read(&mut chunk).await.ok()?;
+            if read == 0 {
+                return None;
+            }
+            pending.extend_from_slice(&chunk[..read]);
+        }
+    }
+
+    fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
+        haystack
+            .windows(needle.len())
+            .position(|window| window == needle)
+    }
+
+    /// The length of the complete request at the front of `bytes`, if it
+    /// is all there.
+    fn request_len(bytes: &[u8]) -> Option<usize> {
+        let head_len = find(bytes, b"\r\n\r\n")? + 4;
+        let head = String::from_utf8_lossy(&bytes[..head_len]).to_ascii_lowercase();
+        if head.contains("\r\ntransfer-encoding: chunked\r\n") {
+            let (_, body_len) = dechunk(&bytes[head_len..])?;
+            return Some(head_len + body_len);
+        }
+        let length = head
+            .lines()
+            .find_map(|line| line.strip_prefix("content-length: "))
+            .map_or(0, |length| length.trim().parse::<usize>().unwrap());
+        (bytes.len() >= head_len + length).then_some(head_len + length)
+    }
+
+    /// The test's own reading of a chunked body: its data and its length on
+    /// the wire, once complete.
+    fn dechunk(mut wire: &[u8]) -> Option<(Vec<u8>, usize)> {
+        let total = wire.len();
+        let mut data = Vec::new();
+        loop {
+            let line = find(wire, b"\r\n")?;
+            let size = std::str::from_utf8(&wire[..line]).unwrap();
+            let size = usize::from_str_radix(size.split(';').next().unwrap(), 16).unwrap();
+            wire = &wire[line + 2..];
+            if size == 0 {
+                assert!(wire.starts_with(b"\r\n") || wire.len() < 2, "no trailers");
+                wire = wire.get(2..)?;
+                return Some((data, total - wire.len()));
+            }
+            let chunk = wire.get(..size + 2)?;
+            assert_eq!(&chunk[size..], b"\r\n");
+            data.extend_from_slice(&chunk[..size]);
+            wire = &wire[size + 2..];
+        }
+    }
+
+    fn host() -> HeaderValue {
+        HeaderValue::from_static("upstream.test")
+    }
+
+    fn get(path: &str) -> Request<ProxyBody> {
+        Request::get(path).body(full_body(Bytes::new())).unwrap()
+    }
+
+    /// A test that goes wrong fails instead of hanging.
+    const PATIENCE: Duration = Duration::from_secs(5);
+
+    async fn send(connection: Connection, request: Request<ProxyBody>) -> Response<Body> {
+        match tokio::time::timeout(PATIENCE, connection.send(request, &host())).await {
+            Ok(Ok(response)) => response,
+            Ok(Err(failure)) => panic!("request failed: {failure:?}"),
+            Err(_) => panic!("no response head in time"),
+        }
+    }
+
+    async fn try_send(
+        connection: Connection,
+        request: Request<ProxyBody>,
+    ) -> Result<Response<Body>, Failure> {
+        tokio::time::timeout(PATIENCE, connection.send(request, &host()))
+            .await
+            .expect("an answer or an error in time")
+    }
+
+    /// The body's data, and in how many frames it came.
+    async fn read_all(body: &mut Body) -> Result<(Vec<u8>, usize), Error> {
+        let (mut data, mut frames) = (Vec::new(), 0);
+        while let Some(frame) = tokio::time::timeout(PATIENCE, body.frame())
+            .await
+            .expect("the body goes on or ends in time")
+        {
+            data.extend_from_slice(frame?.data_ref().expect("only data frames"));
+            frames += 1;
+        }
+        Ok((data, frames))
+    }
+
+    #[tokio::test]
+    async fn content_length_response_and_the_request_on_the_wire() {
+        let mut upstream = Upstream::start(vec![answer(
+            "HTTP/1.1 200 OK\r\ncontent-type: text/plain\r\ncontent-length: 5\r\n\r\nhello",
+        )])
+        .await;
+        let request = Request::get("http://client.example/a/b?c=1&d")
+            .header("host", "client.example")
+            .header("accept", "*/*")
+            .header("x-two", "1")
+            .header("x-two", "2")
+            .body(full_body(Bytes::new()))
+            .unwrap();
+        let response = send(upstream.connect().await, request).await;
+        assert_eq!(response.status(), StatusCode::OK);
+        assert_eq!(response.version(), Version::HTTP_11);
+        assert_eq!(response.headers()["content-type"], "text/plain");
+        let mut body = response.into_body();
+        assert_eq!(body.size_hint().exact(), Some(5));
+        assert!(!body.is_end_stream());
+        assert_eq!(read_all(&mut body).await.unwrap().0, b"hello");
+        assert!(body.is_end_stream());
+        assert!(body.take_reusable().is_some());
+        let received = upstream.next().await;
+        assert_eq!(
+            String::from_utf8(received.bytes).unwrap(),
+            "GET /a/b?c=1&d HTTP/1.1\r\nhost: upstream.test\r\naccept: */*\r\n\
+             x-two: 1\r\nx-two: 2\r\n\r\n"
+        );
+    }
+
+    #[tokio::test]
+    async fn chunked_response_with_extensions_and_trailers_then_reuse() {
+        // Split where a reader is most easily caught out: inside a size
+        // line, between a chunk and its CRLF, inside the trailers.
+        let chunked = Answer {
+            parts: [
+                "HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n5;name=value\r\nhel",
+                "lo\r",
+                "\n7 ; quoted=\"a b\"\r\n, world\r\n0\r\nx-check",
+                "sum: abc\r\n\r\n",
+            ]
+            .map(|part| part.as_bytes().to_vec())
+            .to_vec(),
+            close: false,
+        };
+        let mut upstream = Upstream::start(vec![
+            chunked,
+            answer("HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok"),
+        ])
+        .await;
+        let response = send(upstream.connect().await, get("/first")).await;
+        let mut body = response.into_body();
+        assert_eq!(body.size_hint().exact(), None);
+        assert_eq!(read_all(&mut body).await.unwrap().0, b"hello, world");
+        let connection = body.take_reusable().expect("reusable after the trailers");
+
+        let response = send(connection, get("/second")).await;
+        let mut body = response.into_body();
+        assert_eq!(read_all(&mut body).await.unwrap().0, b"ok");
+        assert_eq!(upstream.next().await.connection, 0);
+        assert_eq!(
+            upstream.next().await.connection,
+            0,
+            "the second request came on the same connection"
+        );
+    }
+
+    #[tokio::test]
+    async fn close_delimited_response_reads_to_the_end_and_is_not_reused() {
+        let upstream = Upstream::start(vec![answer_then_close(
+            "HTTP/1.1 200 OK\r\ncontent-type: text/plain\r\n\r\nall of it, until the close",
+        )])
+        .await;
+        let mut body = send(upstream.connect().await, get("/")).await.into_body();
+        assert_eq!(body.size_hint().exact(), None);
+        assert_eq!(
+            read_all(&mut body).await.unwrap().0,
+            b"all of it, until the close"
+        );
+        assert!(body.is_end_stream());
+        assert!(body.take_reusable().is_none());
+    }
+
+    #[tokio::test]
+    async fn bodyless_responses_end_at_once_and_are_reused() {
+        let mut upstream = Upstream::start(vec![
+            answer("HTTP/1.1 200 OK\r\ncontent-length: 1234\r\n\r\n"),
+            answer("HTTP/1.1 204 No Content\r\n\r\n"),
+            answer("HTTP/1.1 304 Not Modified\r\netag: \"x\"\r\n\r\n"),
+        ])
+        .await;
+        let head = Request::head("/").body(full_body(Bytes::new())).unwrap();
+        let response = send(upstream.connect().await, head).await;
+        assert_eq!(
+            response.headers()["content-length"],
+            "1234",
+            "kept: it describes what a GET would get"
+        );
+        let mut body = response.into_body();
+        assert!(body.is_end_stream());
+        assert_eq!(body.size_hint().exact(), Some(0));
+        let connection = body.take_reusable().expect("HEAD: reusable");
+
+        let response = send(connection, get("/")).await;
+        assert_eq!(response.status(), StatusCode::NO_CONTENT);
+        let mut body = response.into_body();
+        assert!(body.is_end_stream());
+        let connection = body.take_reusable().expect("204: reusable");
+
+        let response = send(connection, get("/")).await;
+        assert_eq!(response.status(), StatusCode::NOT_MODIFIED);
+        let mut body = response.into_body();
+        assert!(read_all(&mut body).await.unwrap().0.is_empty());
+        assert!(body.take_reusable().is_some(), "304: reusable");
+        for _ in 0..3 {
+            assert_eq!(upstream.next().await.connection, 0);
+        }
+    }
+
+    #[tokio::test]
+    async fn interim_responses_are_skipped() {
+        let upstream = Upstream::start(vec![answer(
+            "HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 103 Early Hints\r\nlink: </a>\r\n\r\n\
+             HTTP/1.1 201 Created\r\ncontent-length: 2\r\n\r\nok",
+        )])
+        .await;
+        let response = send(upstream.connect().await, get("/")).await;
+        assert_eq!(response.status(), StatusCode::CREATED);
+        assert!(!response.headers().contains_key("link"));
+        let mut body = response.into_body();
+        assert_eq!(read_all(&mut body).await.unwrap().0, b"ok");
+        assert!(body.take_reusable().is_some());
+    }
+
+    #[tokio::test]
+    async fn bad_response_heads_fail_the_request() {
+        let big = format!(
+            "HTTP/1.1 200 OK\r\nx-big: {}\r\ncontent-length: 0\r\n\r\n",
+            "a".repeat(70 << 10)
+        );
+        for (head, why) in [
+            (
+                "HTTP/1.1 200 OK\r\ncontent-length: 5\r\ncontent-length: 6\r\n\r\nhello",
+                "conflicting content-lengths",
+            ),
+            (
+                "HTTP/1.1 200 OK\r\ncontent-length: 5, 6\r\n\r\nhello",
+                "conflicting content-lengths in one field",
+            ),
+            (
+                "HTTP/1.1 200 OK\r\ncontent-length: +5\r\n\r\nhello",
+                "a content-length that is not digits",
+            ),
+            (
+                "HTTP/1.1 200 OK\r\ncontent-length: 99999999999999999999\r\n\r\n",
+                "a content-length past u64",
+            ),
+            (
+                "HTTP/1.1 101 Switching Protocols\r\nupgrade: h2c\r\n\r\n",
+                "an upgrade never asked for",
+            ),
+            ("HTTP/1.1 2OO OK\r\n\r\n", "a malformed status line"),
+            (big.as_str(), "a head over 64 KiB"),
+        ] {
+            let upstream = Upstream::start(vec![answer(head)]).await;
+            match try_send(upstream.connect().await, get("/")).await {
+                Err(Failure::Failed(Error::Invalid(_))) => {}
+                Err(other) => panic!("{why}: {other:?}"),
+                Ok(_) => panic!("{why}: accepted"),
+            }
+        }
+    }
+
+    #[tokio::test]
+    async fn identical_content_lengths_are_one_length() {
+        let upstream = Upstream::start(vec![answer(
+            "HTTP/1.1 200 OK\r\ncontent-length: 2, 2\r\ncontent-length: 2\r\n\r\nok",
+        )])
+        .await;
+        let mut body = send(upstream.connect().await, get("/")).await.into_body();
+        assert_eq!(body.size_hint().exact(), Some(2));
+        assert_eq!(read_all(&mut body).await.unwrap().0, b"ok");
+    }
+
+    #[tokio::test]
+    async fn malformed_chunks_fail_the_body_and_the_connection() {
+        for (chunks, why) in [
+            ("zz\r\nhello\r\n0\r\n\r\n", "a size that is not hex"),
+            ("\r\nhello\r\n0\r\n\r\n", "no size"),
+            ("5\nhello\r\n0\r\n\r\n", "a bare LF"),
+            ("5\r\nhelloXX0\r\n\r\n", "no CRLF after the data"),
+            ("1ffffffffffffffff\r\nhello", "a size past u64"),
+            ("5;a=\u{7}\r\nhello\r\n0\r\n\r\n", "a control character"),
+        ] {
+            let upstream = Upstream::start(vec![answer_then_close(&format!(
+                "HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n{chunks}"
+            ))])
+            .await;
+            let mut body = send(upstream.connect().await, get("/")).await.into_body();
+            match read_all(&mut body).await {
+                Err(Error::Invalid(_)) => {}
+                other => panic!("{why}: {other:?}"),
+            }
+            assert!(body.take_reusable().is_none(), "{why}");
+        }
+        // A chunk-size line without end is refused, not buffered on.
+        let endless = format!(
+            "HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n5;{}",
+            "x".repeat(64 << 10)
+        );
+        let upstream = Upstream::start(vec![answer(&endless)]).await;
+        let mut body = send(upstream.connect().await, get("/")).await.into_body();
+        assert!(matches!(read_all(&mut body).await, Err(Error::Invalid(_))));
+    }
+
+    #[tokio::test]
+    async fn a_body_cut_short_is_an_error() {
+        for body in [
+            "content-length: 10\r\n\r\nhello",
+            "transfer-encoding: chunked\r\n\r\n5\r\nhello\r\n",
+        ] {
+            let upstream = Upstream::start(vec![answer_then_close(&format!(
+                "HTTP/1.1 200 OK\r\n{body}"
+            ))])
+            .await;
+            let mut body = send(upstream.connect().await, get("/")).await.into_body();
+            assert!(matches!(read_all(&mut body).await, Err(Error::Closed(_))));
+            assert!(body.take_reusable().is_none());
+        }
+    }
+
+    #[tokio::test]
+    async fn what_the_response_says_decides_reuse() {
+        for (head, reused, why) in [
+            ("HTTP/1.1 200 OK\r\nconnection: close\r\n", false, "close"),
+            (
+                "HTTP/1.1 200 OK\r\nconnection: upgrade, Close\r\n",
+                false,
+                "close in a list",
+            ),
+            ("HTTP/1.0 200 OK\r\n", false, "HTTP/1.0"),
+            (
+                "HTTP/1.0 200 OK\r\nconnection: keep-alive\r\n",
+                true,
+                "HTTP/1.0 keep-alive",
+            ),
+            ("HTTP/1.1 200 OK\r\n", true, "HTTP/1.1"),
+        ] {
+            let upstream =
+                Upstream::start(vec![answer(&format!("{head}content-length: 2\r\n\r\nok"))]).await;
+            let mut body = send(upstream.connect().await, get("/")).await.into_body();
+            assert_eq!(read_all(&mut body).await.unwrap().0, b"ok", "{why}");
+            assert_eq!(body.take_reusable().is_some(), reused, "{why}");
+        }
+        // Framing that leaves doubt leaves the connection unused.
+        for (answer_bytes, why) in [
+            (
+                "HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nokEXTRA",
+                "bytes past the end",
+            ),
+            (
+                "HTTP/1.1 200 OK\r\ncontent-length: 100\r\ntransfer-encoding: chunked\r\n\r\n\
+                 2\r\nok\r\n0\r\n\r\n",
+                "content-length beside chunked",
+            ),
+        ] {
+            let upstream = Upstream::start(vec![answer(answer_bytes)]).await;
+            let mut body = send(upstream.connect().await, get("/")).await.into_body();
+            assert_eq!(read_all(&mut body).await.unwrap().0, b"ok", "{why}");
+            assert!(body.take_reusable().is_none(), "{why}");
+        }
+    }
+
+    #[tokio::test]
+    async fn a_body_in_memory_goes_with_the_head_and_its_exact_length() {
+        let mut upstream =
+            Upstream::start(vec![answer("HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n")]).await;
+        let request = Request::post("/p?q")
+            .header("content-type", "application/json")
+            .header("content-length", "999")
+            .body(full_body(r#"{"a":1}"#))
+            .unwrap();
+        let mut body = send(upstream.connect().await, request).await.into_body();
+        assert!(body.take_reusable().is_some());
+        assert_eq!(
+            String::from_utf8(upstream.next().await.bytes).unwrap(),
+            "POST /p?q HTTP/1.1\r\nhost: upstream.test\r\ncontent-type: application/json\r\n\
+             content-length: 7\r\n\r\n{\"a\":1}"
+        );
+    }
+
+    #[tokio::test]
+    async fn empty_bodies_announce_a_zero_length_where_one_is_expected() {
+        let mut upstream = Upstream::start(vec![
+            answer("HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n"),
+            answer("HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n"),
+            answer("HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n"),
+        ])
+        .await;
+        let empty = |method: Method, length: Option<&str>| {
+            let mut request = Request::builder().method(method).uri("/x");
+            if let Some(length) = length {
+                request = request.header("content-length", length);
+            }
+            request.body(full_body(Bytes::new())).unwrap()
+        };
+        let mut connection = upstream.connect().await;
+        for (request, wire) in [
+            (
+                empty(Method::POST, None),
+                "POST /x HTTP/1.1\r\nhost: upstream.test\r\ncontent-length: 0\r\n\r\n",
+            ),
+            (
+                empty(Method::DELETE, None),
+                "DELETE /x HTTP/1.1\r\nhost: upstream.test\r\n\r\n",
+            ),
+            (
+                empty(Method::DELETE, Some("0")),
+                "DELETE /x HTTP/1.1\r\nhost: upstream.test\r\ncontent-length: 0\r\n\r\n",
+            ),
+        ] {
+            let mut body = send(connection, request).await.into_body();
+            connection = body.take_reusable().unwrap();
+            assert_eq!(
+                String::from_utf8(upstream.next().await.bytes).unwrap(),
+                wire
+            );
+        }
+    }
+
+    /// A request body fed from a channel, of a length given or unknown.
+    struct Channel {
+        frames: mpsc::Receiver<Bytes>,
+        exact: Option<u64>,
+    }
+
+    impl http_body::Body for Channel {
+        type Data = Bytes;
+        type Error = BoxError;
+
+        fn poll_frame(
+            mut self: Pin<&mut Self>,
+            cx: &mut Context<'_>,
+        ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+            self.frames
+                .poll_recv(cx)
+                .map(|data| data.map(|data| Ok(Frame::data(data))))
+        }
+
+        fn size_hint(&self) -> SizeHint {
+            self.exact.map_or_else(SizeHint::new, SizeHint::with_exact)
+        }
+    }
+
+    /// A request whose body streams `parts`, with a pause before each.
+    fn streaming(parts: Vec<Bytes>, exact: Option<u64>) -> Request<ProxyBody> {
+        let (tx, frames) = mpsc::channel(1);
+        tokio::spawn(async move {
+            for part in parts {
+                tokio::time::sleep(Duration::from_millis(5)).await;
+                if tx.send(part).await.is_err() {
+                    return;
+                }
+            }
+        });
+        Request::put("/upload")
+            .body(Channel { frames, exact }.boxed())
+            .unwrap()
+    }
+
+    #[tokio::test]
+    async fn a_streamed_body_of_unknown_length_goes_chunked() {
+        let mut upstream =
+            Upstream::start(vec![answer("HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n")]).await;
+        let big = Bytes::from(vec![b'x'; INLINE_BODY + 1]);
+        let parts = vec![
+            Bytes::from_static(b"first,"),
+            Bytes::new(),
+            big.clone(),
+            Bytes::from_static(b",last"),
+        ];
+        let request = streaming(parts, None);
+        let mut body = send(upstream.connect().await, request).await.into_body();
+        assert!(body.take_reusable().is_some());
+        let received = upstream.next().await.bytes;
+        let head_len = find(&received, b"\r\n\r\n").unwrap() + 4;
+        assert_eq!(
+            String::from_utf8_lossy(&received[..head_len]),
+            "PUT /upload HTTP/1.1\r\nhost: upstream.test\r\ntransfer-encoding: chunked\r\n\r\n"
+        );
+        let (data, wire_len) = dechunk(&received[head_len..]).unwrap();
+        assert_eq!(wire_len, received.len() - head_len);
+        assert_eq!(data, [&b"first,"[..], &big, b",last"].concat());
+    }
+
+    #[tokio::test]
+    async fn a_body_that_breaks_its_length_fails_the_request() {
+        for (parts, why) in [
+            (vec![Bytes::from_static(b"12345")], "short"),
+            (vec![Bytes::from_static(b"1234567890AB")], "long"),
+        ] {
+            let mut upstream = Upstream::start(vec![]).await;
+            match try_send(upstream.connect().await, streaming(parts, Some(10))).await {
+                Err(Failure::Failed(Error::RequestLength)) => {}
+                Err(other) => panic!("{why}: {other:?}"),
+                Ok(_) => panic!("{why}: sent"),
+            }
+            // The bytes past the announced length never went out: the
+            // upstream never got a whole request.
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            assert!(upstream.received.try_recv().is_err(), "{why}");
+        }
+    }
+
+    #[tokio::test]
+    async fn a_large_response_streams_in_frames() {
+        let payload: Vec<u8> = (0..1 << 20).map(|i| (i % 251) as u8).collect();
+        let mut bytes = format!(
+            "HTTP/1.1 200 OK\r\ncontent-length: {}\r\n\r\n",
+            payload.len()
+        )
+        .into_bytes();
+        bytes.extend_from_slice(&payload);
+        let upstream = Upstream::start(vec![Answer {
+            parts: vec![bytes],
+            close: false,
+        }])
+        .await;
+        let mut body = send(upstream.connect().await, get("/big"))
+            .await
+            .into_body();
+        assert_eq!(body.size_hint().exact(), Some(1 << 20));
+        let (data, frames) = read_all(&mut body).await.unwrap();
+        assert!(data == payload, "the body arrives intact");
+        assert!(
+            frames > 1,
+            "streamed, not buffered whole: {frames} frame(s)"
+        );
+        assert!(body.take_reusable().is_some());
+    }
+
+    /// A connection whose peer has reset it, once the reset has arrived.
+    async fn reset_connection() -> Connection {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let client = TcpStream::connect(listener.local_addr().unwrap())
+            .await
+            .unwrap();
+        let (server, _) = listener.accept().await.unwrap();
+        server.set_zero_linger().unwrap();
+        drop(server);
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        Connection::new(MaybeHttpsStream::Http(TokioIo::new(client)))
+    }
+
+    #[tokio::test]
+    async fn a_request_the_connection_never_took_comes_back_whole() {
+        let request = Request::post("/p")
+            .header("content-type", "application/json")
+            .body(full_body("payload"))
+            .unwrap();
+        match try_send(reset_connection().await, request).await {
+            Err(Failure::Unsent(request, Error::Io(_))) => {
+                assert_eq!(request.uri(), "/p");
+                assert_eq!(request.headers()["content-type"], "application/json");
+                let body = request.into_body();
+                assert_eq!(body.size_hint().exact(), Some(7));
+                let data = body.collect().await.unwrap().to_bytes();
+                assert_eq!(data, "payload", "the frame already taken is sent again");
+            }
+            Err(other) => panic!("expected unsent, got {other:?}"),
+            Ok(_) => panic!("a reset connection answered"),
+        }
+    }
+
+    #[tokio::test]
+    async fn the_probe_tells_closed_and_chatty_connections_from_idle_ones() {
+        assert!(!reset_connection().await.is_open(), "reset");
+
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let open = |tcp| Connection::new(MaybeHttpsStream::Http(TokioIo::new(tcp)));
+        let mut idle = open(TcpStream::connect(addr).await.unwrap());
+        let (_idle_peer, _) = listener.accept().await.unwrap();
+        let mut closed = open(TcpStream::connect(addr).await.unwrap());
+        drop(listener.accept().await.unwrap());
+        let mut chatty = open(TcpStream::connect(addr).await.unwrap());
+        let (mut chatty_peer, _) = listener.accept().await.unwrap();
+        chatty_peer.write_all(b"HTTP/1.1 408 ").await.unwrap();
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert!(idle.is_open(), "idle");
+        assert!(idle.is_open(), "still idle: the probe took nothing");
+        assert!(!closed.is_open(), "closed by the upstream");
+        assert!(!chatty.is_open(), "the upstream wrote unasked");
+    }
+}
