@@ -206,3 +206,145 @@ async fn shutdown_closes_idle_connections_at_once() {
         .expect("the idle connection is closed");
     assert!(matches!(closed, Ok(0) | Err(_)), "{closed:?}");
 }
+
+/// What a handler saw of one request, comparable across servers.
+type Recorded = (
+    String,
+    String,
+    http::Version,
+    Vec<(String, Vec<u8>)>,
+    Vec<u8>,
+);
+
+/// Records each request it is given and answers `200 ok`.
+#[derive(Default)]
+struct Recorder(std::sync::Mutex<Vec<Recorded>>);
+
+impl Recorder {
+    async fn record<B>(
+        &self,
+        request: http::Request<B>,
+    ) -> http::Response<sendgate::upstream::ProxyBody>
+    where
+        B: http_body::Body,
+        B::Error: std::fmt::Debug,
+    {
+        use http_body_util::BodyExt;
+        let (parts, body) = request.into_parts();
+        let body = body.collect().await.expect("body").to_bytes().to_vec();
+        let headers = parts
+            .headers
+            .iter()
+            .map(|(name, value)| (name.to_string(), value.as_bytes().to_vec()))
+            .collect();
+        self.0.lock().unwrap().push((
+            parts.method.to_string(),
+            parts.uri.to_string(),
+            parts.version,
+            headers,
+            body,
+        ));
+        http::Response::new(sendgate::upstream::full_body("ok"))
+    }
+}
+
+impl sendgate::server::Handler for Recorder {
+    async fn call(
+        self: std::sync::Arc<Self>,
+        request: http::Request<sendgate::upstream::ProxyBody>,
+    ) -> http::Response<sendgate::upstream::ProxyBody> {
+        self.record(request).await
+    }
+}
+
+/// Writes `raw` to a server, closes the write side, and returns the status
+/// lines it answered and the requests its handler saw.
+async fn exchange_with(
+    addr: std::net::SocketAddr,
+    recorder: &Recorder,
+    raw: &[u8],
+) -> (Vec<String>, Vec<Recorded>) {
+    let mut stream = TcpStream::connect(addr).await.unwrap();
+    stream.write_all(raw).await.unwrap();
+    stream.shutdown().await.unwrap();
+    let mut answer = Vec::new();
+    tokio::time::timeout(Duration::from_secs(10), stream.read_to_end(&mut answer))
+        .await
+        .expect("the server closes")
+        .unwrap();
+    let answer = String::from_utf8_lossy(&answer).into_owned();
+    let statuses = status_lines(&answer)
+        .into_iter()
+        .map(str::to_owned)
+        .collect();
+    (statuses, std::mem::take(&mut *recorder.0.lock().unwrap()))
+}
+
+/// The same bytes given to sendgate's server and to a plain hyper HTTP/1.1
+/// server: the handlers must see the same requests, and the clients the
+/// same answers. This is what makes the loop safe to put in front of
+/// hyper: a client cannot find a request it frames differently.
+#[tokio::test]
+async fn sendgate_and_hyper_see_the_same_requests() {
+    let sendgate_recorder = std::sync::Arc::new(Recorder::default());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let sendgate_addr = listener.local_addr().unwrap();
+    tokio::spawn(sendgate::server::serve(
+        listener,
+        sendgate_recorder.clone(),
+        std::future::pending(),
+    ));
+
+    let hyper_recorder = std::sync::Arc::new(Recorder::default());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let hyper_addr = listener.local_addr().unwrap();
+    let recorder = hyper_recorder.clone();
+    tokio::spawn(async move {
+        while let Ok((stream, _)) = listener.accept().await {
+            let recorder = recorder.clone();
+            let service = hyper::service::service_fn(move |request| {
+                let recorder = recorder.clone();
+                async move { Ok::<_, std::convert::Infallible>(recorder.record(request).await) }
+            });
+            tokio::spawn(
+                hyper::server::conn::http1::Builder::new()
+                    .serve_connection(hyper_util::rt::TokioIo::new(stream), service),
+            );
+        }
+    });
+
+    let long_value = "v".repeat(20 * 1024);
+    let cases: Vec<Vec<u8>> = vec![
+        // Field names in any case, repeated fields, empty, padded, tabbed
+        // and non-ASCII values.
+        b"GET /v21.0/1?fields=a,b&x=%20 HTTP/1.1\r\nHOST: p\r\nAccept: a\r\naccept: b\r\nX-Empty:\r\nX-Pad:   v  \r\nX-Tab:\tv\r\nX-Latin: caf\xe9\r\n\r\n".to_vec(),
+        // Pipelined methods and bodies, lengths with leading zeros.
+        b"POST /a HTTP/1.1\r\nContent-Length: 5\r\n\r\nhelloGET /b HTTP/1.1\r\n\r\nPATCH /c HTTP/1.1\r\nContent-Length: 000\r\n\r\nDELETE /d HTTP/1.1\r\nContent-Length: 0002\r\n\r\nokPURGE /e HTTP/1.1\r\n\r\n".to_vec(),
+        // Simple, chunked (hyper), simple.
+        b"POST /a HTTP/1.1\r\nContent-Length: 1\r\n\r\naPOST /b HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n1\r\nb\r\n0\r\n\r\nGET /c HTTP/1.1\r\n\r\n".to_vec(),
+        // A head over the loop's 16 KiB, then a plain request.
+        format!("GET /long HTTP/1.1\r\nX-Long: {long_value}\r\n\r\nGET /after HTTP/1.1\r\n\r\n").into_bytes(),
+        // Close in the middle: nothing after it is served.
+        b"GET /a HTTP/1.1\r\nConnection: close\r\n\r\nGET /never HTTP/1.1\r\n\r\n".to_vec(),
+        // Absolute form, HTTP/1.0, HEAD.
+        b"GET http://p/abs?q=1 HTTP/1.1\r\nHost: p\r\n\r\nHEAD /h HTTP/1.1\r\n\r\nGET /ten HTTP/1.0\r\n\r\n".to_vec(),
+        // Ambiguous or broken framing.
+        b"POST /a HTTP/1.1\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\nab".to_vec(),
+        b"POST /a HTTP/1.1\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n".to_vec(),
+        b"POST /a HTTP/1.1\r\nTransfer-Encoding: gzip\r\n\r\nxyz".to_vec(),
+        b"GET /a HTTP/1.1\r\nX: a\r\n b\r\n\r\n".to_vec(),
+        b"GET /a\x01b HTTP/1.1\r\n\r\n".to_vec(),
+        // A body shorter than its length: the connection ends mid-request.
+        b"POST /a HTTP/1.1\r\nContent-Length: 10\r\n\r\nshort".to_vec(),
+    ];
+    for raw in cases {
+        let ours = exchange_with(sendgate_addr, &sendgate_recorder, &raw).await;
+        let hypers = exchange_with(hyper_addr, &hyper_recorder, &raw).await;
+        assert_eq!(
+            ours,
+            hypers,
+            "sendgate and hyper differ on {:?}",
+            String::from_utf8_lossy(&raw)
+        );
+    }
+}

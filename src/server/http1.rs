@@ -169,7 +169,7 @@ impl Connection {
     /// Reads until the buffer holds a whole request, and takes it out.
     async fn read_rest(&mut self) -> Next {
         let head = loop {
-            match self.parse_head() {
+            match parse_head(&self.buffer, &mut self.header_ranges) {
                 Parsed::Complete(head) => break head,
                 Parsed::Partial if self.buffer.len() < MAX_HEAD => {}
                 Parsed::Partial | Parsed::HandOver => return Next::HandOver,
@@ -192,73 +192,15 @@ impl Connection {
         matches!(self.stream.read_buf(&mut self.buffer).await, Ok(n) if n > 0)
     }
 
-    /// Parses the head at the start of the buffer and says whether this
-    /// loop takes the request.
-    fn parse_head(&mut self) -> Parsed {
-        let mut fields = [httparse::EMPTY_HEADER; MAX_HEADERS];
-        let mut parsed = httparse::Request::new(&mut fields);
-        let head_len = match parsed.parse(&self.buffer) {
-            Ok(httparse::Status::Complete(length)) => length,
-            Ok(httparse::Status::Partial) => return Parsed::Partial,
-            // hyper answers it (400, 431, or HTTP/2 for its preface).
-            Err(_) => return Parsed::HandOver,
-        };
-        let (Some(method), Some(target), Some(1)) = (parsed.method, parsed.path, parsed.version)
-        else {
-            return Parsed::HandOver;
-        };
-        if !target.starts_with('/') {
-            return Parsed::HandOver;
-        }
-        let method = match method {
-            "HEAD" | "CONNECT" => return Parsed::HandOver,
-            other => match Method::from_bytes(other.as_bytes()) {
-                Ok(method) => method,
-                Err(_) => return Parsed::HandOver,
-            },
-        };
-        let start = self.buffer.as_ptr() as usize;
-        let place = |part: &[u8]| {
-            let at = part.as_ptr() as usize - start;
-            at..at + part.len()
-        };
-        let mut body_len = None;
-        let mut keep_alive = true;
-        self.header_ranges.clear();
-        for field in parsed.headers.iter() {
-            let Ok(name) = HeaderName::from_bytes(field.name.as_bytes()) else {
-                return Parsed::HandOver;
-            };
-            if name == TRANSFER_ENCODING || name == EXPECT || name == UPGRADE {
-                return Parsed::HandOver;
-            }
-            if name == CONTENT_LENGTH {
-                match (body_len, content_length(field.value)) {
-                    (None, Some(length)) if length <= MAX_BODY => body_len = Some(length),
-                    _ => return Parsed::HandOver,
-                }
-            }
-            if name == CONNECTION {
-                if has_token(field.value, "upgrade") {
-                    return Parsed::HandOver;
-                }
-                keep_alive &= !has_token(field.value, "close");
-            }
-            self.header_ranges.push((name, place(field.value)));
-        }
-        Parsed::Complete(Head {
-            method,
-            target: place(target.as_bytes()),
-            head_len,
-            body_len: body_len.unwrap_or(0),
-            keep_alive,
-        })
-    }
-
     /// Takes the first `total` bytes of the buffer as the request `head`
     /// describes. Header values and the body share those bytes.
     fn take_request(&mut self, head: Head, total: usize) -> Next {
         let message = self.buffer.split_to(total).freeze();
+        if total > 2 * READ_CHUNK && self.buffer.is_empty() {
+            // Let the large allocation go with this request, so that an
+            // idle connection keeps a few KiB and not its largest request.
+            self.buffer = BytesMut::new();
+        }
         let Ok(uri) = Uri::from_maybe_shared(message.slice(head.target)) else {
             return Next::BadRequest;
         };
@@ -337,8 +279,74 @@ impl Connection {
             return Ok(keep_alive);
         }
         let complete = write_body(&mut self.stream, &mut self.out, &mut body, framing).await?;
+        if self.out.capacity() > 2 * COPY_LIMIT {
+            // Grown by a large head; not kept for the idle connection.
+            self.out = Vec::new();
+        }
         Ok(keep_alive && complete)
     }
+}
+
+/// Parses the request head at the start of `buffer` and says whether this
+/// loop takes the request; the header fields it takes go to `fields_out`.
+fn parse_head(buffer: &[u8], fields_out: &mut Vec<(HeaderName, Range<usize>)>) -> Parsed {
+    let mut fields = [httparse::EMPTY_HEADER; MAX_HEADERS];
+    let mut parsed = httparse::Request::new(&mut fields);
+    let head_len = match parsed.parse(buffer) {
+        Ok(httparse::Status::Complete(length)) => length,
+        Ok(httparse::Status::Partial) => return Parsed::Partial,
+        // hyper answers it (400, 431, or HTTP/2 for its preface).
+        Err(_) => return Parsed::HandOver,
+    };
+    let (Some(method), Some(target), Some(1)) = (parsed.method, parsed.path, parsed.version) else {
+        return Parsed::HandOver;
+    };
+    if !target.starts_with('/') {
+        return Parsed::HandOver;
+    }
+    let method = match method {
+        "HEAD" | "CONNECT" => return Parsed::HandOver,
+        other => match Method::from_bytes(other.as_bytes()) {
+            Ok(method) => method,
+            Err(_) => return Parsed::HandOver,
+        },
+    };
+    let start = buffer.as_ptr() as usize;
+    let place = |part: &[u8]| {
+        let at = part.as_ptr() as usize - start;
+        at..at + part.len()
+    };
+    let mut body_len = None;
+    let mut keep_alive = true;
+    fields_out.clear();
+    for field in parsed.headers.iter() {
+        let Ok(name) = HeaderName::from_bytes(field.name.as_bytes()) else {
+            return Parsed::HandOver;
+        };
+        if name == TRANSFER_ENCODING || name == EXPECT || name == UPGRADE {
+            return Parsed::HandOver;
+        }
+        if name == CONTENT_LENGTH {
+            match (body_len, content_length(field.value)) {
+                (None, Some(length)) if length <= MAX_BODY => body_len = Some(length),
+                _ => return Parsed::HandOver,
+            }
+        }
+        if name == CONNECTION {
+            if has_token(field.value, "upgrade") {
+                return Parsed::HandOver;
+            }
+            keep_alive &= !has_token(field.value, "close");
+        }
+        fields_out.push((name, place(field.value)));
+    }
+    Parsed::Complete(Head {
+        method,
+        target: place(target.as_bytes()),
+        head_len,
+        body_len: body_len.unwrap_or(0),
+        keep_alive,
+    })
 }
 
 /// How a response body is delimited on the wire.
@@ -505,5 +513,170 @@ impl AsyncWrite for Rewind {
 
     fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         Pin::new(&mut self.stream).poll_shutdown(cx)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(raw: &[u8]) -> (Parsed, Vec<(HeaderName, Range<usize>)>) {
+        let mut fields = Vec::new();
+        let parsed = parse_head(raw, &mut fields);
+        (parsed, fields)
+    }
+
+    #[test]
+    fn takes_a_plain_request_and_says_where_its_parts_are() {
+        let raw = b"POST /v21.0/1/messages?x=1 HTTP/1.1\r\nHost: p\r\nContent-Length: 3\r\nX-A: b c\r\n\r\nabc";
+        let (Parsed::Complete(head), fields) = parse(raw) else {
+            panic!("taken");
+        };
+        assert_eq!(head.method, Method::POST);
+        assert_eq!(&raw[head.target.clone()], b"/v21.0/1/messages?x=1");
+        assert_eq!(head.head_len, raw.len() - 3);
+        assert_eq!(head.body_len, 3);
+        assert!(head.keep_alive);
+        let names: Vec<&str> = fields.iter().map(|(name, _)| name.as_str()).collect();
+        assert_eq!(names, ["host", "content-length", "x-a"]);
+        assert_eq!(&raw[fields[2].1.clone()], b"b c");
+    }
+
+    #[test]
+    fn connection_close_in_any_spelling_ends_keep_alive() {
+        for value in ["close", "Close", "keep-alive, CLOSE", " close "] {
+            let raw = format!("GET / HTTP/1.1\r\nConnection: {value}\r\n\r\n");
+            let (Parsed::Complete(head), _) = parse(raw.as_bytes()) else {
+                panic!("taken");
+            };
+            assert!(!head.keep_alive, "{value}");
+        }
+    }
+
+    #[test]
+    fn an_incomplete_head_asks_for_more() {
+        let raw = b"POST / HTTP/1.1\r\nHost: p\r\nContent-Length: 3\r\n\r\n";
+        for end in 0..raw.len() {
+            assert!(matches!(parse(&raw[..end]).0, Parsed::Partial), "{end}");
+        }
+    }
+
+    #[test]
+    fn everything_but_the_simple_case_goes_to_hyper() {
+        let over = format!(
+            "POST / HTTP/1.1\r\nContent-Length: {}\r\n\r\n",
+            MAX_BODY + 1
+        );
+        let cases: [&[u8]; 16] = [
+            b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n",
+            b"POST / HTTP/1.1\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n",
+            b"POST / HTTP/1.1\r\nExpect: 100-continue\r\nContent-Length: 3\r\n\r\n",
+            b"GET / HTTP/1.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n",
+            b"GET / HTTP/1.1\r\nConnection: keep-alive, upgrade\r\n\r\n",
+            b"GET / HTTP/1.0\r\n\r\n",
+            b"HEAD / HTTP/1.1\r\n\r\n",
+            b"CONNECT graph.facebook.com:443 HTTP/1.1\r\n\r\n",
+            b"GET http://graph.facebook.com/ HTTP/1.1\r\n\r\n",
+            b"OPTIONS * HTTP/1.1\r\n\r\n",
+            b"POST / HTTP/1.1\r\nContent-Length: 3\r\nContent-Length: 3\r\n\r\n",
+            b"POST / HTTP/1.1\r\nContent-Length: +3\r\n\r\n",
+            b"POST / HTTP/1.1\r\nContent-Length: 3,3\r\n\r\n",
+            over.as_bytes(),
+            b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n",
+            b"GET / HTTP/1.1\r\nBad Name: x\r\n\r\n",
+        ];
+        for raw in cases {
+            assert!(
+                matches!(parse(raw).0, Parsed::HandOver),
+                "{}",
+                String::from_utf8_lossy(raw)
+            );
+        }
+    }
+
+    /// Bytes flipped, dropped, doubled and cut in valid heads: a head that is
+    /// taken must have its parts inside itself, one length at most, no
+    /// framing or upgrade field, and a body within the limit.
+    #[test]
+    fn mangled_heads_are_refused_or_taken_whole() {
+        let seeds: [&[u8]; 3] = [
+            b"POST /v21.0/1/messages HTTP/1.1\r\nHost: p\r\nContent-Length: 12\r\nConnection: keep-alive\r\n\r\n",
+            b"GET /v21.0/1?fields=a,b HTTP/1.1\r\nHost: p\r\nAccept: */*\r\n\r\n",
+            b"POST /x HTTP/1.1\r\nTransfer-Encoding: chunked\r\nContent-Length: 5\r\n\r\n",
+        ];
+        let special = b"\r\n: \t\0\x7f\xff,0123456789aAzZ-";
+        let mut state: u64 = 0x9e37_79b9_7f4a_7c15;
+        let mut next = move |bound: usize| {
+            // xorshift64: deterministic, so a failure reproduces.
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            (state % bound as u64) as usize
+        };
+        let mut taken = 0;
+        for round in 0..20_000 {
+            let mut raw = seeds[round % seeds.len()].to_vec();
+            for _ in 0..1 + next(3) {
+                if raw.len() < 2 {
+                    break;
+                }
+                let at = next(raw.len());
+                match next(4) {
+                    0 => raw[at] = special[next(special.len())],
+                    1 => {
+                        raw.remove(at);
+                    }
+                    2 => raw.insert(at, special[next(special.len())]),
+                    _ => raw.truncate(at.max(1)),
+                }
+            }
+            let (Parsed::Complete(head), fields) = parse(&raw) else {
+                continue;
+            };
+            taken += 1;
+            let shown = String::from_utf8_lossy(&raw).into_owned();
+            assert!(head.head_len <= raw.len(), "{shown:?}");
+            assert!(head.target.end <= head.head_len, "{shown:?}");
+            assert!(head.body_len <= MAX_BODY, "{shown:?}");
+            let mut lengths = 0;
+            for (name, value) in &fields {
+                assert!(value.end <= head.head_len, "{shown:?}");
+                assert!(
+                    name != TRANSFER_ENCODING && name != EXPECT && name != UPGRADE,
+                    "{shown:?}"
+                );
+                if name == CONTENT_LENGTH {
+                    lengths += 1;
+                    assert_eq!(
+                        content_length(&raw[value.clone()]),
+                        Some(head.body_len),
+                        "{shown:?}"
+                    );
+                }
+            }
+            assert!(lengths <= 1, "{shown:?}");
+        }
+        assert!(
+            taken > 1_000,
+            "the mutations still leave valid heads: {taken}"
+        );
+    }
+
+    #[test]
+    fn content_length_is_digits_only() {
+        assert_eq!(content_length(b"0"), Some(0));
+        assert_eq!(content_length(b"0012"), Some(12));
+        for bad in [
+            &b""[..],
+            b" 1",
+            b"1 ",
+            b"-1",
+            b"+1",
+            b"1,1",
+            b"0x10",
+            b"99999999999999999999",
+        ] {
+            assert_eq!(content_length(bad), None, "{bad:?}");
+        }
     }
 }
