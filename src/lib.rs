@@ -11,8 +11,9 @@
 //! # Layout
 //!
 //! - [`config`]: typed configuration over the embedded defaults, env overrides, validation.
-//! - [`server`]: listeners, HTTP/1.1 + HTTP/2, worker threads with a runtime
-//!   each, graceful shutdown.
+//! - [`server`]: listeners, worker threads with a runtime each, graceful
+//!   shutdown; `server::http1` serves plain HTTP/1.1 requests itself and
+//!   hands everything else (HTTP/2 included) to hyper.
 //! - [`proxy`]: shared state and routing; passthrough streaming.
 //! - [`upstream`]: the rustls client to the Cloud API, timeouts, 502/504;
 //!   `upstream::pool` keeps its connections per thread; `upstream::http1`
