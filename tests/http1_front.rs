@@ -23,6 +23,22 @@ fn status_lines(raw: &str) -> Vec<&str> {
         .collect()
 }
 
+/// Sends three pipelined `requests` in one write, checks that all three are
+/// answered 200, and returns what the upstream saw.
+async fn three_answered(
+    proxy: &Proxy,
+    upstream: &FakeUpstream,
+    requests: &str,
+) -> Vec<support::Seen> {
+    let response = raw_exchange(proxy.addr, requests.as_bytes()).await;
+    assert_eq!(
+        status_lines(&response),
+        ["HTTP/1.1 200 OK"; 3],
+        "{response}"
+    );
+    upstream.seen()
+}
+
 #[tokio::test]
 async fn pipelined_requests_are_answered_in_order() {
     let upstream = FakeUpstream::start().await;
@@ -30,13 +46,7 @@ async fn pipelined_requests_are_answered_in_order() {
     let requests = "GET /v21.0/1?i=1 HTTP/1.1\r\nHost: p\r\n\r\n\
                     POST /v21.0/1/media?i=2 HTTP/1.1\r\nHost: p\r\nContent-Length: 3\r\n\r\nabc\
                     GET /v21.0/1?i=3 HTTP/1.1\r\nHost: p\r\nConnection: close\r\n\r\n";
-    let response = raw_exchange(proxy.addr, requests.as_bytes()).await;
-    assert_eq!(
-        status_lines(&response),
-        ["HTTP/1.1 200 OK"; 3],
-        "{response}"
-    );
-    let seen = upstream.seen();
+    let seen = three_answered(&proxy, &upstream, requests).await;
     let uris: Vec<&str> = seen.iter().map(|seen| seen.uri.as_str()).collect();
     assert_eq!(uris, ["/v21.0/1?i=1", "/v21.0/1/media?i=2", "/v21.0/1?i=3"]);
     assert_eq!(seen[1].body, "abc");
@@ -52,13 +62,7 @@ async fn a_chunked_request_moves_the_connection_to_hyper_mid_stream() {
                     POST /v21.0/1/media?i=2 HTTP/1.1\r\nHost: p\r\nTransfer-Encoding: chunked\r\n\r\n\
                     3\r\ncde\r\n2\r\nfg\r\n0\r\n\r\n\
                     GET /v21.0/1?i=3 HTTP/1.1\r\nHost: p\r\nConnection: close\r\n\r\n";
-    let response = raw_exchange(proxy.addr, requests.as_bytes()).await;
-    assert_eq!(
-        status_lines(&response),
-        ["HTTP/1.1 200 OK"; 3],
-        "{response}"
-    );
-    let seen = upstream.seen();
+    let seen = three_answered(&proxy, &upstream, requests).await;
     let bodies: Vec<&[u8]> = seen.iter().map(|seen| &seen.body[..]).collect();
     assert_eq!(bodies, [&b"ab"[..], b"cdefg", b""]);
     assert_eq!(seen[2].uri, "/v21.0/1?i=3");
