@@ -145,7 +145,7 @@ async fn malformed_or_ambiguous_requests_get_400_and_reach_nothing() {
         b"GET /v21.0/1 HTTP/1.1\r\nHo st: p\r\n\r\n",
         b"GET /v21.0/1 HTTP/1.1 extra\r\nHost: p\r\n\r\n",
         // Accepted by the head parser, refused as a URI.
-        b"GET /v21.0/\xff HTTP/1.1\r\nHost: p\r\n\r\n",
+        b"GET /v21.0/<x> HTTP/1.1\r\nHost: p\r\n\r\n",
     ];
     for request in bad {
         let response = raw_exchange(proxy.addr, request).await;
@@ -338,6 +338,8 @@ async fn sendgate_and_hyper_see_the_same_requests() {
         b"POST /a HTTP/1.1\r\nTransfer-Encoding: gzip\r\n\r\nxyz".to_vec(),
         b"GET /a HTTP/1.1\r\nX: a\r\n b\r\n\r\n".to_vec(),
         b"GET /a\x01b HTTP/1.1\r\n\r\n".to_vec(),
+        // A target the head parser takes and `http::Uri` refuses.
+        b"GET /a<b HTTP/1.1\r\n\r\nGET /after HTTP/1.1\r\n\r\n".to_vec(),
         // A body shorter than its length: the connection ends mid-request.
         b"POST /a HTTP/1.1\r\nContent-Length: 10\r\n\r\nshort".to_vec(),
     ];
