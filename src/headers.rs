@@ -41,6 +41,26 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
     }
 }
 
+/// Whether a comma-separated field value (`Connection`, `Transfer-Encoding`)
+/// lists `token`, in any case.
+pub fn lists_token(value: &[u8], token: &str) -> bool {
+    value
+        .split(|&byte| byte == b',')
+        .any(|item| item.trim_ascii().eq_ignore_ascii_case(token.as_bytes()))
+}
+
+/// A `Content-Length` number: decimal digits only (no sign, no spaces, no
+/// list), and none if it overflows.
+pub fn decimal_length(digits: &[u8]) -> Option<u64> {
+    if digits.is_empty() {
+        return None;
+    }
+    digits.iter().try_fold(0u64, |value, &digit| {
+        let digit = char::from(digit).to_digit(10)?;
+        value.checked_mul(10)?.checked_add(u64::from(digit))
+    })
+}
+
 /// Prepares a request's headers for the upstream: hop-by-hop fields go, and
 /// so do sendgate's own control headers.
 pub fn for_upstream(headers: &mut HeaderMap) {
@@ -107,5 +127,32 @@ mod tests {
         strip_hop_by_hop(&mut headers);
         assert!(headers.contains_key("accept"));
         assert!(!headers.contains_key("connection"));
+    }
+
+    #[test]
+    fn content_length_is_decimal_digits_only() {
+        assert_eq!(decimal_length(b"0"), Some(0));
+        assert_eq!(decimal_length(b"0012"), Some(12));
+        assert_eq!(decimal_length(b"18446744073709551615"), Some(u64::MAX));
+        for bad in [
+            &b""[..],
+            b" 1",
+            b"1 ",
+            b"-1",
+            b"+1",
+            b"1,1",
+            b"0x10",
+            b"18446744073709551616",
+        ] {
+            assert_eq!(decimal_length(bad), None, "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn tokens_are_found_in_any_case_and_spacing() {
+        assert!(lists_token(b"keep-alive, Close", "close"));
+        assert!(lists_token(b" close ", "close"));
+        assert!(!lists_token(b"closed, x-close", "close"));
+        assert!(!lists_token(b"", "close"));
     }
 }

@@ -124,10 +124,8 @@ fn main() -> ExitCode {
             sandbox,
         } => {
             let path = config_file(config.as_deref());
-            match Config::load(path.as_deref()) {
-                Ok(loaded) => block_on(serve(path, loaded, listen, upstream, sandbox)),
-                Err(err) => Err(format!("config error: {err}")),
-            }
+            load_config(path.as_deref())
+                .and_then(|loaded| block_on(serve(path, loaded, listen, upstream, sandbox)))
         }
         Command::CheckConfig { config } => load_config(config.as_deref()).map(|config| {
             println!(

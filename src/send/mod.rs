@@ -18,7 +18,7 @@ use http_body_util::{BodyExt, Limited};
 
 use crate::config::{Category, Config, LimitMode, Mode, UnknownCategory};
 use crate::graph_error::GraphError;
-use crate::headers::{self, CLIENT_HEADER, DECISION_HEADER};
+use crate::headers::{self, CLIENT_HEADER, DECISION_HEADER, decimal_length};
 use crate::limits::Admission;
 use crate::logging::mask;
 use crate::metrics::{CodeLabels, Metrics};
@@ -333,8 +333,7 @@ async fn read_body(
 ) -> Result<Bytes, GraphError> {
     let declared = headers
         .get(header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<u64>().ok());
+        .and_then(|v| decimal_length(v.as_bytes()));
     if declared.is_some_and(|length| length > limit as u64) {
         return Err(GraphError::body_too_large(limit));
     }

@@ -37,6 +37,7 @@ use tokio::net::TcpStream;
 use tokio::sync::watch;
 
 use super::{HEADER_READ_TIMEOUT, Handler, Shared};
+use crate::headers::{decimal_length, lists_token};
 use crate::upstream::{ProxyBody, full_body};
 
 /// Longest request head taken here; hyper takes longer ones.
@@ -242,13 +243,13 @@ impl Connection {
         for (name, value) in &parts.headers {
             // The framing headers are this loop's to write.
             if name == CONTENT_LENGTH {
-                declared = content_length(value.as_bytes()).map(|length| length as u64);
+                declared = decimal_length(value.as_bytes());
                 continue;
             }
             if name == TRANSFER_ENCODING {
                 continue;
             }
-            if name == CONNECTION && has_token(value.as_bytes(), "close") {
+            if name == CONNECTION && lists_token(value.as_bytes(), "close") {
                 says_close = true;
             }
             dated |= name == DATE;
@@ -327,16 +328,18 @@ fn parse_head(buffer: &[u8], fields_out: &mut Vec<(HeaderName, Range<usize>)>) -
             return Parsed::HandOver;
         }
         if name == CONTENT_LENGTH {
-            match (body_len, content_length(field.value)) {
-                (None, Some(length)) if length <= MAX_BODY => body_len = Some(length),
+            match (body_len, decimal_length(field.value)) {
+                (None, Some(length)) if length <= MAX_BODY as u64 => {
+                    body_len = Some(length as usize)
+                }
                 _ => return Parsed::HandOver,
             }
         }
         if name == CONNECTION {
-            if has_token(field.value, "upgrade") {
+            if lists_token(field.value, "upgrade") {
                 return Parsed::HandOver;
             }
-            keep_alive &= !has_token(field.value, "close");
+            keep_alive &= !lists_token(field.value, "close");
         }
         fields_out.push((name, place(field.value)));
     }
@@ -426,21 +429,6 @@ fn has_no_body(status: StatusCode) -> bool {
     status.is_informational()
         || status == StatusCode::NO_CONTENT
         || status == StatusCode::NOT_MODIFIED
-}
-
-/// A `Content-Length` value: digits only (no sign, no spaces, no list).
-fn content_length(value: &[u8]) -> Option<usize> {
-    if value.is_empty() || value.len() > 19 || !value.iter().all(u8::is_ascii_digit) {
-        return None;
-    }
-    std::str::from_utf8(value).ok()?.parse().ok()
-}
-
-/// Whether a comma-separated header value lists `token` (any case).
-fn has_token(value: &[u8], token: &str) -> bool {
-    value
-        .split(|&byte| byte == b',')
-        .any(|item| item.trim_ascii().eq_ignore_ascii_case(token.as_bytes()))
 }
 
 /// Appends a `date` header. The text changes once a second, so each thread
@@ -648,8 +636,8 @@ mod tests {
                 if name == CONTENT_LENGTH {
                     lengths += 1;
                     assert_eq!(
-                        content_length(&raw[value.clone()]),
-                        Some(head.body_len),
+                        decimal_length(&raw[value.clone()]),
+                        Some(head.body_len as u64),
                         "{shown:?}"
                     );
                 }
@@ -660,23 +648,5 @@ mod tests {
             taken > 1_000,
             "the mutations still leave valid heads: {taken}"
         );
-    }
-
-    #[test]
-    fn content_length_is_digits_only() {
-        assert_eq!(content_length(b"0"), Some(0));
-        assert_eq!(content_length(b"0012"), Some(12));
-        for bad in [
-            &b""[..],
-            b" 1",
-            b"1 ",
-            b"-1",
-            b"+1",
-            b"1,1",
-            b"0x10",
-            b"99999999999999999999",
-        ] {
-            assert_eq!(content_length(bad), None, "{bad:?}");
-        }
     }
 }

@@ -35,6 +35,7 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt, ReadBuf};
 use tokio::net::TcpStream;
 
 use super::{BoxError, ProxyBody};
+use crate::headers::{decimal_length, lists_token};
 
 /// The most header fields a response head may have.
 const MAX_HEADERS: usize = 100;
@@ -686,7 +687,7 @@ fn content_length(headers: &HeaderMap) -> Result<Option<u64>, Error> {
     let mut found = None;
     for value in headers.get_all(CONTENT_LENGTH) {
         for item in value.as_bytes().split(|&byte| byte == b',') {
-            let length = parse_decimal(item.trim_ascii())
+            let length = decimal_length(item.trim_ascii())
                 .ok_or(Error::Invalid("content-length is not a number"))?;
             if found.is_some_and(|found| found != length) {
                 return Err(Error::Invalid("conflicting content-length values"));
@@ -697,24 +698,12 @@ fn content_length(headers: &HeaderMap) -> Result<Option<u64>, Error> {
     Ok(found)
 }
 
-fn parse_decimal(digits: &[u8]) -> Option<u64> {
-    if digits.is_empty() {
-        return None;
-    }
-    digits.iter().try_fold(0u64, |value, &digit| {
-        let digit = char::from(digit).to_digit(10)?;
-        value.checked_mul(10)?.checked_add(u64::from(digit))
-    })
-}
-
 /// Whether a comma-separated field such as `Connection` lists `token`.
 fn has_token(headers: &HeaderMap, name: HeaderName, token: &str) -> bool {
-    headers.get_all(name).iter().any(|value| {
-        value
-            .as_bytes()
-            .split(|&byte| byte == b',')
-            .any(|item| item.trim_ascii().eq_ignore_ascii_case(token.as_bytes()))
-    })
+    headers
+        .get_all(name)
+        .iter()
+        .any(|value| lists_token(value.as_bytes(), token))
 }
 
 /// Where the reading of a response body is.

@@ -57,29 +57,27 @@ pub enum ReadBodyError {
 /// Reads a whole body of at most `limit` bytes. A body in one piece (as
 /// sendgate's own HTTP/1.1 loop gives them) is returned without a copy.
 pub async fn read_whole(mut body: ProxyBody, limit: usize) -> Result<Bytes, ReadBodyError> {
-    let mut first = Bytes::new();
+    // The body so far while it is one piece; `joined` once it is more.
+    let mut only: Option<Bytes> = None;
     let mut joined = BytesMut::new();
+    let mut length = 0;
     while let Some(frame) = body.frame().await {
         let Ok(data) = frame.map_err(|_| ReadBodyError::Broken)?.into_data() else {
             continue;
         };
-        if first.len() + joined.len() + data.len() > limit {
+        length += data.len();
+        if length > limit {
             return Err(ReadBodyError::TooLarge);
         }
-        if first.is_empty() && joined.is_empty() {
-            first = data;
-        } else {
-            if joined.is_empty() {
-                joined.extend_from_slice(&first);
+        match only.take() {
+            None if joined.is_empty() => only = Some(data),
+            earlier => {
+                joined.extend_from_slice(earlier.as_deref().unwrap_or_default());
+                joined.extend_from_slice(&data);
             }
-            joined.extend_from_slice(&data);
         }
     }
-    Ok(if joined.is_empty() {
-        first
-    } else {
-        joined.freeze()
-    })
+    Ok(only.unwrap_or_else(|| joined.freeze()))
 }
 
 /// A response sendgate makes itself (errors, admin answers, the sandbox).
@@ -247,4 +245,37 @@ fn is_timeout(err: &(dyn Error + 'static)) -> bool {
         source = cause.source();
     }
     false
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use http_body::Frame;
+    use http_body_util::StreamBody;
+
+    /// A body that arrives in `pieces`, as a streamed upload does.
+    fn in_pieces(pieces: &[&'static str]) -> ProxyBody {
+        let frames: Vec<Result<Frame<Bytes>, BoxError>> = pieces
+            .iter()
+            .map(|piece| Ok(Frame::data(Bytes::from_static(piece.as_bytes()))))
+            .collect();
+        StreamBody::new(futures_util::stream::iter(frames)).boxed()
+    }
+
+    #[tokio::test]
+    async fn a_body_in_pieces_is_read_whole_up_to_its_limit() {
+        let body = read_whole(in_pieces(&["abc", "", "def", "gh"]), 8).await;
+        assert_eq!(body.unwrap(), "abcdefgh", "exactly the limit is fine");
+        let over = read_whole(in_pieces(&["abc", "def", "ghi"]), 8).await;
+        assert!(matches!(over, Err(ReadBodyError::TooLarge)));
+    }
+
+    #[tokio::test]
+    async fn a_body_in_one_piece_is_returned_as_it_is() {
+        let piece = Bytes::from_static(b"{\"to\":\"1\"}");
+        let body = read_whole(full_body(piece.clone()), 64).await.unwrap();
+        assert_eq!(body.as_ptr(), piece.as_ptr(), "not copied");
+        let over = read_whole(full_body(piece), 9).await;
+        assert!(matches!(over, Err(ReadBodyError::TooLarge)));
+    }
 }
