@@ -317,7 +317,7 @@ impl std::error::Error for StartError {}
 
 /// An upstream response on its way back: hop-by-hop headers go, the body streams.
 pub fn relay(response: Response<UpstreamBody>) -> Response<ProxyBody> {
-    let mut response = response.map(|body| body.map_err(Into::into).boxed());
+    let mut response = response.map(BodyExt::boxed);
     headers::strip_hop_by_hop(response.headers_mut());
     response
 }

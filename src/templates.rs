@@ -13,14 +13,14 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use http::{HeaderValue, Method, Request, header};
-use http_body_util::{BodyExt, Empty, Limited};
+use http_body_util::BodyExt;
 use moka::Expiry;
 use moka::future::Cache;
 use serde::Deserialize;
 
 use crate::config::{CacheConfig, Category, Config};
 use crate::send::payload::TemplateRef;
-use crate::upstream::{BoxError, Upstream};
+use crate::upstream::{BoxError, Upstream, full_body, read_whole};
 
 /// The most of a template listing sendgate reads.
 const MAX_LISTING_BYTES: usize = 1 << 20;
@@ -115,11 +115,10 @@ impl TemplateCategories {
             "{version}/{waba}/message_templates?name={}&fields=name,language,category,status&limit=100",
             percent_encode(&template.name)
         );
-        let mut request = Request::builder().method(Method::GET).uri(path).body(
-            Empty::<Bytes>::new()
-                .map_err(|never| match never {})
-                .boxed(),
-        )?;
+        let mut request = Request::builder()
+            .method(Method::GET)
+            .uri(path)
+            .body(full_body(Bytes::new()))?;
         if let Some(authorization) = context.authorization {
             request
                 .headers_mut()
@@ -131,10 +130,9 @@ impl TemplateCategories {
             .await
             .map_err(|err| format!("{err:?}"))?;
         let status = response.status();
-        let body = Limited::new(response.into_body(), MAX_LISTING_BYTES)
-            .collect()
-            .await?
-            .to_bytes();
+        let body = read_whole(response.into_body().boxed(), MAX_LISTING_BYTES)
+            .await
+            .map_err(|err| format!("template listing: {err:?}"))?;
         if !status.is_success() {
             return Err(format!("Meta answered {status}").into());
         }

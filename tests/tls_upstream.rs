@@ -3,7 +3,9 @@
 
 mod support;
 
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use http::{Request, Response, Version};
 use hyper::body::Incoming;
@@ -34,12 +36,16 @@ fn certificates() -> (String, CertificateDer<'static>, PrivateKeyDer<'static>) {
     (ca_cert.pem(), leaf.der().clone(), key)
 }
 
-/// An HTTPS server offering h2 and http/1.1 that records each request's
-/// version and body.
+/// An HTTPS server offering h2 and http/1.1, as its port, each request's
+/// version and body, and how many of its connections the client closed.
 async fn tls_upstream(
     cert: CertificateDer<'static>,
     key: PrivateKeyDer<'static>,
-) -> (u16, Arc<Mutex<Vec<(Version, bytes::Bytes)>>>) {
+) -> (
+    u16,
+    Arc<Mutex<Vec<(Version, bytes::Bytes)>>>,
+    Arc<AtomicUsize>,
+) {
     let mut server = rustls::ServerConfig::builder_with_provider(
         rustls::crypto::ring::default_provider().into(),
     )
@@ -54,10 +60,13 @@ async fn tls_upstream(
     let port = listener.local_addr().unwrap().port();
     let seen = Arc::new(Mutex::new(Vec::new()));
     let log = seen.clone();
+    let closed = Arc::new(AtomicUsize::new(0));
+    let closed_count = closed.clone();
     tokio::spawn(async move {
         while let Ok((stream, _)) = listener.accept().await {
             let acceptor = acceptor.clone();
             let log = log.clone();
+            let closed_count = closed_count.clone();
             tokio::spawn(async move {
                 let Ok(tls) = acceptor.accept(stream).await else {
                     return;
@@ -75,16 +84,17 @@ async fn tls_upstream(
                 let _ = auto::Builder::new(TokioExecutor::new())
                     .serve_connection(TokioIo::new(tls), service)
                     .await;
+                closed_count.fetch_add(1, Ordering::SeqCst);
             });
         }
     });
-    (port, seen)
+    (port, seen, closed)
 }
 
 #[tokio::test]
 async fn https_upstream_with_h2_and_a_trusted_ca() {
     let (ca_pem, cert, key) = certificates();
-    let (port, seen) = tls_upstream(cert, key).await;
+    let (port, seen, _) = tls_upstream(cert, key).await;
     let ca_file = std::env::temp_dir().join(format!("sendgate-test-ca-{}.pem", std::process::id()));
     std::fs::write(&ca_file, ca_pem).unwrap();
 
@@ -104,9 +114,37 @@ async fn https_upstream_with_h2_and_a_trusted_ca() {
 }
 
 #[tokio::test]
+async fn an_idle_http2_upstream_connection_is_closed_after_the_idle_timeout() {
+    let (ca_pem, cert, key) = certificates();
+    let (port, seen, closed) = tls_upstream(cert, key).await;
+    let ca_file =
+        std::env::temp_dir().join(format!("sendgate-test-ca-idle-{}.pem", std::process::id()));
+    std::fs::write(&ca_file, ca_pem).unwrap();
+    let mut config =
+        Config::from_sources("pool_idle_timeout_ms = 200", support::in_memory_store()).unwrap();
+    config.upstream = format!("https://localhost:{port}");
+    config.upstream_ca_file = ca_file.display().to_string();
+    let proxy = Proxy::start_with(config).await;
+    let answer = proxy
+        .post("/v21.0/123/messages", r#"{"to":"16315551234"}"#, &[])
+        .await;
+    assert_eq!(answer.status, 200, "{answer:?}");
+    assert_eq!(seen.lock().unwrap()[0].0, Version::HTTP_2);
+    assert_eq!(closed.load(Ordering::SeqCst), 0, "kept while fresh");
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    while closed.load(Ordering::SeqCst) == 0 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the idle HTTP/2 connection is closed within the idle timeout plus a reap period"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test]
 async fn untrusted_upstream_certificate_is_a_502() {
     let (_ca_pem, cert, key) = certificates();
-    let (port, seen) = tls_upstream(cert, key).await;
+    let (port, seen, _) = tls_upstream(cert, key).await;
     // Only the public roots: the test CA is unknown.
     let proxy = Proxy::start(&format!("https://localhost:{port}"), "").await;
     let answer = proxy

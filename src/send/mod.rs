@@ -14,7 +14,7 @@ use std::fmt::Write as _;
 
 use bytes::Bytes;
 use http::{HeaderValue, Method, Request, Response, header};
-use http_body_util::{BodyExt, Limited};
+use http_body_util::BodyExt;
 
 use crate::config::{Category, Config, LimitMode, Mode, UnknownCategory};
 use crate::graph_error::GraphError;
@@ -208,16 +208,14 @@ async fn read_error_code(response: Response<UpstreamBody>) -> (Response<ProxyBod
     }
     let (mut parts, body) = response.into_parts();
     headers::strip_hop_by_hop(&mut parts.headers);
-    match Limited::new(body, MAX_ERROR_BODY).collect().await {
-        Ok(collected) => {
-            let bytes = collected.to_bytes();
+    match read_whole(body.boxed(), MAX_ERROR_BODY).await {
+        Ok(bytes) => {
             let code = serde_json::from_slice::<GraphBody>(&bytes)
                 .ok()
                 .map(|b| b.error.code);
             parts
                 .headers
                 .insert(header::CONTENT_LENGTH, HeaderValue::from(bytes.len()));
-            parts.headers.remove(header::TRANSFER_ENCODING);
             (Response::from_parts(parts, full_body(bytes)), code)
         }
         Err(_) => (

@@ -67,9 +67,10 @@ pub(super) struct Connection {
 
 /// Why a request on a connection got no response head.
 pub(super) enum Failure {
-    /// No byte of the request was written: the upstream cannot have seen
-    /// it, so it may go on another connection. The request comes back
-    /// whole, any body frame already taken put back in front.
+    /// The first write of the request failed: the upstream cannot have
+    /// seen a whole request (over TLS a record or two may have left before
+    /// the error), so it may go on another connection. The request comes
+    /// back whole, any body frame already taken put back in front.
     Unsent(Box<Request<ProxyBody>>, Error),
     /// The request may have reached the upstream; sending it again could
     /// duplicate it.
@@ -1062,6 +1063,13 @@ pub(super) mod tests {
             Connection::new(MaybeHttpsStream::Http(TokioIo::new(tcp)))
         }
 
+        /// Whether no further request has reached the upstream (after a
+        /// moment for one in flight to arrive).
+        pub(in crate::upstream) async fn got_nothing_more(&mut self) -> bool {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            self.received.try_recv().is_err()
+        }
+
         pub(in crate::upstream) async fn next(&mut self) -> Received {
             tokio::time::timeout(PATIENCE, self.received.recv())
                 .await
@@ -1446,7 +1454,7 @@ pub(super) mod tests {
     }
 
     #[tokio::test]
-    async fn a_body_in_memory_goes_with_the_head_and_its_exact_length() {
+    async fn a_body_in_memory_goes_out_with_its_exact_length() {
         let mut upstream =
             Upstream::start(vec![answer("HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n")]).await;
         let request = Request::post("/p?q")
@@ -1579,10 +1587,12 @@ pub(super) mod tests {
                 Err(other) => panic!("{why}: {other:?}"),
                 Ok(_) => panic!("{why}: sent"),
             }
-            // The bytes past the announced length never went out: the
-            // upstream never got a whole request.
-            tokio::time::sleep(Duration::from_millis(50)).await;
-            assert!(upstream.received.try_recv().is_err(), "{why}");
+            if why == "long" {
+                // The bytes past the announced length never went out, so
+                // the upstream never got a request it could answer.
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                assert!(upstream.received.try_recv().is_err(), "{why}");
+            }
         }
     }
 
@@ -1662,7 +1672,7 @@ pub(super) mod tests {
         chatty_peer.write_all(b"HTTP/1.1 408 ").await.unwrap();
         tokio::time::sleep(Duration::from_millis(50)).await;
         assert!(idle.is_open(), "idle");
-        assert!(idle.is_open(), "still idle: the probe took nothing");
+        assert!(idle.is_open(), "probing again leaves it open");
         assert!(!closed.is_open(), "closed by the upstream");
         assert!(!chatty.is_open(), "the upstream wrote unasked");
     }

@@ -31,7 +31,7 @@ use rustls::pki_types::pem::PemObject;
 use crate::config::{Config, ConfigError, RootStore};
 use crate::graph_error::GraphError;
 use crate::headers;
-use pool::{Pool, SendError};
+use pool::Pool;
 
 /// Errors of a body, boxed because bodies come from hyper and from memory.
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
@@ -62,8 +62,9 @@ pub async fn read_whole(mut body: ProxyBody, limit: usize) -> Result<Bytes, Read
     let mut joined = BytesMut::new();
     let mut length = 0;
     while let Some(frame) = body.frame().await {
-        let Ok(data) = frame.map_err(|_| ReadBodyError::Broken)?.into_data() else {
-            continue;
+        let data = match frame.map_err(|_| ReadBodyError::Broken)?.into_data() {
+            Ok(data) if !data.is_empty() => data,
+            _ => continue,
         };
         length += data.len();
         if length > limit {
@@ -172,8 +173,7 @@ impl Upstream {
         {
             Err(_) => return Err(UpstreamError::Timeout),
             Ok(Ok(response)) => return Ok(response),
-            Ok(Err(SendError::Connect(err))) => err,
-            Ok(Err(SendError::Request(err))) => err,
+            Ok(Err(err)) => err,
         };
         if is_timeout(&*error) {
             Err(UpstreamError::Timeout)

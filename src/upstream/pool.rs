@@ -12,6 +12,8 @@
 //! An HTTP/1.1 connection goes back to the pool when the response body has
 //! been read to its end ([`UpstreamBody`]); a body dropped early takes its
 //! connection with it, since the unread rest would corrupt the next answer.
+//! A connection of either kind that no request has taken for
+//! `pool_idle_timeout_ms` is closed by the reaper.
 
 use std::collections::VecDeque;
 use std::pin::Pin;
@@ -44,14 +46,6 @@ enum Sender {
     Http2(http2::SendRequest<ProxyBody>),
 }
 
-/// Why a request got no response head.
-pub(super) enum SendError {
-    /// No connection could be opened.
-    Connect(BoxError),
-    /// The connection failed while the request was on it.
-    Request(BoxError),
-}
-
 /// Why a request on one connection got no response head.
 enum TryError {
     /// The connection never took the request: it can go on another one.
@@ -61,9 +55,9 @@ enum TryError {
 }
 
 impl TryError {
-    fn into_send_error(self) -> SendError {
+    fn into_error(self) -> BoxError {
         match self {
-            TryError::Unsent(_, err) | TryError::Failed(err) => SendError::Request(err),
+            TryError::Unsent(_, err) | TryError::Failed(err) => err,
         }
     }
 }
@@ -86,11 +80,17 @@ pub(super) struct Pool {
 struct Idle {
     /// Oldest first; checked out from the back, so the warmest goes first.
     http1: VecDeque<IdleHttp1>,
-    http2: Option<http2::SendRequest<ProxyBody>>,
+    http2: Option<IdleHttp2>,
 }
 
 struct IdleHttp1 {
     connection: http1::Connection,
+    since: Instant,
+}
+
+/// The thread's HTTP/2 connection; `since` is when a request last took it.
+struct IdleHttp2 {
+    sender: http2::SendRequest<ProxyBody>,
     since: Instant,
 }
 
@@ -127,7 +127,7 @@ impl Pool {
     pub(super) async fn send(
         self: &Arc<Self>,
         request: Request<ProxyBody>,
-    ) -> Result<Response<UpstreamBody>, SendError> {
+    ) -> Result<Response<UpstreamBody>, BoxError> {
         // Opening a connection (TLS, HTTP/2 handshake) is a large future
         // that most requests never need: boxed, it does not swell theirs.
         let (sender, reused) = match self.checkout() {
@@ -140,9 +140,9 @@ impl Pool {
                 let sender = Box::pin(self.connect()).await?;
                 self.try_send(sender, *request)
                     .await
-                    .map_err(TryError::into_send_error)
+                    .map_err(TryError::into_error)
             }
-            Err(failed) => Err(failed.into_send_error()),
+            Err(failed) => Err(failed.into_error()),
         }
     }
 
@@ -211,9 +211,10 @@ impl Pool {
     /// A pooled connection that can take a request now, if this thread has one.
     fn checkout(&self) -> Option<Sender> {
         let mut idle = self.local();
-        if let Some(http2) = &idle.http2 {
-            if !http2.is_closed() {
-                return Some(Sender::Http2(http2.clone()));
+        if let Some(http2) = &mut idle.http2 {
+            if !http2.sender.is_closed() {
+                http2.since = Instant::now();
+                return Some(Sender::Http2(http2.sender.clone()));
             }
             idle.http2 = None;
         }
@@ -246,28 +247,28 @@ impl Pool {
     }
 
     /// Opens a new connection, HTTP/2 if the server picks it by ALPN.
-    async fn connect(self: &Arc<Self>) -> Result<Sender, SendError> {
+    async fn connect(self: &Arc<Self>) -> Result<Sender, BoxError> {
         let mut connector = self.connector.clone();
-        std::future::poll_fn(|cx| connector.poll_ready(cx))
-            .await
-            .map_err(SendError::Connect)?;
+        std::future::poll_fn(|cx| connector.poll_ready(cx)).await?;
         let io = connector
             .call(self.absolute(PathAndQuery::from_static("/")))
-            .await
-            .map_err(SendError::Connect)?;
+            .await?;
         if io.connected().is_negotiated_h2() {
             let (sender, connection) = http2::Builder::new(TokioExecutor::new())
                 .timer(TokioTimer::new())
                 .handshake(io)
-                .await
-                .map_err(|err| SendError::Request(err.into()))?;
+                .await?;
             tokio::spawn(async move {
                 if let Err(err) = connection.await {
                     tracing::debug!(error = %err, "upstream HTTP/2 connection ended with an error");
                 }
             });
             if self.max_idle > 0 {
-                self.local().http2 = Some(sender.clone());
+                self.local().http2 = Some(IdleHttp2 {
+                    sender: sender.clone(),
+                    since: Instant::now(),
+                });
+                self.start_reaper();
             }
             Ok(Sender::Http2(sender))
         } else {
@@ -306,7 +307,11 @@ impl Pool {
             idle.http1.retain_mut(|idle| {
                 expired.is_none_or(|expired| idle.since >= expired) && idle.connection.is_open()
             });
-            if idle.http2.as_ref().is_some_and(|http2| http2.is_closed()) {
+            // Dropping the pool's handle lets hyper close the connection
+            // once requests still on it are done.
+            if idle.http2.as_ref().is_some_and(|http2| {
+                http2.sender.is_closed() || expired.is_some_and(|expired| http2.since < expired)
+            }) {
                 idle.http2 = None;
             }
         }
@@ -427,6 +432,29 @@ mod tests {
 
     fn idle(pool: &Pool) -> usize {
         pool.local().http1.len()
+    }
+
+    #[tokio::test]
+    async fn a_request_the_upstream_took_and_closed_on_is_not_sent_again() {
+        // One answer: the upstream reads the second request, then closes
+        // without answering it.
+        let mut upstream = Upstream::start(vec![answer(
+            "HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok",
+        )])
+        .await;
+        let pool = pool_to(&upstream);
+        let body = send(&pool).await.into_body().collect().await.unwrap();
+        assert_eq!(body.to_bytes(), "ok");
+        let failed = tokio::time::timeout(Duration::from_secs(5), pool.send(get()))
+            .await
+            .expect("no hang");
+        assert!(failed.is_err(), "no answer, so an error (the caller's 502)");
+        assert_eq!(upstream.next().await.connection, 0);
+        assert_eq!(upstream.next().await.connection, 0, "on the pooled one");
+        assert!(
+            upstream.got_nothing_more().await,
+            "a send the upstream may have acted on is never repeated"
+        );
     }
 
     #[tokio::test]
