@@ -342,15 +342,11 @@ impl Body for UpstreamBody {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         match &mut self.kind {
-            Kind::Http1 { body, pool } => {
-                let polled = Pin::new(&mut *body).poll_frame(cx);
+            Kind::Http1 { body, .. } => {
+                let polled = Pin::new(body).poll_frame(cx);
                 // Back to the pool as soon as the body has been read to its
                 // end, even if the reader never polls again.
-                if body.is_end_stream()
-                    && let Some(connection) = body.take_reusable()
-                {
-                    pool.checkin(connection);
-                }
+                self.give_back();
                 polled.map_err(Into::into)
             }
             Kind::Http2(body) => Pin::new(body).poll_frame(cx).map_err(Into::into),
@@ -372,15 +368,23 @@ impl Body for UpstreamBody {
     }
 }
 
-impl Drop for UpstreamBody {
-    fn drop(&mut self) {
-        // A body with nothing to read (HEAD, 204, an empty one), or read to
-        // its end by a reader that stopped at `is_end_stream`.
+impl UpstreamBody {
+    /// Checks an HTTP/1.1 connection back in once its body has been read to
+    /// its end (and the connection may carry another request).
+    fn give_back(&mut self) {
         if let Kind::Http1 { body, pool } = &mut self.kind
             && let Some(connection) = body.take_reusable()
         {
             pool.checkin(connection);
         }
+    }
+}
+
+impl Drop for UpstreamBody {
+    fn drop(&mut self) {
+        // A body with nothing to read (HEAD, 204, an empty one), or read to
+        // its end by a reader that stopped at `is_end_stream`.
+        self.give_back();
     }
 }
 
