@@ -107,6 +107,17 @@ pub struct Metrics {
     pub identities: Gauge,
     pub webhook_relays: Family<OutcomeLabels, Counter>,
     pub config_reloads: Family<OutcomeLabels, Counter>,
+    /// The series nearly every request counts in, looked up once here
+    /// instead of hashed into a family per request.
+    hot: HotSeries,
+}
+
+/// Counters of `requests` and `upstream_responses` shared with their
+/// families (a counter is a handle on one value).
+struct HotSeries {
+    passthrough: Counter,
+    send_forwarded: Counter,
+    upstream_ok: Counter,
 }
 
 impl Default for Metrics {
@@ -118,13 +129,13 @@ impl Default for Metrics {
 impl Metrics {
     pub fn new() -> Self {
         let mut registry = Registry::with_prefix("sendgate");
-        let requests = Family::default();
+        let requests = Family::<RequestLabels, Counter>::default();
         registry.register(
             "requests",
             "Requests by route, decision and reason",
             requests.clone(),
         );
-        let upstream_responses = Family::default();
+        let upstream_responses = Family::<StatusLabels, Counter>::default();
         registry.register(
             "upstream_responses",
             "Upstream responses by HTTP status",
@@ -191,7 +202,32 @@ impl Metrics {
             "Configuration reloads by outcome",
             config_reloads.clone(),
         );
+        // One statement each: the family's read guard lives to the end of
+        // the statement, and a second lookup in it would wait for it.
+        let passthrough = requests
+            .get_or_create(&RequestLabels {
+                route: "passthrough",
+                decision: "none",
+                reason: "none",
+            })
+            .clone();
+        let send_forwarded = requests
+            .get_or_create(&RequestLabels {
+                route: "send",
+                decision: "forwarded",
+                reason: "none",
+            })
+            .clone();
+        let upstream_ok = upstream_responses
+            .get_or_create(&StatusLabels { status: 200 })
+            .clone();
+        let hot = HotSeries {
+            passthrough,
+            send_forwarded,
+            upstream_ok,
+        };
         Metrics {
+            hot,
             registry,
             requests,
             upstream_responses,
@@ -211,6 +247,17 @@ impl Metrics {
     /// Counts a request by route and decision label (`blocked: username_target`,
     /// `rewritten: to->recipient, resolved: bsuid->phone`, `forwarded`, …).
     pub fn request(&self, route: &'static str, label: &str) {
+        match (route, label) {
+            ("passthrough", "none") => {
+                self.hot.passthrough.inc();
+                return;
+            }
+            ("send", "forwarded") => {
+                self.hot.send_forwarded.inc();
+                return;
+            }
+            _ => {}
+        }
         let first = label.split(", ").next().unwrap_or(label);
         let (decision, reason) = first.split_once(": ").unwrap_or((first, "none"));
         let labels = RequestLabels {
@@ -219,6 +266,21 @@ impl Metrics {
             reason: label_word(reason),
         };
         self.requests.get_or_create(&labels).inc();
+    }
+
+    /// Counts an upstream response (or the local error that stood for one)
+    /// by HTTP status.
+    pub fn upstream_response(&self, status: u16) {
+        match status {
+            200 => {
+                self.hot.upstream_ok.inc();
+            }
+            status => {
+                self.upstream_responses
+                    .get_or_create(&StatusLabels { status })
+                    .inc();
+            }
+        }
     }
 
     pub fn outcome(family: &Family<OutcomeLabels, Counter>, outcome: &str) {
@@ -243,5 +305,31 @@ impl Metrics {
         // Writing to a String cannot fail.
         let _ = encode(&mut text, &self.registry);
         text
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn resolved_series_count_in_their_families() {
+        let metrics = Metrics::new();
+        metrics.request("send", "forwarded");
+        metrics.request("send", "forwarded");
+        metrics.request("passthrough", "none");
+        metrics.request("send", "rewritten: to->recipient");
+        metrics.upstream_response(200);
+        metrics.upstream_response(400);
+        let text = metrics.render();
+        for line in [
+            "sendgate_requests_total{route=\"send\",decision=\"forwarded\",reason=\"none\"} 2",
+            "sendgate_requests_total{route=\"passthrough\",decision=\"none\",reason=\"none\"} 1",
+            "sendgate_requests_total{route=\"send\",decision=\"rewritten\",reason=\"to->recipient\"} 1",
+            "sendgate_upstream_responses_total{status=\"200\"} 1",
+            "sendgate_upstream_responses_total{status=\"400\"} 1",
+        ] {
+            assert!(text.contains(line), "{line} missing from\n{text}");
+        }
     }
 }

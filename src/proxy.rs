@@ -21,7 +21,7 @@ use crate::config::{Config, ConfigError, Secrets};
 use crate::headers;
 use crate::identity::{Identities, RedbStore, StoreError};
 use crate::limits::Limits;
-use crate::metrics::{Metrics, StatusLabels};
+use crate::metrics::Metrics;
 use crate::send;
 use crate::templates::TemplateCategories;
 use crate::upstream::{ProxyBody, Upstream, UpstreamBody};
@@ -223,17 +223,14 @@ impl App {
             Ok(response) => response.status().as_u16(),
             Err(error) => error.to_graph_error().status.as_u16(),
         };
-        self.metrics
-            .upstream_responses
-            .get_or_create(&StatusLabels { status })
-            .inc();
+        self.metrics.upstream_response(status);
         result
     }
 
     /// A new id for a request, echoed as `fbtrace_id` in local errors and logs.
-    fn request_id(&self) -> String {
+    fn request_id(&self) -> RequestId {
         let n = self.next_id.fetch_add(1, Ordering::Relaxed);
-        format!("{}-{n:x}", self.id_prefix)
+        RequestId::new(&self.id_prefix, n)
     }
 
     /// Routes one request.
@@ -266,10 +263,48 @@ impl App {
             Ok(response) => relay(response),
             Err(error) => {
                 let request_id = self.request_id();
-                tracing::warn!(request_id, error = ?error, "upstream request failed");
+                tracing::warn!(request_id = &*request_id, error = ?error, "upstream request failed");
                 error.to_graph_error().into_response(&request_id)
             }
         }
+    }
+}
+
+/// A request id, `<prefix>-<n in hex>`, kept inline: every send gets one
+/// and few are ever shown, so making one should not allocate.
+pub struct RequestId {
+    text: [u8; Self::CAPACITY],
+    len: usize,
+}
+
+impl RequestId {
+    /// `sg` and a start time in hex (18), `-`, a u64 in hex (16).
+    const CAPACITY: usize = 40;
+
+    fn new(prefix: &str, n: u64) -> Self {
+        let mut id = RequestId {
+            text: [0; Self::CAPACITY],
+            len: 0,
+        };
+        let prefix = &prefix.as_bytes()[..prefix.len().min(Self::CAPACITY - 17)];
+        id.text[..prefix.len()].copy_from_slice(prefix);
+        id.text[prefix.len()] = b'-';
+        let digits = (64 - n.leading_zeros()).div_ceil(4).max(1) as usize;
+        let start = prefix.len() + 1;
+        for (place, shift) in (0..digits).rev().enumerate() {
+            id.text[start + place] = b"0123456789abcdef"[(n >> (4 * shift)) as usize & 0xf];
+        }
+        id.len = start + digits;
+        id
+    }
+}
+
+impl std::ops::Deref for RequestId {
+    type Target = str;
+
+    fn deref(&self) -> &str {
+        // ASCII by construction, from an ASCII prefix.
+        std::str::from_utf8(&self.text[..self.len]).unwrap_or("sg")
     }
 }
 
@@ -320,4 +355,22 @@ pub fn relay(response: Response<UpstreamBody>) -> Response<ProxyBody> {
     let mut response = response.map(BodyExt::boxed);
     headers::strip_hop_by_hop(response.headers_mut());
     response
+}
+
+#[cfg(test)]
+mod tests {
+    use super::RequestId;
+
+    #[test]
+    fn request_ids_read_as_prefix_dash_hex() {
+        for n in [0, 1, 15, 16, 0xabc, u64::from(u32::MAX) + 1, u64::MAX] {
+            let prefix = "sg6a1f0c2d";
+            assert_eq!(&*RequestId::new(prefix, n), format!("{prefix}-{n:x}"));
+        }
+        let longest = format!("sg{:x}", u64::MAX);
+        assert_eq!(
+            &*RequestId::new(&longest, u64::MAX),
+            format!("{longest}-{:x}", u64::MAX)
+        );
+    }
 }

@@ -37,7 +37,7 @@ use tokio::net::TcpStream;
 use tokio::sync::watch;
 
 use super::{HEADER_READ_TIMEOUT, Handler, Shared};
-use crate::headers::{decimal_length, lists_token};
+use crate::headers::{decimal_length, lists_token, push_content_length};
 use crate::upstream::{ProxyBody, full_body};
 
 /// Longest request head taken here; hyper takes longer ones.
@@ -162,6 +162,14 @@ impl Connection {
                 return Next::Closed;
             }
         }
+        // Nearly always the first read brought the whole request: take it
+        // without arming (and then disarming) the timer.
+        if let Parsed::Complete(head) = parse_head(&self.buffer, &mut self.header_ranges) {
+            let total = head.head_len + head.body_len;
+            if self.buffer.len() >= total {
+                return self.take_request(head, total);
+            }
+        }
         tokio::time::timeout(HEADER_READ_TIMEOUT, self.read_rest())
             .await
             .unwrap_or(Next::Closed)
@@ -264,7 +272,7 @@ impl Connection {
         let framing = if has_no_body(parts.status) {
             Framing::None
         } else if let Some(length) = body.size_hint().exact().or(declared) {
-            let _ = write!(out, "content-length: {length}\r\n");
+            push_content_length(out, length);
             Framing::Length(length)
         } else {
             out.extend_from_slice(b"transfer-encoding: chunked\r\n");

@@ -35,7 +35,7 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt, ReadBuf};
 use tokio::net::TcpStream;
 
 use super::{BoxError, ProxyBody};
-use crate::headers::{decimal_length, lists_token};
+use crate::headers::{decimal_length, lists_token, push_content_length};
 
 /// The most header fields a response head may have.
 const MAX_HEADERS: usize = 100;
@@ -507,8 +507,7 @@ fn encode_head(
     }
     match outgoing {
         Outgoing::Length(length) if announce => {
-            // Writing into a Vec cannot fail.
-            let _ = write!(head, "content-length: {length}\r\n");
+            push_content_length(&mut head, length);
         }
         Outgoing::Length(_) => {}
         Outgoing::Chunked => head.extend_from_slice(b"transfer-encoding: chunked\r\n"),
