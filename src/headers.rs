@@ -29,20 +29,38 @@ pub const DECISION_HEADER: HeaderName = HeaderName::from_static("x-sendgate-deci
 
 /// Removes hop-by-hop fields, including those listed in `Connection`.
 pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
-    // Few messages carry any: one pass over the names (comparisons of
-    // known names are cheap) saves a hashed removal per field below.
-    if !headers.keys().any(|name| HOP_BY_HOP.contains(name)) {
+    // One pass over the names (comparing known names is cheap) finds the
+    // few hop-by-hop fields a message has, typically none or an upstream's
+    // `Connection: keep-alive`, so that only those cost a hashed removal.
+    let mut present = 0u8; // bit i: HOP_BY_HOP[i]
+    for name in headers.keys() {
+        if let Some(at) = HOP_BY_HOP.iter().position(|hop| hop == name) {
+            present |= 1 << at;
+        }
+    }
+    if present == 0 {
         return;
     }
-    let named: Vec<HeaderName> = headers
-        .get_all(header::CONNECTION)
-        .iter()
-        .filter_map(|value| value.to_str().ok())
-        .flat_map(|value| value.split(','))
-        .filter_map(|name| HeaderName::from_bytes(name.trim().as_bytes()).ok())
-        .collect();
-    for name in named.iter().chain(HOP_BY_HOP.iter()) {
+    let mut named = Vec::new();
+    for value in headers.get_all(header::CONNECTION) {
+        for token in value.as_bytes().split(|&byte| byte == b',') {
+            let token = token.trim_ascii();
+            // The options, not field names (Keep-Alive is in the list anyway).
+            if token.eq_ignore_ascii_case(b"close") || token.eq_ignore_ascii_case(b"keep-alive") {
+                continue;
+            }
+            if let Ok(name) = HeaderName::from_bytes(token) {
+                named.push(name);
+            }
+        }
+    }
+    for name in &named {
         headers.remove(name);
+    }
+    for (at, hop) in HOP_BY_HOP.iter().enumerate() {
+        if present & (1 << at) != 0 {
+            headers.remove(hop);
+        }
     }
 }
 
