@@ -294,7 +294,7 @@ impl Admin {
 }
 
 impl Handler for Admin {
-    async fn call(self: Arc<Self>, request: Request<ProxyBody>) -> Response<ProxyBody> {
+    async fn call(&self, request: Request<ProxyBody>) -> Response<ProxyBody> {
         self.answer(request).await
     }
 }

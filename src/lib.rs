@@ -73,7 +73,7 @@ use crate::server::Handler;
 use crate::upstream::ProxyBody;
 
 impl Handler for App {
-    async fn call(self: Arc<Self>, request: Request<ProxyBody>) -> Response<ProxyBody> {
+    async fn call(&self, request: Request<ProxyBody>) -> Response<ProxyBody> {
         self.handle(request).await
     }
 }

@@ -234,7 +234,7 @@ impl App {
     }
 
     /// Routes one request.
-    pub async fn handle(self: Arc<Self>, request: Request<ProxyBody>) -> Response<ProxyBody> {
+    pub async fn handle(&self, request: Request<ProxyBody>) -> Response<ProxyBody> {
         // A cheap clone (reference-counted bytes) that the route can borrow
         // from while the request itself moves on.
         let uri = request.uri().clone();
@@ -250,7 +250,7 @@ impl App {
         }
         if let Some(route) = send::route(request.method(), uri.path()) {
             let request_id = self.request_id();
-            return send::handle(&self, request, route, &request_id).await;
+            return send::handle(self, request, route, &request_id).await;
         }
         self.passthrough(request).await
     }

@@ -170,7 +170,7 @@ impl Sandbox {
 }
 
 impl Handler for Sandbox {
-    async fn call(self: Arc<Self>, request: Request<ProxyBody>) -> Response<ProxyBody> {
+    async fn call(&self, request: Request<ProxyBody>) -> Response<ProxyBody> {
         self.answer(request).await
     }
 }

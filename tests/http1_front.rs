@@ -254,7 +254,7 @@ impl Recorder {
 
 impl sendgate::server::Handler for Recorder {
     async fn call(
-        self: std::sync::Arc<Self>,
+        &self,
         request: http::Request<sendgate::upstream::ProxyBody>,
     ) -> http::Response<sendgate::upstream::ProxyBody> {
         self.record(request).await

@@ -72,7 +72,7 @@ pub(super) async fn serve<H: Handler>(
                 request,
                 keep_alive,
             } => {
-                let response = shared.handler.clone().call(request).await;
+                let response = shared.handler.call(request).await;
                 let keep_alive = keep_alive && !*stop.borrow();
                 match connection.write_response(response, keep_alive).await {
                     Ok(true) => {}

@@ -39,10 +39,12 @@ const ACCEPT_BACKOFF: Duration = Duration::from_millis(50);
 
 /// Something that answers requests: the proxy, the sandbox, the admin API.
 pub trait Handler: Send + Sync + 'static {
+    /// Borrows the handler: a connection holds it for its lifetime, so a
+    /// request costs no reference count shared by every worker thread.
     fn call(
-        self: Arc<Self>,
+        &self,
         request: Request<ProxyBody>,
-    ) -> impl Future<Output = Response<ProxyBody>> + Send;
+    ) -> impl Future<Output = Response<ProxyBody>> + Send + '_;
 }
 
 /// Serves `handler` on `listener` until `shutdown` completes, then lets

@@ -49,7 +49,7 @@ struct FakeHandler {
 }
 
 impl Handler for FakeHandler {
-    async fn call(self: Arc<Self>, request: Request<ProxyBody>) -> Response<ProxyBody> {
+    async fn call(&self, request: Request<ProxyBody>) -> Response<ProxyBody> {
         let (parts, body) = request.into_parts();
         let body = body
             .collect()
