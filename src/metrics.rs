@@ -57,6 +57,17 @@ const LABEL_WORDS: &[&str] = &[
     "client",
 ];
 
+/// A request's labels: the first decision of `label` and its reason.
+fn request_labels(route: &'static str, label: &str) -> RequestLabels {
+    let first = label.split(", ").next().unwrap_or(label);
+    let (decision, reason) = first.split_once(": ").unwrap_or((first, "none"));
+    RequestLabels {
+        route,
+        decision: label_word(decision),
+        reason: label_word(reason),
+    }
+}
+
 fn label_word(word: &str) -> &'static str {
     LABEL_WORDS
         .iter()
@@ -115,10 +126,20 @@ pub struct Metrics {
 /// Counters of `requests` and `upstream_responses` shared with their
 /// families (a counter is a handle on one value).
 struct HotSeries {
-    passthrough: Counter,
-    send_forwarded: Counter,
+    /// By (route, label as [`Metrics::request`] takes it).
+    requests: Vec<(&'static str, &'static str, Counter)>,
     upstream_ok: Counter,
 }
+
+/// The request labels resolved once: passthrough, and a send forwarded as
+/// it came or with one change.
+const HOT_REQUESTS: [(&str, &str); 5] = [
+    ("passthrough", "none"),
+    ("send", "forwarded"),
+    ("send", "rewritten: to->recipient"),
+    ("send", "rewritten: recipient->to"),
+    ("send", "resolved: bsuid->phone"),
+];
 
 impl Default for Metrics {
     fn default() -> Self {
@@ -202,29 +223,19 @@ impl Metrics {
             "Configuration reloads by outcome",
             config_reloads.clone(),
         );
-        // One statement each: the family's read guard lives to the end of
-        // the statement, and a second lookup in it would wait for it.
-        let passthrough = requests
-            .get_or_create(&RequestLabels {
-                route: "passthrough",
-                decision: "none",
-                reason: "none",
-            })
-            .clone();
-        let send_forwarded = requests
-            .get_or_create(&RequestLabels {
-                route: "send",
-                decision: "forwarded",
-                reason: "none",
-            })
-            .clone();
-        let upstream_ok = upstream_responses
-            .get_or_create(&StatusLabels { status: 200 })
-            .clone();
         let hot = HotSeries {
-            passthrough,
-            send_forwarded,
-            upstream_ok,
+            requests: HOT_REQUESTS
+                .iter()
+                .map(|&(route, label)| {
+                    let counter = requests
+                        .get_or_create(&request_labels(route, label))
+                        .clone();
+                    (route, label, counter)
+                })
+                .collect(),
+            upstream_ok: upstream_responses
+                .get_or_create(&StatusLabels { status: 200 })
+                .clone(),
         };
         Metrics {
             hot,
@@ -247,25 +258,18 @@ impl Metrics {
     /// Counts a request by route and decision label (`blocked: username_target`,
     /// `rewritten: to->recipient, resolved: bsuid->phone`, `forwarded`, …).
     pub fn request(&self, route: &'static str, label: &str) {
-        match (route, label) {
-            ("passthrough", "none") => {
-                self.hot.passthrough.inc();
-                return;
-            }
-            ("send", "forwarded") => {
-                self.hot.send_forwarded.inc();
-                return;
-            }
-            _ => {}
-        }
-        let first = label.split(", ").next().unwrap_or(label);
-        let (decision, reason) = first.split_once(": ").unwrap_or((first, "none"));
-        let labels = RequestLabels {
-            route,
-            decision: label_word(decision),
-            reason: label_word(reason),
+        let hot = self
+            .hot
+            .requests
+            .iter()
+            .find(|hot| hot.0 == route && hot.1 == label);
+        match hot {
+            Some((_, _, counter)) => counter.inc(),
+            None => self
+                .requests
+                .get_or_create(&request_labels(route, label))
+                .inc(),
         };
-        self.requests.get_or_create(&labels).inc();
     }
 
     /// Counts an upstream response (or the local error that stood for one)
@@ -319,6 +323,7 @@ mod tests {
         metrics.request("send", "forwarded");
         metrics.request("passthrough", "none");
         metrics.request("send", "rewritten: to->recipient");
+        metrics.request("send", "resolved: bsuid->phone, would-limit: pair");
         metrics.upstream_response(200);
         metrics.upstream_response(400);
         let text = metrics.render();
@@ -326,6 +331,7 @@ mod tests {
             "sendgate_requests_total{route=\"send\",decision=\"forwarded\",reason=\"none\"} 2",
             "sendgate_requests_total{route=\"passthrough\",decision=\"none\",reason=\"none\"} 1",
             "sendgate_requests_total{route=\"send\",decision=\"rewritten\",reason=\"to->recipient\"} 1",
+            "sendgate_requests_total{route=\"send\",decision=\"resolved\",reason=\"bsuid->phone\"} 1",
             "sendgate_upstream_responses_total{status=\"200\"} 1",
             "sendgate_upstream_responses_total{status=\"400\"} 1",
         ] {

@@ -10,7 +10,8 @@ pub mod identifier;
 pub mod payload;
 pub mod policy;
 
-use std::fmt::Write as _;
+use std::borrow::Cow;
+use std::sync::OnceLock;
 
 use bytes::Bytes;
 use http::{HeaderValue, Method, Request, Response, header};
@@ -27,7 +28,7 @@ use crate::templates::LookupContext;
 use crate::upstream::{ProxyBody, ReadBodyError, UpstreamBody, full_body, read_whole};
 use identifier::{IdClass, classify, phone_digits};
 use payload::{FieldValue, Member, PayloadError, SendPayload};
-use policy::{Addressing, Decision, Facts, MessageKind, Person, Recipient};
+use policy::{Actions, Addressing, Decision, Facts, MessageKind, Person, Recipient};
 
 /// The two send endpoints.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -99,7 +100,7 @@ pub async fn handle(
         Err(error) => {
             let label = format!("blocked: {}", error.reason);
             app.metrics.request("send", &label);
-            return error_response(error, &label, request_id);
+            return error_response(error, label.into(), request_id);
         }
     };
     let client = parts
@@ -116,7 +117,7 @@ pub async fn handle(
     let body = match (verdict.refusal, config.policy.mode) {
         (Some(error), Mode::Enforce) => {
             app.metrics.request("send", &label);
-            return error_response(error, &label, request_id);
+            return error_response(error, label, request_id);
         }
         _ => verdict.rewritten.map_or(body, Bytes::from),
     };
@@ -137,7 +138,7 @@ pub async fn handle(
         Admission::Admitted { .. } => {}
         Admission::WouldLimit(limit) => {
             Metrics::limit(&app.metrics.limit_rejections, limit.as_str());
-            label = format!("{label}, would-limit: {}", limit.as_str());
+            label = format!("{label}, would-limit: {}", limit.as_str()).into();
         }
         Admission::Refused(refusal) => {
             Metrics::limit(&app.metrics.limit_rejections, refusal.limit.as_str());
@@ -150,7 +151,7 @@ pub async fn handle(
             response
                 .headers_mut()
                 .insert(header::RETRY_AFTER, HeaderValue::from(seconds.max(1)));
-            set_decision_header(&mut response, &label);
+            set_decision_header(&mut response, label.into());
             return response;
         }
     }
@@ -185,7 +186,7 @@ pub async fn handle(
         }
         Err(error) => error.to_graph_error().into_response(request_id),
     };
-    set_decision_header(&mut response, &label);
+    set_decision_header(&mut response, label);
     response
 }
 
@@ -234,7 +235,7 @@ pub struct Verdict {
     /// The (phone digits, BSUID) pair a successful forward of this send proves.
     pub learned: Option<(String, String)>,
     /// The `x-sendgate-decision` value.
-    pub label: String,
+    pub label: Cow<'static, str>,
     /// Who the pair limit counts this send against: the person's BSUID when
     /// one is known, else their phone digits. `None` when not a person send.
     pub person: Option<String>,
@@ -436,38 +437,54 @@ fn learnable_pair(facts: &Facts<'_>, decision: &Decision, mode: Mode) -> Option<
 /// The `x-sendgate-decision` value: `forwarded`, `rewritten: to->recipient`,
 /// `resolved: bsuid->phone`, `blocked: <reason>`, or in report mode
 /// `would-rewrite: …`, `would-resolve: …`, `would-block: …`.
-pub fn decision_label(decision: &Decision, mode: Mode) -> String {
-    let (rewrite, resolve) = match mode {
-        Mode::Enforce => ("rewritten", "resolved"),
-        Mode::Report => ("would-rewrite", "would-resolve"),
-    };
+pub fn decision_label(decision: &Decision, mode: Mode) -> Cow<'static, str> {
     match decision {
-        Decision::Forward => "forwarded".to_owned(),
+        Decision::Forward => Cow::Borrowed("forwarded"),
         Decision::Block(reason) => refusal_label(reason.as_str(), mode),
-        Decision::Rewrite { actions, .. } => {
-            let mut label = String::new();
-            for (done, verb, what) in [
-                (actions.to_recipient, rewrite, "to->recipient"),
-                (actions.recipient_to, rewrite, "recipient->to"),
-                (actions.resolved, resolve, "bsuid->phone"),
-            ] {
-                if done {
-                    if !label.is_empty() {
-                        label.push_str(", ");
-                    }
-                    let _ = write!(label, "{verb}: {what}");
-                }
-            }
-            label
-        }
+        Decision::Rewrite { actions, .. } => Cow::Borrowed(rewrite_label(*actions, mode)),
     }
 }
 
-fn refusal_label(reason: &str, mode: Mode) -> String {
-    match mode {
+/// The label of a rewrite: one of eight per mode, each spelled once, so
+/// that labelling a send allocates nothing.
+fn rewrite_label(actions: Actions, mode: Mode) -> &'static str {
+    static LABELS: OnceLock<[[String; 8]; 2]> = OnceLock::new();
+    let labels = LABELS.get_or_init(|| {
+        let spell = |mode: Mode, index: usize| {
+            let (rewrite, resolve) = match mode {
+                Mode::Enforce => ("rewritten", "resolved"),
+                Mode::Report => ("would-rewrite", "would-resolve"),
+            };
+            let actions = [
+                (rewrite, "to->recipient"),
+                (rewrite, "recipient->to"),
+                (resolve, "bsuid->phone"),
+            ];
+            actions
+                .iter()
+                .enumerate()
+                .filter(|(bit, _)| index & (1 << bit) != 0)
+                .map(|(_, (verb, what))| format!("{verb}: {what}"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        [Mode::Enforce, Mode::Report].map(|mode| std::array::from_fn(|index| spell(mode, index)))
+    });
+    let index = usize::from(actions.to_recipient)
+        | usize::from(actions.recipient_to) << 1
+        | usize::from(actions.resolved) << 2;
+    let mode = match mode {
+        Mode::Enforce => 0,
+        Mode::Report => 1,
+    };
+    &labels[mode][index]
+}
+
+fn refusal_label(reason: &str, mode: Mode) -> Cow<'static, str> {
+    Cow::Owned(match mode {
         Mode::Enforce => format!("blocked: {reason}"),
         Mode::Report => format!("would-block: {reason}"),
-    }
+    })
 }
 
 fn log_decision(
@@ -496,14 +513,23 @@ fn log_decision(
     );
 }
 
-fn error_response(error: GraphError, label: &str, request_id: &str) -> Response<ProxyBody> {
+fn error_response(
+    error: GraphError,
+    label: Cow<'static, str>,
+    request_id: &str,
+) -> Response<ProxyBody> {
     let mut response = error.into_response(request_id);
     set_decision_header(&mut response, label);
     response
 }
 
-fn set_decision_header(response: &mut Response<ProxyBody>, label: &str) {
-    if let Ok(value) = HeaderValue::from_str(label) {
+fn set_decision_header(response: &mut Response<ProxyBody>, label: Cow<'static, str>) {
+    // Either way the value takes the label's bytes as they are, uncopied.
+    let bytes = match label {
+        Cow::Borrowed(label) => Bytes::from_static(label.as_bytes()),
+        Cow::Owned(label) => Bytes::from(label),
+    };
+    if let Ok(value) = HeaderValue::from_maybe_shared(bytes) {
         response.headers_mut().insert(DECISION_HEADER, value);
     }
 }
@@ -511,6 +537,45 @@ fn set_decision_header(response: &mut Response<ProxyBody>, label: &str) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn rewrite_labels_name_every_action_in_order() {
+        let actions = |to_recipient, recipient_to, resolved| Actions {
+            to_recipient,
+            recipient_to,
+            resolved,
+        };
+        for (done, mode, label) in [
+            (
+                actions(true, false, false),
+                Mode::Enforce,
+                "rewritten: to->recipient",
+            ),
+            (
+                actions(false, true, false),
+                Mode::Enforce,
+                "rewritten: recipient->to",
+            ),
+            (
+                actions(false, false, true),
+                Mode::Report,
+                "would-resolve: bsuid->phone",
+            ),
+            (
+                actions(true, false, true),
+                Mode::Enforce,
+                "rewritten: to->recipient, resolved: bsuid->phone",
+            ),
+            (
+                actions(true, true, true),
+                Mode::Report,
+                "would-rewrite: to->recipient, would-rewrite: recipient->to, \
+                 would-resolve: bsuid->phone",
+            ),
+        ] {
+            assert_eq!(rewrite_label(done, mode), label);
+        }
+    }
 
     #[test]
     fn recognises_send_routes() {
