@@ -19,9 +19,10 @@
 //! so stay in hyper.
 
 use std::cell::RefCell;
+use std::future::{Future, poll_fn};
 use std::io::{self, Write as _};
 use std::ops::Range;
-use std::pin::Pin;
+use std::pin::{Pin, pin};
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -58,8 +59,13 @@ const COPY_LIMIT: usize = 16 * 1024;
 pub(super) async fn serve<H: Handler>(
     stream: TcpStream,
     shared: Arc<Shared<H>>,
-    mut stop: watch::Receiver<bool>,
+    stop: watch::Receiver<bool>,
 ) {
+    // Waiting for shutdown is registered once for the connection instead
+    // of once per request (each registration locks the channel's waiters).
+    let mut stop_signal = stop.clone();
+    let stopping = stop_signal.changed();
+    tokio::pin!(stopping);
     let mut connection = Connection {
         stream,
         buffer: BytesMut::with_capacity(READ_CHUNK),
@@ -67,7 +73,7 @@ pub(super) async fn serve<H: Handler>(
         out: Vec::new(),
     };
     loop {
-        match connection.read_request(&mut stop).await {
+        match connection.read_request(stopping.as_mut()).await {
             Next::Request {
                 request,
                 keep_alive,
@@ -151,14 +157,19 @@ impl Connection {
     /// limit (an idle keep-alive connection may stay open; shutdown closes
     /// it); from there the head and body must come within the header read
     /// timeout, as in hyper.
-    async fn read_request(&mut self, stop: &mut watch::Receiver<bool>) -> Next {
+    ///
+    /// `stopping` completes when shutdown begins; it is polled only while
+    /// the connection waits for a request, and never again once complete.
+    async fn read_request<S: Future>(&mut self, mut stopping: Pin<&mut S>) -> Next {
         if self.buffer.is_empty() {
             self.buffer.reserve(READ_CHUNK);
-            let read = tokio::select! {
-                read = self.stream.read_buf(&mut self.buffer) => read,
-                _ = stop.changed() => return Next::Closed,
-            };
-            if !matches!(read, Ok(n) if n > 0) {
+            let mut read = pin!(self.stream.read_buf(&mut self.buffer));
+            let read = poll_fn(|cx| match read.as_mut().poll(cx) {
+                Poll::Ready(read) => Poll::Ready(Some(read)),
+                Poll::Pending => stopping.as_mut().poll(cx).map(|_| None),
+            })
+            .await;
+            if !matches!(read, Some(Ok(n)) if n > 0) {
                 return Next::Closed;
             }
         }
