@@ -39,6 +39,9 @@ use crate::headers::{decimal_length, lists_token, push_content_length};
 
 /// The most header fields a response head may have.
 const MAX_HEADERS: usize = 100;
+/// Enough header fields for nearly every response (a Graph answer has
+/// about ten); a head with more is parsed again with room for the most.
+const FEW_HEADERS: usize = 24;
 /// The largest response head read, interim (1xx) heads each counted alone.
 const MAX_HEAD: usize = 64 << 10;
 /// The longest chunk-size line or trailer line, CRLF excluded.
@@ -321,7 +324,7 @@ impl Connection {
                 return Ok(head);
             }
             if self.buf.len() >= MAX_HEAD {
-                return Err(Error::Invalid("response head larger than 64 KiB"));
+                return Err(Error::Invalid("response head larger than 64 KiB").into());
             }
             if poll_fn(|cx| self.poll_read_more(cx)).await? == 0 {
                 return Err(Error::Closed("before the response head"));
@@ -584,26 +587,54 @@ struct Span {
 /// interim (1xx) heads before it are skipped. The header values share the
 /// head's bytes instead of being copied.
 fn parse_head(buf: &mut BytesMut) -> Result<Option<Head>, Error> {
+    // Room for a field is 64 bytes zeroed per response (its httparse slot
+    // and its span): a table for a hundred cost more than parsing a Graph
+    // answer's half dozen. So a small table first, and the full one only
+    // for a head that overflows it (1xx heads already read stay read).
+    match parse_head_within::<FEW_HEADERS>(buf) {
+        Err(Overflow::TooManyFields) => match parse_head_within::<MAX_HEADERS>(buf) {
+            Err(Overflow::TooManyFields) => Err(Error::Invalid("more than 100 header fields")),
+            Err(Overflow::Other(err)) => Err(err),
+            Ok(head) => Ok(head),
+        },
+        Err(Overflow::Other(err)) => Err(err),
+        Ok(head) => Ok(head),
+    }
+}
+
+/// Why [`parse_head_within`] gave up.
+enum Overflow {
+    /// The head has more fields than the table had room for.
+    TooManyFields,
+    Other(Error),
+}
+
+impl From<Error> for Overflow {
+    fn from(err: Error) -> Self {
+        Overflow::Other(err)
+    }
+}
+
+/// [`parse_head`] with room for `N` header fields.
+fn parse_head_within<const N: usize>(buf: &mut BytesMut) -> Result<Option<Head>, Overflow> {
     loop {
-        let mut slots = [httparse::EMPTY_HEADER; MAX_HEADERS];
+        let mut slots = [httparse::EMPTY_HEADER; N];
         let mut response = httparse::Response::new(&mut slots);
         let len = match response.parse(buf) {
             Ok(httparse::Status::Complete(len)) => len,
             Ok(httparse::Status::Partial) => return Ok(None),
-            Err(httparse::Error::TooManyHeaders) => {
-                return Err(Error::Invalid("more than 100 header fields"));
-            }
-            Err(_) => return Err(Error::Invalid("malformed response head")),
+            Err(httparse::Error::TooManyHeaders) => return Err(Overflow::TooManyFields),
+            Err(_) => return Err(Error::Invalid("malformed response head").into()),
         };
         if len > MAX_HEAD {
-            return Err(Error::Invalid("response head larger than 64 KiB"));
+            return Err(Error::Invalid("response head larger than 64 KiB").into());
         }
         let status = response
             .code
             .and_then(|code| StatusCode::from_u16(code).ok())
             .ok_or(Error::Invalid("status code"))?;
         if status == StatusCode::SWITCHING_PROTOCOLS {
-            return Err(Error::Invalid("101 Switching Protocols, never asked for"));
+            return Err(Error::Invalid("101 Switching Protocols, never asked for").into());
         }
         if status.is_informational() {
             // 100 Continue, 103 Early Hints: the answer is still to come.
@@ -622,7 +653,7 @@ fn parse_head(buf: &mut BytesMut) -> Result<Option<Head>, Error> {
             let end = start.checked_add(bytes.len())?;
             (end <= len).then_some((start, end))
         };
-        let mut spans = [Span::default(); MAX_HEADERS];
+        let mut spans = [Span::default(); N];
         let count = response.headers.len();
         for (span, header) in spans.iter_mut().zip(response.headers.iter()) {
             *span = Span {
@@ -1311,6 +1342,35 @@ pub(super) mod tests {
         let mut body = response.into_body();
         assert_eq!(read_all(&mut body).await.unwrap().0, b"ok");
         assert!(body.take_reusable().is_some());
+    }
+
+    #[test]
+    fn heads_with_many_fields_parse_up_to_the_limit() {
+        let head_with = |fields: usize| {
+            let mut head = String::from("HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 200 OK\r\n");
+            for n in 0..fields {
+                head.push_str(&format!("x-field-{n}: value {n}\r\n"));
+            }
+            BytesMut::from(format!("{head}\r\n").as_bytes())
+        };
+        for fields in [
+            FEW_HEADERS - 1,
+            FEW_HEADERS,
+            FEW_HEADERS + 1,
+            60,
+            MAX_HEADERS,
+        ] {
+            let head = parse_head(&mut head_with(fields))
+                .unwrap_or_else(|_| panic!("{fields} fields"))
+                .expect("a whole head");
+            assert_eq!(head.headers.len(), fields);
+            let last = format!("x-field-{}", fields - 1);
+            assert_eq!(head.headers[last.as_str()], format!("value {}", fields - 1));
+        }
+        assert!(matches!(
+            parse_head(&mut head_with(MAX_HEADERS + 1)),
+            Err(Error::Invalid("more than 100 header fields"))
+        ));
     }
 
     #[tokio::test]
