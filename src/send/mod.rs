@@ -52,18 +52,25 @@ pub fn route<'a>(method: &Method, path: &'a str) -> Option<SendRoute<'a>> {
     if method != Method::POST {
         return None;
     }
-    let mut segments = path.strip_prefix('/')?.rsplit('/');
-    let endpoint = match segments.next()? {
+    // Split from the end by bytes: most paths are not sends, and the last
+    // segment alone tells; `str::rsplit` costs several times as much.
+    let rest = path.strip_prefix('/')?;
+    let (rest, endpoint) = match rest.rfind('/') {
+        Some(at) => (&rest[..at], &rest[at + 1..]),
+        None => return None,
+    };
+    let endpoint = match endpoint {
         "messages" => Endpoint::Messages,
         "marketing_messages" => Endpoint::MarketingMessages,
         _ => return None,
     };
-    let phone_number_id = segments.next().filter(|id| is_digits(id))?;
-    let version = match (segments.next(), segments.next()) {
-        (None, _) => None,
-        (Some(version), None) if is_version(version) => Some(version),
-        _ => return None,
+    let (version, phone_number_id) = match rest.rfind('/') {
+        Some(at) => (Some(&rest[..at]), &rest[at + 1..]),
+        None => (None, rest),
     };
+    if !is_digits(phone_number_id) || version.is_some_and(|version| !is_version(version)) {
+        return None;
+    }
     Some(SendRoute {
         version,
         phone_number_id,
@@ -601,6 +608,15 @@ mod tests {
         assert_eq!(route_of("/v21.0/1/media"), None);
         assert_eq!(route_of("/x/v21.0/1/messages"), None);
         assert_eq!(route_of("/latest/1/messages"), None);
+        for not_a_send in [
+            "/messages",
+            "//messages",
+            "/v21.0//messages",
+            "/v/1/messages",
+            "/1/",
+        ] {
+            assert_eq!(route_of(not_a_send), None, "{not_a_send}");
+        }
         assert_eq!(route(&Method::GET, "/v21.0/1/messages"), None);
     }
 }
