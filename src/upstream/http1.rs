@@ -324,7 +324,7 @@ impl Connection {
                 return Ok(head);
             }
             if self.buf.len() >= MAX_HEAD {
-                return Err(Error::Invalid("response head larger than 64 KiB").into());
+                return Err(Error::Invalid("response head larger than 64 KiB"));
             }
             if poll_fn(|cx| self.poll_read_more(cx)).await? == 0 {
                 return Err(Error::Closed("before the response head"));
