@@ -1,4 +1,5 @@
-//! A broken upstream gives the client a Graph-shaped 502 or 504, never a hang.
+//! A broken upstream gives the client a Graph-shaped 502 or 504 (or, once a
+//! response body has begun, a response cut short), never a hang.
 
 mod support;
 
@@ -88,6 +89,36 @@ async fn silent_upstream_gives_504_after_the_request_timeout() {
     .expect("sendgate answers instead of hanging");
     assert_eq!(answer.status, StatusCode::GATEWAY_TIMEOUT);
     assert_eq!(answer.graph_error_code(), 2);
+}
+
+#[tokio::test]
+async fn upstream_silent_mid_body_cuts_the_response_after_the_request_timeout() {
+    // The head and 5 of 100 bytes, then the connection held open in silence.
+    let upstream = raw_upstream(|mut stream| async move {
+        let head = b"HTTP/1.1 200 OK\r\ncontent-length: 100\r\n\r\nhello";
+        let _ = stream.write_all(head).await;
+        std::future::pending::<()>().await;
+    })
+    .await;
+    let proxy = Proxy::start(&upstream, "request_timeout_ms = 200").await;
+    let mut client = TcpStream::connect(proxy.addr).await.unwrap();
+    client
+        .write_all(b"GET /v21.0/123/media HTTP/1.1\r\nhost: sendgate\r\n\r\n")
+        .await
+        .unwrap();
+    let mut received = Vec::new();
+    tokio::time::timeout(Duration::from_secs(10), client.read_to_end(&mut received))
+        .await
+        .expect("sendgate closes the connection instead of hanging")
+        .unwrap();
+    let received = String::from_utf8_lossy(&received);
+    let (head, body) = received.split_once("\r\n\r\n").expect("a response head");
+    assert!(head.starts_with("HTTP/1.1 200 OK"), "{head}");
+    assert!(head.contains("content-length: 100"), "{head}");
+    assert_eq!(
+        body, "hello",
+        "cut short of its length, so never taken for whole"
+    );
 }
 
 #[tokio::test]

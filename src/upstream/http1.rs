@@ -1029,6 +1029,14 @@ pub(super) mod tests {
         }
     }
 
+    /// An answer written in `parts`, each in its own write after a pause.
+    pub(in crate::upstream) fn answer_in_parts(parts: &[&str]) -> Answer {
+        Answer {
+            parts: parts.iter().map(|part| part.as_bytes().to_vec()).collect(),
+            close: false,
+        }
+    }
+
     pub(in crate::upstream) fn answer_then_close(bytes: &str) -> Answer {
         Answer {
             close: true,

@@ -154,6 +154,7 @@ impl Upstream {
             authority,
             config.pool_max_idle,
             Duration::from_millis(config.pool_idle_timeout_ms),
+            request_timeout,
         )
         .map_err(|err| bad(format!("{base}: {err}")))?;
         Ok(Upstream {

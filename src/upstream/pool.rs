@@ -13,13 +13,18 @@
 //! been read to its end ([`UpstreamBody`]); a body dropped early takes its
 //! connection with it, since the unread rest would corrupt the next answer.
 //! A connection of either kind that no request has taken for
-//! `pool_idle_timeout_ms` is closed by the reaper.
+//! `pool_idle_timeout_ms` is closed by the reaper. A response body whose
+//! upstream sends nothing for `request_timeout_ms` fails, so that a stalled
+//! upstream cuts the client's response short instead of holding it open
+//! for ever.
 
 use std::collections::VecDeque;
+use std::future::Future;
+use std::io;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError, Weak};
-use std::task::{Context, Poll};
+use std::task::{Context, Poll, ready};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -32,6 +37,7 @@ use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::connect::{Connection, HttpConnector};
 use hyper_util::rt::{TokioExecutor, TokioTimer};
 use thread_local::ThreadLocal;
+use tokio::time::Sleep;
 use tower_service::Service;
 
 use super::http1;
@@ -71,6 +77,8 @@ pub(super) struct Pool {
     host: HeaderValue,
     max_idle: usize,
     idle_timeout: Duration,
+    /// How long a response body may wait for the upstream's next bytes.
+    body_stall_limit: Duration,
     idle: ThreadLocal<Mutex<Idle>>,
     reaper_started: AtomicBool,
 }
@@ -101,6 +109,7 @@ impl Pool {
         authority: Authority,
         max_idle: usize,
         idle_timeout: Duration,
+        body_stall_limit: Duration,
     ) -> Result<Self, http::header::InvalidHeaderValue> {
         // Like any client: the port only when it is not the scheme's default.
         let default_port = if scheme == Scheme::HTTPS { 443 } else { 80 };
@@ -115,6 +124,7 @@ impl Pool {
             host: HeaderValue::from_str(&host)?,
             max_idle,
             idle_timeout,
+            body_stall_limit,
             idle: ThreadLocal::new(),
             reaper_started: AtomicBool::new(false),
         })
@@ -155,11 +165,11 @@ impl Pool {
             Sender::Http1(connection) => {
                 // Written in origin form, the upstream in Host.
                 match connection.send(request, &self.host).await {
-                    Ok(response) => Ok(response.map(|body| UpstreamBody {
-                        kind: Kind::Http1 {
+                    Ok(response) => Ok(response.map(|body| {
+                        self.body(Kind::Http1 {
                             body,
                             pool: self.clone(),
-                        },
+                        })
                     })),
                     Err(http1::Failure::Unsent(request, err)) => {
                         Err(TryError::Unsent(request, err.into()))
@@ -177,9 +187,7 @@ impl Pool {
                 *request.uri_mut() = self.absolute(path_and_query);
                 *request.version_mut() = http::Version::HTTP_2;
                 match sender.try_send_request(request).await {
-                    Ok(response) => Ok(response.map(|body| UpstreamBody {
-                        kind: Kind::Http2(body),
-                    })),
+                    Ok(response) => Ok(response.map(|body| self.body(Kind::Http2(body)))),
                     Err(mut failed) => Err(match failed.take_message() {
                         Some(request) => {
                             TryError::Unsent(Box::new(request), failed.into_error().into())
@@ -188,6 +196,17 @@ impl Pool {
                     }),
                 }
             }
+        }
+    }
+
+    fn body(&self, kind: Kind) -> UpstreamBody {
+        UpstreamBody {
+            kind,
+            stall: Stall {
+                limit: self.body_stall_limit,
+                timer: None,
+                waiting: false,
+            },
         }
     }
 
@@ -322,6 +341,33 @@ impl Pool {
 /// back to the pool once the body has been read to the end.
 pub struct UpstreamBody {
     kind: Kind,
+    stall: Stall,
+}
+
+/// The limit on an upstream going silent in the middle of a body.
+struct Stall {
+    limit: Duration,
+    /// Made the first time a read has to wait: most bodies come whole with
+    /// their head and never need one.
+    timer: Option<Pin<Box<Sleep>>>,
+    /// Whether `timer` is set for the wait in progress.
+    waiting: bool,
+}
+
+impl Stall {
+    /// Called when the body could not go on: Ready once the upstream has
+    /// sent nothing for the limit.
+    fn poll_expired(&mut self, cx: &mut Context<'_>) -> Poll<()> {
+        let deadline = tokio::time::Instant::now() + self.limit;
+        let timer = self
+            .timer
+            .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(deadline)));
+        if !self.waiting {
+            timer.as_mut().reset(deadline);
+            self.waiting = true;
+        }
+        timer.as_mut().poll(cx)
+    }
 }
 
 enum Kind {
@@ -341,7 +387,7 @@ impl Body for UpstreamBody {
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
-        match &mut self.kind {
+        let polled = match &mut self.kind {
             Kind::Http1 { body, .. } => {
                 let polled = Pin::new(body).poll_frame(cx);
                 // Back to the pool as soon as the body has been read to its
@@ -350,7 +396,20 @@ impl Body for UpstreamBody {
                 polled.map_err(Into::into)
             }
             Kind::Http2(body) => Pin::new(body).poll_frame(cx).map_err(Into::into),
+        };
+        if polled.is_ready() {
+            self.stall.waiting = false;
+            return polled;
         }
+        ready!(self.stall.poll_expired(cx));
+        // The connection is not given back (the body did not end): it is
+        // closed with this body, and the client's response is cut short.
+        let limit = self.stall.limit;
+        Poll::Ready(Some(Err(io::Error::new(
+            io::ErrorKind::TimedOut,
+            format!("the upstream sent nothing for {limit:?} in the middle of a body"),
+        )
+        .into())))
     }
 
     fn is_end_stream(&self) -> bool {
@@ -394,11 +453,15 @@ mod tests {
     use hyper_rustls::HttpsConnectorBuilder;
 
     use super::super::full_body;
-    use super::super::http1::tests::{Upstream, answer};
+    use super::super::http1::tests::{Upstream, answer, answer_in_parts};
     use super::*;
 
     /// A pool of plain-HTTP connections to a test upstream.
     fn pool_to(upstream: &Upstream) -> Arc<Pool> {
+        pool_with_stall_limit(upstream, Duration::from_secs(30))
+    }
+
+    fn pool_with_stall_limit(upstream: &Upstream, body_stall_limit: Duration) -> Arc<Pool> {
         let tls = rustls::ClientConfig::builder_with_provider(
             rustls::crypto::ring::default_provider().into(),
         )
@@ -418,6 +481,7 @@ mod tests {
             authority,
             4,
             Duration::from_secs(60),
+            body_stall_limit,
         );
         Arc::new(pool.unwrap())
     }
@@ -511,5 +575,47 @@ mod tests {
         assert_eq!(body.to_bytes(), "ok");
         assert_eq!(upstream.next().await.connection, 0);
         assert_eq!(upstream.next().await.connection, 1, "a new connection");
+    }
+
+    #[tokio::test]
+    async fn a_body_the_upstream_stops_sending_fails_after_the_stall_limit() {
+        let mut upstream = Upstream::start(vec![
+            // Five of ten bytes, then silence on an open connection.
+            answer("HTTP/1.1 200 OK\r\ncontent-length: 10\r\n\r\nhello"),
+            answer("HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok"),
+        ])
+        .await;
+        let pool = pool_with_stall_limit(&upstream, Duration::from_millis(100));
+        let mut body = send(&pool).await.into_body();
+        let data = body.frame().await.unwrap().unwrap().into_data().unwrap();
+        assert_eq!(data, "hello");
+        let rest = tokio::time::timeout(Duration::from_secs(5), body.frame())
+            .await
+            .expect("the stall limit ends the wait");
+        let error = rest.expect("an error, not the end").unwrap_err();
+        let error = error.downcast_ref::<io::Error>().expect("an I/O error");
+        assert_eq!(error.kind(), io::ErrorKind::TimedOut);
+        drop(body);
+        assert_eq!(idle(&pool), 0, "the connection is not reused");
+
+        let body = send(&pool).await.into_body().collect().await.unwrap();
+        assert_eq!(body.to_bytes(), "ok");
+        assert_eq!(upstream.next().await.connection, 0);
+        assert_eq!(upstream.next().await.connection, 1, "a new connection");
+    }
+
+    #[tokio::test]
+    async fn a_body_that_keeps_coming_is_not_cut() {
+        let upstream = Upstream::start(vec![answer_in_parts(&[
+            "HTTP/1.1 200 OK\r\ncontent-length: 6\r\n\r\n",
+            "ab",
+            "cd",
+            "ef",
+        ])])
+        .await;
+        let pool = pool_with_stall_limit(&upstream, Duration::from_secs(2));
+        let body = send(&pool).await.into_body().collect().await.unwrap();
+        assert_eq!(body.to_bytes(), "abcdef");
+        assert_eq!(idle(&pool), 1);
     }
 }
