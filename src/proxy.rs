@@ -272,7 +272,7 @@ impl App {
 
 /// A request id, `<prefix>-<n in hex>`, kept inline: every send gets one
 /// and few are ever shown, so making one should not allocate.
-pub struct RequestId {
+struct RequestId {
     text: [u8; Self::CAPACITY],
     len: usize,
 }

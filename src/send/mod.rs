@@ -52,8 +52,8 @@ pub fn route<'a>(method: &Method, path: &'a str) -> Option<SendRoute<'a>> {
     if method != Method::POST {
         return None;
     }
-    // Split from the end by bytes: most paths are not sends, and the last
-    // segment alone tells; `str::rsplit` costs several times as much.
+    // Cut at the last two slashes: most paths are not sends, and the last
+    // segment alone tells (`str::rsplit` cost several times as much).
     let rest = path.strip_prefix('/')?;
     let (rest, endpoint) = match rest.rfind('/') {
         Some(at) => (&rest[..at], &rest[at + 1..]),

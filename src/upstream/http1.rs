@@ -591,15 +591,14 @@ fn parse_head(buf: &mut BytesMut) -> Result<Option<Head>, Error> {
     // and its span): a table for a hundred cost more than parsing a Graph
     // answer's half dozen. So a small table first, and the full one only
     // for a head that overflows it (1xx heads already read stay read).
-    match parse_head_within::<FEW_HEADERS>(buf) {
-        Err(Overflow::TooManyFields) => match parse_head_within::<MAX_HEADERS>(buf) {
-            Err(Overflow::TooManyFields) => Err(Error::Invalid("more than 100 header fields")),
-            Err(Overflow::Other(err)) => Err(err),
-            Ok(head) => Ok(head),
-        },
-        Err(Overflow::Other(err)) => Err(err),
-        Ok(head) => Ok(head),
-    }
+    let parsed = match parse_head_within::<FEW_HEADERS>(buf) {
+        Err(Overflow::TooManyFields) => parse_head_within::<MAX_HEADERS>(buf),
+        parsed => parsed,
+    };
+    parsed.map_err(|overflow| match overflow {
+        Overflow::TooManyFields => Error::Invalid("more than 100 header fields"),
+        Overflow::Other(err) => err,
+    })
 }
 
 /// Why [`parse_head_within`] gave up.

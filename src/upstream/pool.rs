@@ -498,6 +498,17 @@ mod tests {
         }
     }
 
+    /// Sends a second request (its answer `ok`) and says on which
+    /// connections the upstream saw the first and the second.
+    async fn second_request(pool: &Arc<Pool>, upstream: &mut Upstream) -> [usize; 2] {
+        let body = send(pool).await.into_body().collect().await.unwrap();
+        assert_eq!(body.to_bytes(), "ok");
+        [
+            upstream.next().await.connection,
+            upstream.next().await.connection,
+        ]
+    }
+
     fn idle(pool: &Pool) -> usize {
         pool.local().http1.len()
     }
@@ -541,10 +552,7 @@ mod tests {
         drop(body);
         assert_eq!(idle(&pool), 1, "and only once");
 
-        let body = send(&pool).await.into_body().collect().await.unwrap();
-        assert_eq!(body.to_bytes(), "ok");
-        assert_eq!(upstream.next().await.connection, 0);
-        assert_eq!(upstream.next().await.connection, 0, "reused");
+        assert_eq!(second_request(&pool, &mut upstream).await, [0, 0], "reused");
     }
 
     #[tokio::test]
@@ -571,10 +579,8 @@ mod tests {
         drop(body);
         assert_eq!(idle(&pool), 0);
 
-        let body = send(&pool).await.into_body().collect().await.unwrap();
-        assert_eq!(body.to_bytes(), "ok");
-        assert_eq!(upstream.next().await.connection, 0);
-        assert_eq!(upstream.next().await.connection, 1, "a new connection");
+        let connections = second_request(&pool, &mut upstream).await;
+        assert_eq!(connections, [0, 1], "a new connection");
     }
 
     #[tokio::test]
@@ -598,10 +604,8 @@ mod tests {
         drop(body);
         assert_eq!(idle(&pool), 0, "the connection is not reused");
 
-        let body = send(&pool).await.into_body().collect().await.unwrap();
-        assert_eq!(body.to_bytes(), "ok");
-        assert_eq!(upstream.next().await.connection, 0);
-        assert_eq!(upstream.next().await.connection, 1, "a new connection");
+        let connections = second_request(&pool, &mut upstream).await;
+        assert_eq!(connections, [0, 1], "a new connection");
     }
 
     #[tokio::test]
