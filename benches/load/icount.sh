@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # User-space instructions per request, nginx against sendgate, counted by
-# valgrind's callgrind. Unlike CPU time under load, the count barely moves
-# between runs (a few instructions in tens of thousands), so it shows
-# changes of 1% that the load benchmark's noise (several %) hides. It counts
+# valgrind's callgrind. Unlike CPU time under load, sendgate's count barely
+# moves between runs (about 10 instructions in 34,000; nginx's up to 1%), so
+# it shows changes of 1% that the load benchmark's noise (several %) hides. It counts
 # work, not time: cache misses, system calls and the kernel are not in it.
 #
 # Each proxy runs under callgrind twice per scenario, for N1 and N2 requests
