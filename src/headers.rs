@@ -5,6 +5,11 @@
 //! hop-by-hop by definition. Framing (`Transfer-Encoding`) is redone for
 //! each hop, while `Content-Length` is end-to-end and kept, so a
 //! fixed-length body stays fixed-length and a chunked body stays chunked.
+//!
+//! The framing lines both HTTP/1.1 loops write (server and upstream client)
+//! are here too, spelled once.
+
+use std::io::Write as _;
 
 use http::HeaderMap;
 use http::header::{self, HeaderName};
@@ -92,6 +97,22 @@ pub fn push_content_length(out: &mut Vec<u8>, length: u64) {
     out.extend_from_slice(itoa::Buffer::new().format(length).as_bytes());
     out.extend_from_slice(b"\r\n");
 }
+
+/// Appends the size line of a chunk of `len` bytes (RFC 9112 §7.1).
+// Inlined into both loops' writers: as a call, the response writer lost
+// its own inlining and cost about 400 instructions more per request
+// (benches/load/icount.sh), chunked or not.
+#[inline]
+pub fn push_chunk_size(out: &mut Vec<u8>, len: usize) {
+    // Writing into a Vec cannot fail.
+    let _ = write!(out, "{len:x}\r\n");
+}
+
+/// What follows a chunk's bytes.
+pub const CHUNK_END: &[u8] = b"\r\n";
+
+/// The last chunk of a chunked body, with no trailers.
+pub const LAST_CHUNK: &[u8] = b"0\r\n\r\n";
 
 /// Prepares a request's headers for the upstream: hop-by-hop fields go, and
 /// so do sendgate's own control headers.

@@ -238,10 +238,12 @@ impl App {
         // A cheap clone (reference-counted bytes) that the route can borrow
         // from while the request itself moves on.
         let uri = request.uri().clone();
-        let config = self.config();
+        // The relay keeps its path (a reload cannot change it), so routing
+        // takes no config snapshot; the send path takes its own.
         if let Some(relay) = &self.webhook
-            && uri.path() == config.webhook.path
+            && uri.path() == relay.path()
         {
+            let config = self.config();
             // Boxed so that the relay's large future does not swell every request's.
             let (outcome, response) =
                 Box::pin(relay.handle(&config, &self.identities, request)).await;

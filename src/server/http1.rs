@@ -20,7 +20,7 @@
 
 use std::cell::RefCell;
 use std::future::{Future, poll_fn};
-use std::io::{self, Write as _};
+use std::io;
 use std::ops::Range;
 use std::pin::{Pin, pin};
 use std::sync::Arc;
@@ -38,7 +38,9 @@ use tokio::net::TcpStream;
 use tokio::sync::watch;
 
 use super::{HEADER_READ_TIMEOUT, Handler, Shared};
-use crate::headers::{decimal_length, lists_token, push_content_length};
+use crate::headers::{
+    CHUNK_END, LAST_CHUNK, decimal_length, lists_token, push_chunk_size, push_content_length,
+};
 use crate::upstream::{ProxyBody, full_body};
 
 /// Longest request head taken here; hyper takes longer ones.
@@ -418,7 +420,7 @@ async fn write_body(
             return Err(io::Error::other("response body longer than its length"));
         }
         if let Framing::Chunked = framing {
-            let _ = write!(out, "{:x}\r\n", data.len());
+            push_chunk_size(out, data.len());
         }
         if data.len() <= COPY_LIMIT {
             out.extend_from_slice(&data);
@@ -428,11 +430,11 @@ async fn write_body(
             stream.write_all(&data).await?;
         }
         if let Framing::Chunked = framing {
-            out.extend_from_slice(b"\r\n");
+            out.extend_from_slice(CHUNK_END);
         }
     }
     if let Framing::Chunked = framing {
-        out.extend_from_slice(b"0\r\n\r\n");
+        out.extend_from_slice(LAST_CHUNK);
     }
     if !out.is_empty() {
         stream.write_all(out).await?;

@@ -20,7 +20,7 @@
 
 use std::fmt;
 use std::future::poll_fn;
-use std::io::{self, IoSlice, Write as _};
+use std::io::{self, IoSlice};
 use std::pin::{Pin, pin};
 use std::task::{Context, Poll, Waker, ready};
 
@@ -35,7 +35,9 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt, ReadBuf};
 use tokio::net::TcpStream;
 
 use super::{BoxError, ProxyBody};
-use crate::headers::{decimal_length, lists_token, push_content_length};
+use crate::headers::{
+    CHUNK_END, LAST_CHUNK, decimal_length, lists_token, push_chunk_size, push_content_length,
+};
 
 /// The most header fields a response head may have.
 const MAX_HEADERS: usize = 100;
@@ -425,10 +427,7 @@ impl Outgoing {
             Outgoing::Length(left) => {
                 *left = left.checked_sub(len as u64).ok_or(Error::RequestLength)?;
             }
-            Outgoing::Chunked => {
-                // Writing into a Vec cannot fail.
-                let _ = write!(out, "{len:x}\r\n");
-            }
+            Outgoing::Chunked => push_chunk_size(out, len),
         }
         Ok(())
     }
@@ -436,7 +435,7 @@ impl Outgoing {
     /// Writes what goes after a chunk's bytes.
     fn end_chunk(&self, out: &mut Vec<u8>) {
         if let Outgoing::Chunked = self {
-            out.extend_from_slice(b"\r\n");
+            out.extend_from_slice(CHUNK_END);
         }
     }
 
@@ -456,7 +455,7 @@ impl Outgoing {
             Outgoing::Length(0) => Ok(()),
             Outgoing::Length(_) => Err(Error::RequestLength),
             Outgoing::Chunked => {
-                out.extend_from_slice(b"0\r\n\r\n");
+                out.extend_from_slice(LAST_CHUNK);
                 Ok(())
             }
         }

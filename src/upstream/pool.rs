@@ -509,6 +509,11 @@ mod tests {
         ]
     }
 
+    /// The body's next frame, which must be data.
+    async fn next_data(body: &mut UpstreamBody) -> Bytes {
+        body.frame().await.unwrap().unwrap().into_data().unwrap()
+    }
+
     fn idle(pool: &Pool) -> usize {
         pool.local().http1.len()
     }
@@ -546,8 +551,7 @@ mod tests {
         let pool = pool_to(&upstream);
         let mut body = send(&pool).await.into_body();
         assert_eq!(idle(&pool), 0, "not while the body is unread");
-        let data = body.frame().await.unwrap().unwrap().into_data().unwrap();
-        assert_eq!(data, "hello");
+        assert_eq!(next_data(&mut body).await, "hello");
         assert_eq!(idle(&pool), 1, "back at once, though the body lives on");
         drop(body);
         assert_eq!(idle(&pool), 1, "and only once");
@@ -574,8 +578,7 @@ mod tests {
         .await;
         let pool = pool_to(&upstream);
         let mut body = send(&pool).await.into_body();
-        let data = body.frame().await.unwrap().unwrap().into_data().unwrap();
-        assert_eq!(data, "hello");
+        assert_eq!(next_data(&mut body).await, "hello");
         drop(body);
         assert_eq!(idle(&pool), 0);
 
@@ -593,8 +596,7 @@ mod tests {
         .await;
         let pool = pool_with_stall_limit(&upstream, Duration::from_millis(100));
         let mut body = send(&pool).await.into_body();
-        let data = body.frame().await.unwrap().unwrap().into_data().unwrap();
-        assert_eq!(data, "hello");
+        assert_eq!(next_data(&mut body).await, "hello");
         let rest = tokio::time::timeout(Duration::from_secs(5), body.frame())
             .await
             .expect("the stall limit ends the wait");
@@ -609,17 +611,20 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn a_body_that_keeps_coming_is_not_cut() {
-        let upstream = Upstream::start(vec![answer_in_parts(&[
-            "HTTP/1.1 200 OK\r\ncontent-length: 6\r\n\r\n",
-            "ab",
-            "cd",
-            "ef",
-        ])])
-        .await;
-        let pool = pool_with_stall_limit(&upstream, Duration::from_secs(2));
+    async fn a_silence_is_timed_from_the_last_bytes_not_from_the_first_wait() {
+        // 40 one-byte parts about 5 ms apart: the body takes well over the
+        // limit in all, but no silence in it comes near the limit.
+        let mut parts = vec!["HTTP/1.1 200 OK\r\ncontent-length: 40\r\n\r\n"];
+        parts.extend(["x"; 40]);
+        let upstream = Upstream::start(vec![answer_in_parts(&parts)]).await;
+        let pool = pool_with_stall_limit(&upstream, Duration::from_millis(100));
+        let started = tokio::time::Instant::now();
         let body = send(&pool).await.into_body().collect().await.unwrap();
-        assert_eq!(body.to_bytes(), "abcdef");
+        assert_eq!(body.to_bytes(), "x".repeat(40));
+        assert!(
+            started.elapsed() > Duration::from_millis(100),
+            "the body outlasted the limit, so the limit was not on the whole"
+        );
         assert_eq!(idle(&pool), 1);
     }
 }

@@ -31,6 +31,8 @@ pub struct Relay {
     downstream: Upstream,
     /// Path and query of `forward_to`, which every forwarded POST uses.
     forward_path: String,
+    /// `webhook.path`: only a restart changes it, like the rest of the table.
+    path: String,
 }
 
 /// How one delivery went, for logs and metrics.
@@ -79,7 +81,13 @@ impl Relay {
             forward_path: forward
                 .path_and_query()
                 .map_or_else(|| "/".to_owned(), ToString::to_string),
+            path: config.webhook.path.clone(),
         })
+    }
+
+    /// The path Meta delivers to.
+    pub fn path(&self) -> &str {
+        &self.path
     }
 
     /// Answers Meta on the webhook path.
