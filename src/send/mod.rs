@@ -9,6 +9,7 @@
 pub mod identifier;
 pub mod payload;
 pub mod policy;
+mod scan;
 
 use std::borrow::Cow;
 use std::sync::OnceLock;

@@ -5,6 +5,9 @@
 //! A rewrite splices new bytes into the original at those spans, so every key
 //! the sender wrote, its order, its whitespace and its escapes survive
 //! untouched; only `to` and `recipient` change.
+//!
+//! The members are found by [`scan`](super::scan) when it can vouch for the
+//! body, else by serde_json, which also words every error.
 
 use std::borrow::Cow;
 use std::fmt;
@@ -13,6 +16,8 @@ use std::ops::Range;
 use serde::de::{self, MapAccess, Visitor};
 use serde::{Deserialize, Deserializer as _};
 use serde_json::value::RawValue;
+
+use super::scan;
 
 /// Why a body could not be read as a send.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -86,7 +91,8 @@ pub struct SendPayload<'a> {
     pub recipient: Option<Member<'a>>,
     pub recipient_type: Option<Cow<'a, str>>,
     pub message_type: Option<Cow<'a, str>>,
-    template: Option<&'a RawValue>,
+    /// The `template` member's raw JSON.
+    template: Option<&'a str>,
     /// Marketing Messages API sends with `bid_spec` cannot go to a BSUID (131062).
     pub has_bid_spec: bool,
 }
@@ -101,6 +107,21 @@ pub struct TemplateRef {
 impl<'a> SendPayload<'a> {
     /// Parses a send body. Only a JSON object is a send.
     pub fn parse(body: &'a [u8]) -> Result<Self, PayloadError> {
+        match scan::object_members(body) {
+            Some(members) => Self::from_members(
+                body,
+                members.into_iter().map(|member| RawMember {
+                    key: Key::from_name(member.key),
+                    value: member.value,
+                }),
+            ),
+            None => Self::parse_with_serde(body),
+        }
+    }
+
+    /// [`parse`](Self::parse) by serde_json alone: the authority on what is
+    /// valid, and the words of every error.
+    pub(super) fn parse_with_serde(body: &'a [u8]) -> Result<Self, PayloadError> {
         let mut deserializer = serde_json::Deserializer::from_slice(body);
         let members = (&mut deserializer)
             .deserialize_map(MembersVisitor)
@@ -111,7 +132,10 @@ impl<'a> SendPayload<'a> {
         Self::from_members(body, members)
     }
 
-    fn from_members(body: &'a [u8], members: Vec<RawMember<'a>>) -> Result<Self, PayloadError> {
+    fn from_members(
+        body: &'a [u8],
+        members: impl IntoIterator<Item = RawMember<'a>>,
+    ) -> Result<Self, PayloadError> {
         let open = first_non_space(body, 0).ok_or(PayloadError::NotAnObject)?;
         let close = body
             .iter()
@@ -133,7 +157,7 @@ impl<'a> SendPayload<'a> {
         // from the value spans without scanning strings.
         let mut boundary = open + 1;
         for member in members {
-            let value = span_of(body, member.value.get());
+            let value = span_of(body, member.value);
             let key_start = first_non_space_or_comma(body, boundary);
             let colon = last_non_space_before(body, value.start);
             let key_end = last_non_space_before(body, colon) + 1;
@@ -193,8 +217,7 @@ impl<'a> SendPayload<'a> {
             name: Option<String>,
             language: Option<Language>,
         }
-        let raw = self.template?;
-        let template: Template = serde_json::from_str(raw.get()).ok()?;
+        let template: Template = serde_json::from_str(self.template?).ok()?;
         Some(TemplateRef {
             name: template.name?,
             language: template.language.and_then(|language| language.code),
@@ -359,20 +382,21 @@ fn span_of(body: &[u8], raw: &str) -> Range<usize> {
     start..start + raw.len()
 }
 
-fn decode_str(raw: &RawValue) -> Option<Cow<'_, str>> {
-    let text = raw.get();
-    match serde_json::from_str::<&str>(text) {
-        Ok(borrowed) => Some(Cow::Borrowed(borrowed)),
+/// A raw JSON value's text if it is a string; `None` for any other value.
+fn decode_str(raw: &str) -> Option<Cow<'_, str>> {
+    let inner = raw.strip_prefix('"')?.strip_suffix('"')?;
+    if inner.contains('\\') {
         // Escapes in the string: it must be unescaped into a new String.
-        Err(_) => serde_json::from_str::<String>(text).ok().map(Cow::Owned),
+        serde_json::from_str::<String>(raw).ok().map(Cow::Owned)
+    } else {
+        Some(Cow::Borrowed(inner))
     }
 }
 
-fn decode_field(raw: &RawValue) -> FieldValue<'_> {
-    let text = raw.get();
-    match text.as_bytes().first() {
+fn decode_field(raw: &str) -> FieldValue<'_> {
+    match raw.as_bytes().first() {
         Some(b'"') => decode_str(raw).map_or(FieldValue::Other, FieldValue::Text),
-        Some(b'-' | b'0'..=b'9') => FieldValue::Number(text),
+        Some(b'-' | b'0'..=b'9') => FieldValue::Number(raw),
         Some(b'n') => FieldValue::Null,
         _ => FieldValue::Other,
     }
@@ -430,7 +454,8 @@ impl<'de> Deserialize<'de> for Key {
 
 struct RawMember<'a> {
     key: Key,
-    value: &'a RawValue,
+    /// The value's raw JSON, borrowed from the body.
+    value: &'a str,
 }
 
 /// Collects every top-level member with its value borrowed raw, so each value
@@ -448,7 +473,10 @@ impl<'de> Visitor<'de> for MembersVisitor {
         let mut members = Vec::with_capacity(map.size_hint().unwrap_or(8));
         while let Some(key) = map.next_key::<Key>()? {
             let value: &'de RawValue = map.next_value()?;
-            members.push(RawMember { key, value });
+            members.push(RawMember {
+                key,
+                value: value.get(),
+            });
         }
         Ok(members)
     }
