@@ -32,6 +32,11 @@ pub const CLIENT_HEADER: HeaderName = HeaderName::from_static("x-sendgate-client
 /// The header that tells the sender what sendgate did with a send.
 pub const DECISION_HEADER: HeaderName = HeaderName::from_static("x-sendgate-decision");
 
+/// Room an upstream response's header map keeps for the field sendgate adds
+/// to it (a send's `x-sendgate-decision`): a map sized to exactly the fields
+/// parsed reallocates and rehashes on the first insert.
+pub const ROOM_TO_ADD: usize = 1;
+
 /// Removes hop-by-hop fields, including those listed in `Connection`.
 pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
     // One pass over the names (comparing known names is cheap) finds the

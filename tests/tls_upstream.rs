@@ -37,13 +37,14 @@ fn certificates() -> (String, CertificateDer<'static>, PrivateKeyDer<'static>) {
 }
 
 /// An HTTPS server offering h2 and http/1.1, as its port, each request's
-/// version and body, and how many of its connections the client closed.
+/// version, body and `content-length`, and how many of its connections the
+/// client closed.
 async fn tls_upstream(
     cert: CertificateDer<'static>,
     key: PrivateKeyDer<'static>,
 ) -> (
     u16,
-    Arc<Mutex<Vec<(Version, bytes::Bytes)>>>,
+    Arc<Mutex<Vec<(Version, bytes::Bytes, Option<String>)>>>,
     Arc<AtomicUsize>,
 ) {
     let mut server = rustls::ServerConfig::builder_with_provider(
@@ -76,8 +77,12 @@ async fn tls_upstream(
                     async move {
                         use http_body_util::BodyExt;
                         let version = request.version();
+                        let length = request
+                            .headers()
+                            .get("content-length")
+                            .map(|value| value.to_str().unwrap().to_owned());
                         let body = request.into_body().collect().await?.to_bytes();
-                        log.lock().unwrap().push((version, body));
+                        log.lock().unwrap().push((version, body, length));
                         Ok::<_, hyper::Error>(Response::new(full_body(support::META_OK)))
                     }
                 });
@@ -111,6 +116,8 @@ async fn https_upstream_with_h2_and_a_trusted_ca() {
     assert_eq!(seen.len(), 1);
     assert_eq!(seen[0].0, Version::HTTP_2, "ALPN picked h2");
     assert_eq!(seen[0].1, r#"{"recipient":"US.1","type":"text"}"#);
+    // The rewrite made the body longer than the length the sender announced.
+    assert_eq!(seen[0].2.as_deref(), Some("34"));
 }
 
 #[tokio::test]

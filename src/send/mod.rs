@@ -122,6 +122,7 @@ pub async fn handle(
     };
     let verdict = judge(app, config, &body, route, client, &lookup, request_id).await;
     let mut label = verdict.label;
+    let rewritten = verdict.rewritten.is_some();
     let body = match (verdict.refusal, config.policy.mode) {
         (Some(error), Mode::Enforce) => {
             app.metrics.request("send", &label);
@@ -166,9 +167,14 @@ pub async fn handle(
     app.metrics.request("send", &label);
 
     let mut upstream_request = Request::from_parts(parts, full_body(body.clone()));
-    upstream_request
-        .headers_mut()
-        .insert(header::CONTENT_LENGTH, HeaderValue::from(body.len()));
+    if rewritten {
+        // The sender's length is the old body's. Without one, the upstream
+        // connection announces the body's own exact length, as it does for
+        // a body that came chunked.
+        upstream_request
+            .headers_mut()
+            .remove(header::CONTENT_LENGTH);
+    }
     let mut response = match app.forward(upstream_request).await {
         Ok(response) if response.status().is_success() => {
             limits.feedback(route.phone_number_id, person, None, true);

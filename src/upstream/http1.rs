@@ -36,7 +36,8 @@ use tokio::net::TcpStream;
 
 use super::{BoxError, ProxyBody};
 use crate::headers::{
-    CHUNK_END, LAST_CHUNK, decimal_length, lists_token, push_chunk_size, push_content_length,
+    CHUNK_END, LAST_CHUNK, ROOM_TO_ADD, decimal_length, lists_token, push_chunk_size,
+    push_content_length,
 };
 
 /// The most header fields a response head may have.
@@ -660,7 +661,7 @@ fn parse_head_within<const N: usize>(buf: &mut BytesMut) -> Result<Option<Head>,
             };
         }
         let head = buf.split_to(len).freeze();
-        let mut headers = HeaderMap::with_capacity(count);
+        let mut headers = HeaderMap::with_capacity(count + ROOM_TO_ADD);
         for span in &spans[..count] {
             let name = HeaderName::from_bytes(&head[span.name.0..span.name.1])
                 .map_err(|_| Error::Invalid("header field name"))?;
