@@ -340,18 +340,20 @@ impl Limits {
         client: &str,
         report: bool,
     ) -> Admission {
-        let steps = [
-            (&self.client, client, Some(self.hasher.key(&[client]))),
-            (
-                &self.pair,
-                number,
-                person.map(|person| self.pair_key(number, person)),
-            ),
-            (&self.number, number, Some(self.hasher.key(&[number]))),
-        ];
         let mut waited = Duration::ZERO;
-        for (limit, scope, key) in steps {
-            let Some(key) = key else { continue };
+        for limit in [&self.client, &self.pair, &self.number] {
+            if limit.mode == LimitMode::Off {
+                // Before the key: a limit that is off costs no hashing.
+                continue;
+            }
+            let (scope, key) = match limit.kind {
+                LimitKind::Client => (client, self.hasher.key(&[client])),
+                LimitKind::Pair => match person {
+                    Some(person) => (number, self.pair_key(number, person)),
+                    None => continue,
+                },
+                LimitKind::Number => (number, self.hasher.key(&[number])),
+            };
             match self.pass(limit, scope, key, report).await {
                 Ok(wait) => waited += wait,
                 Err(refusal) if report => return Admission::WouldLimit(refusal.limit),
@@ -361,9 +363,9 @@ impl Limits {
         Admission::Admitted { waited }
     }
 
-    /// One limit: a back-off first, then the limiter; in shape mode, wait
-    /// (bounded by `max_wait`) for the unit instead of refusing. Returns how
-    /// long it waited. The clock is read only when a unit is not free.
+    /// One limit that is not off: a back-off first, then the limiter; in
+    /// shape mode, wait (bounded by `max_wait`) for the unit instead of
+    /// refusing. Returns how long it waited. The clock is read only when a unit is not free.
     async fn pass(
         &self,
         limit: &Limit,
@@ -371,9 +373,6 @@ impl Limits {
         key: u64,
         report: bool,
     ) -> Result<Duration, Refusal> {
-        if limit.mode == LimitMode::Off {
-            return Ok(Duration::ZERO);
-        }
         let patience = if limit.mode == LimitMode::Shape {
             limit.max_wait
         } else {
