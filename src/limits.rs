@@ -365,7 +365,8 @@ impl Limits {
 
     /// One limit that is not off: a back-off first, then the limiter; in
     /// shape mode, wait (bounded by `max_wait`) for the unit instead of
-    /// refusing. Returns how long it waited. The clock is read only when a unit is not free.
+    /// refusing. Returns how long it waited. The clock is read only when a
+    /// unit is not free.
     async fn pass(
         &self,
         limit: &Limit,
