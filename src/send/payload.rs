@@ -11,6 +11,7 @@
 
 use std::borrow::Cow;
 use std::fmt;
+use std::marker::PhantomData;
 use std::ops::Range;
 
 use serde::de::{self, MapAccess, Visitor};
@@ -122,19 +123,12 @@ impl<'a> SendPayload<'a> {
     /// [`parse`](Self::parse) by serde_json alone: the authority on what is
     /// valid, and the words of every error.
     pub(super) fn parse_with_serde(body: &'a [u8]) -> Result<Self, PayloadError> {
-        let mut deserializer = serde_json::Deserializer::from_slice(body);
-        let members = (&mut deserializer)
-            .deserialize_map(MembersVisitor)
-            .map_err(|err| classify_json_error(&err))?;
-        deserializer
-            .end()
-            .map_err(|err| PayloadError::Malformed(err.to_string()))?;
-        Self::from_members(body, members)
+        Self::from_members(body, serde_members(body)?)
     }
 
     fn from_members(
         body: &'a [u8],
-        members: impl IntoIterator<Item = RawMember<'a>>,
+        members: impl IntoIterator<Item = RawMember<'a, Key>>,
     ) -> Result<Self, PayloadError> {
         let open = first_non_space(body, 0).ok_or(PayloadError::NotAnObject)?;
         let close = body
@@ -452,18 +446,35 @@ impl<'de> Deserialize<'de> for Key {
     }
 }
 
-struct RawMember<'a> {
-    key: Key,
+/// One top-level member of a send body, its key read as `K`: a [`Key`] for
+/// the decision, the key's text as [`scan`] finds it.
+pub(super) struct RawMember<'a, K> {
+    pub key: K,
     /// The value's raw JSON, borrowed from the body.
-    value: &'a str,
+    pub value: &'a str,
+}
+
+/// Every top-level member of `body` as serde_json reads it, in order and
+/// with duplicates; `body` must be one JSON object and nothing else.
+pub(super) fn serde_members<'a, K: Deserialize<'a>>(
+    body: &'a [u8],
+) -> Result<Vec<RawMember<'a, K>>, PayloadError> {
+    let mut deserializer = serde_json::Deserializer::from_slice(body);
+    let members = (&mut deserializer)
+        .deserialize_map(MembersVisitor(PhantomData))
+        .map_err(|err| classify_json_error(&err))?;
+    deserializer
+        .end()
+        .map_err(|err| PayloadError::Malformed(err.to_string()))?;
+    Ok(members)
 }
 
 /// Collects every top-level member with its value borrowed raw, so each value
 /// is validated and skipped without being built.
-struct MembersVisitor;
+struct MembersVisitor<K>(PhantomData<K>);
 
-impl<'de> Visitor<'de> for MembersVisitor {
-    type Value = Vec<RawMember<'de>>;
+impl<'de, K: Deserialize<'de>> Visitor<'de> for MembersVisitor<K> {
+    type Value = Vec<RawMember<'de, K>>;
 
     fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str("a JSON object")
@@ -471,7 +482,7 @@ impl<'de> Visitor<'de> for MembersVisitor {
 
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
         let mut members = Vec::with_capacity(map.size_hint().unwrap_or(8));
-        while let Some(key) = map.next_key::<Key>()? {
+        while let Some(key) = map.next_key::<K>()? {
             let value: &'de RawValue = map.next_value()?;
             members.push(RawMember {
                 key,

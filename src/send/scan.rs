@@ -10,21 +10,16 @@
 //! serde_json, which has the last word and writes the error message. A
 //! differential test holds the two to the same answers.
 
+use super::payload::RawMember;
+
 /// Containers nested inside a member's value beyond which the scanner leaves
 /// the body to serde_json (whose own limit is 128).
 const MAX_DEPTH: u32 = 64;
 
-/// One top-level member: its key as written (free of escapes, so also as
-/// decoded) and its value's raw text.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(super) struct ScannedMember<'a> {
-    pub key: &'a str,
-    pub value: &'a str,
-}
-
 /// The members of `body` if it is one JSON object (with white space around
 /// it) that this scanner vouches for; `None` leaves the verdict to serde_json.
-pub(super) fn object_members(body: &[u8]) -> Option<Vec<ScannedMember<'_>>> {
+/// Each key is its text as written: free of escapes, so also as decoded.
+pub(super) fn object_members(body: &[u8]) -> Option<Vec<RawMember<'_, &str>>> {
     // Outside strings only ASCII is valid JSON, and serde_json checks every
     // string as UTF-8, so checking the whole body at once is the same test.
     let text = std::str::from_utf8(body).ok()?;
@@ -45,7 +40,7 @@ pub(super) fn object_members(body: &[u8]) -> Option<Vec<ScannedMember<'_>>> {
             let key = &text[pos + 1..key_end - 1];
             let value_start = after_colon(body, key_end)?;
             pos = value_end(body, value_start)?;
-            members.push(ScannedMember {
+            members.push(RawMember {
                 key,
                 value: &text[value_start..pos],
             });
@@ -247,40 +242,20 @@ fn value_end(body: &[u8], mut pos: usize) -> Option<usize> {
 
 #[cfg(test)]
 mod tests {
-    use serde_json::value::RawValue;
     use std::collections::BTreeMap;
 
-    use super::super::payload::SendPayload;
+    use super::super::payload::{self, SendPayload};
     use super::*;
 
     /// serde_json's answer: the members in order, or `None` if it refuses.
     fn serde_members(body: &[u8]) -> Option<Vec<(String, String)>> {
-        // A map keyed by position keeps duplicates and order.
-        struct Members(Vec<(String, String)>);
-        impl<'de> serde::Deserialize<'de> for Members {
-            fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-                struct Visit;
-                impl<'de> serde::de::Visitor<'de> for Visit {
-                    type Value = Members;
-                    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-                        f.write_str("an object")
-                    }
-                    fn visit_map<A: serde::de::MapAccess<'de>>(
-                        self,
-                        mut map: A,
-                    ) -> Result<Members, A::Error> {
-                        let mut out = Vec::new();
-                        while let Some(key) = map.next_key::<String>()? {
-                            let value: &RawValue = map.next_value()?;
-                            out.push((key, value.get().to_owned()));
-                        }
-                        Ok(Members(out))
-                    }
-                }
-                d.deserialize_map(Visit)
-            }
-        }
-        serde_json::from_slice::<Members>(body).ok().map(|m| m.0)
+        let members = payload::serde_members::<String>(body).ok()?;
+        Some(
+            members
+                .into_iter()
+                .map(|m| (m.key, m.value.to_owned()))
+                .collect(),
+        )
     }
 
     fn scanned(body: &[u8]) -> Option<Vec<(String, String)>> {
@@ -332,26 +307,14 @@ mod tests {
             assert!(serde_members(seed.as_bytes()).is_some(), "{seed}");
             assert_agrees(seed.as_bytes());
         }
-        let members = object_members(SEEDS[1].as_bytes()).unwrap();
+        let pair = |key: &str, value: &str| (key.to_owned(), value.to_owned());
         assert_eq!(
-            members,
+            scanned(SEEDS[1].as_bytes()).unwrap(),
             [
-                ScannedMember {
-                    key: "to",
-                    value: "16315551234"
-                },
-                ScannedMember {
-                    key: "recipient",
-                    value: "null"
-                },
-                ScannedMember {
-                    key: "x",
-                    value: "[true,false,-0.5e+7,{}]"
-                },
-                ScannedMember {
-                    key: "y",
-                    value: "[[]]"
-                },
+                pair("to", "16315551234"),
+                pair("recipient", "null"),
+                pair("x", "[true,false,-0.5e+7,{}]"),
+                pair("y", "[[]]"),
             ]
         );
     }
