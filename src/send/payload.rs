@@ -235,53 +235,66 @@ impl<'a> SendPayload<'a> {
             existing: self.recipient.as_ref(),
             new_value: self.target_text(recipient),
         };
-        let mut edits = Vec::with_capacity(2);
-        edits.extend(self.edit_for(&to, &recipient));
-        edits.extend(self.edit_for(&recipient, &to));
-        apply(self.body, edits)
+        apply(
+            self.body,
+            [
+                self.edit_for(&to, &recipient),
+                self.edit_for(&recipient, &to),
+            ],
+        )
     }
 
     /// The one edit (if any) that brings `field` to its new value. When one
     /// field is removed and the other is new, the removed member is renamed in
     /// place, so the recipient keeps the position the sender gave it.
-    fn edit_for(&self, field: &FieldPlan<'_>, other: &FieldPlan<'_>) -> Option<Edit> {
-        match (field.existing, &field.new_value) {
+    fn edit_for<'t>(&self, field: &'t FieldPlan<'_>, other: &'t FieldPlan<'_>) -> Option<Edit<'t>> {
+        match (field.existing, field.new_value.as_deref()) {
             (Some(member), Some(value)) => (self.body[member.value.clone()] != *value.as_bytes())
-                .then(|| Edit::new(member.value.clone(), value.clone())),
-            (Some(member), None) => Some(match (other.existing, &other.new_value) {
-                (None, Some(value)) => Edit::new(
+                .then(|| Edit::replace(member.value.clone(), value)),
+            (Some(member), None) => Some(match (other.existing, other.new_value.as_deref()) {
+                (None, Some(value)) => Edit::member(
                     member.key.start..member.value.end,
-                    format!("\"{}\":{value}", other.name),
+                    "",
+                    other.name,
+                    value,
+                    "",
                 ),
-                _ => Edit::new(self.member_with_comma(member), String::new()),
+                _ => Edit::replace(self.member_with_comma(member), ""),
             }),
-            (None, Some(value)) => {
-                let member = format!("\"{}\":{value}", field.name);
-                match other.existing {
-                    // The other field's branch renames its member to this one.
-                    Some(_) if other.new_value.is_none() => None,
-                    Some(other) => Some(Edit::new(other.key.start..other.key.start, member + ",")),
-                    None => Some(match self.last_value_end {
-                        Some(end) => Edit::new(end..end, format!(",{member}")),
-                        None => Edit::new(self.close..self.close, member),
-                    }),
-                }
-            }
+            (None, Some(value)) => match other.existing {
+                // The other field's branch renames its member to this one.
+                Some(_) if other.new_value.is_none() => None,
+                Some(other) => Some(Edit::member(
+                    other.key.start..other.key.start,
+                    "",
+                    field.name,
+                    value,
+                    ",",
+                )),
+                None => Some(match self.last_value_end {
+                    Some(end) => Edit::member(end..end, ",", field.name, value, ""),
+                    None => Edit::member(self.close..self.close, "", field.name, value, ""),
+                }),
+            },
             (None, None) => None,
         }
     }
 
-    fn target_text(&self, target: &Target) -> Option<String> {
+    /// A field's new value as JSON text: borrowed from the body when it
+    /// moves from the other field, so a rewrite allocates only its output.
+    fn target_text(&self, target: &Target) -> Option<Cow<'a, str>> {
         match target {
             Target::Absent => None,
-            Target::FromTo => self.to.as_ref().map(|m| self.raw(m).to_owned()),
-            Target::FromRecipient => self.recipient.as_ref().map(|m| self.raw(m).to_owned()),
-            Target::Value(value) => Some(serde_json::Value::from(value.as_str()).to_string()),
+            Target::FromTo => self.to.as_ref().map(|m| Cow::Borrowed(self.raw(m))),
+            Target::FromRecipient => self.recipient.as_ref().map(|m| Cow::Borrowed(self.raw(m))),
+            Target::Value(value) => Some(Cow::Owned(
+                serde_json::Value::from(value.as_str()).to_string(),
+            )),
         }
     }
 
-    fn raw(&self, member: &Member<'_>) -> &str {
-        // Spans come from serde_json, which checked that they are UTF-8.
+    fn raw(&self, member: &Member<'_>) -> &'a str {
+        // Spans come from a JSON reader, which checked that they are UTF-8.
         std::str::from_utf8(&self.body[member.value.clone()]).unwrap_or_default()
     }
 
@@ -322,29 +335,57 @@ pub enum Target {
 struct FieldPlan<'p> {
     name: &'static str,
     existing: Option<&'p Member<'p>>,
-    new_value: Option<String>,
+    new_value: Option<Cow<'p, str>>,
 }
 
-/// Replace `range` of the original body with `text`.
-struct Edit {
+/// Replaces `range` of the body with the concatenation of `text`: the
+/// pieces are borrowed, so an edit costs no allocation of its own.
+struct Edit<'t> {
     range: Range<usize>,
-    text: String,
+    text: [&'t str; 6],
 }
 
-impl Edit {
-    fn new(range: Range<usize>, text: String) -> Self {
-        Edit { range, text }
+impl<'t> Edit<'t> {
+    /// `range` becomes `text` (nothing, to remove it).
+    fn replace(range: Range<usize>, text: &'t str) -> Self {
+        let mut pieces = [""; 6];
+        pieces[0] = text;
+        Edit {
+            range,
+            text: pieces,
+        }
+    }
+
+    /// `range` becomes `before"name":value after`.
+    fn member(
+        range: Range<usize>,
+        before: &'static str,
+        name: &'static str,
+        value: &'t str,
+        after: &'static str,
+    ) -> Self {
+        Edit {
+            range,
+            text: [before, "\"", name, "\":", value, after],
+        }
+    }
+
+    fn len(&self) -> usize {
+        self.text.iter().map(|piece| piece.len()).sum()
     }
 }
 
-fn apply(body: &[u8], mut edits: Vec<Edit>) -> Vec<u8> {
-    edits.sort_by_key(|edit| edit.range.start);
-    let grown: usize = edits.iter().map(|edit| edit.text.len()).sum();
+/// Applies up to two non-overlapping edits to `body`.
+fn apply(body: &[u8], mut edits: [Option<Edit<'_>>; 2]) -> Vec<u8> {
+    edits.sort_by_key(|edit| edit.as_ref().map(|edit| edit.range.start));
+    let grown: usize = edits.iter().flatten().map(Edit::len).sum();
     let mut out = Vec::with_capacity(body.len() + grown);
     let mut cursor = 0;
-    for edit in edits {
+    for edit in edits.iter().flatten() {
         out.extend_from_slice(&body[cursor..edit.range.start]);
-        out.extend_from_slice(edit.text.as_bytes());
+        for piece in edit.text {
+            out.extend_from_slice(piece.as_bytes());
+        }
         cursor = edit.range.end;
     }
     out.extend_from_slice(&body[cursor..]);
@@ -634,6 +675,19 @@ mod tests {
         assert_eq!(
             rewrite(body, Target::Value("16315551234".into()), Target::FromTo),
             r#"{"recipient":"US.1","to":"16315551234","type":"text"}"#
+        );
+    }
+
+    #[test]
+    fn a_field_neither_member_holds_is_appended() {
+        let phone = || Target::Value("16315551234".into());
+        assert_eq!(
+            rewrite(r#"{"type":"text" }"#, phone(), Target::Absent),
+            r#"{"type":"text","to":"16315551234" }"#
+        );
+        assert_eq!(
+            rewrite("{ }", phone(), Target::Absent),
+            r#"{ "to":"16315551234"}"#
         );
     }
 
