@@ -53,16 +53,10 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
     }
     let mut named = Vec::new();
     for value in headers.get_all(header::CONNECTION) {
-        for token in value.as_bytes().split(|&byte| byte == b',') {
-            let token = token.trim_ascii();
-            // The options, not field names (Keep-Alive is in the list anyway).
-            if token.eq_ignore_ascii_case(b"close") || token.eq_ignore_ascii_case(b"keep-alive") {
-                continue;
-            }
-            if let Ok(name) = HeaderName::from_bytes(token) {
-                named.push(name);
-            }
-        }
+        named.extend(
+            connection_names(value.as_bytes())
+                .filter_map(|token| HeaderName::from_bytes(token).ok()),
+        );
     }
     for name in &named {
         headers.remove(name);
@@ -72,6 +66,20 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
             headers.remove(hop);
         }
     }
+}
+
+/// The field names a `Connection` value lists: its tokens other than the
+/// connection options `close` and `keep-alive` (Keep-Alive is hop-by-hop
+/// anyway).
+pub fn connection_names(value: &[u8]) -> impl Iterator<Item = &[u8]> {
+    value
+        .split(|&byte| byte == b',')
+        .map(<[u8]>::trim_ascii)
+        .filter(|token| {
+            !token.is_empty()
+                && !token.eq_ignore_ascii_case(b"close")
+                && !token.eq_ignore_ascii_case(b"keep-alive")
+        })
 }
 
 /// Whether a comma-separated field value (`Connection`, `Transfer-Encoding`)

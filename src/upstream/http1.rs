@@ -36,8 +36,8 @@ use tokio::net::TcpStream;
 
 use super::{BoxError, ProxyBody};
 use crate::headers::{
-    CHUNK_END, LAST_CHUNK, ROOM_TO_ADD, decimal_length, lists_token, push_chunk_size,
-    push_content_length,
+    CHUNK_END, LAST_CHUNK, ROOM_TO_ADD, connection_names, decimal_length, lists_token,
+    push_chunk_size, push_content_length,
 };
 
 /// The most header fields a response head may have.
@@ -243,8 +243,8 @@ impl Connection {
         let (state, framing_reusable) =
             response_framing(&parts.method, &head).map_err(Failure::Failed)?;
         let persistent = match head.version {
-            Version::HTTP_11 => !has_token(&head.headers, CONNECTION, "close"),
-            _ => has_token(&head.headers, CONNECTION, "keep-alive"),
+            Version::HTTP_11 => !head.hop.close,
+            _ => head.hop.keep_alive,
         };
         let reusable =
             framing_reusable && persistent && !has_token(&parts.headers, CONNECTION, "close");
@@ -574,6 +574,73 @@ struct Head {
     status: StatusCode,
     version: Version,
     headers: HeaderMap,
+    hop: HopFields,
+}
+
+/// What the fields that frame the body and govern the connection say,
+/// noted while the head is parsed, so that framing and reuse are decided
+/// without looking them up in the map again.
+struct HopFields {
+    /// Whether the last `Transfer-Encoding` field ends in `chunked`; none
+    /// without the field.
+    chunked_last: Option<bool>,
+    /// The one length every `Content-Length` value agrees on (several
+    /// identical values are allowed, RFC 9110 §8.6), or why there is none.
+    content_length: Result<Option<u64>, &'static str>,
+    /// `Connection` lists `close`.
+    close: bool,
+    /// `Connection` lists `keep-alive`.
+    keep_alive: bool,
+}
+
+impl HopFields {
+    /// Notes a `Transfer-Encoding` value: the last coding of the last field
+    /// is the one that frames the body.
+    fn note_transfer_encoding(&mut self, value: &[u8]) {
+        let last = value
+            .rsplit(|&byte| byte == b',')
+            .map(<[u8]>::trim_ascii)
+            .find(|coding| !coding.is_empty());
+        self.chunked_last = Some(last.is_some_and(|last| last.eq_ignore_ascii_case(b"chunked")));
+    }
+
+    /// Notes a `Content-Length` value, which may be a list.
+    fn note_content_length(&mut self, value: &[u8]) {
+        let Ok(mut found) = self.content_length else {
+            return;
+        };
+        for item in value.split(|&byte| byte == b',') {
+            let Some(length) = decimal_length(item.trim_ascii()) else {
+                self.content_length = Err("content-length is not a number");
+                return;
+            };
+            if found.is_some_and(|found| found != length) {
+                self.content_length = Err("conflicting content-length values");
+                return;
+            }
+            found = Some(length);
+        }
+        self.content_length = Ok(found);
+    }
+
+    /// Notes a `Connection` value; true when it holds only the options
+    /// `close` and `keep-alive`, which this hop has then fully consumed.
+    fn note_connection(&mut self, value: &[u8]) -> bool {
+        self.close |= lists_token(value, "close");
+        self.keep_alive |= lists_token(value, "keep-alive");
+        connection_names(value).next().is_none()
+    }
+}
+
+impl Default for HopFields {
+    fn default() -> Self {
+        HopFields {
+            chunked_last: None,
+            content_length: Ok(None),
+            close: false,
+            keep_alive: false,
+        }
+    }
 }
 
 /// Where one header field's name and value are in the head.
@@ -662,9 +729,23 @@ fn parse_head_within<const N: usize>(buf: &mut BytesMut) -> Result<Option<Head>,
         }
         let head = buf.split_to(len).freeze();
         let mut headers = HeaderMap::with_capacity(count + ROOM_TO_ADD);
+        let mut hop = HopFields::default();
         for span in &spans[..count] {
             let name = HeaderName::from_bytes(&head[span.name.0..span.name.1])
                 .map_err(|_| Error::Invalid("header field name"))?;
+            let value = &head[span.value.0..span.value.1];
+            if name == CONNECTION {
+                if hop.note_connection(value) {
+                    // Only options for this hop, which the relay would
+                    // strip anyway; a field that names others stays, so
+                    // that the relay strips those too.
+                    continue;
+                }
+            } else if name == TRANSFER_ENCODING {
+                hop.note_transfer_encoding(value);
+            } else if name == CONTENT_LENGTH {
+                hop.note_content_length(value);
+            }
             let value = HeaderValue::from_maybe_shared(head.slice(span.value.0..span.value.1))
                 .map_err(|_| Error::Invalid("header field value"))?;
             headers.append(name, value);
@@ -673,6 +754,7 @@ fn parse_head_within<const N: usize>(buf: &mut BytesMut) -> Result<Option<Head>,
             status,
             version,
             headers,
+            hop,
         }));
     }
 }
@@ -686,46 +768,22 @@ fn response_framing(method: &Method, head: &Head) -> Result<(State, bool), Error
     {
         return Ok((State::Done, true));
     }
-    let headers = &head.headers;
-    if let Some(coding) = headers.get_all(TRANSFER_ENCODING).iter().next_back() {
+    let hop = &head.hop;
+    if let Some(chunked_last) = hop.chunked_last {
         // With both, Transfer-Encoding wins, but the message was framed
         // ambiguously: whoever else read it may disagree, so the connection
         // is not trusted further. HTTP/1.0 has no Transfer-Encoding at all.
-        let trusted = !headers.contains_key(CONTENT_LENGTH) && head.version == Version::HTTP_11;
-        let last = coding
-            .as_bytes()
-            .rsplit(|&byte| byte == b',')
-            .map(<[u8]>::trim_ascii)
-            .find(|coding| !coding.is_empty());
-        return Ok(match last {
-            Some(last) if last.eq_ignore_ascii_case(b"chunked") => {
-                (State::Chunked(Chunked::Size), trusted)
-            }
-            _ => (State::UntilClose, false),
+        let trusted = hop.content_length == Ok(None) && head.version == Version::HTTP_11;
+        return Ok(match chunked_last {
+            true => (State::Chunked(Chunked::Size), trusted),
+            false => (State::UntilClose, false),
         });
     }
-    match content_length(headers)? {
+    match hop.content_length.map_err(Error::Invalid)? {
         Some(0) => Ok((State::Done, true)),
         Some(length) => Ok((State::Length(length), true)),
         None => Ok((State::UntilClose, false)),
     }
-}
-
-/// The one length all `Content-Length` values agree on (several identical
-/// values are allowed, RFC 9110 §8.6); none if there is no such field.
-fn content_length(headers: &HeaderMap) -> Result<Option<u64>, Error> {
-    let mut found = None;
-    for value in headers.get_all(CONTENT_LENGTH) {
-        for item in value.as_bytes().split(|&byte| byte == b',') {
-            let length = decimal_length(item.trim_ascii())
-                .ok_or(Error::Invalid("content-length is not a number"))?;
-            if found.is_some_and(|found| found != length) {
-                return Err(Error::Invalid("conflicting content-length values"));
-            }
-            found = Some(length);
-        }
-    }
-    Ok(found)
 }
 
 /// Whether a comma-separated field such as `Connection` lists `token`.
@@ -1516,6 +1574,32 @@ pub(super) mod tests {
             let mut body = send(upstream.connect().await, get("/")).await.into_body();
             assert_eq!(read_all(&mut body).await.unwrap().0, b"ok", "{why}");
             assert!(body.take_reusable().is_none(), "{why}");
+        }
+    }
+
+    #[tokio::test]
+    async fn connection_options_are_consumed_and_named_fields_left_to_strip() {
+        for (connection, kept) in [
+            ("keep-alive", false),
+            ("Close, keep-alive", false),
+            ("keep-alive, x-hop", true),
+        ] {
+            let upstream = Upstream::start(vec![answer(&format!(
+                "HTTP/1.1 200 OK\r\nconnection: {connection}\r\nx-hop: 1\r\n\
+                 content-length: 2\r\n\r\nok"
+            ))])
+            .await;
+            let response = send(upstream.connect().await, get("/")).await;
+            let held: Vec<_> = response.headers().get_all(CONNECTION).iter().collect();
+            match kept {
+                true => assert_eq!(held, [connection], "{connection}"),
+                false => assert!(held.is_empty(), "{connection}"),
+            }
+            assert_eq!(response.headers()["x-hop"], "1");
+            let mut body = response.into_body();
+            assert_eq!(read_all(&mut body).await.unwrap().0, b"ok");
+            let closes = connection.to_ascii_lowercase().contains("close");
+            assert_eq!(body.take_reusable().is_some(), !closes, "{connection}");
         }
     }
 
