@@ -40,7 +40,14 @@ pub struct Identities {
     /// cannot land in the cache after that write's invalidation.
     writes: AtomicU64,
     /// Where cache hits and misses are counted, once metrics exist.
-    cache_metric: OnceLock<Family<ResultLabels, Counter>>,
+    cache_counters: OnceLock<CacheCounters>,
+}
+
+/// The two series of the cache metric, resolved once: a lookup in the
+/// family hashes the labels and takes a lock, on every send to a BSUID.
+struct CacheCounters {
+    hit: Counter,
+    miss: Counter,
 }
 
 impl Identities {
@@ -52,18 +59,22 @@ impl Identities {
             store,
             phones,
             writes: AtomicU64::new(0),
-            cache_metric: OnceLock::new(),
+            cache_counters: OnceLock::new(),
         }
     }
 
     /// Counts cache hits and misses in this metric family from now on.
     pub fn count_cache_in(&self, family: Family<ResultLabels, Counter>) {
-        let _ = self.cache_metric.set(family);
+        let series = |result| family.get_or_create(&ResultLabels { result }).clone();
+        let _ = self.cache_counters.set(CacheCounters {
+            hit: series("hit"),
+            miss: series("miss"),
+        });
     }
 
-    fn count(&self, result: &'static str) {
-        if let Some(family) = self.cache_metric.get() {
-            family.get_or_create(&ResultLabels { result }).inc();
+    fn count(&self, counter: fn(&CacheCounters) -> &Counter) {
+        if let Some(counters) = self.cache_counters.get() {
+            counter(counters).inc();
         }
     }
 
@@ -72,10 +83,10 @@ impl Identities {
     /// as the sender wrote it.
     pub fn phone_for_bsuid(&self, portfolio: &str, bsuid: &str) -> Option<String> {
         if let Some(cached) = self.phones.get(portfolio, bsuid) {
-            self.count("hit");
+            self.count(|counters| &counters.hit);
             return cached;
         }
-        self.count("miss");
+        self.count(|counters| &counters.miss);
         let writes = self.writes.load(Ordering::Acquire);
         let found = if bsuid.contains(".ENT.") {
             self.store.by_parent(portfolio, bsuid)
@@ -213,6 +224,20 @@ mod tests {
             ..Observation::default()
         };
         ("p".to_owned(), IdentityEvent::Seen(observation))
+    }
+
+    #[test]
+    fn cache_hits_and_misses_are_counted() {
+        let identities = identities();
+        let family = Family::<ResultLabels, Counter>::default();
+        identities.count_cache_in(family.clone());
+        let count = |result| family.get_or_create(&ResultLabels { result }).get();
+        assert_eq!((count("hit"), count("miss")), (0, 0));
+        // The first lookup reads the store; its "no phone" is cached.
+        assert_eq!(identities.phone_for_bsuid("p", "US.1"), None);
+        assert_eq!((count("hit"), count("miss")), (0, 1));
+        assert_eq!(identities.phone_for_bsuid("p", "US.1"), None);
+        assert_eq!((count("hit"), count("miss")), (1, 1));
     }
 
     #[test]
