@@ -245,7 +245,11 @@ impl Admin {
             );
         };
         let client = header_text(&request, CLIENT_HEADER.as_str());
-        let authorization = request.headers().get("x-graph-authorization").cloned();
+        // The dry run's lookups authorize as the sender's would.
+        let mut sender_headers = http::HeaderMap::new();
+        if let Some(authorization) = request.headers().get("x-graph-authorization") {
+            sender_headers.insert(header::AUTHORIZATION, authorization.clone());
+        }
         let config = self.app.config();
         let body = match read(request, config.max_send_body_bytes).await {
             Ok(body) => body,
@@ -259,7 +263,7 @@ impl Admin {
         let lookup = LookupContext {
             phone_number_id: &number,
             version: None,
-            authorization: authorization.as_ref(),
+            sender_headers: &sender_headers,
         };
         let verdict = send::judge(
             &self.app,

@@ -12,7 +12,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use http::{HeaderValue, Method, Request, header};
+use http::{HeaderMap, Method, Request, header};
 use http_body_util::BodyExt;
 use moka::Expiry;
 use moka::future::Cache;
@@ -58,8 +58,9 @@ pub struct LookupContext<'a> {
     pub phone_number_id: &'a str,
     /// The Graph API version of the send's path, e.g. `v21.0`, reused for the lookup.
     pub version: Option<&'a str>,
-    /// The sender's `Authorization` header.
-    pub authorization: Option<&'a HeaderValue>,
+    /// The sender's header fields: a lookup sends its `Authorization` on.
+    /// Looked up only when a lookup is made, which few sends need.
+    pub sender_headers: &'a HeaderMap,
 }
 
 impl TemplateCategories {
@@ -119,7 +120,7 @@ impl TemplateCategories {
             .method(Method::GET)
             .uri(path)
             .body(full_body(Bytes::new()))?;
-        if let Some(authorization) = context.authorization {
+        if let Some(authorization) = context.sender_headers.get(header::AUTHORIZATION) {
             request
                 .headers_mut()
                 .insert(header::AUTHORIZATION, authorization.clone());

@@ -54,19 +54,16 @@ pub fn route<'a>(method: &Method, path: &'a str) -> Option<SendRoute<'a>> {
         return None;
     }
     // Cut at the last two slashes: most paths are not sends, and the last
-    // segment alone tells (`str::rsplit` cost several times as much).
+    // segment alone tells.
     let rest = path.strip_prefix('/')?;
-    let (rest, endpoint) = match rest.rfind('/') {
-        Some(at) => (&rest[..at], &rest[at + 1..]),
-        None => return None,
-    };
+    let (rest, endpoint) = split_at_last_slash(rest)?;
     let endpoint = match endpoint {
         "messages" => Endpoint::Messages,
         "marketing_messages" => Endpoint::MarketingMessages,
         _ => return None,
     };
-    let (version, phone_number_id) = match rest.rfind('/') {
-        Some(at) => (Some(&rest[..at]), &rest[at + 1..]),
+    let (version, phone_number_id) = match split_at_last_slash(rest) {
+        Some((version, phone_number_id)) => (Some(version), phone_number_id),
         None => (None, rest),
     };
     if !is_digits(phone_number_id) || version.is_some_and(|version| !is_version(version)) {
@@ -77,6 +74,13 @@ pub fn route<'a>(method: &Method, path: &'a str) -> Option<SendRoute<'a>> {
         phone_number_id,
         endpoint,
     })
+}
+
+/// `a/b/c` → (`a/b`, `c`). A byte search: `str::rsplit` and `str::rfind`
+/// with a char pattern cost several times as much on a send's short path.
+fn split_at_last_slash(text: &str) -> Option<(&str, &str)> {
+    let at = text.bytes().rposition(|byte| byte == b'/')?;
+    Some((&text[..at], &text[at + 1..]))
 }
 
 fn is_digits(text: &str) -> bool {
@@ -118,7 +122,7 @@ pub async fn handle(
     let lookup = LookupContext {
         phone_number_id: route.phone_number_id,
         version: route.version,
-        authorization: parts.headers.get(header::AUTHORIZATION),
+        sender_headers: &parts.headers,
     };
     let verdict = judge(app, config, &body, route, client, &lookup, request_id).await;
     let mut label = verdict.label;
