@@ -54,8 +54,10 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
     let mut named = Vec::new();
     for value in headers.get_all(header::CONNECTION) {
         named.extend(
-            connection_names(value.as_bytes())
-                .filter_map(|token| HeaderName::from_bytes(token).ok()),
+            connection_tokens(value.as_bytes()).filter_map(|token| match token {
+                ConnectionToken::Name(name) => HeaderName::from_bytes(name).ok(),
+                ConnectionToken::Close | ConnectionToken::KeepAlive => None,
+            }),
         );
     }
     for name in &named {
@@ -68,17 +70,31 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
     }
 }
 
-/// The field names a `Connection` value lists: its tokens other than the
-/// connection options `close` and `keep-alive` (Keep-Alive is hop-by-hop
-/// anyway).
-pub fn connection_names(value: &[u8]) -> impl Iterator<Item = &[u8]> {
+/// One item of a `Connection` value (RFC 9110 §7.6.1).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ConnectionToken<'a> {
+    /// The `close` option.
+    Close,
+    /// The `keep-alive` option (Keep-Alive is hop-by-hop anyway).
+    KeepAlive,
+    /// A field name, hop-by-hop for this message.
+    Name(&'a [u8]),
+}
+
+/// The items of a `Connection` value, empty ones skipped.
+pub fn connection_tokens(value: &[u8]) -> impl Iterator<Item = ConnectionToken<'_>> {
     value
         .split(|&byte| byte == b',')
         .map(<[u8]>::trim_ascii)
-        .filter(|token| {
-            !token.is_empty()
-                && !token.eq_ignore_ascii_case(b"close")
-                && !token.eq_ignore_ascii_case(b"keep-alive")
+        .filter(|token| !token.is_empty())
+        .map(|token| {
+            if token.eq_ignore_ascii_case(b"close") {
+                ConnectionToken::Close
+            } else if token.eq_ignore_ascii_case(b"keep-alive") {
+                ConnectionToken::KeepAlive
+            } else {
+                ConnectionToken::Name(token)
+            }
         })
 }
 

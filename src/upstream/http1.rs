@@ -36,8 +36,8 @@ use tokio::net::TcpStream;
 
 use super::{BoxError, ProxyBody};
 use crate::headers::{
-    CHUNK_END, LAST_CHUNK, ROOM_TO_ADD, connection_names, decimal_length, lists_token,
-    push_chunk_size, push_content_length,
+    CHUNK_END, ConnectionToken, LAST_CHUNK, ROOM_TO_ADD, connection_tokens, decimal_length,
+    lists_token, push_chunk_size, push_content_length,
 };
 
 /// The most header fields a response head may have.
@@ -626,9 +626,15 @@ impl HopFields {
     /// Notes a `Connection` value; true when it holds only the options
     /// `close` and `keep-alive`, which this hop has then fully consumed.
     fn note_connection(&mut self, value: &[u8]) -> bool {
-        self.close |= lists_token(value, "close");
-        self.keep_alive |= lists_token(value, "keep-alive");
-        connection_names(value).next().is_none()
+        let mut options_only = true;
+        for token in connection_tokens(value) {
+            match token {
+                ConnectionToken::Close => self.close = true,
+                ConnectionToken::KeepAlive => self.keep_alive = true,
+                ConnectionToken::Name(_) => options_only = false,
+            }
+        }
+        options_only
     }
 }
 
