@@ -40,7 +40,8 @@ use tokio::sync::watch;
 
 use super::{HEADER_READ_TIMEOUT, Handler, Shared};
 use crate::headers::{
-    CHUNK_END, LAST_CHUNK, decimal_length, lists_token, push_chunk_size, push_content_length,
+    CHUNK_END, LAST_CHUNK, decimal_length, field_name, lists_token, push_chunk_size,
+    push_content_length,
 };
 use crate::upstream::{ProxyBody, full_body};
 
@@ -345,7 +346,7 @@ fn parse_head(buffer: &[u8], fields_out: &mut Vec<(HeaderName, Range<usize>)>) -
     let mut keep_alive = true;
     fields_out.clear();
     for field in parsed.headers.iter() {
-        let Ok(name) = HeaderName::from_bytes(field.name.as_bytes()) else {
+        let Ok(name) = field_name(field.name.as_bytes()) else {
             return Parsed::HandOver;
         };
         if name == TRANSFER_ENCODING || name == EXPECT || name == UPGRADE {

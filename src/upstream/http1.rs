@@ -37,7 +37,7 @@ use tokio::net::TcpStream;
 use super::{BoxError, ProxyBody};
 use crate::headers::{
     CHUNK_END, ConnectionToken, LAST_CHUNK, ROOM_TO_ADD, connection_tokens, decimal_length,
-    lists_token, push_chunk_size, push_content_length,
+    field_name, lists_token, push_chunk_size, push_content_length,
 };
 
 /// The most header fields a response head may have.
@@ -737,7 +737,7 @@ fn parse_head_within<const N: usize>(buf: &mut BytesMut) -> Result<Option<Head>,
         let mut headers = HeaderMap::with_capacity(count + ROOM_TO_ADD);
         let mut hop = HopFields::default();
         for span in &spans[..count] {
-            let name = HeaderName::from_bytes(&head[span.name.0..span.name.1])
+            let name = field_name(&head[span.name.0..span.name.1])
                 .map_err(|_| Error::Invalid("header field name"))?;
             let value = &head[span.value.0..span.value.1];
             if name == CONNECTION {
