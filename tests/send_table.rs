@@ -5,7 +5,7 @@
 mod support;
 
 use sendgate::sandbox::Outcome;
-use support::{Proxy, SandboxUpstream, sandbox_number_config};
+use support::{Proxy, SandboxUpstream, raw_exchange, sandbox_number_config};
 
 const BSUID: &str = "US.13491208655302741918";
 
@@ -396,5 +396,12 @@ async fn malformed_and_oversized_bodies_get_graph_errors() {
     let answer = proxy.send(&huge).await;
     assert_eq!(answer.status, 413);
     assert_eq!(answer.graph_error_code(), 100);
+    // A declared length over the cap is refused before the body arrives
+    // (raw_exchange gives up after 10 s, the request timeout is 30 s).
+    // Over 64 KiB, so the front streams it instead of reading it whole.
+    let head = "POST /v21.0/106540352242922/messages HTTP/1.1\r\nHost: p\r\n\
+                Content-Type: application/json\r\nContent-Length: 100000\r\n\r\n{\"to\":";
+    let answer = raw_exchange(proxy.addr, head.as_bytes()).await;
+    assert!(answer.starts_with("HTTP/1.1 413"), "{answer}");
     nothing_sent(&upstream);
 }

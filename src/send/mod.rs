@@ -20,7 +20,7 @@ use http_body_util::BodyExt;
 
 use crate::config::{Category, Config, LimitMode, Mode, UnknownCategory};
 use crate::graph_error::GraphError;
-use crate::headers::{self, CLIENT_HEADER, DECISION_HEADER, decimal_length};
+use crate::headers::{self, CLIENT_HEADER, DECISION_HEADER};
 use crate::limits::Admission;
 use crate::logging::mask;
 use crate::metrics::{CodeLabels, Metrics};
@@ -107,7 +107,7 @@ pub async fn handle(
     let (parts, body) = request.into_parts();
     // Over the cap is refused in both modes: report mode promises to forward
     // what it inspects, and a send this large is no send.
-    let body = match read_body(body, &parts.headers, config.max_send_body_bytes).await {
+    let body = match read_body(body, config.max_send_body_bytes).await {
         Ok(body) => body,
         Err(error) => {
             let label = format!("blocked: {}", error.reason);
@@ -343,15 +343,11 @@ fn person_of(app: &App, portfolio: &str, person: &Person<'_>) -> String {
 }
 
 /// Reads the whole send body, refusing more than `limit` bytes.
-async fn read_body(
-    body: ProxyBody,
-    headers: &http::HeaderMap,
-    limit: usize,
-) -> Result<Bytes, GraphError> {
-    let declared = headers
-        .get(header::CONTENT_LENGTH)
-        .and_then(|v| decimal_length(v.as_bytes()));
-    if declared.is_some_and(|length| length > limit as u64) {
+async fn read_body(body: ProxyBody, limit: usize) -> Result<Bytes, GraphError> {
+    // A body that declares more than the cap (its Content-Length, which
+    // both HTTP/1.1 front ends turn into the body's size) is refused
+    // unread.
+    if http_body::Body::size_hint(&body).lower() > limit as u64 {
         return Err(GraphError::body_too_large(limit));
     }
     match read_whole(body, limit).await {
