@@ -66,6 +66,8 @@ pub struct Member<'a> {
     pub key: Range<usize>,
     /// The value's raw bytes.
     pub value: Range<usize>,
+    /// The same bytes as text (JSON is UTF-8, checked by the reader).
+    pub raw: &'a str,
     pub decoded: FieldValue<'a>,
 }
 
@@ -189,6 +191,7 @@ impl<'a> SendPayload<'a> {
             *slot = Some(Member {
                 key: key_start..key_end,
                 value,
+                raw: member.value,
                 decoded: decode_field(member.value),
             });
         }
@@ -285,17 +288,12 @@ impl<'a> SendPayload<'a> {
     fn target_text(&self, target: &Target) -> Option<Cow<'a, str>> {
         match target {
             Target::Absent => None,
-            Target::FromTo => self.to.as_ref().map(|m| Cow::Borrowed(self.raw(m))),
-            Target::FromRecipient => self.recipient.as_ref().map(|m| Cow::Borrowed(self.raw(m))),
+            Target::FromTo => self.to.as_ref().map(|m| Cow::Borrowed(m.raw)),
+            Target::FromRecipient => self.recipient.as_ref().map(|m| Cow::Borrowed(m.raw)),
             Target::Value(value) => Some(Cow::Owned(
                 serde_json::Value::from(value.as_str()).to_string(),
             )),
         }
-    }
-
-    fn raw(&self, member: &Member<'_>) -> &'a str {
-        // Spans come from a JSON reader, which checked that they are UTF-8.
-        std::str::from_utf8(&self.body[member.value.clone()]).unwrap_or_default()
     }
 
     /// A member's span plus the comma that separates it from its neighbour.
