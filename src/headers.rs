@@ -6,8 +6,9 @@
 //! each hop, while `Content-Length` is end-to-end and kept, so a
 //! fixed-length body stays fixed-length and a chunked body stays chunked.
 //!
-//! The framing lines both HTTP/1.1 loops write (server and upstream client)
-//! are here too, spelled once.
+//! What both HTTP/1.1 loops (server and upstream client) share is here too,
+//! spelled once: how a field name off the wire is read, what a `Connection`
+//! value holds, and the framing lines they write.
 
 use std::io::Write as _;
 

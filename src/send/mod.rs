@@ -344,9 +344,8 @@ fn person_of(app: &App, portfolio: &str, person: &Person<'_>) -> String {
 
 /// Reads the whole send body, refusing more than `limit` bytes.
 async fn read_body(body: ProxyBody, limit: usize) -> Result<Bytes, GraphError> {
-    // A body that declares more than the cap (its Content-Length, which
-    // both HTTP/1.1 front ends turn into the body's size) is refused
-    // unread.
+    // A body that declares more than the cap is refused unread: both front
+    // ends (ours and hyper's) turn Content-Length into the body's size hint.
     if http_body::Body::size_hint(&body).lower() > limit as u64 {
         return Err(GraphError::body_too_large(limit));
     }
