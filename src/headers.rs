@@ -120,12 +120,9 @@ pub fn connection_tokens(value: &[u8]) -> impl Iterator<Item = ConnectionToken<'
         })
 }
 
-/// Whether a comma-separated field value (`Connection`, `Transfer-Encoding`)
-/// lists `token`, in any case.
-pub fn lists_token(value: &[u8], token: &str) -> bool {
-    value
-        .split(|&byte| byte == b',')
-        .any(|item| item.trim_ascii().eq_ignore_ascii_case(token.as_bytes()))
+/// Whether a `Connection` value asks for the connection to close.
+pub fn connection_closes(value: &[u8]) -> bool {
+    connection_tokens(value).any(|token| token == ConnectionToken::Close)
 }
 
 /// A `Content-Length` number: decimal digits only (no sign, no spaces, no
@@ -305,10 +302,20 @@ mod tests {
     }
 
     #[test]
-    fn tokens_are_found_in_any_case_and_spacing() {
-        assert!(lists_token(b"keep-alive, Close", "close"));
-        assert!(lists_token(b" close ", "close"));
-        assert!(!lists_token(b"closed, x-close", "close"));
-        assert!(!lists_token(b"", "close"));
+    fn connection_tokens_are_read_in_any_case_and_spacing() {
+        use ConnectionToken::{Close, KeepAlive, Name};
+        fn tokens(value: &[u8]) -> Vec<ConnectionToken<'_>> {
+            connection_tokens(value).collect()
+        }
+        assert_eq!(tokens(b"Keep-Alive, Close"), [KeepAlive, Close]);
+        assert_eq!(tokens(b" close ,,\tX-Hop"), [Close, Name(b"X-Hop")]);
+        assert_eq!(
+            tokens(b"closed, x-close"),
+            [Name(b"closed"), Name(b"x-close")]
+        );
+        assert_eq!(tokens(b" , "), []);
+        assert!(connection_closes(b"keep-alive, CLOSE"));
+        assert!(!connection_closes(b"closed, x-close"));
+        assert!(!connection_closes(b""));
     }
 }

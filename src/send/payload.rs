@@ -64,9 +64,8 @@ pub enum FieldValue<'a> {
 pub struct Member<'a> {
     /// From the key's opening quote to its closing quote, inclusive.
     pub key: Range<usize>,
-    /// The value's raw bytes.
-    pub value: Range<usize>,
-    /// The same bytes as text (JSON is UTF-8, checked by the reader).
+    /// The value's raw text, a slice of the body (JSON is UTF-8, checked by
+    /// the reader), which also tells where it sits in the body.
     pub raw: &'a str,
     pub decoded: FieldValue<'a>,
 }
@@ -190,7 +189,6 @@ impl<'a> SendPayload<'a> {
             }
             *slot = Some(Member {
                 key: key_start..key_end,
-                value,
                 raw: member.value,
                 decoded: decode_field(member.value),
             });
@@ -252,11 +250,12 @@ impl<'a> SendPayload<'a> {
     /// place, so the recipient keeps the position the sender gave it.
     fn edit_for<'t>(&self, field: &'t FieldPlan<'_>, other: &'t FieldPlan<'_>) -> Option<Edit<'t>> {
         match (field.existing, field.new_value.as_deref()) {
-            (Some(member), Some(value)) => (self.body[member.value.clone()] != *value.as_bytes())
-                .then(|| Edit::replace(member.value.clone(), value)),
+            (Some(member), Some(value)) => {
+                (member.raw != value).then(|| Edit::replace(self.value_span(member), value))
+            }
             (Some(member), None) => Some(match (other.existing, other.new_value.as_deref()) {
                 (None, Some(value)) => Edit::member(
-                    member.key.start..member.value.end,
+                    member.key.start..self.value_span(member).end,
                     "",
                     other.name,
                     value,
@@ -296,9 +295,15 @@ impl<'a> SendPayload<'a> {
         }
     }
 
+    /// Where a member's value sits in the body.
+    fn value_span(&self, member: &Member<'_>) -> Range<usize> {
+        span_of(self.body, member.raw)
+    }
+
     /// A member's span plus the comma that separates it from its neighbour.
     fn member_with_comma(&self, member: &Member<'_>) -> Range<usize> {
-        let after = first_non_space(self.body, member.value.end);
+        let value_end = self.value_span(member).end;
+        let after = first_non_space(self.body, value_end);
         match after {
             Some(pos) if self.body[pos] == b',' => {
                 let next = first_non_space(self.body, pos + 1).unwrap_or(pos + 1);
@@ -308,9 +313,9 @@ impl<'a> SendPayload<'a> {
                 // The last member: take the comma before it, if any.
                 let before = last_non_space_before(self.body, member.key.start);
                 if self.body[before] == b',' {
-                    before..member.value.end
+                    before..value_end
                 } else {
-                    member.key.start..member.value.end
+                    member.key.start..value_end
                 }
             }
         }

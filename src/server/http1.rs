@@ -40,8 +40,8 @@ use tokio::sync::watch;
 
 use super::{HEADER_READ_TIMEOUT, Handler, Shared};
 use crate::headers::{
-    CHUNK_END, LAST_CHUNK, decimal_length, field_name, lists_token, push_chunk_size,
-    push_content_length,
+    CHUNK_END, ConnectionToken, LAST_CHUNK, connection_closes, connection_tokens, decimal_length,
+    field_name, push_chunk_size, push_content_length,
 };
 use crate::upstream::{ProxyBody, full_body};
 
@@ -272,7 +272,7 @@ impl Connection {
             if name == TRANSFER_ENCODING {
                 continue;
             }
-            if name == CONNECTION && lists_token(value.as_bytes(), "close") {
+            if name == CONNECTION && connection_closes(value.as_bytes()) {
                 says_close = true;
             }
             dated |= name == DATE;
@@ -361,10 +361,15 @@ fn parse_head(buffer: &[u8], fields_out: &mut Vec<(HeaderName, Range<usize>)>) -
             }
         }
         if name == CONNECTION {
-            if lists_token(field.value, "upgrade") {
-                return Parsed::HandOver;
+            for token in connection_tokens(field.value) {
+                match token {
+                    ConnectionToken::Close => keep_alive = false,
+                    ConnectionToken::Name(listed) if listed.eq_ignore_ascii_case(b"upgrade") => {
+                        return Parsed::HandOver;
+                    }
+                    ConnectionToken::KeepAlive | ConnectionToken::Name(_) => {}
+                }
             }
-            keep_alive &= !lists_token(field.value, "close");
         }
         fields_out.push((name, place(field.value)));
     }

@@ -26,7 +26,7 @@ use std::task::{Context, Poll, Waker, ready};
 
 use bytes::{Buf, Bytes, BytesMut};
 use http::header::{CONNECTION, CONTENT_LENGTH, HOST, TRANSFER_ENCODING};
-use http::{HeaderMap, HeaderName, HeaderValue, Method, Request, Response, StatusCode, Version};
+use http::{HeaderMap, HeaderValue, Method, Request, Response, StatusCode, Version};
 use http_body::{Body as _, Frame, SizeHint};
 use http_body_util::BodyExt;
 use hyper_rustls::MaybeHttpsStream;
@@ -36,8 +36,8 @@ use tokio::net::TcpStream;
 
 use super::{BoxError, ProxyBody};
 use crate::headers::{
-    CHUNK_END, ConnectionToken, LAST_CHUNK, ROOM_TO_ADD, connection_tokens, decimal_length,
-    field_name, lists_token, push_chunk_size, push_content_length,
+    CHUNK_END, ConnectionToken, LAST_CHUNK, ROOM_TO_ADD, connection_closes, connection_tokens,
+    decimal_length, field_name, push_chunk_size, push_content_length,
 };
 
 /// The most header fields a response head may have.
@@ -246,8 +246,12 @@ impl Connection {
             Version::HTTP_11 => !head.hop.close,
             _ => head.hop.keep_alive,
         };
-        let reusable =
-            framing_reusable && persistent && !has_token(&parts.headers, CONNECTION, "close");
+        let request_closes = parts
+            .headers
+            .get_all(CONNECTION)
+            .iter()
+            .any(|value| connection_closes(value.as_bytes()));
+        let reusable = framing_reusable && persistent && !request_closes;
         let mut response = Response::new(());
         *response.status_mut() = head.status;
         *response.version_mut() = head.version;
@@ -790,14 +794,6 @@ fn response_framing(method: &Method, head: &Head) -> Result<(State, bool), Error
         Some(length) => Ok((State::Length(length), true)),
         None => Ok((State::UntilClose, false)),
     }
-}
-
-/// Whether a comma-separated field such as `Connection` lists `token`.
-fn has_token(headers: &HeaderMap, name: HeaderName, token: &str) -> bool {
-    headers
-        .get_all(name)
-        .iter()
-        .any(|value| lists_token(value.as_bytes(), token))
 }
 
 /// Where the reading of a response body is.
@@ -1564,6 +1560,18 @@ pub(super) mod tests {
             assert_eq!(read_all(&mut body).await.unwrap().0, b"ok", "{why}");
             assert_eq!(body.take_reusable().is_some(), reused, "{why}");
         }
+        // A request that asked to close leaves the connection unused too.
+        let upstream = Upstream::start(vec![answer(
+            "HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok",
+        )])
+        .await;
+        let closing = Request::get("/")
+            .header("connection", "Close")
+            .body(full_body(Bytes::new()))
+            .unwrap();
+        let mut body = send(upstream.connect().await, closing).await.into_body();
+        assert_eq!(read_all(&mut body).await.unwrap().0, b"ok");
+        assert!(body.take_reusable().is_none(), "the request said close");
         // Framing that leaves doubt leaves the connection unused.
         for (answer_bytes, why) in [
             (

@@ -358,12 +358,13 @@ impl Stall {
     /// Called when the body could not go on: Ready once the upstream has
     /// sent nothing for the limit.
     fn poll_expired(&mut self, cx: &mut Context<'_>) -> Poll<()> {
-        let deadline = tokio::time::Instant::now() + self.limit;
+        let limit = self.limit;
         let timer = self
             .timer
-            .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(deadline)));
+            .get_or_insert_with(|| Box::pin(tokio::time::sleep(limit)));
         if !self.waiting {
-            timer.as_mut().reset(deadline);
+            // A new wait: the clock is read once for it, not on every poll.
+            timer.as_mut().reset(tokio::time::Instant::now() + limit);
             self.waiting = true;
         }
         timer.as_mut().poll(cx)
@@ -498,6 +499,16 @@ mod tests {
         }
     }
 
+    /// An upstream that answers `first`, then the `ok` that
+    /// [`second_request`] expects.
+    async fn upstream_then_ok(first: &str) -> Upstream {
+        Upstream::start(vec![
+            answer(first),
+            answer("HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok"),
+        ])
+        .await
+    }
+
     /// Sends a second request (its answer `ok`) and says on which
     /// connections the upstream saw the first and the second.
     async fn second_request(pool: &Arc<Pool>, upstream: &mut Upstream) -> [usize; 2] {
@@ -543,11 +554,8 @@ mod tests {
 
     #[tokio::test]
     async fn a_connection_is_pooled_on_the_poll_that_reads_its_end() {
-        let mut upstream = Upstream::start(vec![
-            answer("HTTP/1.1 200 OK\r\ncontent-length: 5\r\n\r\nhello"),
-            answer("HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok"),
-        ])
-        .await;
+        let mut upstream =
+            upstream_then_ok("HTTP/1.1 200 OK\r\ncontent-length: 5\r\n\r\nhello").await;
         let pool = pool_to(&upstream);
         let mut body = send(&pool).await.into_body();
         assert_eq!(idle(&pool), 0, "not while the body is unread");
@@ -571,11 +579,8 @@ mod tests {
 
     #[tokio::test]
     async fn a_body_dropped_early_takes_its_connection_along() {
-        let mut upstream = Upstream::start(vec![
-            answer("HTTP/1.1 200 OK\r\ncontent-length: 10\r\n\r\nhello"),
-            answer("HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok"),
-        ])
-        .await;
+        let mut upstream =
+            upstream_then_ok("HTTP/1.1 200 OK\r\ncontent-length: 10\r\n\r\nhello").await;
         let pool = pool_to(&upstream);
         let mut body = send(&pool).await.into_body();
         assert_eq!(next_data(&mut body).await, "hello");
@@ -588,12 +593,9 @@ mod tests {
 
     #[tokio::test]
     async fn a_body_the_upstream_stops_sending_fails_after_the_stall_limit() {
-        let mut upstream = Upstream::start(vec![
-            // Five of ten bytes, then silence on an open connection.
-            answer("HTTP/1.1 200 OK\r\ncontent-length: 10\r\n\r\nhello"),
-            answer("HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok"),
-        ])
-        .await;
+        // Five of ten bytes, then silence on an open connection.
+        let mut upstream =
+            upstream_then_ok("HTTP/1.1 200 OK\r\ncontent-length: 10\r\n\r\nhello").await;
         let pool = pool_with_stall_limit(&upstream, Duration::from_millis(100));
         let mut body = send(&pool).await.into_body();
         assert_eq!(next_data(&mut body).await, "hello");
