@@ -3,9 +3,9 @@
 //!
 //! A general-purpose cache keeps each key and value as heap strings plus its
 //! own bookkeeping, a few hundred bytes per mapping. Here a mapping is two
-//! 64-bit words: the key is a keyed hash of (portfolio, BSUID), verified by a
-//! second, independent 64-bit hash (a wrong answer needs both to collide, a
-//! 2^-128 chance), and the phone is its digits packed into an integer.
+//! 64-bit words: the key is one half of a 128-bit keyed hash of (portfolio,
+//! BSUID), verified by the other half (a wrong answer needs all 128 bits to
+//! collide), and the phone is its digits packed into an integer.
 //!
 //! A BSUID the store has no phone for is cached too, as "no phone", since
 //! most BSUID sends are to people whose number is hidden and would
@@ -18,13 +18,14 @@
 //! to the young one, so what is used stays and what is idle for a whole
 //! time-to-idle (or pushed out by newer mappings) goes.
 
-use std::hash::{BuildHasher, Hash, Hasher, RandomState};
+use std::hash::{BuildHasher, Hash, RandomState};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwap;
 use dashmap::DashMap;
+use siphasher::sip128::{Hasher128, SipHasher13};
 
 use crate::prehashed::PreHashed;
 
@@ -74,8 +75,10 @@ pub struct PhoneCache {
     young_inserts: AtomicUsize,
     /// Serialises rotations; lookups never take it.
     rotating: Mutex<()>,
-    key_hasher: RandomState,
-    check_hasher: RandomState,
+    /// Keyed at random per process, so that no one can pick BSUIDs that
+    /// collide. One 128-bit hash gives both the map key and its check: two
+    /// std 64-bit hashes of the same input cost twice the rounds.
+    hasher: SipHasher13,
     /// Mappings per generation: half the capacity.
     generation_size: usize,
     /// A generation's life: half the time-to-idle.
@@ -89,8 +92,7 @@ impl PhoneCache {
             generations: ArcSwap::from_pointee(Self::fresh(None)),
             young_inserts: AtomicUsize::new(0),
             rotating: Mutex::new(()),
-            key_hasher: RandomState::new(),
-            check_hasher: RandomState::new(),
+            hasher: random_sip_hasher(),
             generation_size: usize::try_from(capacity / 2).unwrap_or(usize::MAX).max(1),
             generation_age: ttl / 2,
         }
@@ -104,14 +106,12 @@ impl PhoneCache {
         }
     }
 
+    /// The map key and the check of a (portfolio, BSUID).
     fn hashes(&self, portfolio: &str, bsuid: &str) -> (u64, u64) {
-        let hash = |builder: &RandomState| {
-            let mut hasher = builder.build_hasher();
-            portfolio.hash(&mut hasher);
-            bsuid.hash(&mut hasher);
-            hasher.finish()
-        };
-        (hash(&self.key_hasher), hash(&self.check_hasher))
+        let mut hasher = self.hasher;
+        portfolio.hash(&mut hasher);
+        bsuid.hash(&mut hasher);
+        hasher.finish128().as_u64()
     }
 
     /// What is cached for a BSUID in a portfolio: `None` if nothing,
@@ -191,6 +191,13 @@ impl PhoneCache {
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
+}
+
+/// A SipHash-1-3 (std's own choice) with 128 random key bits, taken from
+/// std's per-process random keys so that making it cannot fail.
+fn random_sip_hasher() -> SipHasher13 {
+    let random = RandomState::new();
+    SipHasher13::new_with_keys(random.hash_one(0_u8), random.hash_one(1_u8))
 }
 
 #[cfg(test)]
