@@ -37,14 +37,14 @@ fn certificates() -> (String, CertificateDer<'static>, PrivateKeyDer<'static>) {
 }
 
 /// An HTTPS server offering h2 and http/1.1, as its port, each request's
-/// version, body and `content-length`, and how many of its connections the
+/// version, body and header fields, and how many of its connections the
 /// client closed.
 async fn tls_upstream(
     cert: CertificateDer<'static>,
     key: PrivateKeyDer<'static>,
 ) -> (
     u16,
-    Arc<Mutex<Vec<(Version, bytes::Bytes, Option<String>)>>>,
+    Arc<Mutex<Vec<(Version, bytes::Bytes, http::HeaderMap)>>>,
     Arc<AtomicUsize>,
 ) {
     let mut server = rustls::ServerConfig::builder_with_provider(
@@ -77,12 +77,9 @@ async fn tls_upstream(
                     async move {
                         use http_body_util::BodyExt;
                         let version = request.version();
-                        let length = request
-                            .headers()
-                            .get("content-length")
-                            .map(|value| value.to_str().unwrap().to_owned());
+                        let fields = request.headers().clone();
                         let body = request.into_body().collect().await?.to_bytes();
-                        log.lock().unwrap().push((version, body, length));
+                        log.lock().unwrap().push((version, body, fields));
                         Ok::<_, hyper::Error>(Response::new(full_body(support::META_OK)))
                     }
                 });
@@ -108,7 +105,11 @@ async fn https_upstream_with_h2_and_a_trusted_ca() {
     config.upstream_ca_file = ca_file.display().to_string();
     let proxy = Proxy::start_with(config).await;
     let answer = proxy
-        .post("/v21.0/123/messages", r#"{"to":"US.1","type":"text"}"#, &[])
+        .post(
+            "/v21.0/123/messages",
+            r#"{"to":"US.1","type":"text"}"#,
+            &[("x-sendgate-client", "crm")],
+        )
         .await;
     assert_eq!(answer.status, 200, "{answer:?}");
     assert_eq!(answer.decision(), "rewritten: to->recipient");
@@ -117,7 +118,13 @@ async fn https_upstream_with_h2_and_a_trusted_ca() {
     assert_eq!(seen[0].0, Version::HTTP_2, "ALPN picked h2");
     assert_eq!(seen[0].1, r#"{"recipient":"US.1","type":"text"}"#);
     // The rewrite made the body longer than the length the sender announced.
-    assert_eq!(seen[0].2.as_deref(), Some("34"));
+    let fields = &seen[0].2;
+    assert_eq!(fields["content-length"], "34");
+    // The sender's Host names sendgate; the upstream has `:authority`.
+    for name in ["host", "x-sendgate-client"] {
+        assert!(!fields.contains_key(name), "{name} reached the upstream");
+    }
+    assert_eq!(fields["authorization"], "Bearer test-token");
 }
 
 #[tokio::test]

@@ -115,10 +115,7 @@ pub async fn handle(
             return error_response(error, label.into(), request_id);
         }
     };
-    let client = parts
-        .headers
-        .get(CLIENT_HEADER)
-        .and_then(|v| v.to_str().ok());
+    let client = headers::find_field(&parts.headers, &CLIENT_HEADER).and_then(|v| v.to_str().ok());
     let lookup = LookupContext {
         phone_number_id: route.phone_number_id,
         version: route.version,
@@ -126,7 +123,6 @@ pub async fn handle(
     };
     let verdict = judge(app, config, &body, route, client, &lookup, request_id).await;
     let mut label = verdict.label;
-    let rewritten = verdict.rewritten.is_some();
     let body = match (verdict.refusal, config.policy.mode) {
         (Some(error), Mode::Enforce) => {
             app.metrics.request("send", &label);
@@ -170,15 +166,9 @@ pub async fn handle(
     }
     app.metrics.request("send", &label);
 
-    let mut upstream_request = Request::from_parts(parts, full_body(body.clone()));
-    if rewritten {
-        // The sender's length is the old body's. Without one, the upstream
-        // connection announces the body's own exact length, as it does for
-        // a body that came chunked.
-        upstream_request
-            .headers_mut()
-            .remove(header::CONTENT_LENGTH);
-    }
+    // The sender's Content-Length may be the old body's; the upstream
+    // client announces the length of the body it sends, not the sender's.
+    let upstream_request = Request::from_parts(parts, full_body(body.clone()));
     let mut response = match app.forward(upstream_request).await {
         Ok(response) if response.status().is_success() => {
             limits.feedback(route.phone_number_id, person, None, true);

@@ -25,7 +25,7 @@ use std::pin::{Pin, pin};
 use std::task::{Context, Poll, Waker, ready};
 
 use bytes::{Buf, Bytes, BytesMut};
-use http::header::{CONNECTION, CONTENT_LENGTH, HOST, TRANSFER_ENCODING};
+use http::header::{CONNECTION, CONTENT_LENGTH, TRANSFER_ENCODING};
 use http::{HeaderMap, HeaderValue, Method, Request, Response, StatusCode, Version};
 use http_body::{Body as _, Frame, SizeHint};
 use http_body_util::BodyExt;
@@ -36,8 +36,8 @@ use tokio::net::TcpStream;
 
 use super::{BoxError, ProxyBody};
 use crate::headers::{
-    CHUNK_END, ConnectionToken, LAST_CHUNK, ROOM_TO_ADD, connection_closes, connection_tokens,
-    decimal_length, field_name, push_chunk_size, push_content_length,
+    CHUNK_END, ConnectionToken, LAST_CHUNK, NOT_FORWARDED, ROOM_TO_ADD, connection_closes,
+    connection_tokens, decimal_length, field_name, push_chunk_size, push_content_length,
 };
 
 /// The most header fields a response head may have.
@@ -468,8 +468,9 @@ impl Outgoing {
 }
 
 /// The request line and header section, with room for `body` bytes more.
-/// The client's headers go out as they are, in their order, except Host
-/// (the upstream's) and the framing headers (written from `outgoing`).
+/// The client's headers go out as they are, in their order, except those
+/// [`NOT_FORWARDED`]: Host is the upstream's, the framing is written from
+/// `outgoing`.
 fn encode_head(
     parts: &http::request::Parts,
     host: &HeaderValue,
@@ -504,7 +505,7 @@ fn encode_head(
     head.extend_from_slice(host.as_bytes());
     head.extend_from_slice(b"\r\n");
     for (name, value) in &parts.headers {
-        if name == HOST || name == CONTENT_LENGTH || name == TRANSFER_ENCODING {
+        if NOT_FORWARDED.contains(name) {
             continue;
         }
         head.extend_from_slice(name.as_str().as_bytes());
@@ -1285,6 +1286,7 @@ pub(super) mod tests {
         let request = Request::get("http://client.example/a/b?c=1&d")
             .header("host", "client.example")
             .header("accept", "*/*")
+            .header("x-sendgate-client", "crm")
             .header("x-two", "1")
             .header("x-two", "2")
             .body(full_body(Bytes::new()))

@@ -169,7 +169,7 @@ impl Upstream {
         &self,
         mut request: Request<ProxyBody>,
     ) -> Result<Response<UpstreamBody>, UpstreamError> {
-        headers::for_upstream(request.headers_mut());
+        headers::strip_hop_by_hop(request.headers_mut());
         let error = match tokio::time::timeout(self.request_timeout, self.pool.send(request)).await
         {
             Err(_) => return Err(UpstreamError::Timeout),

@@ -42,6 +42,7 @@ use tower_service::Service;
 
 use super::http1;
 use super::{BoxError, ProxyBody};
+use crate::headers::NOT_FORWARDED;
 
 /// How often idle connections past their timeout are closed.
 const REAP_EVERY: Duration = Duration::from_secs(1);
@@ -178,6 +179,10 @@ impl Pool {
                 }
             }
             Sender::Http2(mut sender) => {
+                // hyper announces the length of the body it sends itself.
+                for name in &NOT_FORWARDED {
+                    request.headers_mut().remove(name);
+                }
                 // HTTP/2 carries scheme and authority as pseudo-headers.
                 let path_and_query = request
                     .uri()
