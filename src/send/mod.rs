@@ -96,7 +96,7 @@ fn is_version(text: &str) -> bool {
 /// Handles one send end to end.
 pub async fn handle(
     app: &App,
-    request: Request<ProxyBody>,
+    mut request: Request<ProxyBody>,
     route: SendRoute<'_>,
     request_id: &str,
 ) -> Response<ProxyBody> {
@@ -104,7 +104,9 @@ pub async fn handle(
     // reload does meanwhile.
     let live = app.live();
     let config = &live.config;
-    let (parts, body) = request.into_parts();
+    // The body is read out and the request kept whole for the upstream:
+    // taking it apart and putting it together again copies its head twice.
+    let body = std::mem::take(request.body_mut());
     // Over the cap is refused in both modes: report mode promises to forward
     // what it inspects, and a send this large is no send.
     let body = match read_body(body, config.max_send_body_bytes).await {
@@ -115,11 +117,12 @@ pub async fn handle(
             return error_response(error, label.into(), request_id);
         }
     };
-    let client = headers::find_field(&parts.headers, &CLIENT_HEADER).and_then(|v| v.to_str().ok());
+    let client =
+        headers::find_field(request.headers(), &CLIENT_HEADER).and_then(|v| v.to_str().ok());
     let lookup = LookupContext {
         phone_number_id: route.phone_number_id,
         version: route.version,
-        sender_headers: &parts.headers,
+        sender_headers: request.headers(),
     };
     let verdict = judge(app, config, &body, route, client, &lookup, request_id).await;
     let mut label = verdict.label;
@@ -168,8 +171,8 @@ pub async fn handle(
 
     // The sender's Content-Length may be the old body's; the upstream
     // client announces the length of the body it sends, not the sender's.
-    let upstream_request = Request::from_parts(parts, full_body(body.clone()));
-    let mut response = match app.forward(upstream_request).await {
+    *request.body_mut() = full_body(body);
+    let mut response = match app.forward(request).await {
         Ok(response) if response.status().is_success() => {
             limits.feedback(route.phone_number_id, person, None, true);
             if let Some((phone, bsuid)) = verdict.learned {
