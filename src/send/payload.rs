@@ -381,8 +381,11 @@ impl<'t> Edit<'t> {
 /// Applies up to two non-overlapping edits to `body`.
 fn apply(body: &[u8], mut edits: [Option<Edit<'_>>; 2]) -> Vec<u8> {
     edits.sort_by_key(|edit| edit.as_ref().map(|edit| edit.range.start));
-    let grown: usize = edits.iter().flatten().map(Edit::len).sum();
-    let mut out = Vec::with_capacity(body.len() + grown);
+    // The exact length: a Vec that is full becomes `Bytes` without the
+    // shared header a spare capacity would cost.
+    let added: usize = edits.iter().flatten().map(Edit::len).sum();
+    let removed: usize = edits.iter().flatten().map(|edit| edit.range.len()).sum();
+    let mut out = Vec::with_capacity(body.len() - removed + added);
     let mut cursor = 0;
     for edit in edits.iter().flatten() {
         out.extend_from_slice(&body[cursor..edit.range.start]);
@@ -543,7 +546,14 @@ mod tests {
 
     fn rewrite(body: &str, to: Target, recipient: Target) -> String {
         let payload = SendPayload::parse(body.as_bytes()).expect("valid send");
-        String::from_utf8(payload.rewrite(&to, &recipient)).unwrap()
+        let out = payload.rewrite(&to, &recipient);
+        // Sized exactly, so that it becomes `Bytes` without a shared header.
+        assert_eq!(
+            out.len(),
+            out.capacity(),
+            "spare room in the rewrite of {body}"
+        );
+        String::from_utf8(out).unwrap()
     }
 
     #[test]
