@@ -272,7 +272,7 @@ impl Admin {
             route,
             client.as_deref(),
             &lookup,
-            "dry-run",
+            &"dry-run",
         )
         .await;
         let forwarded = match (&verdict.refusal, config.policy.mode) {

@@ -228,9 +228,11 @@ impl App {
     }
 
     /// A new id for a request, echoed as `fbtrace_id` in local errors and logs.
-    fn request_id(&self) -> RequestId {
-        let n = self.next_id.fetch_add(1, Ordering::Relaxed);
-        RequestId::new(&self.id_prefix, n)
+    fn request_id(&self) -> RequestId<'_> {
+        RequestId {
+            prefix: &self.id_prefix,
+            n: self.next_id.fetch_add(1, Ordering::Relaxed),
+        }
     }
 
     /// Routes one request.
@@ -265,48 +267,26 @@ impl App {
             Ok(response) => relay(response),
             Err(error) => {
                 let request_id = self.request_id();
-                tracing::warn!(request_id = &*request_id, error = ?error, "upstream request failed");
-                error.to_graph_error().into_response(&request_id)
+                tracing::warn!(request_id = %request_id, error = ?error, "upstream request failed");
+                error
+                    .to_graph_error()
+                    .into_response(&request_id.to_string())
             }
         }
     }
 }
 
-/// A request id, `<prefix>-<n in hex>`, kept inline: every send gets one
-/// and few are ever shown, so making one should not allocate.
-struct RequestId {
-    text: [u8; Self::CAPACITY],
-    len: usize,
+/// A request id, `<prefix>-<n in hex>`, made into text only when shown:
+/// every send gets one and few are ever shown (an info log line, an error
+/// body), so a send does not pay for formatting it.
+pub struct RequestId<'a> {
+    prefix: &'a str,
+    n: u64,
 }
 
-impl RequestId {
-    /// `sg` and a start time in hex (18), `-`, a u64 in hex (16).
-    const CAPACITY: usize = 40;
-
-    fn new(prefix: &str, n: u64) -> Self {
-        let mut id = RequestId {
-            text: [0; Self::CAPACITY],
-            len: 0,
-        };
-        let prefix = &prefix.as_bytes()[..prefix.len().min(Self::CAPACITY - 17)];
-        id.text[..prefix.len()].copy_from_slice(prefix);
-        id.text[prefix.len()] = b'-';
-        let digits = (64 - n.leading_zeros()).div_ceil(4).max(1) as usize;
-        let start = prefix.len() + 1;
-        for (place, shift) in (0..digits).rev().enumerate() {
-            id.text[start + place] = b"0123456789abcdef"[(n >> (4 * shift)) as usize & 0xf];
-        }
-        id.len = start + digits;
-        id
-    }
-}
-
-impl std::ops::Deref for RequestId {
-    type Target = str;
-
-    fn deref(&self) -> &str {
-        // ASCII by construction, from an ASCII prefix.
-        std::str::from_utf8(&self.text[..self.len]).unwrap_or("sg")
+impl fmt::Display for RequestId<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}-{:x}", self.prefix, self.n)
     }
 }
 
@@ -365,14 +345,10 @@ mod tests {
 
     #[test]
     fn request_ids_read_as_prefix_dash_hex() {
-        for n in [0, 1, 15, 16, 0xabc, u64::from(u32::MAX) + 1, u64::MAX] {
+        for n in [0, 1, 15, 16, 0xabc, u64::MAX] {
             let prefix = "sg6a1f0c2d";
-            assert_eq!(&*RequestId::new(prefix, n), format!("{prefix}-{n:x}"));
+            let id = RequestId { prefix, n };
+            assert_eq!(id.to_string(), format!("{prefix}-{n:x}"));
         }
-        let longest = format!("sg{:x}", u64::MAX);
-        assert_eq!(
-            &*RequestId::new(&longest, u64::MAX),
-            format!("{longest}-{:x}", u64::MAX)
-        );
     }
 }

@@ -12,6 +12,7 @@ pub mod policy;
 mod scan;
 
 use std::borrow::Cow;
+use std::fmt;
 use std::sync::OnceLock;
 
 use bytes::Bytes;
@@ -24,7 +25,7 @@ use crate::headers::{self, CLIENT_HEADER, DECISION_HEADER};
 use crate::limits::Admission;
 use crate::logging::mask;
 use crate::metrics::{CodeLabels, Metrics};
-use crate::proxy::{App, relay};
+use crate::proxy::{App, RequestId, relay};
 use crate::templates::LookupContext;
 use crate::upstream::{ProxyBody, ReadBodyError, UpstreamBody, full_body, read_whole};
 use identifier::{IdClass, classify, phone_digits};
@@ -98,7 +99,7 @@ pub async fn handle(
     app: &App,
     mut request: Request<ProxyBody>,
     route: SendRoute<'_>,
-    request_id: &str,
+    request_id: &RequestId<'_>,
 ) -> Response<ProxyBody> {
     // One snapshot of config and limits for the whole request, whatever a
     // reload does meanwhile.
@@ -157,7 +158,7 @@ pub async fn handle(
             let label = format!("limited: {}", refusal.limit.as_str());
             app.metrics.request("send", &label);
             let mut response = GraphError::rate_limited(refusal.limit, refusal.retry_after)
-                .into_response(request_id);
+                .into_response(&request_id.to_string());
             let seconds =
                 refusal.retry_after.as_secs() + u64::from(refusal.retry_after.subsec_nanos() > 0);
             response
@@ -195,7 +196,9 @@ pub async fn handle(
             limits.feedback(route.phone_number_id, person, code, false);
             response
         }
-        Err(error) => error.to_graph_error().into_response(request_id),
+        Err(error) => error
+            .to_graph_error()
+            .into_response(&request_id.to_string()),
     };
     set_decision_header(&mut response, label);
     response
@@ -261,7 +264,7 @@ pub async fn judge(
     route: SendRoute<'_>,
     client: Option<&str>,
     lookup: &LookupContext<'_>,
-    request_id: &str,
+    request_id: &(dyn fmt::Display + Sync),
 ) -> Verdict {
     let mode = config.policy.mode;
     let payload = match SendPayload::parse(body) {
@@ -495,7 +498,7 @@ fn refusal_label(reason: &str, mode: Mode) -> Cow<'static, str> {
 
 fn log_decision(
     config: &Config,
-    request_id: &str,
+    request_id: &(dyn fmt::Display + Sync),
     route: SendRoute<'_>,
     client: Option<&str>,
     facts: &Facts<'_>,
@@ -508,7 +511,7 @@ fn log_decision(
     };
     tracing::info!(
         target: "sendgate::decision",
-        request_id,
+        request_id = %request_id,
         number = route.phone_number_id,
         endpoint = ?route.endpoint,
         client = client.unwrap_or("-"),
@@ -522,9 +525,9 @@ fn log_decision(
 fn error_response(
     error: GraphError,
     label: Cow<'static, str>,
-    request_id: &str,
+    request_id: &RequestId<'_>,
 ) -> Response<ProxyBody> {
-    let mut response = error.into_response(request_id);
+    let mut response = error.into_response(&request_id.to_string());
     set_decision_header(&mut response, label);
     response
 }
