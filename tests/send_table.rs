@@ -63,6 +63,17 @@ async fn row_2_username_is_blocked_before_the_upstream() {
     );
     assert_eq!(answer.decision(), "blocked: username_target");
     nothing_sent(&upstream);
+
+    // Each refusal carries its own request id, `sg<start>-<n>` in hex.
+    let again = proxy.send(&text_to("to", "@pablo.m")).await;
+    let ids =
+        [&answer, &again].map(|a| a.json()["error"]["fbtrace_id"].as_str().unwrap().to_owned());
+    for id in &ids {
+        let (prefix, n) = id.split_once('-').expect("prefix-n");
+        let hex = |text: &str| !text.is_empty() && text.bytes().all(|b| b.is_ascii_hexdigit());
+        assert!(prefix.strip_prefix("sg").is_some_and(hex) && hex(n), "{id}");
+    }
+    assert_ne!(ids[0], ids[1]);
 }
 
 #[tokio::test]
