@@ -36,12 +36,16 @@ fn certificates() -> (String, CertificateDer<'static>, PrivateKeyDer<'static>) {
     (ca_cert.pem(), leaf.der().clone(), key)
 }
 
-/// An HTTPS server offering h2 and http/1.1, as its port, each request's
+/// What most HTTPS servers offer by ALPN.
+const H2_OR_HTTP1: &[&[u8]] = &[b"h2", b"http/1.1"];
+
+/// An HTTPS server offering the `alpn` protocols, as its port, each request's
 /// version, body and header fields, and how many of its connections the
 /// client closed.
 async fn tls_upstream(
     cert: CertificateDer<'static>,
     key: PrivateKeyDer<'static>,
+    alpn: &[&[u8]],
 ) -> (
     u16,
     Arc<Mutex<Vec<(Version, bytes::Bytes, http::HeaderMap)>>>,
@@ -55,7 +59,7 @@ async fn tls_upstream(
     .with_no_client_auth()
     .with_single_cert(vec![cert], key)
     .unwrap();
-    server.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    server.alpn_protocols = alpn.iter().map(|protocol| protocol.to_vec()).collect();
     let acceptor = TlsAcceptor::from(Arc::new(server));
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let port = listener.local_addr().unwrap().port();
@@ -96,7 +100,7 @@ async fn tls_upstream(
 #[tokio::test]
 async fn https_upstream_with_h2_and_a_trusted_ca() {
     let (ca_pem, cert, key) = certificates();
-    let (port, seen, _) = tls_upstream(cert, key).await;
+    let (port, seen, _) = tls_upstream(cert, key, H2_OR_HTTP1).await;
     let ca_file = std::env::temp_dir().join(format!("sendgate-test-ca-{}.pem", std::process::id()));
     std::fs::write(&ca_file, ca_pem).unwrap();
 
@@ -128,9 +132,46 @@ async fn https_upstream_with_h2_and_a_trusted_ca() {
 }
 
 #[tokio::test]
+async fn https_upstream_speaking_only_http1() {
+    let (ca_pem, cert, key) = certificates();
+    let (port, seen, closed) = tls_upstream(cert, key, &[b"http/1.1"]).await;
+    let ca_file =
+        std::env::temp_dir().join(format!("sendgate-test-ca-h1-{}.pem", std::process::id()));
+    std::fs::write(&ca_file, ca_pem).unwrap();
+    let mut config = Config::from_sources("", support::in_memory_store()).unwrap();
+    config.upstream = format!("https://localhost:{port}");
+    config.upstream_ca_file = ca_file.display().to_string();
+    let proxy = Proxy::start_with(config).await;
+    for _ in 0..2 {
+        let answer = proxy
+            .post(
+                "/v21.0/123/messages",
+                r#"{"to":"US.1","type":"text"}"#,
+                &[("x-sendgate-client", "crm")],
+            )
+            .await;
+        assert_eq!(answer.status, 200, "{answer:?}");
+        assert_eq!(
+            answer.json(),
+            serde_json::from_str::<serde_json::Value>(support::META_OK).unwrap()
+        );
+    }
+    let seen = seen.lock().unwrap().clone();
+    assert_eq!(seen.len(), 2);
+    for (version, body, fields) in &seen {
+        assert_eq!(*version, Version::HTTP_11, "ALPN picked http/1.1");
+        assert_eq!(body, r#"{"recipient":"US.1","type":"text"}"#);
+        assert_eq!(fields["content-length"], "34");
+        assert_eq!(fields["host"], format!("localhost:{port}"));
+        assert!(!fields.contains_key("x-sendgate-client"));
+    }
+    assert_eq!(closed.load(Ordering::SeqCst), 0, "no connection closed");
+}
+
+#[tokio::test]
 async fn an_idle_http2_upstream_connection_is_closed_after_the_idle_timeout() {
     let (ca_pem, cert, key) = certificates();
-    let (port, seen, closed) = tls_upstream(cert, key).await;
+    let (port, seen, closed) = tls_upstream(cert, key, H2_OR_HTTP1).await;
     let ca_file =
         std::env::temp_dir().join(format!("sendgate-test-ca-idle-{}.pem", std::process::id()));
     std::fs::write(&ca_file, ca_pem).unwrap();
@@ -158,7 +199,7 @@ async fn an_idle_http2_upstream_connection_is_closed_after_the_idle_timeout() {
 #[tokio::test]
 async fn untrusted_upstream_certificate_is_a_502() {
     let (_ca_pem, cert, key) = certificates();
-    let (port, seen, _) = tls_upstream(cert, key).await;
+    let (port, seen, _) = tls_upstream(cert, key, H2_OR_HTTP1).await;
     // Only the public roots: the test CA is unknown.
     let proxy = Proxy::start(&format!("https://localhost:{port}"), "").await;
     let answer = proxy
