@@ -68,8 +68,13 @@ pub(super) async fn serve<H: Handler>(
     // Waiting for shutdown is registered once for the connection instead
     // of once per request (each registration locks the channel's waiters).
     let mut stop_signal = stop.clone();
-    let stopping = stop_signal.changed();
-    tokio::pin!(stopping);
+    let changed = stop_signal.changed();
+    tokio::pin!(changed);
+    let mut stopping = Stopping {
+        changed,
+        signal: &stop,
+        registered: false,
+    };
     let mut connection = Connection {
         stream,
         buffer: BytesMut::with_capacity(READ_CHUNK),
@@ -77,7 +82,7 @@ pub(super) async fn serve<H: Handler>(
         out: Vec::new(),
     };
     loop {
-        match connection.read_request(stopping.as_mut()).await {
+        match connection.read_request(&mut stopping).await {
             Next::Request {
                 request,
                 keep_alive,
@@ -104,6 +109,30 @@ pub(super) async fn serve<H: Handler>(
             }
             Next::Closed => return,
         }
+    }
+}
+
+/// Shutdown, as an idle connection waits for it.
+struct Stopping<'a, S> {
+    /// Completes when shutdown begins (the connection's own receiver).
+    changed: Pin<&'a mut S>,
+    /// Another receiver of the same signal, to look at without waiting.
+    signal: &'a watch::Receiver<bool>,
+    /// Whether `changed` has been polled, so that shutdown wakes this task.
+    registered: bool,
+}
+
+impl<S: Future> Stopping<'_, S> {
+    /// Ready once shutdown has begun. `changed` is polled on the first wait
+    /// only (which registers the task to be woken) and again once the signal
+    /// has changed: each poll takes the channel's lock, about 180
+    /// instructions a request when it was polled on every wait.
+    fn poll(&mut self, cx: &mut Context<'_>) -> Poll<()> {
+        if self.registered && !self.signal.has_changed().unwrap_or(true) {
+            return Poll::Pending;
+        }
+        self.registered = true;
+        self.changed.as_mut().poll(cx).map(|_| ())
     }
 }
 
@@ -162,15 +191,14 @@ impl Connection {
     /// it); from there the head and body must come within the header read
     /// timeout, as in hyper.
     ///
-    /// `stopping` completes when shutdown begins; it is polled only while
-    /// the connection waits for a request, and never again once complete.
-    async fn read_request<S: Future>(&mut self, mut stopping: Pin<&mut S>) -> Next {
+    /// `stopping` is polled only while the connection waits for a request.
+    async fn read_request<S: Future>(&mut self, stopping: &mut Stopping<'_, S>) -> Next {
         if self.buffer.is_empty() {
             self.buffer.reserve(READ_CHUNK);
             let mut read = pin!(self.stream.read_buf(&mut self.buffer));
             let read = poll_fn(|cx| match read.as_mut().poll(cx) {
                 Poll::Ready(read) => Poll::Ready(Some(read)),
-                Poll::Pending => stopping.as_mut().poll(cx).map(|_| None),
+                Poll::Pending => stopping.poll(cx).map(|()| None),
             })
             .await;
             if !matches!(read, Some(Ok(n)) if n > 0) {
