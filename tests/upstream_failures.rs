@@ -4,6 +4,8 @@
 mod support;
 
 use std::future::Future;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -89,6 +91,51 @@ async fn silent_upstream_gives_504_after_the_request_timeout() {
     .expect("sendgate answers instead of hanging");
     assert_eq!(answer.status, StatusCode::GATEWAY_TIMEOUT);
     assert_eq!(answer.graph_error_code(), 2);
+}
+
+#[tokio::test]
+async fn each_request_on_a_pooled_connection_gets_its_own_timeout() {
+    // One connection: the first request is answered at once, the second
+    // after 150 ms, the third never.
+    let connections = Arc::new(AtomicUsize::new(0));
+    let opened = connections.clone();
+    let upstream = raw_upstream(move |mut stream| {
+        opened.fetch_add(1, Ordering::SeqCst);
+        async move {
+            let mut buf = [0u8; 4096];
+            stream.write_all(ok_answer().as_bytes()).await.unwrap();
+            let _ = stream.read(&mut buf).await;
+            tokio::time::sleep(Duration::from_millis(150)).await;
+            stream.write_all(ok_answer().as_bytes()).await.unwrap();
+            let _ = stream.read(&mut buf).await;
+            std::future::pending::<()>().await;
+        }
+    })
+    .await;
+    let proxy = Proxy::start(&upstream, "request_timeout_ms = 300").await;
+    let send = || {
+        tokio::time::timeout(
+            Duration::from_secs(10),
+            proxy.post("/v21.0/123/messages", SEND, &[]),
+        )
+    };
+    assert_eq!(send().await.unwrap().status, StatusCode::OK);
+    // Idle past the first request's deadline: the second still has its
+    // whole 300 ms, of which it needs 150.
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    assert_eq!(send().await.unwrap().status, StatusCode::OK);
+    let started = std::time::Instant::now();
+    let silent = send().await.expect("sendgate answers instead of hanging");
+    assert_eq!(silent.status, StatusCode::GATEWAY_TIMEOUT);
+    assert!(
+        started.elapsed() >= Duration::from_millis(300),
+        "not before its deadline"
+    );
+    assert_eq!(
+        connections.load(Ordering::SeqCst),
+        1,
+        "all on one connection"
+    );
 }
 
 #[tokio::test]

@@ -170,11 +170,10 @@ impl Upstream {
         mut request: Request<ProxyBody>,
     ) -> Result<Response<UpstreamBody>, UpstreamError> {
         headers::strip_hop_by_hop(request.headers_mut());
-        let error = match tokio::time::timeout(self.request_timeout, self.pool.send(request)).await
-        {
-            Err(_) => return Err(UpstreamError::Timeout),
-            Ok(Ok(response)) => return Ok(response),
-            Ok(Err(err)) => err,
+        let deadline = tokio::time::Instant::now() + self.request_timeout;
+        let error = match self.pool.send(request, deadline).await {
+            Ok(response) => return Ok(response),
+            Err(err) => err,
         };
         if is_timeout(&*error) {
             Err(UpstreamError::Timeout)

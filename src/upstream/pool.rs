@@ -53,6 +53,12 @@ enum Sender {
     Http2(http2::SendRequest<ProxyBody>),
 }
 
+/// The error of a request that ran out of time, as the upstream client
+/// tells timeouts apart from other failures.
+fn timed_out() -> BoxError {
+    io::Error::from(io::ErrorKind::TimedOut).into()
+}
+
 /// Why a request on one connection got no response head.
 enum TryError {
     /// The connection never took the request: it can go on another one.
@@ -132,24 +138,24 @@ impl Pool {
     }
 
     /// Sends `request` (its path and query are kept) and returns the
-    /// response head. A request that a pooled connection failed before
-    /// taking any of it is sent once more on a new connection; one it may
-    /// have passed on is not, so that the upstream never sees it twice.
+    /// response head, or a `TimedOut` error if that has not come by
+    /// `deadline`. A request that a pooled connection failed before taking
+    /// any of it is sent once more on a new connection; one it may have
+    /// passed on is not, so that the upstream never sees it twice.
     pub(super) async fn send(
         self: &Arc<Self>,
         request: Request<ProxyBody>,
+        deadline: tokio::time::Instant,
     ) -> Result<Response<UpstreamBody>, BoxError> {
-        // Opening a connection (TLS, HTTP/2 handshake) is a large future
-        // that most requests never need: boxed, it does not swell theirs.
         let (sender, reused) = match self.checkout() {
             Some(sender) => (sender, true),
-            None => (Box::pin(self.connect()).await?, false),
+            None => (self.connect_by(deadline).await?, false),
         };
-        match self.try_send(sender, request).await {
+        match self.try_send(sender, request, deadline).await {
             Ok(response) => Ok(response),
             Err(TryError::Unsent(request, _)) if reused => {
-                let sender = Box::pin(self.connect()).await?;
-                self.try_send(sender, *request)
+                let sender = self.connect_by(deadline).await?;
+                self.try_send(sender, *request, deadline)
                     .await
                     .map_err(TryError::into_error)
             }
@@ -157,15 +163,29 @@ impl Pool {
         }
     }
 
+    /// A new connection, if it is open by `deadline`.
+    async fn connect_by(
+        self: &Arc<Self>,
+        deadline: tokio::time::Instant,
+    ) -> Result<Sender, BoxError> {
+        // Opening a connection (TLS, HTTP/2 handshake) is a large future
+        // that most requests never need: boxed, it does not swell theirs.
+        tokio::time::timeout_at(deadline, Box::pin(self.connect()))
+            .await
+            .map_err(|_| timed_out())?
+    }
+
     async fn try_send(
         self: &Arc<Self>,
         sender: Sender,
         mut request: Request<ProxyBody>,
+        deadline: tokio::time::Instant,
     ) -> Result<Response<UpstreamBody>, TryError> {
         match sender {
             Sender::Http1(connection) => {
-                // Written in origin form, the upstream in Host.
-                match connection.send(request, &self.host).await {
+                // Written in origin form, the upstream in Host; the
+                // connection keeps the deadline itself.
+                match connection.send(request, &self.host, deadline).await {
                     Ok(response) => Ok(response.map(|body| {
                         self.body(Kind::Http1 {
                             body,
@@ -191,7 +211,8 @@ impl Pool {
                     .unwrap_or_else(|| PathAndQuery::from_static("/"));
                 *request.uri_mut() = self.absolute(path_and_query);
                 *request.version_mut() = http::Version::HTTP_2;
-                match sender.try_send_request(request).await {
+                let sent = tokio::time::timeout_at(deadline, sender.try_send_request(request));
+                match sent.await.map_err(|_| TryError::Failed(timed_out()))? {
                     Ok(response) => Ok(response.map(|body| self.body(Kind::Http2(body)))),
                     Err(mut failed) => Err(match failed.take_message() {
                         Some(request) => {
@@ -496,8 +517,13 @@ mod tests {
         Request::get("/").body(full_body(Bytes::new())).unwrap()
     }
 
+    /// A request deadline the tests' own patience (5 s) runs out before.
+    fn far() -> tokio::time::Instant {
+        tokio::time::Instant::now() + Duration::from_secs(60)
+    }
+
     async fn send(pool: &Arc<Pool>) -> Response<UpstreamBody> {
-        match tokio::time::timeout(Duration::from_secs(5), pool.send(get())).await {
+        match tokio::time::timeout(Duration::from_secs(5), pool.send(get(), far())).await {
             Ok(Ok(response)) => response,
             Ok(Err(_)) => panic!("the request failed"),
             Err(_) => panic!("no answer in time"),
@@ -545,7 +571,7 @@ mod tests {
         let pool = pool_to(&upstream);
         let body = send(&pool).await.into_body().collect().await.unwrap();
         assert_eq!(body.to_bytes(), "ok");
-        let failed = tokio::time::timeout(Duration::from_secs(5), pool.send(get()))
+        let failed = tokio::time::timeout(Duration::from_secs(5), pool.send(get(), far()))
             .await
             .expect("no hang");
         assert!(failed.is_err(), "no answer, so an error (the caller's 502)");
