@@ -6,6 +6,8 @@
 //! that shape. Each error is tagged by the side that caused it, which fixes
 //! its HTTP status.
 
+use std::fmt;
+
 use bytes::Bytes;
 use http::{Response, StatusCode};
 use serde_json::json;
@@ -131,7 +133,7 @@ impl GraphError {
 
     /// The JSON body, with `request_id` as `fbtrace_id` so a sender's log line
     /// can be matched to sendgate's.
-    pub fn body(&self, request_id: &str) -> Bytes {
+    pub fn body(&self, request_id: impl fmt::Display) -> Bytes {
         let details = format!("{}: {}", self.reason, self.message);
         let body = json!({
             "error": {
@@ -139,14 +141,14 @@ impl GraphError {
                 "type": self.kind,
                 "code": self.code,
                 "error_data": {"messaging_product": "whatsapp", "details": details},
-                "fbtrace_id": request_id,
+                "fbtrace_id": request_id.to_string(),
             }
         });
         Bytes::from(body.to_string())
     }
 
     /// The whole response.
-    pub fn into_response(self, request_id: &str) -> Response<ProxyBody> {
+    pub fn into_response(self, request_id: impl fmt::Display) -> Response<ProxyBody> {
         local_response(self.status, "application/json", self.body(request_id))
     }
 }

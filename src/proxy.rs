@@ -268,9 +268,7 @@ impl App {
             Err(error) => {
                 let request_id = self.request_id();
                 tracing::warn!(request_id = %request_id, error = ?error, "upstream request failed");
-                error
-                    .to_graph_error()
-                    .into_response(&request_id.to_string())
+                error.to_graph_error().into_response(request_id)
             }
         }
     }

@@ -158,7 +158,7 @@ pub async fn handle(
             let label = format!("limited: {}", refusal.limit.as_str());
             app.metrics.request("send", &label);
             let mut response = GraphError::rate_limited(refusal.limit, refusal.retry_after)
-                .into_response(&request_id.to_string());
+                .into_response(request_id);
             let seconds =
                 refusal.retry_after.as_secs() + u64::from(refusal.retry_after.subsec_nanos() > 0);
             response
@@ -196,9 +196,7 @@ pub async fn handle(
             limits.feedback(route.phone_number_id, person, code, false);
             response
         }
-        Err(error) => error
-            .to_graph_error()
-            .into_response(&request_id.to_string()),
+        Err(error) => error.to_graph_error().into_response(request_id),
     };
     set_decision_header(&mut response, label);
     response
@@ -527,7 +525,7 @@ fn error_response(
     label: Cow<'static, str>,
     request_id: &RequestId<'_>,
 ) -> Response<ProxyBody> {
-    let mut response = error.into_response(&request_id.to_string());
+    let mut response = error.into_response(request_id);
     set_decision_header(&mut response, label);
     response
 }

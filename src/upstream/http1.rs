@@ -35,7 +35,7 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::net::TcpStream;
 use tokio::time::{Instant, Sleep};
 
-use super::{BoxError, ProxyBody};
+use super::{BoxError, ProxyBody, timed_out};
 use crate::headers::{
     CHUNK_END, ConnectionToken, LAST_CHUNK, NOT_FORWARDED, ROOM_TO_ADD, connection_closes,
     connection_tokens, decimal_length, field_name, push_chunk_size, push_content_length,
@@ -265,10 +265,10 @@ impl Connection {
         let mut exchange = pin!(self.exchange(request, host));
         let mut response = poll_fn(|cx| match exchange.as_mut().poll(cx) {
             Poll::Ready(result) => Poll::Ready(result),
-            Poll::Pending => timer.as_mut().poll(cx).map(|()| {
-                let timed_out = io::Error::from(io::ErrorKind::TimedOut);
-                Err(Failure::Failed(Error::Io(timed_out)))
-            }),
+            Poll::Pending => timer
+                .as_mut()
+                .poll(cx)
+                .map(|()| Err(Failure::Failed(Error::Io(timed_out())))),
         })
         .await?;
         if let Some(connection) = &mut response.body_mut().conn {
@@ -1360,7 +1360,7 @@ pub(super) mod tests {
     const PATIENCE: Duration = Duration::from_secs(5);
 
     /// A request deadline the tests' own patience runs out before.
-    fn far() -> Instant {
+    pub(crate) fn far() -> Instant {
         Instant::now() + 2 * PATIENCE
     }
 

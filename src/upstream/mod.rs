@@ -234,6 +234,11 @@ fn tls_config(config: &Config) -> Result<rustls::ClientConfig, ConfigError> {
 }
 
 /// A connect timeout surfaces as an I/O `TimedOut` somewhere in the chain.
+/// The error of a request that ran out of time, as [`is_timeout`] knows it.
+fn timed_out() -> io::Error {
+    io::ErrorKind::TimedOut.into()
+}
+
 fn is_timeout(err: &(dyn Error + 'static)) -> bool {
     let mut source = Some(err);
     while let Some(cause) = source {

@@ -41,7 +41,7 @@ use tokio::time::Sleep;
 use tower_service::Service;
 
 use super::http1;
-use super::{BoxError, ProxyBody};
+use super::{BoxError, ProxyBody, timed_out};
 use crate::headers::NOT_FORWARDED;
 
 /// How often idle connections past their timeout are closed.
@@ -51,12 +51,6 @@ const REAP_EVERY: Duration = Duration::from_secs(1);
 enum Sender {
     Http1(http1::Connection),
     Http2(http2::SendRequest<ProxyBody>),
-}
-
-/// The error of a request that ran out of time, as the upstream client
-/// tells timeouts apart from other failures.
-fn timed_out() -> BoxError {
-    io::Error::from(io::ErrorKind::TimedOut).into()
 }
 
 /// Why a request on one connection got no response head.
@@ -172,7 +166,7 @@ impl Pool {
         // that most requests never need: boxed, it does not swell theirs.
         tokio::time::timeout_at(deadline, Box::pin(self.connect()))
             .await
-            .map_err(|_| timed_out())?
+            .map_err(|_| BoxError::from(timed_out()))?
     }
 
     async fn try_send(
@@ -212,7 +206,10 @@ impl Pool {
                 *request.uri_mut() = self.absolute(path_and_query);
                 *request.version_mut() = http::Version::HTTP_2;
                 let sent = tokio::time::timeout_at(deadline, sender.try_send_request(request));
-                match sent.await.map_err(|_| TryError::Failed(timed_out()))? {
+                match sent
+                    .await
+                    .map_err(|_| TryError::Failed(timed_out().into()))?
+                {
                     Ok(response) => Ok(response.map(|body| self.body(Kind::Http2(body)))),
                     Err(mut failed) => Err(match failed.take_message() {
                         Some(request) => {
@@ -480,7 +477,7 @@ mod tests {
     use hyper_rustls::HttpsConnectorBuilder;
 
     use super::super::full_body;
-    use super::super::http1::tests::{Upstream, answer, answer_in_parts};
+    use super::super::http1::tests::{Upstream, answer, answer_in_parts, far};
     use super::*;
 
     /// A pool of plain-HTTP connections to a test upstream.
@@ -515,11 +512,6 @@ mod tests {
 
     fn get() -> Request<ProxyBody> {
         Request::get("/").body(full_body(Bytes::new())).unwrap()
-    }
-
-    /// A request deadline the tests' own patience (5 s) runs out before.
-    fn far() -> tokio::time::Instant {
-        tokio::time::Instant::now() + Duration::from_secs(60)
     }
 
     async fn send(pool: &Arc<Pool>) -> Response<UpstreamBody> {
