@@ -97,24 +97,36 @@ async fn tls_upstream(
     (port, seen, closed)
 }
 
-#[tokio::test]
-async fn https_upstream_with_h2_and_a_trusted_ca() {
-    let (ca_pem, cert, key) = certificates();
-    let (port, seen, _) = tls_upstream(cert, key, H2_OR_HTTP1).await;
-    let ca_file = std::env::temp_dir().join(format!("sendgate-test-ca-{}.pem", std::process::id()));
+/// sendgate in front of the test upstream on `port`, trusting the test CA
+/// (written to a file named after `tag`), with `config` on top of the
+/// defaults.
+async fn proxy_trusting(ca_pem: &str, port: u16, config: &str, tag: &str) -> Proxy {
+    let ca_file =
+        std::env::temp_dir().join(format!("sendgate-test-ca-{tag}-{}.pem", std::process::id()));
     std::fs::write(&ca_file, ca_pem).unwrap();
-
-    let mut config = Config::from_sources("", support::in_memory_store()).unwrap();
+    let mut config = Config::from_sources(config, support::in_memory_store()).unwrap();
     config.upstream = format!("https://localhost:{port}");
     config.upstream_ca_file = ca_file.display().to_string();
-    let proxy = Proxy::start_with(config).await;
-    let answer = proxy
+    Proxy::start_with(config).await
+}
+
+/// A text send with a BSUID in `to` (so rewritten), from client `crm`.
+async fn send_to_rewrite(proxy: &Proxy) -> support::Answer {
+    proxy
         .post(
             "/v21.0/123/messages",
             r#"{"to":"US.1","type":"text"}"#,
             &[("x-sendgate-client", "crm")],
         )
-        .await;
+        .await
+}
+
+#[tokio::test]
+async fn https_upstream_with_h2_and_a_trusted_ca() {
+    let (ca_pem, cert, key) = certificates();
+    let (port, seen, _) = tls_upstream(cert, key, H2_OR_HTTP1).await;
+    let proxy = proxy_trusting(&ca_pem, port, "", "h2").await;
+    let answer = send_to_rewrite(&proxy).await;
     assert_eq!(answer.status, 200, "{answer:?}");
     assert_eq!(answer.decision(), "rewritten: to->recipient");
     let seen = seen.lock().unwrap().clone();
@@ -135,21 +147,9 @@ async fn https_upstream_with_h2_and_a_trusted_ca() {
 async fn https_upstream_speaking_only_http1() {
     let (ca_pem, cert, key) = certificates();
     let (port, seen, closed) = tls_upstream(cert, key, &[b"http/1.1"]).await;
-    let ca_file =
-        std::env::temp_dir().join(format!("sendgate-test-ca-h1-{}.pem", std::process::id()));
-    std::fs::write(&ca_file, ca_pem).unwrap();
-    let mut config = Config::from_sources("", support::in_memory_store()).unwrap();
-    config.upstream = format!("https://localhost:{port}");
-    config.upstream_ca_file = ca_file.display().to_string();
-    let proxy = Proxy::start_with(config).await;
+    let proxy = proxy_trusting(&ca_pem, port, "", "h1").await;
     for _ in 0..2 {
-        let answer = proxy
-            .post(
-                "/v21.0/123/messages",
-                r#"{"to":"US.1","type":"text"}"#,
-                &[("x-sendgate-client", "crm")],
-            )
-            .await;
+        let answer = send_to_rewrite(&proxy).await;
         assert_eq!(answer.status, 200, "{answer:?}");
         assert_eq!(
             answer.json(),
@@ -172,14 +172,7 @@ async fn https_upstream_speaking_only_http1() {
 async fn an_idle_http2_upstream_connection_is_closed_after_the_idle_timeout() {
     let (ca_pem, cert, key) = certificates();
     let (port, seen, closed) = tls_upstream(cert, key, H2_OR_HTTP1).await;
-    let ca_file =
-        std::env::temp_dir().join(format!("sendgate-test-ca-idle-{}.pem", std::process::id()));
-    std::fs::write(&ca_file, ca_pem).unwrap();
-    let mut config =
-        Config::from_sources("pool_idle_timeout_ms = 200", support::in_memory_store()).unwrap();
-    config.upstream = format!("https://localhost:{port}");
-    config.upstream_ca_file = ca_file.display().to_string();
-    let proxy = Proxy::start_with(config).await;
+    let proxy = proxy_trusting(&ca_pem, port, "pool_idle_timeout_ms = 200", "idle").await;
     let answer = proxy
         .post("/v21.0/123/messages", r#"{"to":"16315551234"}"#, &[])
         .await;
