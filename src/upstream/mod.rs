@@ -233,12 +233,13 @@ fn tls_config(config: &Config) -> Result<rustls::ClientConfig, ConfigError> {
     )
 }
 
-/// A connect timeout surfaces as an I/O `TimedOut` somewhere in the chain.
 /// The error of a request that ran out of time, as [`is_timeout`] knows it.
 fn timed_out() -> io::Error {
     io::ErrorKind::TimedOut.into()
 }
 
+/// A timeout (the request's own, or the connector's) surfaces as an I/O
+/// `TimedOut` somewhere in the chain.
 fn is_timeout(err: &(dyn Error + 'static)) -> bool {
     let mut source = Some(err);
     while let Some(cause) = source {
