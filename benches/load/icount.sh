@@ -24,6 +24,14 @@ log() { printf '[icount %s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
 die() { log "ERROR: $*"; exit 1; }
 [[ $N1 =~ ^[0-9]+$ && $N2 =~ ^[0-9]+$ ]] && ((N1 >= 100 && N2 > N1 && N2 <= 200000)) ||
     die "want 100 <= N1 < N2 <= 200000"
+# Checked before anything starts: `count` runs in a subshell, whose exit
+# would leave its proxy running under valgrind.
+for scenario in $SCENARIOS; do
+    case $scenario in
+    get | post | send-phone | send-rewrite) ;;
+    *) die "unknown scenario $scenario (get, post, send-phone, send-rewrite)" ;;
+    esac
+done
 
 SUDO=""
 [[ $(id -u) == 0 ]] || SUDO=sudo
@@ -110,7 +118,6 @@ count() { # proxy scenario count
     post) args+=(-m POST -D "$TMP/media.json" -H 'content-type: application/json' "http://127.0.0.1:$port$NUMBER_PATH/media") ;;
     send-phone) args+=(-m POST -D "$TMP/phone.json" -H 'content-type: application/json' "http://127.0.0.1:$port$SEND_PATH") ;;
     send-rewrite) args+=(-m POST -D "$TMP/rewrite.json" -H 'content-type: application/json' "http://127.0.0.1:$port$SEND_PATH") ;;
-    *) die "unknown scenario $2" ;;
     esac
     oha "${args[@]}" >/dev/null
     # Both exit on TERM (sendgate after draining), and callgrind writes its
