@@ -56,6 +56,7 @@ pub mod query;
 pub mod sandbox;
 pub mod send;
 pub mod server;
+mod stall;
 pub mod templates;
 pub mod upstream;
 pub mod webhook;

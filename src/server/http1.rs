@@ -25,7 +25,7 @@ use std::mem::MaybeUninit;
 use std::ops::Range;
 use std::pin::{Pin, pin};
 use std::sync::Arc;
-use std::task::{Context, Poll};
+use std::task::{Context, Poll, ready};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use bytes::{Buf, Bytes, BytesMut};
@@ -38,11 +38,12 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::net::TcpStream;
 use tokio::sync::watch;
 
-use super::{HEADER_READ_TIMEOUT, Handler, Shared};
+use super::{CLIENT_WRITE_STALL, HEADER_READ_TIMEOUT, Handler, Shared};
 use crate::headers::{
     CHUNK_END, ConnectionToken, LAST_CHUNK, connection_closes, connection_tokens, decimal_length,
     field_name, push_chunk_size, push_content_length,
 };
+use crate::stall::Stall;
 use crate::upstream::{ProxyBody, full_body};
 
 /// Longest request head taken here; hyper takes longer ones.
@@ -76,7 +77,7 @@ pub(super) async fn serve<H: Handler>(
         registered: false,
     };
     let mut connection = Connection {
-        stream,
+        stream: ClientStream::new(stream),
         buffer: BytesMut::with_capacity(READ_CHUNK),
         header_ranges: Vec::new(),
         out: Vec::new(),
@@ -174,7 +175,7 @@ enum Parsed {
 }
 
 struct Connection {
-    stream: TcpStream,
+    stream: ClientStream,
     /// Bytes read and not yet used: the next request, and any pipelined
     /// after it.
     buffer: BytesMut,
@@ -422,7 +423,7 @@ enum Framing {
 /// at once into one write. Ok(false) if the body ended short of its
 /// declared length (the connection must then close, so the client sees it).
 async fn write_body(
-    stream: &mut TcpStream,
+    stream: &mut ClientStream,
     out: &mut Vec<u8>,
     body: &mut ProxyBody,
     framing: Framing,
@@ -513,7 +514,7 @@ fn write_date(out: &mut Vec<u8>) {
 /// A client connection handed to hyper: the bytes already read come first.
 struct Rewind {
     read: Bytes,
-    stream: TcpStream,
+    stream: ClientStream,
 }
 
 impl AsyncRead for Rewind {
@@ -547,6 +548,88 @@ impl AsyncWrite for Rewind {
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
         Pin::new(&mut self.stream).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.stream.is_write_vectored()
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.stream).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.stream).poll_shutdown(cx)
+    }
+}
+
+/// A client connection whose writes give up once the client has taken
+/// nothing for [`CLIENT_WRITE_STALL`]: a client that stops reading would
+/// otherwise hold its connection, the response and the upstream connection
+/// behind it for ever. No timer is made until a write has to wait.
+struct ClientStream {
+    stream: TcpStream,
+    write_stall: Stall,
+}
+
+impl ClientStream {
+    fn new(stream: TcpStream) -> Self {
+        ClientStream {
+            stream,
+            write_stall: Stall::new(CLIENT_WRITE_STALL),
+        }
+    }
+
+    /// What a polled write comes to: one that went on (or failed) as it
+    /// is; one that could not go on stays Pending while the client may still
+    /// take data, and fails once it has taken nothing for the limit.
+    fn checked(
+        &mut self,
+        cx: &mut Context<'_>,
+        polled: Poll<io::Result<usize>>,
+    ) -> Poll<io::Result<usize>> {
+        if polled.is_ready() {
+            self.write_stall.progressed();
+            return polled;
+        }
+        ready!(self.write_stall.poll_expired(cx));
+        Poll::Ready(Err(io::Error::new(
+            io::ErrorKind::TimedOut,
+            format!(
+                "the client took nothing of its response for {:?}",
+                self.write_stall.limit()
+            ),
+        )))
+    }
+}
+
+impl AsyncRead for ClientStream {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.stream).poll_read(cx, buf)
+    }
+}
+
+impl AsyncWrite for ClientStream {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        let polled = Pin::new(&mut self.stream).poll_write(cx, buf);
+        self.checked(cx, polled)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        let polled = Pin::new(&mut self.stream).poll_write_vectored(cx, bufs);
+        self.checked(cx, polled)
     }
 
     fn is_write_vectored(&self) -> bool {
@@ -705,6 +788,102 @@ mod tests {
         assert!(
             taken > 1_000,
             "the mutations still leave valid heads: {taken}"
+        );
+    }
+
+    use std::time::Duration;
+
+    /// Answers every request with `size` bytes.
+    struct Sized {
+        size: usize,
+    }
+
+    impl Handler for Sized {
+        fn call(
+            &self,
+            _request: Request<ProxyBody>,
+        ) -> impl Future<Output = Response<ProxyBody>> + Send + '_ {
+            std::future::ready(Response::new(full_body(vec![b'x'; self.size])))
+        }
+    }
+
+    /// A client connected to a server that answers with `size` bytes, its
+    /// `request` sent.
+    async fn asked_for(size: usize, request: &[u8]) -> TcpStream {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let address = listener.local_addr().unwrap();
+        let server =
+            super::super::serve(listener, Arc::new(Sized { size }), std::future::pending());
+        tokio::spawn(server);
+        let mut client = TcpStream::connect(address).await.unwrap();
+        client.write_all(request).await.unwrap();
+        client
+    }
+
+    const GET: &[u8] = b"GET / HTTP/1.1\r\nhost: sendgate.test\r\n\r\n";
+    /// Served by hyper, which writes through the same stream.
+    const GET_HTTP_1_0: &[u8] = b"GET / HTTP/1.0\r\nhost: sendgate.test\r\n\r\n";
+
+    /// Far more than the sockets between server and client can hold.
+    const FLOOD: usize = 64 << 20;
+
+    // The clock is paused: it jumps to the next timer whenever every task
+    // waits, so the minute-long limit costs no time.
+    #[tokio::test(start_paused = true)]
+    async fn a_client_that_stops_reading_is_disconnected_after_the_write_stall_limit() {
+        for request in [GET, GET_HTTP_1_0] {
+            let mut client = asked_for(FLOOD, request).await;
+            tokio::time::sleep(CLIENT_WRITE_STALL + Duration::from_secs(1)).await;
+            // What was already on its way still arrives, then the connection
+            // ends; without the limit the whole response would follow.
+            let mut received = 0;
+            let mut buf = vec![0; 1 << 16];
+            let ended = tokio::time::timeout(Duration::from_secs(10), async {
+                while let Ok(n @ 1..) = client.read(&mut buf).await {
+                    received += n;
+                }
+            })
+            .await;
+            assert!(ended.is_ok(), "the server left the connection open");
+            assert!(received < FLOOD, "not cut short: {received} bytes came");
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_client_that_reads_slowly_gets_its_whole_response() {
+        const SIZE: usize = 32 << 20;
+        let started = tokio::time::Instant::now();
+        let client = asked_for(SIZE, GET).await;
+        let mut received = Vec::new();
+        let mut buf = vec![0; 1 << 16];
+        let mut head_len = None;
+        for _ in 0..10_000 {
+            // Half the limit between reads, each taking all that has come:
+            // the server waits long and often, never a whole minute.
+            tokio::time::sleep(CLIENT_WRITE_STALL / 2).await;
+            loop {
+                match client.try_read(&mut buf) {
+                    Ok(0) => panic!("cut off after {} bytes", received.len()),
+                    Ok(n) => received.extend_from_slice(&buf[..n]),
+                    Err(err) if err.kind() == io::ErrorKind::WouldBlock => break,
+                    Err(err) => panic!("cut off after {} bytes: {err}", received.len()),
+                }
+            }
+            head_len = head_len.or_else(|| {
+                let end = received.windows(4).position(|w| w == b"\r\n\r\n")?;
+                Some(end + 4)
+            });
+            if head_len.is_some_and(|head_len| received.len() >= head_len + SIZE) {
+                break;
+            }
+        }
+        let head_len = head_len.expect("a response head");
+        assert_eq!(received.len() - head_len, SIZE);
+        assert!(received.starts_with(b"HTTP/1.1 200 OK\r\n"));
+        assert!(
+            started.elapsed() > 2 * CLIENT_WRITE_STALL,
+            "the response took longer than the limit in all: {:?}",
+            started.elapsed()
         );
     }
 }

@@ -32,6 +32,9 @@ mod http1;
 
 /// How long a client may take to send a request head (slowloris guard).
 const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long a client may take nothing of its response before its
+/// connection is closed (nginx's `send_timeout` default).
+const CLIENT_WRITE_STALL: Duration = Duration::from_secs(60);
 /// How long in-flight requests may run after shutdown begins.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
 /// Pause after a failed accept (e.g. out of file descriptors) so the loop does not spin.

@@ -19,7 +19,6 @@
 //! for ever.
 
 use std::collections::VecDeque;
-use std::future::Future;
 use std::io;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -37,12 +36,12 @@ use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::connect::{Connection, HttpConnector};
 use hyper_util::rt::{TokioExecutor, TokioTimer};
 use thread_local::ThreadLocal;
-use tokio::time::Sleep;
 use tower_service::Service;
 
 use super::http1;
 use super::{BoxError, ProxyBody, timed_out};
 use crate::headers::NOT_FORWARDED;
+use crate::stall::Stall;
 
 /// How often idle connections past their timeout are closed.
 const REAP_EVERY: Duration = Duration::from_secs(1);
@@ -225,11 +224,7 @@ impl Pool {
     fn body(&self, kind: Kind) -> UpstreamBody {
         UpstreamBody {
             kind,
-            stall: Stall {
-                limit: self.body_stall_limit,
-                timer: None,
-                waiting: false,
-            },
+            stall: Stall::new(self.body_stall_limit),
         }
     }
 
@@ -367,33 +362,6 @@ pub struct UpstreamBody {
     stall: Stall,
 }
 
-/// The limit on an upstream going silent in the middle of a body.
-struct Stall {
-    limit: Duration,
-    /// Made the first time a read has to wait: most bodies come whole with
-    /// their head and never need one.
-    timer: Option<Pin<Box<Sleep>>>,
-    /// Whether `timer` is set for the wait in progress.
-    waiting: bool,
-}
-
-impl Stall {
-    /// Called when the body could not go on: Ready once the upstream has
-    /// sent nothing for the limit.
-    fn poll_expired(&mut self, cx: &mut Context<'_>) -> Poll<()> {
-        let limit = self.limit;
-        let timer = self
-            .timer
-            .get_or_insert_with(|| Box::pin(tokio::time::sleep(limit)));
-        if !self.waiting {
-            // A new wait: the clock is read once for it, not on every poll.
-            timer.as_mut().reset(tokio::time::Instant::now() + limit);
-            self.waiting = true;
-        }
-        timer.as_mut().poll(cx)
-    }
-}
-
 enum Kind {
     /// Reads its connection itself, and hands it back to `pool`.
     Http1 {
@@ -422,13 +390,13 @@ impl Body for UpstreamBody {
             Kind::Http2(body) => Pin::new(body).poll_frame(cx).map_err(Into::into),
         };
         if polled.is_ready() {
-            self.stall.waiting = false;
+            self.stall.progressed();
             return polled;
         }
         ready!(self.stall.poll_expired(cx));
         // The connection is not given back (the body did not end): it is
         // closed with this body, and the client's response is cut short.
-        let limit = self.stall.limit;
+        let limit = self.stall.limit();
         Poll::Ready(Some(Err(io::Error::new(
             io::ErrorKind::TimedOut,
             format!("the upstream sent nothing for {limit:?} in the middle of a body"),
