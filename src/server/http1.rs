@@ -647,6 +647,8 @@ impl AsyncWrite for ClientStream {
 
 #[cfg(test)]
 mod tests {
+    use std::time::Duration;
+
     use super::*;
 
     fn parse(raw: &[u8]) -> (Parsed, Vec<(HeaderName, Range<usize>)>) {
@@ -790,8 +792,6 @@ mod tests {
             "the mutations still leave valid heads: {taken}"
         );
     }
-
-    use std::time::Duration;
 
     /// Answers every request with `size` bytes.
     struct Sized {

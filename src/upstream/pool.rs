@@ -359,6 +359,7 @@ impl Pool {
 /// back to the pool once the body has been read to the end.
 pub struct UpstreamBody {
     kind: Kind,
+    /// The limit on the upstream going silent in the middle of the body.
     stall: Stall,
 }
 
