@@ -100,12 +100,11 @@ pub(super) async fn serve<H: Handler>(
                 return;
             }
             Next::HandOver => {
-                let Connection { stream, buffer, .. } = connection;
-                let io = Rewind {
-                    read: buffer.freeze(),
-                    stream,
-                };
-                shared.serve_with_hyper(io, stop).await;
+                let Connection {
+                    mut stream, buffer, ..
+                } = connection;
+                stream.unread = buffer.freeze();
+                shared.serve_with_hyper(stream, stop).await;
                 return;
             }
             Next::Closed => return,
@@ -196,7 +195,7 @@ impl Connection {
     async fn read_request<S: Future>(&mut self, stopping: &mut Stopping<'_, S>) -> Next {
         if self.buffer.is_empty() {
             self.buffer.reserve(READ_CHUNK);
-            let mut read = pin!(self.stream.read_buf(&mut self.buffer));
+            let mut read = pin!(self.stream.socket().read_buf(&mut self.buffer));
             let read = poll_fn(|cx| match read.as_mut().poll(cx) {
                 Poll::Ready(read) => Poll::Ready(Some(read)),
                 Poll::Pending => stopping.poll(cx).map(|()| None),
@@ -242,7 +241,7 @@ impl Connection {
 
     async fn read_more(&mut self, at_least: usize) -> bool {
         self.buffer.reserve(at_least);
-        matches!(self.stream.read_buf(&mut self.buffer).await, Ok(n) if n > 0)
+        matches!(self.stream.socket().read_buf(&mut self.buffer).await, Ok(n) if n > 0)
     }
 
     /// Takes the first `total` bytes of the buffer as the request `head`
@@ -511,64 +510,17 @@ fn write_date(out: &mut Vec<u8>) {
     });
 }
 
-/// A client connection handed to hyper: the bytes already read come first.
-struct Rewind {
-    read: Bytes,
-    stream: ClientStream,
-}
-
-impl AsyncRead for Rewind {
-    fn poll_read(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<io::Result<()>> {
-        if self.read.is_empty() {
-            return Pin::new(&mut self.stream).poll_read(cx, buf);
-        }
-        let n = self.read.len().min(buf.remaining());
-        buf.put_slice(&self.read[..n]);
-        self.read.advance(n);
-        Poll::Ready(Ok(()))
-    }
-}
-
-impl AsyncWrite for Rewind {
-    fn poll_write(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.stream).poll_write(cx, buf)
-    }
-
-    fn poll_write_vectored(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        bufs: &[io::IoSlice<'_>],
-    ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.stream).poll_write_vectored(cx, bufs)
-    }
-
-    fn is_write_vectored(&self) -> bool {
-        self.stream.is_write_vectored()
-    }
-
-    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.stream).poll_flush(cx)
-    }
-
-    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.stream).poll_shutdown(cx)
-    }
-}
-
-/// A client connection whose writes give up once the client has taken
-/// nothing for [`CLIENT_WRITE_STALL`]: a client that stops reading would
-/// otherwise hold its connection, the response and the upstream connection
-/// behind it for ever. No timer is made until a write has to wait.
+/// A client connection as both this loop and hyper read and write it.
+///
+/// Its writes give up once the client has taken nothing for
+/// [`CLIENT_WRITE_STALL`]: a client that stops reading would otherwise hold
+/// its connection, the response and the upstream connection behind it for
+/// ever. No timer is made until a write has to wait.
 struct ClientStream {
     stream: TcpStream,
+    /// Bytes this loop read and did not use, read again first: the start
+    /// of a connection handed to hyper.
+    unread: Bytes,
     write_stall: Stall,
 }
 
@@ -576,8 +528,15 @@ impl ClientStream {
     fn new(stream: TcpStream) -> Self {
         ClientStream {
             stream,
+            unread: Bytes::new(),
             write_stall: Stall::new(CLIENT_WRITE_STALL),
         }
+    }
+
+    /// The socket, for this loop's reads: nothing is unread until the loop
+    /// hands the connection over, and reads have no stall limit to keep.
+    fn socket(&mut self) -> &mut TcpStream {
+        &mut self.stream
     }
 
     /// What a polled write comes to: one that went on (or failed) as it
@@ -609,7 +568,13 @@ impl AsyncRead for ClientStream {
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.stream).poll_read(cx, buf)
+        if self.unread.is_empty() {
+            return Pin::new(&mut self.stream).poll_read(cx, buf);
+        }
+        let n = self.unread.len().min(buf.remaining());
+        buf.put_slice(&self.unread[..n]);
+        self.unread.advance(n);
+        Poll::Ready(Ok(()))
     }
 }
 
