@@ -53,6 +53,11 @@ const MAX_HEADERS: usize = 64;
 /// Largest request body taken here (read whole before the handler runs);
 /// larger ones stream through hyper.
 pub(super) const MAX_BODY: usize = 64 * 1024;
+/// The most fields a response's emptied header map may have room for to
+/// be kept for the next request (the upstream client fills a request's map
+/// with the response): room for a usual request or Graph answer, not a
+/// connection's largest.
+const SPARE_HEADERS: usize = 24;
 /// How much the read buffer grows by when it is full.
 const READ_CHUNK: usize = 8 * 1024;
 /// Response data up to this size is copied behind the head (or the chunk
@@ -80,6 +85,7 @@ pub(super) async fn serve<H: Handler>(
         stream: ClientStream::new(stream),
         buffer: BytesMut::with_capacity(READ_CHUNK),
         header_ranges: Vec::new(),
+        spare_headers: HeaderMap::new(),
         out: Vec::new(),
     };
     loop {
@@ -181,6 +187,10 @@ struct Connection {
     /// The header fields of the head being read: names, and where their
     /// values are in `buffer`. Kept to reuse its allocation.
     header_ranges: Vec<(HeaderName, Range<usize>)>,
+    /// The last response's header map, emptied, for the next request: with
+    /// the upstream client filling each request's map with its response,
+    /// a request and its response allocate no map at all.
+    spare_headers: HeaderMap,
     /// The response being written. Kept to reuse its allocation.
     out: Vec<u8>,
 }
@@ -256,7 +266,8 @@ impl Connection {
         let Ok(uri) = Uri::from_maybe_shared(message.slice(head.target)) else {
             return Next::BadRequest;
         };
-        let mut headers = HeaderMap::with_capacity(self.header_ranges.len());
+        let mut headers = std::mem::take(&mut self.spare_headers);
+        headers.reserve(self.header_ranges.len());
         for (name, value) in self.header_ranges.drain(..) {
             match HeaderValue::from_maybe_shared(message.slice(value)) {
                 Ok(value) => headers.append(name, value),
@@ -280,7 +291,7 @@ impl Connection {
         response: Response<ProxyBody>,
         mut keep_alive: bool,
     ) -> io::Result<bool> {
-        let (parts, mut body) = response.into_parts();
+        let (mut parts, mut body) = response.into_parts();
         let out = &mut self.out;
         out.clear();
         out.extend_from_slice(b"HTTP/1.1 ");
@@ -326,6 +337,10 @@ impl Connection {
             out.extend_from_slice(b"connection: close\r\n");
         }
         out.extend_from_slice(b"\r\n");
+        parts.headers.clear();
+        if parts.headers.capacity() <= SPARE_HEADERS {
+            self.spare_headers = parts.headers;
+        }
         if matches!(framing, Framing::None) {
             self.stream.write_all(&self.out).await?;
             return Ok(keep_alive);
@@ -788,6 +803,75 @@ mod tests {
     const GET: &[u8] = b"GET / HTTP/1.1\r\nhost: sendgate.test\r\n\r\n";
     /// Served by hyper, which writes through the same stream.
     const GET_HTTP_1_0: &[u8] = b"GET / HTTP/1.0\r\nhost: sendgate.test\r\n\r\n";
+
+    /// Answers with the names of the request's fields, and a field of its own.
+    struct Names;
+
+    impl Handler for Names {
+        fn call(
+            &self,
+            request: Request<ProxyBody>,
+        ) -> impl Future<Output = Response<ProxyBody>> + Send + '_ {
+            let names: Vec<&str> = request.headers().keys().map(|name| name.as_str()).collect();
+            let mut response = Response::new(full_body(names.join(",")));
+            response
+                .headers_mut()
+                .insert("x-answer", HeaderValue::from_static("1"));
+            std::future::ready(response)
+        }
+    }
+
+    /// The bodies of the first two responses in `received`, once both are
+    /// whole (each has a `content-length`).
+    fn two_bodies(received: &[u8]) -> Option<[String; 2]> {
+        let text = String::from_utf8_lossy(received);
+        let mut rest = text.as_ref();
+        let mut bodies = Vec::new();
+        while bodies.len() < 2 {
+            let (head, after) = rest.split_once("\r\n\r\n")?;
+            let length: usize = head
+                .lines()
+                .find_map(|line| line.strip_prefix("content-length: "))?
+                .parse()
+                .ok()?;
+            bodies.push(after.get(..length)?.to_owned());
+            rest = &after[length..];
+        }
+        bodies.try_into().ok()
+    }
+
+    #[tokio::test]
+    async fn a_request_has_only_its_own_fields() {
+        // Each request's map is the last response's, emptied.
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let address = listener.local_addr().unwrap();
+        tokio::spawn(super::super::serve(
+            listener,
+            Arc::new(Names),
+            std::future::pending(),
+        ));
+        let mut client = TcpStream::connect(address).await.unwrap();
+        for request in [
+            "GET /1 HTTP/1.1\r\nhost: a\r\nx-first: 1\r\n\r\n",
+            "GET /2 HTTP/1.1\r\nhost: a\r\n\r\n",
+        ] {
+            client.write_all(request.as_bytes()).await.unwrap();
+        }
+        let mut received = Vec::new();
+        let mut buf = [0; 4096];
+        let bodies = loop {
+            if let Some(bodies) = two_bodies(&received) {
+                break bodies;
+            }
+            let n = tokio::time::timeout(Duration::from_secs(5), client.read(&mut buf))
+                .await
+                .expect("both answers in time")
+                .unwrap();
+            assert!(n > 0, "closed after {}", String::from_utf8_lossy(&received));
+            received.extend_from_slice(&buf[..n]);
+        };
+        assert_eq!(bodies, ["host,x-first", "host"]);
+    }
 
     /// Far more than the sockets between server and client can hold.
     const FLOOD: usize = 64 << 20;

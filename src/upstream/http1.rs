@@ -283,7 +283,7 @@ impl Connection {
         request: Request<ProxyBody>,
         host: &HeaderValue,
     ) -> Result<Response<Body>, Failure> {
-        let (parts, mut body) = request.into_parts();
+        let (mut parts, mut body) = request.into_parts();
         let (mut outgoing, announce) = Outgoing::of(&parts.method, &parts.headers, &body);
         let mut ended = body.is_end_stream();
         // A body held in memory has its first frame ready at once: taken
@@ -351,18 +351,22 @@ impl Connection {
                 .map_err(Failure::Failed)?;
         }
 
-        let head = self.read_head().await.map_err(Failure::Failed)?;
+        let request_closes = parts
+            .headers
+            .get_all(CONNECTION)
+            .iter()
+            .any(|value| connection_closes(value.as_bytes()));
+        // The request's map is done with: the response's fields go into it.
+        let head = self
+            .read_head(&mut parts.headers)
+            .await
+            .map_err(Failure::Failed)?;
         let (state, framing_reusable) =
             response_framing(&parts.method, &head).map_err(Failure::Failed)?;
         let persistent = match head.version {
             Version::HTTP_11 => !head.hop.close,
             _ => head.hop.keep_alive,
         };
-        let request_closes = parts
-            .headers
-            .get_all(CONNECTION)
-            .iter()
-            .any(|value| connection_closes(value.as_bytes()));
         let reusable = framing_reusable && persistent && !request_closes;
         let mut response = Response::new(());
         *response.status_mut() = head.status;
@@ -436,10 +440,11 @@ impl Connection {
             .map_err(|failed| Error::Io(failed.error))
     }
 
-    /// Reads until a final (not 1xx) response head is in, and parses it.
-    async fn read_head(&mut self) -> Result<Head, Error> {
+    /// Reads until a final (not 1xx) response head is in, and parses it;
+    /// its fields go into `spare`'s allocation.
+    async fn read_head(&mut self, spare: &mut HeaderMap) -> Result<Head, Error> {
         loop {
-            if let Some(head) = parse_head(&mut self.buf)? {
+            if let Some(head) = parse_head(&mut self.buf, spare)? {
                 return Ok(head);
             }
             if self.buf.len() >= MAX_HEAD {
@@ -775,14 +780,16 @@ struct Span {
 
 /// Takes a final response head off the front of `buf` if one is complete;
 /// interim (1xx) heads before it are skipped. The header values share the
-/// head's bytes instead of being copied.
-fn parse_head(buf: &mut BytesMut) -> Result<Option<Head>, Error> {
+/// head's bytes instead of being copied, and the fields go into the map
+/// taken from `spare`, emptied: the request's, whose allocation would
+/// otherwise be freed as this one is made.
+fn parse_head(buf: &mut BytesMut, spare: &mut HeaderMap) -> Result<Option<Head>, Error> {
     // Room for a field is 64 bytes zeroed per response (its httparse slot
     // and its span): a table for a hundred cost more than parsing a Graph
     // answer's half dozen. So a small table first, and the full one only
     // for a head that overflows it (1xx heads already read stay read).
-    let parsed = match parse_head_within::<FEW_HEADERS>(buf) {
-        Err(Overflow::TooManyFields) => parse_head_within::<MAX_HEADERS>(buf),
+    let parsed = match parse_head_within::<FEW_HEADERS>(buf, spare) {
+        Err(Overflow::TooManyFields) => parse_head_within::<MAX_HEADERS>(buf, spare),
         parsed => parsed,
     };
     parsed.map_err(|overflow| match overflow {
@@ -805,7 +812,10 @@ impl From<Error> for Overflow {
 }
 
 /// [`parse_head`] with room for `N` header fields.
-fn parse_head_within<const N: usize>(buf: &mut BytesMut) -> Result<Option<Head>, Overflow> {
+fn parse_head_within<const N: usize>(
+    buf: &mut BytesMut,
+    spare: &mut HeaderMap,
+) -> Result<Option<Head>, Overflow> {
     loop {
         let mut slots = [httparse::EMPTY_HEADER; N];
         let mut response = httparse::Response::new(&mut slots);
@@ -851,7 +861,9 @@ fn parse_head_within<const N: usize>(buf: &mut BytesMut) -> Result<Option<Head>,
             };
         }
         let head = buf.split_to(len).freeze();
-        let mut headers = HeaderMap::with_capacity(count + ROOM_TO_ADD);
+        let mut headers = std::mem::take(spare);
+        headers.clear();
+        headers.reserve(count + ROOM_TO_ADD);
         let mut hop = HopFields::default();
         for span in &spans[..count] {
             let name = field_name(&head[span.name.0..span.name.1])
@@ -1546,7 +1558,7 @@ pub(super) mod tests {
             60,
             MAX_HEADERS,
         ] {
-            let head = parse_head(&mut head_with(fields))
+            let head = parse_head(&mut head_with(fields), &mut HeaderMap::new())
                 .unwrap_or_else(|_| panic!("{fields} fields"))
                 .expect("a whole head");
             assert_eq!(head.headers.len(), fields);
@@ -1554,7 +1566,7 @@ pub(super) mod tests {
             assert_eq!(head.headers[last.as_str()], format!("value {}", fields - 1));
         }
         assert!(matches!(
-            parse_head(&mut head_with(MAX_HEADERS + 1)),
+            parse_head(&mut head_with(MAX_HEADERS + 1), &mut HeaderMap::new()),
             Err(Error::Invalid("more than 100 header fields"))
         ));
     }
@@ -1654,6 +1666,27 @@ pub(super) mod tests {
             assert!(matches!(read_all(&mut body).await, Err(Error::Closed(_))));
             assert!(body.take_reusable().is_none());
         }
+    }
+
+    #[tokio::test]
+    async fn a_response_has_only_its_own_fields() {
+        // The response's fields go into the request's emptied map.
+        let upstream = Upstream::start(vec![answer(
+            "HTTP/1.1 200 OK\r\nx-answer: 1\r\ncontent-length: 2\r\n\r\nok",
+        )])
+        .await;
+        let request = Request::get("/")
+            .header("x-asked", "1")
+            .header("authorization", "Bearer secret")
+            .body(full_body(Bytes::new()))
+            .unwrap();
+        let response = send(upstream.connect().await, request).await;
+        let names: Vec<&str> = response
+            .headers()
+            .keys()
+            .map(|name| name.as_str())
+            .collect();
+        assert_eq!(names, ["x-answer", "content-length"]);
     }
 
     #[tokio::test]
