@@ -337,8 +337,8 @@ impl Connection {
             out.extend_from_slice(b"connection: close\r\n");
         }
         out.extend_from_slice(b"\r\n");
-        parts.headers.clear();
         if parts.headers.capacity() <= SPARE_HEADERS {
+            parts.headers.clear();
             self.spare_headers = parts.headers;
         }
         if matches!(framing, Framing::None) {
