@@ -343,10 +343,15 @@ mod tests {
 
     #[test]
     fn request_ids_read_as_prefix_dash_hex() {
-        for n in [0, 1, 15, 16, 0xabc, u64::MAX] {
+        for (n, id) in [
+            (0, "sg6a1f0c2d-0"),
+            (15, "sg6a1f0c2d-f"),
+            (16, "sg6a1f0c2d-10"),
+            (0xabc, "sg6a1f0c2d-abc"),
+            (u64::MAX, "sg6a1f0c2d-ffffffffffffffff"),
+        ] {
             let prefix = "sg6a1f0c2d";
-            let id = RequestId { prefix, n };
-            assert_eq!(id.to_string(), format!("{prefix}-{n:x}"));
+            assert_eq!(RequestId { prefix, n }.to_string(), id);
         }
     }
 }

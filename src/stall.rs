@@ -3,8 +3,9 @@
 //! stops sending its body and a client that stops reading its response.
 
 use std::future::Future;
+use std::io;
 use std::pin::Pin;
-use std::task::{Context, Poll};
+use std::task::{Context, Poll, ready};
 use std::time::Duration;
 
 use tokio::time::Sleep;
@@ -28,18 +29,33 @@ impl Stall {
         }
     }
 
-    pub(crate) fn limit(&self) -> Duration {
-        self.limit
+    /// What a polled transfer comes to: as it is if it went on (or ended
+    /// or failed); Pending while it waits within the limit; once it has
+    /// waited the limit, a `TimedOut` error ("`what` for <limit>"), made
+    /// into the transfer's own result by `fail`.
+    pub(crate) fn check<T>(
+        &mut self,
+        cx: &mut Context<'_>,
+        polled: Poll<T>,
+        what: &str,
+        fail: impl FnOnce(io::Error) -> T,
+    ) -> Poll<T> {
+        if polled.is_ready() {
+            // The next wait is a new one.
+            self.waiting = false;
+            return polled;
+        }
+        ready!(self.poll_expired(cx));
+        let limit = self.limit;
+        Poll::Ready(fail(io::Error::new(
+            io::ErrorKind::TimedOut,
+            format!("{what} for {limit:?}"),
+        )))
     }
 
-    /// The transfer went on: its next wait is a new one.
-    pub(crate) fn progressed(&mut self) {
-        self.waiting = false;
-    }
-
-    /// Called when the transfer could not go on: Ready once it has not for
-    /// the limit.
-    pub(crate) fn poll_expired(&mut self, cx: &mut Context<'_>) -> Poll<()> {
+    /// Ready once the wait in progress (or starting now) has lasted the
+    /// limit.
+    fn poll_expired(&mut self, cx: &mut Context<'_>) -> Poll<()> {
         let limit = self.limit;
         let timer = self
             .timer

@@ -25,7 +25,7 @@ use std::mem::MaybeUninit;
 use std::ops::Range;
 use std::pin::{Pin, pin};
 use std::sync::Arc;
-use std::task::{Context, Poll, ready};
+use std::task::{Context, Poll};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use bytes::{Buf, Bytes, BytesMut};
@@ -562,18 +562,8 @@ impl ClientStream {
         cx: &mut Context<'_>,
         polled: Poll<io::Result<usize>>,
     ) -> Poll<io::Result<usize>> {
-        if polled.is_ready() {
-            self.write_stall.progressed();
-            return polled;
-        }
-        ready!(self.write_stall.poll_expired(cx));
-        Poll::Ready(Err(io::Error::new(
-            io::ErrorKind::TimedOut,
-            format!(
-                "the client took nothing of its response for {:?}",
-                self.write_stall.limit()
-            ),
-        )))
+        self.write_stall
+            .check(cx, polled, "the client took nothing of its response", Err)
     }
 }
 

@@ -31,9 +31,10 @@ use http_body::{Body as _, Frame, SizeHint};
 use http_body_util::BodyExt;
 use hyper_rustls::MaybeHttpsStream;
 use hyper_util::rt::TokioIo;
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt, ReadBuf};
 use tokio::net::TcpStream;
 use tokio::time::{Instant, Sleep};
+use tokio_util::either::Either;
 
 use super::{BoxError, ProxyBody, timed_out};
 use crate::headers::{
@@ -60,75 +61,11 @@ const INITIAL_BUFFER: usize = 8 << 10;
 /// A read is made with at least this much room.
 const READ_SIZE: usize = 16 << 10;
 
-/// A connection's byte stream, seen through tokio's IO traits.
-// Kept boxed by its connection, so the TLS variant's size costs nothing.
-#[allow(clippy::large_enum_variant)]
-enum Io {
-    /// Plain TCP, read and written directly. Through the connector's
-    /// `MaybeHttpsStream` every call crossed two adapters (tokio's traits
-    /// to hyper's and back), about 240 instructions a read.
-    Plain(TcpStream),
-    /// TLS, as the connector hands it over.
-    Tls(TokioIo<MaybeHttpsStream<TokioIo<TcpStream>>>),
-}
-
-impl AsyncRead for Io {
-    fn poll_read(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<io::Result<()>> {
-        match self.get_mut() {
-            Io::Plain(tcp) => Pin::new(tcp).poll_read(cx, buf),
-            Io::Tls(tls) => Pin::new(tls).poll_read(cx, buf),
-        }
-    }
-}
-
-impl AsyncWrite for Io {
-    fn poll_write(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<io::Result<usize>> {
-        match self.get_mut() {
-            Io::Plain(tcp) => Pin::new(tcp).poll_write(cx, buf),
-            Io::Tls(tls) => Pin::new(tls).poll_write(cx, buf),
-        }
-    }
-
-    fn poll_write_vectored(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        bufs: &[IoSlice<'_>],
-    ) -> Poll<io::Result<usize>> {
-        match self.get_mut() {
-            Io::Plain(tcp) => Pin::new(tcp).poll_write_vectored(cx, bufs),
-            Io::Tls(tls) => Pin::new(tls).poll_write_vectored(cx, bufs),
-        }
-    }
-
-    fn is_write_vectored(&self) -> bool {
-        match self {
-            Io::Plain(tcp) => tcp.is_write_vectored(),
-            Io::Tls(tls) => tls.is_write_vectored(),
-        }
-    }
-
-    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        match self.get_mut() {
-            Io::Plain(tcp) => Pin::new(tcp).poll_flush(cx),
-            Io::Tls(tls) => Pin::new(tls).poll_flush(cx),
-        }
-    }
-
-    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        match self.get_mut() {
-            Io::Plain(tcp) => Pin::new(tcp).poll_shutdown(cx),
-            Io::Tls(tls) => Pin::new(tls).poll_shutdown(cx),
-        }
-    }
-}
+/// A connection's byte stream: plain TCP read and written directly, or
+/// TLS as the connector hands it over. (Through the connector's
+/// `MaybeHttpsStream` a plain stream crossed two adapters, tokio's traits
+/// to hyper's and back, on every call: about 240 instructions a read.)
+type Io = Either<TcpStream, TokioIo<MaybeHttpsStream<TokioIo<TcpStream>>>>;
 
 /// One HTTP/1.1 connection to the upstream, idle between requests.
 pub(super) struct Connection {
@@ -221,8 +158,8 @@ impl Connection {
     /// HTTP/2 on).
     pub(super) fn new(io: MaybeHttpsStream<TokioIo<TcpStream>>) -> Self {
         let io = match io {
-            MaybeHttpsStream::Http(tcp) => Io::Plain(tcp.into_inner()),
-            tls => Io::Tls(TokioIo::new(tls)),
+            MaybeHttpsStream::Http(tcp) => Either::Left(tcp.into_inner()),
+            tls => Either::Right(TokioIo::new(tls)),
         };
         Connection {
             io: Box::new(io),

@@ -19,11 +19,10 @@
 //! for ever.
 
 use std::collections::VecDeque;
-use std::io;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError, Weak};
-use std::task::{Context, Poll, ready};
+use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -390,19 +389,15 @@ impl Body for UpstreamBody {
             }
             Kind::Http2(body) => Pin::new(body).poll_frame(cx).map_err(Into::into),
         };
-        if polled.is_ready() {
-            self.stall.progressed();
-            return polled;
-        }
-        ready!(self.stall.poll_expired(cx));
-        // The connection is not given back (the body did not end): it is
-        // closed with this body, and the client's response is cut short.
-        let limit = self.stall.limit();
-        Poll::Ready(Some(Err(io::Error::new(
-            io::ErrorKind::TimedOut,
-            format!("the upstream sent nothing for {limit:?} in the middle of a body"),
+        // On a stall the connection is not given back (the body did not
+        // end): it is closed with this body, and the client's response is
+        // cut short.
+        self.stall.check(
+            cx,
+            polled,
+            "the upstream sent nothing in the middle of a body",
+            |stalled| Some(Err(stalled.into())),
         )
-        .into())))
     }
 
     fn is_end_stream(&self) -> bool {
@@ -442,6 +437,8 @@ impl Drop for UpstreamBody {
 
 #[cfg(test)]
 mod tests {
+    use std::io;
+
     use http_body_util::BodyExt;
     use hyper_rustls::HttpsConnectorBuilder;
 
