@@ -21,6 +21,7 @@
 use std::fmt;
 use std::future::poll_fn;
 use std::io::{self, IoSlice};
+use std::mem::MaybeUninit;
 use std::pin::{Pin, pin};
 use std::task::{Context, Poll, Waker, ready};
 
@@ -721,9 +722,9 @@ struct Span {
 /// taken from `spare`, emptied: the request's, whose allocation would
 /// otherwise be freed as this one is made.
 fn parse_head(buf: &mut BytesMut, spare: &mut HeaderMap) -> Result<Option<Head>, Error> {
-    // Room for a field is 64 bytes zeroed per response (its httparse slot
-    // and its span): a table for a hundred cost more than parsing a Graph
-    // answer's half dozen. So a small table first, and the full one only
+    // Room for a field is 32 bytes zeroed per response (its span; the
+    // httparse slot is left uninitialised): a table for a hundred costs
+    // more than parsing a Graph answer's half dozen. So a small table first, and the full one only
     // for a head that overflows it (1xx heads already read stay read).
     let parsed = match parse_head_within::<FEW_HEADERS>(buf, spare) {
         Err(Overflow::TooManyFields) => parse_head_within::<MAX_HEADERS>(buf, spare),
@@ -754,9 +755,18 @@ fn parse_head_within<const N: usize>(
     spare: &mut HeaderMap,
 ) -> Result<Option<Head>, Overflow> {
     loop {
-        let mut slots = [httparse::EMPTY_HEADER; N];
-        let mut response = httparse::Response::new(&mut slots);
-        let len = match response.parse(buf) {
+        if buf.is_empty() {
+            // The usual case before the first read: nothing to parse yet.
+            return Ok(None);
+        }
+        let mut slots = [const { MaybeUninit::<httparse::Header<'_>>::uninit() }; N];
+        let mut response = httparse::Response::new(&mut []);
+        let parsed = httparse::ParserConfig::default().parse_response_with_uninit_headers(
+            &mut response,
+            buf,
+            &mut slots,
+        );
+        let len = match parsed {
             Ok(httparse::Status::Complete(len)) => len,
             Ok(httparse::Status::Partial) => return Ok(None),
             Err(httparse::Error::TooManyHeaders) => return Err(Overflow::TooManyFields),
