@@ -450,11 +450,12 @@ impl Limits {
         meta_code: Option<u32>,
         success: bool,
     ) {
-        let now = Instant::now();
+        // Only the two backoff answers read the clock: every successful
+        // send comes through here.
         match meta_code {
             Some(130429) => {
                 let backoff = Backoff {
-                    until: now + self.number_backoff,
+                    until: Instant::now() + self.number_backoff,
                     strikes: 1,
                 };
                 self.backoffs
@@ -471,7 +472,7 @@ impl Limits {
                 self.backoffs.pairs.insert(
                     key,
                     Backoff {
-                        until: now + wait,
+                        until: Instant::now() + wait,
                         strikes,
                     },
                 );

@@ -11,7 +11,7 @@ use std::fmt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use arc_swap::ArcSwap;
 use http::{Request, Response};
@@ -214,8 +214,10 @@ impl App {
         &self,
         request: Request<ProxyBody>,
     ) -> Result<Response<UpstreamBody>, crate::upstream::UpstreamError> {
-        let started = Instant::now();
-        let result = self.upstream.send(request).await;
+        // One reading of the clock both times the request and starts its
+        // timeout.
+        let started = tokio::time::Instant::now();
+        let result = self.upstream.send(request, started).await;
         self.metrics
             .upstream_latency
             .observe(started.elapsed().as_secs_f64());

@@ -127,7 +127,7 @@ impl TemplateCategories {
         }
         let response = self
             .upstream
-            .send(request)
+            .send(request, tokio::time::Instant::now())
             .await
             .map_err(|err| format!("{err:?}"))?;
         let status = response.status();

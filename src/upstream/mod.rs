@@ -164,13 +164,15 @@ impl Upstream {
     }
 
     /// Sends a request to the upstream, keeping its path and query, and
-    /// returns the response head with a streaming body.
+    /// returns the response head with a streaming body. The request timeout
+    /// counts from `started`, the caller's own reading of the clock.
     pub async fn send(
         &self,
         mut request: Request<ProxyBody>,
+        started: tokio::time::Instant,
     ) -> Result<Response<UpstreamBody>, UpstreamError> {
         headers::strip_hop_by_hop(request.headers_mut());
-        let deadline = tokio::time::Instant::now() + self.request_timeout;
+        let deadline = started + self.request_timeout;
         let error = match self.pool.send(request, deadline).await {
             Ok(response) => return Ok(response),
             Err(err) => err,

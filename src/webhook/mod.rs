@@ -175,7 +175,11 @@ impl Relay {
                 );
             }
         };
-        let (outcome, response) = match self.downstream.send(forward).await {
+        let (outcome, response) = match self
+            .downstream
+            .send(forward, tokio::time::Instant::now())
+            .await
+        {
             Ok(response) if response.status().is_success() => {
                 (Outcome::Relayed, crate::proxy::relay(response))
             }
