@@ -70,6 +70,7 @@ def main():
         return sorted((r for r in rows if r["scenario"] == s and r["kind"] == kind), key=lambda r: r["round"])
 
     rps, cpu, cpu_lat, up_cpu, gen_cpu, lat, rate, errors, background = {}, {}, {}, {}, {}, {}, {}, {}, []
+    switches = {}
     for s in scenarios:
         w, l = runs(s, "wrk"), runs(s, "lat")
         rps[s] = [r["requests"] / r["seconds"] for r in w]
@@ -81,6 +82,8 @@ def main():
             cpu_lat[s] = [r["proxy_cpu_s"] * 1e6 / r["requests"] for r in l]
         up_cpu[s] = [r["upstream_cpu_s"] * 1e6 / r["requests"] for r in w]
         gen_cpu[s] = [r["loadgen_cpu_s"] * 1e6 / r["requests"] for r in w]
+        switches[s] = ([r["proxy_voluntary_switches"] / r["requests"] for r in w],
+                       [r["proxy_involuntary_switches"] / r["requests"] for r in w])
         rate[s] = [r["requests"] / r["seconds"] for r in l]
         lat[s] = {r["round"]: (r["p50_ms"], r["p99_ms"], r["p999_ms"]) for r in l}
         errors[s] = sum(r["status_errors"] + r["socket_errors"] for r in w + l)
@@ -145,16 +148,23 @@ def main():
     p("")
     p("Detail: absolute latency at the fixed rate (median over rounds), the CPU the proxy spent per request at "
       "that rate, the upstream's and the load generator's CPU per request in the saturation runs (should be "
-      "alike across rows), and error counts.")
+      "alike across rows), how often per request the proxy's threads were switched out in the saturation runs "
+      "(voluntary: waiting for events; involuntary: preempted), and error counts.")
     p("")
     p("| scenario | achieved rate req/s | p50 ms | p99 ms | p99.9 ms | proxy CPU µs/req at fixed rate "
-      "| upstream CPU µs/req (wrk) | wrk CPU µs/req | errors |")
-    p("|---|---:|---:|---:|---:|---:|---:|---:|---:|")
+      "| upstream CPU µs/req (wrk) | wrk CPU µs/req | proxy switches/req vol. + invol. | errors |")
+    p("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+    def switched(s):
+        if s == "direct":
+            return "n/a"
+        voluntary, involuntary = switches[s]
+        return f"{fmt(med(voluntary), 3)} + {fmt(med(involuntary), 3)}"
+
     for s in scenarios:
         pcts = [med([x[i] for x in lat[s].values()]) for i in range(3)]
         p(f"| {s} | {fmt(med(rate[s]))} | {fmt(pcts[0], 3)} | {fmt(pcts[1], 3)} | {fmt(pcts[2], 3)} | "
           f"{('upstream: ' if s == 'direct' else '') + fmt(med(cpu_lat[s]), 1)} | {fmt(med(up_cpu[s]), 1)} | "
-          f"{fmt(med(gen_cpu[s]), 1)} | {int(errors[s])} |")
+          f"{fmt(med(gen_cpu[s]), 1)} | {switched(s)} | {int(errors[s])} |")
     p("")
     print("\n".join(out))
 

@@ -284,6 +284,23 @@ ticks_of() { # pids... -> TICKS = utime+stime of all threads, in clock ticks
         TICKS=$((TICKS + ${12} + ${13}))
     done
 }
+VOL=0
+INVOL=0
+switches_of() { # pids... -> VOL, INVOL = context switches of all their threads
+    local pid status key value
+    VOL=0
+    INVOL=0
+    for pid in "$@"; do
+        for status in /proc/"$pid"/task/*/status; do
+            while read -r key value; do
+                case $key in
+                voluntary_ctxt_switches:) VOL=$((VOL + value)) ;;
+                nonvoluntary_ctxt_switches:) INVOL=$((INVOL + value)) ;;
+                esac
+            done <"$status"
+        done
+    done
+}
 BUSY=0
 machine_busy() { # BUSY = non-idle ticks of all CPUs
     local cpu user nice system idle iowait irq softirq steal rest
@@ -320,15 +337,18 @@ loadgen() { # kind(wrk|lat) scenario duration output
 }
 
 RAW=$TMP/raw.tsv
-printf 'round\tscenario\tkind\trequests\tseconds\tstatus_errors\tsocket_errors\tproxy_cpu_s\tupstream_cpu_s\tloadgen_cpu_s\tmachine_busy_s\tp50_ms\tp99_ms\tp999_ms\n' >"$RAW"
+printf 'round\tscenario\tkind\trequests\tseconds\tstatus_errors\tsocket_errors\tproxy_cpu_s\tupstream_cpu_s\tloadgen_cpu_s\tmachine_busy_s\tp50_ms\tp99_ms\tp999_ms\tproxy_voluntary_switches\tproxy_involuntary_switches\n' >"$RAW"
 
 measure() { # round kind scenario
     local r=$1 kind=$2 s=$3 out="$TMP/runs/r$1-$2-$3"
-    local p0 p1 u0 u1 b0 b1 c0 c1
+    local p0 p1 u0 u1 b0 b1 c0 c1 v0=0 v1=0 i0=0 i1=0
     define "$s"
     # warm-up: same tool, same target, not recorded
     if ((WARMUP > 0)); then loadgen "$kind" "$s" "$WARMUP" "$out.warmup" || die "$s: warm-up $kind run failed (see $out.warmup)"; fi
-    if [[ -n $PROXY ]]; then ticks_of $PROXY; p0=$TICKS; else p0=0; fi
+    if [[ -n $PROXY ]]; then
+        switches_of $PROXY; v0=$VOL; i0=$INVOL
+        ticks_of $PROXY; p0=$TICKS
+    else p0=0; fi
     ticks_of $UP_PIDS; u0=$TICKS
     machine_busy; b0=$BUSY
     times >"$out.t0"
@@ -336,12 +356,16 @@ measure() { # round kind scenario
     times >"$out.t1"
     machine_busy; b1=$BUSY
     ticks_of $UP_PIDS; u1=$TICKS
-    if [[ -n $PROXY ]]; then ticks_of $PROXY; p1=$TICKS; else p1=0; fi
+    if [[ -n $PROXY ]]; then
+        ticks_of $PROXY; p1=$TICKS
+        switches_of $PROXY; v1=$VOL; i1=$INVOL
+    else p1=0; fi
     children_seconds "$out.t0"; c0=$CHILD_S
     children_seconds "$out.t1"; c1=$CHILD_S
-    python3 - "$r" "$s" "$kind" "$out" "$LATENCY_TOOL" "$CLK_TCK" $((p1 - p0)) $((u1 - u0)) $((b1 - b0)) "$c0" "$c1" >>"$RAW" <<'PY'
+    python3 - "$r" "$s" "$kind" "$out" "$LATENCY_TOOL" "$CLK_TCK" $((p1 - p0)) $((u1 - u0)) $((b1 - b0)) "$c0" "$c1" \
+        $((v1 - v0)) $((i1 - i0)) >>"$RAW" <<'PY'
 import json, re, sys
-r, s, kind, out, tool, tck, dp, du, db, c0, c1 = sys.argv[1:]
+r, s, kind, out, tool, tck, dp, du, db, c0, c1, dv, di = sys.argv[1:]
 tck = float(tck)
 row = None
 if kind == "wrk" or tool == "wrk":
@@ -366,7 +390,7 @@ n, secs, se, ke, p50, p99, p999 = row
 print("\t".join(str(x) for x in [
     r, s, kind, n, f"{secs:.3f}", se, ke,
     f"{int(dp) / tck:.2f}", f"{int(du) / tck:.2f}", f"{float(c1) - float(c0):.3f}", f"{int(db) / tck:.2f}",
-    f"{p50:.4f}", f"{p99:.4f}", f"{p999:.4f}"]))
+    f"{p50:.4f}", f"{p99:.4f}", f"{p999:.4f}", dv, di]))
 PY
     tail -n 1 "$RAW" | awk -F'\t' -v w="$kind" '{
         if (w == "wrk") printf "  %-26s %-3s %9.0f req/s  proxy %6.1f us/req  errors %s/%s\n", $2, $3, $4 / $5, ($8 > 0 ? $8 * 1e6 / $4 : $9 * 1e6 / $4), $6, $7
