@@ -724,8 +724,9 @@ struct Span {
 fn parse_head(buf: &mut BytesMut, spare: &mut HeaderMap) -> Result<Option<Head>, Error> {
     // Room for a field is 32 bytes zeroed per response (its span; the
     // httparse slot is left uninitialised): a table for a hundred costs
-    // more than parsing a Graph answer's half dozen. So a small table first, and the full one only
-    // for a head that overflows it (1xx heads already read stay read).
+    // more than parsing a Graph answer's half dozen. So a small table
+    // first, and the full one only for a head that overflows it (1xx heads
+    // already read stay read).
     let parsed = match parse_head_within::<FEW_HEADERS>(buf, spare) {
         Err(Overflow::TooManyFields) => parse_head_within::<MAX_HEADERS>(buf, spare),
         parsed => parsed,
