@@ -777,17 +777,27 @@ mod tests {
         }
     }
 
+    /// A client connected to a server that answers with `handler`, its
+    /// `requests` sent.
+    async fn client_of(handler: impl Handler, requests: &[&[u8]]) -> TcpStream {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let address = listener.local_addr().unwrap();
+        tokio::spawn(super::super::serve(
+            listener,
+            Arc::new(handler),
+            std::future::pending(),
+        ));
+        let mut client = TcpStream::connect(address).await.unwrap();
+        for request in requests {
+            client.write_all(request).await.unwrap();
+        }
+        client
+    }
+
     /// A client connected to a server that answers with `size` bytes, its
     /// `request` sent.
     async fn asked_for(size: usize, request: &[u8]) -> TcpStream {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let address = listener.local_addr().unwrap();
-        let server =
-            super::super::serve(listener, Arc::new(Sized { size }), std::future::pending());
-        tokio::spawn(server);
-        let mut client = TcpStream::connect(address).await.unwrap();
-        client.write_all(request).await.unwrap();
-        client
+        client_of(Sized { size }, &[request]).await
     }
 
     const GET: &[u8] = b"GET / HTTP/1.1\r\nhost: sendgate.test\r\n\r\n";
@@ -833,20 +843,14 @@ mod tests {
     #[tokio::test]
     async fn a_request_has_only_its_own_fields() {
         // Each request's map is the last response's, emptied.
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let address = listener.local_addr().unwrap();
-        tokio::spawn(super::super::serve(
-            listener,
-            Arc::new(Names),
-            std::future::pending(),
-        ));
-        let mut client = TcpStream::connect(address).await.unwrap();
-        for request in [
-            "GET /1 HTTP/1.1\r\nhost: a\r\nx-first: 1\r\n\r\n",
-            "GET /2 HTTP/1.1\r\nhost: a\r\n\r\n",
-        ] {
-            client.write_all(request.as_bytes()).await.unwrap();
-        }
+        let mut client = client_of(
+            Names,
+            &[
+                b"GET /1 HTTP/1.1\r\nhost: a\r\nx-first: 1\r\n\r\n",
+                b"GET /2 HTTP/1.1\r\nhost: a\r\n\r\n",
+            ],
+        )
+        .await;
         let mut received = Vec::new();
         let mut buf = [0; 4096];
         let bodies = loop {
