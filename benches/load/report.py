@@ -13,8 +13,10 @@ def load(raw_path, meta_path):
         rows = list(csv.DictReader(f, delimiter="\t"))
     for row in rows:
         for key, value in row.items():
-            if key not in ("scenario", "kind"):
+            if key not in ("scenario", "kind", "reference_for"):
                 row[key] = float(value)
+        # Raw files from before runs were paired have no such column.
+        row["reference_for"] = row.get("reference_for") or ""
     meta = {}
     with open(meta_path) as f:
         for line in f:
@@ -57,6 +59,15 @@ def ratio(a, b):
     return f"{a / b:.2f}×"
 
 
+def paired_ratio(pairs):
+    """Median (min–max) over rounds of a scenario's figure over its paired
+    nginx run's."""
+    ratios = [a / b for a, b in pairs if b]
+    if not ratios:
+        return "n/a"
+    return f"{med(ratios):.2f}× ({min(ratios):.2f}–{max(ratios):.2f})"
+
+
 def main():
     rows, meta = load(sys.argv[1], sys.argv[2])
     nproc = int(meta["nproc"])
@@ -67,18 +78,32 @@ def main():
     scenarios.sort(key=lambda s: order.index(s) if s in order else len(order))
 
     def runs(s, kind):
+        """Every run of scenario s, nginx's reference runs for others included."""
         return sorted((r for r in rows if r["scenario"] == s and r["kind"] == kind), key=lambda r: r["round"])
+
+    def pairs(s, figure):
+        """(s's figure, its paired nginx run's figure) per round: a
+        scenario's own run is the one that is not a reference for another."""
+        own = {r["round"]: r for r in rows if r["scenario"] == s and r["kind"] == "wrk" and not r["reference_for"]}
+        refs = {r["round"]: r for r in rows if r["reference_for"] == s and r["kind"] == "wrk"}
+        return [(figure(own[k]), figure(refs[k])) for k in sorted(own) if k in refs]
+
+    def rps_of(r):
+        return r["requests"] / r["seconds"]
+
+    def cpu_of(r):
+        return r["proxy_cpu_s"] * 1e6 / r["requests"]
 
     rps, cpu, cpu_lat, up_cpu, gen_cpu, lat, rate, errors, background = {}, {}, {}, {}, {}, {}, {}, {}, []
     switches = {}
     for s in scenarios:
         w, l = runs(s, "wrk"), runs(s, "lat")
-        rps[s] = [r["requests"] / r["seconds"] for r in w]
+        rps[s] = [rps_of(r) for r in w]
         if s == "direct":
             cpu[s] = [r["upstream_cpu_s"] * 1e6 / r["requests"] for r in w]
             cpu_lat[s] = [r["upstream_cpu_s"] * 1e6 / r["requests"] for r in l]
         else:
-            cpu[s] = [r["proxy_cpu_s"] * 1e6 / r["requests"] for r in w]
+            cpu[s] = [cpu_of(r) for r in w]
             cpu_lat[s] = [r["proxy_cpu_s"] * 1e6 / r["requests"] for r in l]
         up_cpu[s] = [r["upstream_cpu_s"] * 1e6 / r["requests"] for r in w]
         gen_cpu[s] = [r["loadgen_cpu_s"] * 1e6 / r["requests"] for r in w]
@@ -115,6 +140,11 @@ def main():
     p(f"- Runs: {meta['rounds']} rounds, scenario order rotated each round; every run {meta['duration']} s after a "
       f"{meta['warmup']} s warm-up; CPU pinning: {'proxy on CPU 0, load generator and upstream on CPU 1' if meta['pin'] == '1' else 'none'}")
     p(f"- Throughput: wrk -t1 -c{meta['conns']} (saturation). Latency: {lat_how}.")
+    if any(r["reference_for"] for r in rows):
+        p("- Ratios to nginx are paired: each saturation run of a proxy is followed (odd rounds) or preceded "
+          "(even rounds) by an nginx run of the same kind of request (`nginx-get` for `sendgate-get`, `nginx` "
+          "for the rest), and a ratio is the median (min–max) over rounds of the two runs' ratio. The nginx rows "
+          "show all of nginx's runs, these included; rows without pairs are divided by the medians.")
     rps_spreads = [(spread(v), s) for s, v in rps.items() if len(v) > 1]
     p99_spreads = [(spread([x[1] for x in lat[s].values()]), s) for s in scenarios if len(lat[s]) > 1]
     if rps_spreads:
@@ -136,15 +166,22 @@ def main():
       "| added p50 ms | added p99 ms | added p99.9 ms |")
     p("|---|---:|---:|---:|---:|---:|---:|---:|")
     for s in scenarios:
+        paired = pairs(s, rps_of)
+        if paired:
+            rps_ratio = paired_ratio(paired)
+        else:
+            rps_ratio = ratio(med(rps[s]), med(rps[base])) if base else "n/a"
         if s == "direct":
             cpu_cell = "upstream only: " + cell(cpu[s], 1, pct=False)
             cpu_ratio = "n/a"
         else:
             cpu_cell = cell(cpu[s], 1, pct=False)
-            cpu_ratio = ratio(med(cpu[s]), med(cpu[base])) if base else "n/a"
+            if paired:
+                cpu_ratio = paired_ratio(pairs(s, cpu_of))
+            else:
+                cpu_ratio = ratio(med(cpu[s]), med(cpu[base])) if base else "n/a"
         adds = [cell(added(s, i), 3, pct=False) if s != "direct" else "0 (baseline)" for i in range(3)]
-        p(f"| {s} | {cell(rps[s])} | {ratio(med(rps[s]), med(rps[base])) if base else 'n/a'} | {cpu_cell} | "
-          f"{cpu_ratio} | {adds[0]} | {adds[1]} | {adds[2]} |")
+        p(f"| {s} | {cell(rps[s])} | {rps_ratio} | {cpu_cell} | {cpu_ratio} | {adds[0]} | {adds[1]} | {adds[2]} |")
     p("")
     p("Detail: absolute latency at the fixed rate (median over rounds), the CPU the proxy spent per request at "
       "that rate, the upstream's and the load generator's CPU per request in the saturation runs (should be "

@@ -15,6 +15,7 @@ RATE=${RATE:-5000}            # fixed request rate (req/s) of the latency runs
 CONNS=${CONNS:-64}            # wrk connections for the saturation runs
 LAT_CONNS=${LAT_CONNS:-50}    # oha connections for the fixed-rate latency runs
 PIN=${PIN:-0}                 # 1: proxy under test on CPU 0, load generator and upstream on CPU 1
+PAIR=${PAIR:-1}               # 1: pair each proxy's saturation run with an adjacent nginx run (ratios from pairs)
 BASE_PORT=${BASE_PORT:-18180} # upstream, nginx, sendgate, sendgate-limits, hyper-floor use BASE_PORT..BASE_PORT+4
 LATENCY_TOOL=${LATENCY_TOOL:-oha}   # oha (open loop, fixed rate) or wrk (fallback: closed loop)
 OHA_INSTALL_TIMEOUT=${OHA_INSTALL_TIMEOUT:-900}
@@ -36,6 +37,7 @@ int_in RATE "$RATE" 1 200000
 int_in CONNS "$CONNS" 1 4096
 int_in LAT_CONNS "$LAT_CONNS" 1 4096
 int_in BASE_PORT "$BASE_PORT" 1024 65000
+[[ $PAIR == 0 || $PAIR == 1 ]] || die "PAIR must be 0 or 1"
 [[ $LATENCY_TOOL == oha || $LATENCY_TOOL == wrk ]] || die "LATENCY_TOOL must be oha or wrk"
 
 UPORT=$BASE_PORT
@@ -234,12 +236,30 @@ define() {
     URL="http://127.0.0.1:$PORT$URLPATH"
 }
 
+# The nginx scenario a proxy scenario's saturation run is paired with: the
+# same kind of request through the reference proxy. None for the baselines.
+reference_of() { # scenario
+    ((PAIR == 1)) || return 0
+    case $1 in
+    direct | nginx | nginx-get) ;;
+    sendgate-get) echo nginx-get ;;
+    *) echo nginx ;;
+    esac
+}
+
 # Teach sendgate-limits the phone<->BSUID pair once (warm identity cache).
 curl -s -o /dev/null --max-time 5 -X POST -H 'Content-Type: application/json' \
     --data "$BODY_TEACH" "http://127.0.0.1:$LPORT$SEND_PATH"
 
-# Check that every scenario answers 200 and that sendgate decides as expected.
+# The scenarios asked for and the nginx ones their runs are paired with.
+PREPARE=$SCENARIOS
 for s in $SCENARIOS; do
+    ref=$(reference_of "$s")
+    if [[ -n $ref && " $PREPARE " != *" $ref "* ]]; then PREPARE="$PREPARE $ref"; fi
+done
+
+# Check that every scenario answers 200 and that sendgate decides as expected.
+for s in $PREPARE; do
     define "$s"
     args=(-s -o /dev/null -D "$TMP/check.headers" --max-time 5 -X "$METHOD")
     [[ -n $BODY ]] && args+=(-H "Content-Type: $CTYPE" --data "$BODY")
@@ -337,10 +357,10 @@ loadgen() { # kind(wrk|lat) scenario duration output
 }
 
 RAW=$TMP/raw.tsv
-printf 'round\tscenario\tkind\trequests\tseconds\tstatus_errors\tsocket_errors\tproxy_cpu_s\tupstream_cpu_s\tloadgen_cpu_s\tmachine_busy_s\tp50_ms\tp99_ms\tp999_ms\tproxy_voluntary_switches\tproxy_involuntary_switches\n' >"$RAW"
+printf 'round\tscenario\tkind\trequests\tseconds\tstatus_errors\tsocket_errors\tproxy_cpu_s\tupstream_cpu_s\tloadgen_cpu_s\tmachine_busy_s\tp50_ms\tp99_ms\tp999_ms\tproxy_voluntary_switches\tproxy_involuntary_switches\treference_for\n' >"$RAW"
 
-measure() { # round kind scenario
-    local r=$1 kind=$2 s=$3 out="$TMP/runs/r$1-$2-$3"
+measure() { # round kind scenario [scenario this run is the nginx reference for]
+    local r=$1 kind=$2 s=$3 for=${4:-} out="$TMP/runs/r$1-$2-$3${4:+-for-$4}"
     local p0 p1 u0 u1 b0 b1 c0 c1 v0=0 v1=0 i0=0 i1=0
     define "$s"
     # warm-up: same tool, same target, not recorded
@@ -363,9 +383,9 @@ measure() { # round kind scenario
     children_seconds "$out.t0"; c0=$CHILD_S
     children_seconds "$out.t1"; c1=$CHILD_S
     python3 - "$r" "$s" "$kind" "$out" "$LATENCY_TOOL" "$CLK_TCK" $((p1 - p0)) $((u1 - u0)) $((b1 - b0)) "$c0" "$c1" \
-        $((v1 - v0)) $((i1 - i0)) >>"$RAW" <<'PY'
+        $((v1 - v0)) $((i1 - i0)) "$for" >>"$RAW" <<'PY'
 import json, re, sys
-r, s, kind, out, tool, tck, dp, du, db, c0, c1, dv, di = sys.argv[1:]
+r, s, kind, out, tool, tck, dp, du, db, c0, c1, dv, di, ref_for = sys.argv[1:]
 tck = float(tck)
 row = None
 if kind == "wrk" or tool == "wrk":
@@ -390,25 +410,39 @@ n, secs, se, ke, p50, p99, p999 = row
 print("\t".join(str(x) for x in [
     r, s, kind, n, f"{secs:.3f}", se, ke,
     f"{int(dp) / tck:.2f}", f"{int(du) / tck:.2f}", f"{float(c1) - float(c0):.3f}", f"{int(db) / tck:.2f}",
-    f"{p50:.4f}", f"{p99:.4f}", f"{p999:.4f}", dv, di]))
+    f"{p50:.4f}", f"{p99:.4f}", f"{p999:.4f}", dv, di, ref_for]))
 PY
     tail -n 1 "$RAW" | awk -F'\t' -v w="$kind" '{
-        if (w == "wrk") printf "  %-26s %-3s %9.0f req/s  proxy %6.1f us/req  errors %s/%s\n", $2, $3, $4 / $5, ($8 > 0 ? $8 * 1e6 / $4 : $9 * 1e6 / $4), $6, $7
+        if (w == "wrk") printf "  %-26s %-3s %9.0f req/s  proxy %6.1f us/req  errors %s/%s%s\n", $2, $3, $4 / $5, ($8 > 0 ? $8 * 1e6 / $4 : $9 * 1e6 / $4), $6, $7, ($17 != "" ? "  (reference for " $17 ")" : "")
         else printf "  %-26s %-3s %9.0f req/s  p50 %.3f  p99 %.3f  p99.9 %.3f ms  errors %s/%s\n", $2, $3, $4 / $5, $12, $13, $14, $6, $7 }' >&2
+}
+
+# A scenario's saturation run, and the nginx run it is paired with: the two
+# run back to back, the nginx one after in odd rounds and before in even
+# ones, so that the machine's drift (often 10% over a few minutes here)
+# bears on both alike and its slope cancels over rounds.
+saturate() { # round scenario
+    local r=$1 s=$2 ref
+    ref=$(reference_of "$s")
+    if [[ -n $ref ]] && ((r % 2 == 0)); then measure "$r" wrk "$ref" "$s"; fi
+    measure "$r" wrk "$s"
+    if [[ -n $ref ]] && ((r % 2 == 1)); then measure "$r" wrk "$ref" "$s"; fi
 }
 
 # ---- 5. rounds -----------------------------------------------------------------
 read -r -a LIST <<<"$SCENARIOS"
 N=${#LIST[@]}
-PER_RUN=$((2 * (DURATION + WARMUP) + 2))
-log "$ROUNDS rounds x $N scenarios x (wrk + latency), about $((ROUNDS * N * PER_RUN / 60 + 1)) min"
+PAIRED=0
+for s in "${LIST[@]}"; do [[ -n $(reference_of "$s") ]] && PAIRED=$((PAIRED + 1)); done
+PER_ROUND=$((N * (2 * (DURATION + WARMUP) + 2) + PAIRED * (DURATION + WARMUP + 1)))
+log "$ROUNDS rounds x $N scenarios x (wrk + latency) + $PAIRED paired nginx runs, about $((ROUNDS * PER_ROUND / 60 + 1)) min"
 BENCH_START=$(date +%s)
 LOADAVG_START=$(cut -d' ' -f1-3 /proc/loadavg)
 for ((r = 1; r <= ROUNDS; r++)); do
     log "round $r/$ROUNDS"
     for ((i = 0; i < N; i++)); do
         s=${LIST[$(((i + r - 1) % N))]} # order rotated by one each round
-        measure "$r" wrk "$s"
+        saturate "$r" "$s"
         measure "$r" lat "$s"
     done
 done
@@ -441,6 +475,7 @@ META=$TMP/meta.env
     echo "latency_tool=$LATENCY_TOOL"
     echo "latency_note=$LATENCY_NOTE"
     echo "pin=$PIN"
+    echo "pair=$PAIR"
     echo "bench_seconds=$((BENCH_END - BENCH_START))"
     echo "loadavg_start=$LOADAVG_START"
     echo "loadavg_end=$(cut -d' ' -f1-3 /proc/loadavg)"
