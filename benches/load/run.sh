@@ -419,7 +419,7 @@ PY
 
 # A scenario's saturation run, and the nginx run it is paired with: the two
 # run back to back, the nginx one after in odd rounds and before in even
-# ones, so that the machine's drift (often 10% over a few minutes here)
+# ones, so that the machine's drift (up to 15% over a few minutes here)
 # bears on both alike and its slope cancels over rounds.
 saturate() { # round scenario
     local r=$1 s=$2 ref
