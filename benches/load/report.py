@@ -59,13 +59,26 @@ def ratio(a, b):
     return f"{a / b:.2f}×"
 
 
-def paired_ratio(pairs):
-    """Median (min–max) over rounds of a scenario's figure over its paired
-    nginx run's."""
-    ratios = [a / b for a, b in pairs if b]
+def paired_ratio(pairs, figure):
+    """Median (min–max) over rounds of a run's figure over its paired nginx
+    run's."""
+    ratios = [figure(own) / figure(ref) for own, ref in pairs if figure(ref)]
     if not ratios:
         return "n/a"
     return f"{med(ratios):.2f}× ({min(ratios):.2f}–{max(ratios):.2f})"
+
+
+def rps_of(run):
+    return run["requests"] / run["seconds"]
+
+
+def micros_per_request(run, key):
+    """A CPU time column of a run, in µs per request."""
+    return run[key] * 1e6 / run["requests"]
+
+
+def proxy_cpu_of(run):
+    return micros_per_request(run, "proxy_cpu_s")
 
 
 def main():
@@ -81,35 +94,27 @@ def main():
         """Every run of scenario s, nginx's reference runs for others included."""
         return sorted((r for r in rows if r["scenario"] == s and r["kind"] == kind), key=lambda r: r["round"])
 
-    def pairs(s, figure):
-        """(s's figure, its paired nginx run's figure) per round: a
-        scenario's own run is the one that is not a reference for another."""
+    def pairs(s):
+        """(s's saturation run, its paired nginx run) per round: a scenario's
+        own run is the one that is not a reference for another."""
         own = {r["round"]: r for r in rows if r["scenario"] == s and r["kind"] == "wrk" and not r["reference_for"]}
         refs = {r["round"]: r for r in rows if r["reference_for"] == s and r["kind"] == "wrk"}
-        return [(figure(own[k]), figure(refs[k])) for k in sorted(own) if k in refs]
-
-    def rps_of(r):
-        return r["requests"] / r["seconds"]
-
-    def cpu_of(r):
-        return r["proxy_cpu_s"] * 1e6 / r["requests"]
+        return [(own[k], refs[k]) for k in sorted(own) if k in refs]
 
     rps, cpu, cpu_lat, up_cpu, gen_cpu, lat, rate, errors, background = {}, {}, {}, {}, {}, {}, {}, {}, []
     switches = {}
     for s in scenarios:
         w, l = runs(s, "wrk"), runs(s, "lat")
         rps[s] = [rps_of(r) for r in w]
-        if s == "direct":
-            cpu[s] = [r["upstream_cpu_s"] * 1e6 / r["requests"] for r in w]
-            cpu_lat[s] = [r["upstream_cpu_s"] * 1e6 / r["requests"] for r in l]
-        else:
-            cpu[s] = [cpu_of(r) for r in w]
-            cpu_lat[s] = [r["proxy_cpu_s"] * 1e6 / r["requests"] for r in l]
-        up_cpu[s] = [r["upstream_cpu_s"] * 1e6 / r["requests"] for r in w]
-        gen_cpu[s] = [r["loadgen_cpu_s"] * 1e6 / r["requests"] for r in w]
+        # With no proxy in the way, direct's CPU column is the upstream's.
+        cpu_key = "upstream_cpu_s" if s == "direct" else "proxy_cpu_s"
+        cpu[s] = [micros_per_request(r, cpu_key) for r in w]
+        cpu_lat[s] = [micros_per_request(r, cpu_key) for r in l]
+        up_cpu[s] = [micros_per_request(r, "upstream_cpu_s") for r in w]
+        gen_cpu[s] = [micros_per_request(r, "loadgen_cpu_s") for r in w]
         switches[s] = ([r["proxy_voluntary_switches"] / r["requests"] for r in w],
                        [r["proxy_involuntary_switches"] / r["requests"] for r in w])
-        rate[s] = [r["requests"] / r["seconds"] for r in l]
+        rate[s] = [rps_of(r) for r in l]
         lat[s] = {r["round"]: (r["p50_ms"], r["p99_ms"], r["p999_ms"]) for r in l}
         errors[s] = sum(r["status_errors"] + r["socket_errors"] for r in w + l)
         for r in w + l:
@@ -166,20 +171,21 @@ def main():
       "| added p50 ms | added p99 ms | added p99.9 ms |")
     p("|---|---:|---:|---:|---:|---:|---:|---:|")
     for s in scenarios:
-        paired = pairs(s, rps_of)
-        if paired:
-            rps_ratio = paired_ratio(paired)
-        else:
-            rps_ratio = ratio(med(rps[s]), med(rps[base])) if base else "n/a"
+        paired = pairs(s)
+
+        def to_nginx(figures, figure):
+            """From the pairs if s has them, else over the nginx row's median."""
+            if paired:
+                return paired_ratio(paired, figure)
+            return ratio(med(figures[s]), med(figures[base])) if base else "n/a"
+
+        rps_ratio = to_nginx(rps, rps_of)
         if s == "direct":
             cpu_cell = "upstream only: " + cell(cpu[s], 1, pct=False)
             cpu_ratio = "n/a"
         else:
             cpu_cell = cell(cpu[s], 1, pct=False)
-            if paired:
-                cpu_ratio = paired_ratio(pairs(s, cpu_of))
-            else:
-                cpu_ratio = ratio(med(cpu[s]), med(cpu[base])) if base else "n/a"
+            cpu_ratio = to_nginx(cpu, proxy_cpu_of)
         adds = [cell(added(s, i), 3, pct=False) if s != "direct" else "0 (baseline)" for i in range(3)]
         p(f"| {s} | {cell(rps[s])} | {rps_ratio} | {cpu_cell} | {cpu_ratio} | {adds[0]} | {adds[1]} | {adds[2]} |")
     p("")
