@@ -79,14 +79,19 @@ impl Handler for App {
     }
 }
 
-/// Runs the proxy on an already-bound listener, on `worker_threads` worker
-/// threads, until `shutdown` completes. Fails only if the workers cannot start.
+/// Runs the proxy on an already-bound listener, on its worker threads
+/// (`worker_threads`, `worker_yield_before_idle`), until `shutdown`
+/// completes. Fails only if the workers cannot start.
 pub async fn run(
     listener: TcpListener,
     app: Arc<App>,
     shutdown: impl Future<Output = ()>,
 ) -> std::io::Result<()> {
     app.spawn_housekeeping();
-    let workers = app.config().worker_threads;
+    let config = app.config();
+    let workers = server::Workers {
+        threads: config.worker_threads,
+        yield_before_idle: config.worker_yield_before_idle,
+    };
     server::serve_on_workers(listener, app, workers, shutdown).await
 }

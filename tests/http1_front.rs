@@ -39,17 +39,37 @@ async fn three_answered(
     upstream.seen()
 }
 
+/// Sends a GET, a POST with a body and a GET in one write, and checks that
+/// the upstream got them in order, the body whole.
+async fn pipelined_requests_arrive_in_order(proxy: &Proxy, upstream: &FakeUpstream) {
+    let requests = "GET /v21.0/1?i=1 HTTP/1.1\r\nHost: p\r\n\r\n\
+                    POST /v21.0/1/media?i=2 HTTP/1.1\r\nHost: p\r\nContent-Length: 3\r\n\r\nabc\
+                    GET /v21.0/1?i=3 HTTP/1.1\r\nHost: p\r\nConnection: close\r\n\r\n";
+    let seen = three_answered(proxy, upstream, requests).await;
+    let uris: Vec<&str> = seen.iter().map(|seen| seen.uri.as_str()).collect();
+    assert_eq!(uris, ["/v21.0/1?i=1", "/v21.0/1/media?i=2", "/v21.0/1?i=3"]);
+    assert_eq!(seen[1].body, "abc");
+}
+
 #[tokio::test]
 async fn pipelined_requests_are_answered_in_order() {
     let upstream = FakeUpstream::start().await;
     let proxy = proxy_to(&upstream).await;
-    let requests = "GET /v21.0/1?i=1 HTTP/1.1\r\nHost: p\r\n\r\n\
-                    POST /v21.0/1/media?i=2 HTTP/1.1\r\nHost: p\r\nContent-Length: 3\r\n\r\nabc\
-                    GET /v21.0/1?i=3 HTTP/1.1\r\nHost: p\r\nConnection: close\r\n\r\n";
-    let seen = three_answered(&proxy, &upstream, requests).await;
-    let uris: Vec<&str> = seen.iter().map(|seen| seen.uri.as_str()).collect();
-    assert_eq!(uris, ["/v21.0/1?i=1", "/v21.0/1/media?i=2", "/v21.0/1?i=3"]);
-    assert_eq!(seen[1].body, "abc");
+    pipelined_requests_arrive_in_order(&proxy, &upstream).await;
+}
+
+#[tokio::test]
+async fn workers_that_wait_without_yielding_serve_alike() {
+    // The embedded default yields before waiting, so every other test runs
+    // that way; this one runs a single worker that does not.
+    let upstream = FakeUpstream::start().await;
+    let proxy = Proxy::start(
+        &upstream.url(),
+        "worker_threads = 1\nworker_yield_before_idle = false\n",
+    )
+    .await;
+    assert!(!proxy.app.config().worker_yield_before_idle);
+    pipelined_requests_arrive_in_order(&proxy, &upstream).await;
 }
 
 #[tokio::test]
