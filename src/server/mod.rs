@@ -20,8 +20,9 @@
 //! microseconds. Yielding first lets them run, and the worker usually finds
 //! its events ready when it is scheduled again, without sleeping. With
 //! nothing else ready to run, the yield returns at once and the worker
-//! waits as before. In the load benchmark it took sendgate from 1.80 to
-//! 1.98 cores busy and 7% more requests a second, at the same CPU a request
+//! waits as before. In the load benchmark it took the machine from 1.80 to
+//! 1.98 cores busy and sendgate 4-8% further above nginx's rate; the
+//! switches it adds cost the send path 0-3% more CPU a request
 //! (BENCHMARKS.md, eleventh pass).
 
 use std::convert::Infallible;
