@@ -21,7 +21,7 @@
 //! its events ready when it is scheduled again, without sleeping. With
 //! nothing else ready to run, the yield returns at once and the worker
 //! waits as before. In the load benchmark it took the machine from 1.80 to
-//! 1.98 cores busy and sendgate 4-8% further above nginx's rate; the
+//! 1.98 cores busy and sendgate's rate up 3-7% in interleaved A/Bs; the
 //! switches it adds cost the send path 0-3% more CPU a request
 //! (BENCHMARKS.md, eleventh pass).
 
