@@ -20,10 +20,8 @@
 //! microseconds. Yielding first lets them run, and the worker usually finds
 //! its events ready when it is scheduled again, without sleeping. With
 //! nothing else ready to run, the yield returns at once and the worker
-//! waits as before. In the load benchmark it took the machine from 1.80 to
-//! 1.98 cores busy and sendgate's rate up 3-7% in interleaved A/Bs; the
-//! switches it adds cost the send path 0-3% more CPU a request
-//! (BENCHMARKS.md, eleventh pass).
+//! waits as before. What it gains and costs under load is measured in
+//! BENCHMARKS.md (eleventh pass); the config key's comment sums it up.
 
 use std::convert::Infallible;
 use std::future::Future;
