@@ -38,8 +38,8 @@ pub struct Config {
     pub max_send_body_bytes: usize,
     /// Proxy worker threads, each with its own runtime; 0 for one per core.
     pub worker_threads: usize,
-    /// Workers yield their core before waiting for network events.
-    pub worker_yield_before_idle: bool,
+    /// Each worker thread runs on its own CPU.
+    pub worker_pin_cpus: bool,
     pub policy: PolicyConfig,
     /// Template name → category, consulted before Meta.
     pub templates: BTreeMap<String, Category>,
@@ -543,8 +543,8 @@ impl Config {
             ("pool_max_idle", self.pool_max_idle != new.pool_max_idle),
             ("worker_threads", self.worker_threads != new.worker_threads),
             (
-                "worker_yield_before_idle",
-                self.worker_yield_before_idle != new.worker_yield_before_idle,
+                "worker_pin_cpus",
+                self.worker_pin_cpus != new.worker_pin_cpus,
             ),
             (
                 "pool_idle_timeout_ms",
@@ -715,7 +715,7 @@ mod tests {
         assert_eq!(config.policy.unknown_category, UnknownCategory::Allow);
         assert!(config.numbers.is_empty());
         assert!(!config.log.show_identifiers);
-        assert!(config.worker_yield_before_idle);
+        assert!(!config.worker_pin_cpus);
     }
 
     #[test]

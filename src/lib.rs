@@ -80,7 +80,7 @@ impl Handler for App {
 }
 
 /// Runs the proxy on an already-bound listener, on its worker threads
-/// (`worker_threads`, `worker_yield_before_idle`), until `shutdown`
+/// (`worker_threads`, `worker_pin_cpus`), until `shutdown`
 /// completes. Fails only if the workers cannot start.
 pub async fn run(
     listener: TcpListener,
@@ -91,7 +91,7 @@ pub async fn run(
     let config = app.config();
     let workers = server::Workers {
         threads: config.worker_threads,
-        yield_before_idle: config.worker_yield_before_idle,
+        pin_cpus: config.worker_pin_cpus,
     };
     server::serve_on_workers(listener, app, workers, shutdown).await
 }

@@ -59,16 +59,12 @@ async fn pipelined_requests_are_answered_in_order() {
 }
 
 #[tokio::test]
-async fn workers_that_wait_without_yielding_serve_alike() {
-    // The embedded default yields before waiting, so every other test runs
-    // that way; this one runs a single worker that does not.
+async fn pinned_workers_serve_alike() {
+    // The embedded default leaves workers to the scheduler, so every other
+    // test runs that way; this one pins each worker to a CPU.
     let upstream = FakeUpstream::start().await;
-    let proxy = Proxy::start(
-        &upstream.url(),
-        "worker_threads = 1\nworker_yield_before_idle = false\n",
-    )
-    .await;
-    assert!(!proxy.app.config().worker_yield_before_idle);
+    let proxy = Proxy::start(&upstream.url(), "worker_pin_cpus = true\n").await;
+    assert!(proxy.app.config().worker_pin_cpus);
     pipelined_requests_arrive_in_order(&proxy, &upstream).await;
 }
 

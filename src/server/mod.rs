@@ -11,17 +11,15 @@
 //! thread) stay on one thread, so a request never wakes another thread. The
 //! admin API and the sandbox use [`serve`] on the caller's runtime.
 //!
-//! A worker that runs out of work yields its core before it waits for
-//! network events ([`Workers::yield_before_idle`]). Waiting means sleeping
-//! in `epoll_wait` and being woken by the next event; when the threads
-//! that will produce that event (the clients, a local upstream) are
-//! waiting to run, the core sits idle for the wake-up instead. On a VM
-//! that wake-up is an interrupt to a halted virtual CPU, tens of
-//! microseconds. Yielding first lets them run, and the worker usually finds
-//! its events ready when it is scheduled again, without sleeping. With
-//! nothing else ready to run, the yield returns at once and the worker
-//! waits as before. What it gains and costs under load is measured in
-//! BENCHMARKS.md (eleventh pass); the config key's comment sums it up.
+//! Workers can be pinned each to its own CPU ([`Workers::pin_cpus`]), as
+//! nginx's `worker_cpu_affinity` does, on a host that is the proxy's alone.
+//! Left to the scheduler, which moves threads that sleep and wake as often
+//! as these do, a busy machine sometimes settles into a placement where a
+//! core idles while its worker waits for events that threads on the other
+//! core are to produce: in the load benchmark whole runs went that way, at
+//! a lower rate and a higher CPU cost a request, and no pinned run did.
+//! Beside other busy processes a pinned worker cannot move away from them,
+//! so it is not the default. BENCHMARKS.md (twelfth pass) has the figures.
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -40,6 +38,7 @@ use tokio::sync::{mpsc, oneshot, watch};
 
 use crate::upstream::{BoxError, ProxyBody};
 
+mod affinity;
 mod http1;
 
 /// How long a client may take to send a request head (slowloris guard).
@@ -81,9 +80,9 @@ pub async fn serve<H: Handler>(
 pub struct Workers {
     /// How many; 0 for one per CPU core.
     pub threads: usize,
-    /// Yield the core before waiting for network events (see the module
-    /// documentation).
-    pub yield_before_idle: bool,
+    /// Pin worker `i` to the `i`-th CPU this process may use, in turn
+    /// when there are more workers than CPUs (see the module documentation).
+    pub pin_cpus: bool,
 }
 
 /// Serves `handler` on `listener` with worker threads, each with its own
@@ -101,23 +100,31 @@ pub async fn serve_on_workers<H: Handler>(
         0 => std::thread::available_parallelism().map_or(1, usize::from),
         n => n,
     };
+    let allowed = match workers.pin_cpus {
+        true => affinity::allowed_cpus().unwrap_or_else(|err| {
+            tracing::warn!(error = %err, "cannot read which CPUs sendgate may use; workers are not pinned");
+            Vec::new()
+        }),
+        false => Vec::new(),
+    };
     let mut queues = Vec::with_capacity(threads);
     let mut finished = Vec::with_capacity(threads);
     for index in 0..threads {
-        let mut builder = tokio::runtime::Builder::new_current_thread();
-        builder.enable_all();
-        if workers.yield_before_idle {
-            // Runs each time the runtime has no task left and is about to
-            // wait for events, not in a loop: after it, the runtime waits.
-            builder.on_thread_park(std::thread::yield_now);
-        }
-        let runtime = builder.build()?;
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?;
         let (queue, incoming) = mpsc::unbounded_channel::<std::net::TcpStream>();
         let (done, finished_one) = oneshot::channel::<()>();
         let handler = handler.clone();
+        let cpu = affinity::cpu_for(index, &allowed);
         std::thread::Builder::new()
             .name(format!("sendgate-worker-{index}"))
             .spawn(move || {
+                if let Some(cpu) = cpu
+                    && let Err(err) = affinity::pin_current_thread(cpu)
+                {
+                    tracing::warn!(error = %err, worker = index, cpu, "cannot pin the worker to its CPU");
+                }
                 runtime.block_on(work(incoming, handler));
                 let _ = done.send(());
             })?;
@@ -271,5 +278,84 @@ impl<H: Handler> Shared<H> {
         if let Err(err) = ended {
             tracing::debug!(error = %err, "connection ended with an error");
         }
+    }
+}
+
+#[cfg(all(test, target_os = "linux"))]
+mod tests {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    use super::*;
+    use crate::upstream::full_body;
+
+    /// Answers with the CPUs that the thread running it may use.
+    struct AllowedCpus;
+
+    impl Handler for AllowedCpus {
+        fn call(
+            &self,
+            _request: Request<ProxyBody>,
+        ) -> impl Future<Output = Response<ProxyBody>> + Send + '_ {
+            let cpus = affinity::allowed_cpus().expect("the thread's CPUs");
+            std::future::ready(Response::new(full_body(format!("{cpus:?}"))))
+        }
+    }
+
+    /// What each worker of a server run with `workers` answers, in order.
+    async fn cpus_of_each(workers: Workers) -> Vec<String> {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let address = listener.local_addr().unwrap();
+        let (stop, stopped) = oneshot::channel::<()>();
+        let server = tokio::spawn(serve_on_workers(
+            listener,
+            Arc::new(AllowedCpus),
+            workers,
+            async {
+                let _ = stopped.await;
+            },
+        ));
+        let mut answers = Vec::new();
+        // Connections are dealt in turn: the i-th goes to worker i.
+        for _ in 0..workers.threads {
+            let mut client = TcpStream::connect(address).await.unwrap();
+            client
+                .write_all(b"GET / HTTP/1.1\r\nhost: a\r\nconnection: close\r\n\r\n")
+                .await
+                .unwrap();
+            let mut response = String::new();
+            client.read_to_string(&mut response).await.unwrap();
+            let (_, body) = response.split_once("\r\n\r\n").expect("a response");
+            answers.push(body.to_owned());
+        }
+        stop.send(()).unwrap();
+        server.await.unwrap().unwrap();
+        answers
+    }
+
+    #[tokio::test]
+    async fn each_worker_runs_on_its_own_cpu_until_they_run_out() {
+        let allowed = affinity::allowed_cpus().unwrap();
+        // One worker more than CPUs (at most four): the last shares one.
+        let threads = allowed.len().min(3) + 1;
+        let answers = cpus_of_each(Workers {
+            threads,
+            pin_cpus: true,
+        })
+        .await;
+        let expected: Vec<String> = (0..threads)
+            .map(|index| format!("{:?}", [allowed[index % allowed.len()]]))
+            .collect();
+        assert_eq!(answers, expected);
+    }
+
+    #[tokio::test]
+    async fn unpinned_workers_may_run_on_any_cpu() {
+        let allowed = affinity::allowed_cpus().unwrap();
+        let answers = cpus_of_each(Workers {
+            threads: 2,
+            pin_cpus: false,
+        })
+        .await;
+        assert_eq!(answers, vec![format!("{allowed:?}"); 2]);
     }
 }
