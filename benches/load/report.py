@@ -4,8 +4,11 @@ Markdown report. Usage: report.py RAW.tsv META.env > results.md"""
 
 import csv
 import math
+import os
 import statistics
 import sys
+
+HERE = os.path.dirname(os.path.abspath(__file__))
 
 
 def load(raw_path, meta_path):
@@ -23,6 +26,12 @@ def load(raw_path, meta_path):
             key, _, value = line.rstrip("\n").partition("=")
             meta[key] = value
     return rows, meta
+
+
+def workers_pinned():
+    """Whether the benchmark's sendgate configs pin each worker to a CPU."""
+    with open(os.path.join(HERE, "sendgate-plain.toml.tmpl")) as f:
+        return any(line.strip() == "worker_pin_cpus = true" for line in f)
 
 
 def med(values):
@@ -143,7 +152,8 @@ def main():
     p(f"- Tools: {meta['nginx']}, {meta['wrk']}, {meta['oha']}, {meta['rustc']}")
     p(f"- Date: {meta['date']}; sendgate at git {meta['git']} (release build)")
     p(f"- Runs: {meta['rounds']} rounds, scenario order rotated each round; every run {meta['duration']} s after a "
-      f"{meta['warmup']} s warm-up; CPU pinning: {'proxy on CPU 0, load generator and upstream on CPU 1' if meta['pin'] == '1' else 'none'}")
+      f"{meta['warmup']} s warm-up; process pinning: {'proxy on CPU 0, load generator and upstream on CPU 1' if meta['pin'] == '1' else 'none'}; "
+      f"sendgate's workers: {'each on its own CPU (`worker_pin_cpus`)' if workers_pinned() else 'left to the scheduler'}")
     p(f"- Throughput: wrk -t1 -c{meta['conns']} (saturation). Latency: {lat_how}.")
     if any(r["reference_for"] for r in rows):
         p("- Ratios to nginx are paired: each saturation run of a proxy is followed (odd rounds) or preceded "
