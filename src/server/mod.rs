@@ -335,7 +335,8 @@ mod tests {
     #[tokio::test]
     async fn each_worker_runs_on_its_own_cpu_until_they_run_out() {
         let allowed = affinity::allowed_cpus().unwrap();
-        // One worker more than CPUs (at most four): the last shares one.
+        // One worker more than CPUs, at most four: on a machine with up to
+        // three CPUs the last worker shares the first one's.
         let threads = allowed.len().min(3) + 1;
         let answers = cpus_of_each(Workers {
             threads,
