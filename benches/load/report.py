@@ -29,9 +29,12 @@ def load(raw_path, meta_path):
 
 
 def workers_pinned():
-    """Whether the benchmark's sendgate configs pin each worker to a CPU."""
-    with open(os.path.join(HERE, "sendgate-plain.toml.tmpl")) as f:
-        return any(line.strip() == "worker_pin_cpus = true" for line in f)
+    """Whether both of the benchmark's sendgate configs pin each worker to a
+    CPU: the report names one setting for every sendgate row."""
+    def pins(template):
+        with open(os.path.join(HERE, template)) as f:
+            return any(line.strip() == "worker_pin_cpus = true" for line in f)
+    return all(pins(t) for t in ("sendgate-plain.toml.tmpl", "sendgate-limits.toml.tmpl"))
 
 
 def med(values):
