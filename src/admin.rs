@@ -16,10 +16,14 @@ use serde_json::{Value, json};
 use subtle::ConstantTimeEq;
 
 use crate::App;
+use crate::client::{self, Sender};
+use crate::config::check_portfolio_name;
 use crate::headers::CLIENT_HEADER;
-use crate::identity::import::{self, Format};
+use crate::identity::Source;
+use crate::identity::import::{self, Destination, Format};
 use crate::query::{decode_path_segment, query_pairs};
-use crate::send::{self, Endpoint, SendRoute};
+use crate::route::{Endpoint, SendRoute};
+use crate::send;
 use crate::server::Handler;
 use crate::templates::LookupContext;
 use crate::upstream::{ProxyBody, local_response, read_whole};
@@ -58,14 +62,18 @@ impl Admin {
             (Method::GET, "/metrics") => metrics(&self.app),
             (Method::POST, "/admin/reload") => self.reload().await,
             (Method::GET, "/admin/limits") => self.limits(),
-            (Method::POST, IDENTITIES) => self.import(request).await,
+            (Method::POST, IDENTITIES) => self.import(request, &query).await,
+            (Method::POST, "/admin/fingerprint") => self.fingerprint(request).await,
             (Method::POST, "/admin/dry-run") => self.dry_run(request, &query).await,
             (method, path) if path.starts_with(IDENTITIES) && path.len() > IDENTITIES.len() + 1 => {
                 let id = decode_path_segment(&path[IDENTITIES.len() + 1..]);
-                let portfolio = self.portfolio_in(&query);
+                let scope = match self.scope_in(&query) {
+                    Ok(scope) => scope,
+                    Err(why) => return bad_request(&why),
+                };
                 match method {
-                    Method::GET => self.lookup(&id, portfolio.as_deref()),
-                    Method::DELETE => self.erase(id, portfolio).await,
+                    Method::GET => self.lookup(&id, scope.as_deref()),
+                    Method::DELETE => self.erase(id, scope).await,
                     _ => reply(
                         StatusCode::METHOD_NOT_ALLOWED,
                         json!({"error": "GET or DELETE"}),
@@ -89,11 +97,26 @@ impl Admin {
         bool::from(token.as_bytes().ct_eq(expected.as_bytes()))
     }
 
-    /// `?number=ID` scopes a request to that number's portfolio; without it,
-    /// every portfolio.
-    fn portfolio_in(&self, query: &str) -> Option<String> {
-        let number = query_pairs(query).find(|(name, _)| name == "number")?.1;
-        Some(self.app.config().portfolio_of(&number).to_owned())
+    /// `?number=ID` scopes a request to that number's scope (its portfolio,
+    /// or the number alone), `?portfolio=NAME` to a portfolio; without
+    /// either, every scope.
+    fn scope_in(&self, query: &str) -> Result<Option<String>, String> {
+        for (name, value) in query_pairs(query) {
+            match name.as_str() {
+                "number" if !value.is_empty() && value.bytes().all(|b| b.is_ascii_digit()) => {
+                    return Ok(Some(self.app.config().scope_of(&value).into_owned()));
+                }
+                "number" => return Err("?number= is a phone number id (digits)".into()),
+                "portfolio" => {
+                    return match check_portfolio_name(&value) {
+                        Ok(()) => Ok(Some(value)),
+                        Err(why) => Err(format!("?portfolio= {why}")),
+                    };
+                }
+                _ => {}
+            }
+        }
+        Ok(None)
     }
 
     /// Ready when the identity store answers.
@@ -168,27 +191,49 @@ impl Admin {
         )
     }
 
-    fn lookup(&self, id: &str, portfolio: Option<&str>) -> Response<ProxyBody> {
-        match self.app.identities.find(id, portfolio) {
-            Ok(records) if records.is_empty() => {
-                reply(StatusCode::NOT_FOUND, json!({"records": records}))
+    /// The records an identifier names (trusted pairs, with their source
+    /// and when Meta last attested them) and the claims sends made about
+    /// it (each answering only for the number that sent it).
+    fn lookup(&self, id: &str, scope: Option<&str>) -> Response<ProxyBody> {
+        let identities = &self.app.identities;
+        let found = identities
+            .find(id, scope)
+            .and_then(|records| Ok((records, identities.find_claims(id, scope)?)));
+        match found {
+            Ok((records, claims)) => {
+                let status = match records.is_empty() && claims.is_empty() {
+                    true => StatusCode::NOT_FOUND,
+                    false => StatusCode::OK,
+                };
+                reply(status, json!({"records": records, "claims": claims}))
             }
-            Ok(records) => reply(StatusCode::OK, json!({"records": records})),
             Err(err) => store_failure(&err),
         }
     }
 
-    async fn erase(&self, id: String, portfolio: Option<String>) -> Response<ProxyBody> {
+    async fn erase(&self, id: String, scope: Option<String>) -> Response<ProxyBody> {
         let identities = self.app.identities.clone();
         let erased =
-            tokio::task::spawn_blocking(move || identities.erase(&id, portfolio.as_deref())).await;
+            tokio::task::spawn_blocking(move || identities.erase(&id, scope.as_deref())).await;
         match erased {
             Ok(Ok(removed)) => {
-                tracing::info!(target: "sendgate::admin", erased = removed.len(), "identity erased");
-                let portfolios: Vec<&str> = removed.iter().map(|r| r.portfolio.as_str()).collect();
+                let count = removed.records.len() + removed.claims.len();
+                tracing::info!(target: "sendgate::admin", erased = count, "identity erased");
+                let mut scopes: Vec<&str> = removed
+                    .records
+                    .iter()
+                    .map(|r| r.scope.as_str())
+                    .chain(removed.claims.iter().map(|c| c.scope.as_str()))
+                    .collect();
+                scopes.sort_unstable();
+                scopes.dedup();
                 reply(
                     StatusCode::OK,
-                    json!({"erased": removed.len(), "portfolios": portfolios}),
+                    json!({
+                        "erased": removed.records.len(),
+                        "claims_erased": removed.claims.len(),
+                        "scopes": scopes,
+                    }),
                 )
             }
             Ok(Err(err)) => store_failure(&err),
@@ -199,8 +244,14 @@ impl Admin {
         }
     }
 
-    /// JSON lines (or CSV) in the body; the import summary out.
-    async fn import(&self, request: Request<ProxyBody>) -> Response<ProxyBody> {
+    /// JSON lines (or CSV) in the body; the import summary out. Rows that
+    /// name no number or portfolio go to `?number=`'s or `?portfolio=`'s
+    /// scope, and are rejected without one.
+    async fn import(&self, request: Request<ProxyBody>, query: &str) -> Response<ProxyBody> {
+        let default_scope = match self.scope_in(query) {
+            Ok(scope) => scope,
+            Err(why) => return bad_request(&why),
+        };
         let body = match read(request, MAX_IMPORT_BYTES).await {
             Ok(body) => body,
             Err(response) => return response,
@@ -209,7 +260,18 @@ impl Admin {
         let imported = tokio::task::spawn_blocking(move || {
             let config = app.config();
             let format = Format::detect(&body);
-            import::import(Cursor::new(body), format, &config, &app.identities, |_| {})
+            let destination = Destination {
+                default_scope: default_scope.as_deref(),
+                source: Source::Admin,
+            };
+            import::import(
+                Cursor::new(body),
+                format,
+                &config,
+                &app.identities,
+                destination,
+                |_| {},
+            )
         })
         .await;
         match imported {
@@ -222,10 +284,31 @@ impl Admin {
         }
     }
 
+    /// A sender's token in the body (as sent in `Authorization`, or bare),
+    /// its fingerprint out: what `[clients.<name>] tokens` and
+    /// `[numbers."<id>"] tokens` list. The token is neither kept nor logged.
+    async fn fingerprint(&self, request: Request<ProxyBody>) -> Response<ProxyBody> {
+        let body = match read(request, 64 << 10).await {
+            Ok(body) => body,
+            Err(response) => return response,
+        };
+        let Some(token) = std::str::from_utf8(&body)
+            .ok()
+            .and_then(|text| client::token_in(text.trim()))
+        else {
+            return bad_request("the body must be a token");
+        };
+        let fingerprint = self.app.fingerprinter.of(token);
+        reply(
+            StatusCode::OK,
+            json!({"fingerprint": fingerprint.to_string()}),
+        )
+    }
+
     /// A send payload in (`?number=ID`, optionally `&endpoint=marketing_messages`
     /// and an `x-sendgate-client` header), the decision out; nothing is sent.
-    /// A template category not in config or cache is looked up with the
-    /// token in `x-graph-authorization`, if given.
+    /// The sender is the token in `x-graph-authorization`, if given, which
+    /// also looks up a template category not in config or cache.
     async fn dry_run(&self, request: Request<ProxyBody>, query: &str) -> Response<ProxyBody> {
         let mut number = None;
         let mut endpoint = Endpoint::Messages;
@@ -244,13 +327,16 @@ impl Admin {
                 json!({"error": "?number=<phone-number-id> is required"}),
             );
         };
-        let client = header_text(&request, CLIENT_HEADER.as_str());
+        let declared = header_text(&request, CLIENT_HEADER.as_str());
         // The dry run's lookups authorize as the sender's would.
         let mut sender_headers = http::HeaderMap::new();
         if let Some(authorization) = request.headers().get("x-graph-authorization") {
             sender_headers.insert(header::AUTHORIZATION, authorization.clone());
         }
         let config = self.app.config();
+        let fingerprint =
+            client::token(&sender_headers, None).map(|t| self.app.fingerprinter.of(&t));
+        let sender = Sender::identify(&config, fingerprint, declared.as_deref());
         let body = match read(request, config.max_send_body_bytes).await {
             Ok(body) => body,
             Err(response) => return response,
@@ -266,13 +352,7 @@ impl Admin {
             sender_headers: &sender_headers,
         };
         let verdict = send::judge(
-            &self.app,
-            &config,
-            &body,
-            route,
-            client.as_deref(),
-            &lookup,
-            &"dry-run",
+            &self.app, &config, &body, route, &sender, &lookup, &"dry-run",
         )
         .await;
         let forwarded = match (&verdict.refusal, config.policy.mode) {
@@ -325,6 +405,10 @@ async fn read(request: Request<ProxyBody>, limit: usize) -> Result<Bytes, Respon
             json!({"error": format!("the body is unreadable or larger than {limit} bytes")}),
         )),
     }
+}
+
+fn bad_request(message: &str) -> Response<ProxyBody> {
+    reply(StatusCode::BAD_REQUEST, json!({"error": message}))
 }
 
 fn store_failure(err: &crate::identity::StoreError) -> Response<ProxyBody> {

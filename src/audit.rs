@@ -26,9 +26,13 @@ use crate::send::policy::{
 /// Everything a verdict depends on besides the recipient itself.
 pub struct AuditContext<'a> {
     pub identities: &'a Identities,
-    /// The portfolio of the business number the campaign goes out from:
-    /// BSUIDs only resolve within it.
-    pub portfolio: &'a str,
+    /// The scope of the business number the campaign goes out from: BSUIDs
+    /// only resolve within it.
+    pub scope: Cow<'a, str>,
+    /// The business number itself, whose own claims count when
+    /// `identity.learn_from_sends` is on.
+    pub number: String,
+    pub learn_from_sends: bool,
     pub kind: MessageKind,
     pub policy: Policy,
 }
@@ -43,7 +47,9 @@ impl<'a> AuditContext<'a> {
     ) -> Self {
         AuditContext {
             identities,
-            portfolio: config.portfolio_of(number_id),
+            scope: config.scope_of(number_id),
+            number: number_id.to_owned(),
+            learn_from_sends: config.identity.learn_from_sends,
             kind: campaign_kind(config, template),
             policy: config.policy.policy(),
         }
@@ -159,7 +165,8 @@ pub fn audit_one(value: &str, ctx: &AuditContext<'_>) -> Verdict {
     };
     let known_phone = match person.bsuid {
         Some(bsuid) if person.is_bsuid_only() => {
-            ctx.identities.phone_for_bsuid(ctx.portfolio, bsuid.value)
+            ctx.identities
+                .phone_for(&ctx.scope, &ctx.number, bsuid.value, ctx.learn_from_sends)
         }
         _ => None,
     };
@@ -523,11 +530,11 @@ mod tests {
     }
 
     #[test]
-    fn mappings_answer_only_in_their_portfolio() {
+    fn mappings_answer_only_in_their_scope() {
         let identities = identities();
         let config = config_with("");
         let ctx = AuditContext::new(&config, &identities, "777", None);
-        assert_eq!(ctx.portfolio, "default");
+        assert_eq!(ctx.scope, "number:777");
         assert_eq!(audit_one(KNOWN, &ctx), blocked("campaign_needs_phone"));
     }
 

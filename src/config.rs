@@ -5,6 +5,7 @@
 //! defaults, so a user's file only needs the keys it changes. Every error names
 //! the key it is about, so `sendgate check-config` can print one clear line.
 
+use std::borrow::Cow;
 use std::collections::BTreeMap;
 use std::fmt;
 use std::net::SocketAddr;
@@ -15,6 +16,7 @@ use http::Uri;
 use serde::{Deserialize, Serialize};
 use toml::{Table, Value};
 
+use crate::client::Fingerprint;
 use crate::send::policy::Policy;
 
 /// The documented defaults, every key present.
@@ -45,8 +47,9 @@ pub struct Config {
     pub templates: BTreeMap<String, Category>,
     /// Business phone number id → its settings.
     pub numbers: BTreeMap<String, NumberConfig>,
-    /// Client name (from `x-sendgate-client`) → its settings.
+    /// Client name → its settings and the tokens that are this client.
     pub clients: BTreeMap<String, ClientConfig>,
+    pub identity: IdentityConfig,
     pub cache: CacheConfig,
     pub store: StoreConfig,
     pub limits: LimitsConfig,
@@ -177,6 +180,28 @@ pub enum RootStore {
     System,
 }
 
+/// What sendgate believes about phone ↔ BSUID pairs.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct IdentityConfig {
+    /// Keep the pair a successful send names (a phone in `to`, a BSUID in
+    /// `recipient`), for the sending number only, until a webhook attests
+    /// or contradicts it. Off: a send teaches nothing, because Meta
+    /// delivers to `to` and ignores `recipient`, so its 2xx proves nothing.
+    pub learn_from_sends: bool,
+}
+
+/// What becomes of a Graph batch request that holds sends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum BatchPolicy {
+    /// Refuse it: senders send one message per request.
+    Refuse,
+    /// Judge each send in it and its limits; forward the batch untouched
+    /// only when every send would go out as written.
+    Inspect,
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Mode {
@@ -213,6 +238,8 @@ pub struct PolicyConfig {
     pub auth_templates_require_phone: bool,
     pub campaign_requires_phone: bool,
     pub unknown_category: UnknownCategory,
+    /// Graph batch requests (`POST /` with `batch`) that hold sends.
+    pub batch: BatchPolicy,
 }
 
 impl PolicyConfig {
@@ -227,35 +254,27 @@ impl PolicyConfig {
     }
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct NumberConfig {
     /// The WhatsApp Business Account that owns the number's templates.
     pub waba_id: Option<String>,
-    /// Numbers in one portfolio share BSUIDs and identity mappings.
-    #[serde(default = "default_portfolio")]
-    pub portfolio: String,
+    /// Numbers in one portfolio share BSUIDs and identity mappings; a
+    /// number in none is a scope of its own.
+    #[serde(default)]
+    pub portfolio: Option<String>,
     /// This number's throughput, when it differs from `limits.number`.
     #[serde(default)]
     pub throughput: Option<Throughput>,
+    /// The fingerprints of the tokens that may send for this number; empty
+    /// for any token.
+    #[serde(default)]
+    pub tokens: Vec<Fingerprint>,
 }
 
-impl Default for NumberConfig {
-    fn default() -> Self {
-        NumberConfig {
-            waba_id: None,
-            portfolio: default_portfolio(),
-            throughput: None,
-        }
-    }
-}
-
-/// The portfolio of every number that config does not place elsewhere.
-pub const DEFAULT_PORTFOLIO: &str = "default";
-
-fn default_portfolio() -> String {
-    DEFAULT_PORTFOLIO.to_owned()
-}
+/// How the scope of a number that no portfolio holds is spelled: no
+/// portfolio name may start so (validation).
+pub const NUMBER_SCOPE_PREFIX: &str = "number:";
 
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -268,6 +287,10 @@ pub struct ClientConfig {
     pub per_second: Option<u32>,
     #[serde(default)]
     pub burst: Option<u32>,
+    /// The fingerprints of the tokens that are this client. A client that
+    /// lists none is only a label a sender may put on itself.
+    #[serde(default)]
+    pub tokens: Vec<Fingerprint>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
@@ -304,6 +327,9 @@ pub struct Secrets {
     pub verify_token: Option<String>,
     /// `SENDGATE_ADMIN_TOKEN`: the bearer token of the admin API.
     pub admin_token: Option<String>,
+    /// `SENDGATE_FINGERPRINT_KEY`: the key senders' token fingerprints are
+    /// made with (a fixed one when unset).
+    pub fingerprint_key: Option<String>,
 }
 
 impl Secrets {
@@ -315,6 +341,7 @@ impl Secrets {
                 "SENDGATE_APP_SECRET" => &mut secrets.app_secret,
                 "SENDGATE_VERIFY_TOKEN" => &mut secrets.verify_token,
                 "SENDGATE_ADMIN_TOKEN" => &mut secrets.admin_token,
+                "SENDGATE_FINGERPRINT_KEY" => &mut secrets.fingerprint_key,
                 _ => continue,
             };
             *slot = Some(value).filter(|value| !value.is_empty());
@@ -345,6 +372,7 @@ impl fmt::Debug for Secrets {
             .field("app_secret", &set(&self.app_secret))
             .field("verify_token", &set(&self.verify_token))
             .field("admin_token", &set(&self.admin_token))
+            .field("fingerprint_key", &set(&self.fingerprint_key))
             .finish()
     }
 }
@@ -451,11 +479,10 @@ impl Config {
                     "a phone number id is digits only",
                 ));
             }
-            if number.portfolio.is_empty() {
-                return Err(ConfigError::new(
-                    format!("numbers.{id}.portfolio"),
-                    "must not be empty",
-                ));
+            if let Some(portfolio) = &number.portfolio {
+                check_portfolio_name(portfolio).map_err(|reason| {
+                    ConfigError::new(format!("numbers.{id}.portfolio"), reason)
+                })?;
             }
         }
         if self.webhook.enabled() {
@@ -516,6 +543,31 @@ impl Config {
                     format!("clients.{name}"),
                     "per_second and burst must be greater than 0",
                 ));
+            }
+            let own_share = client.per_second.is_some() || client.burst.is_some();
+            if own_share && client.tokens.is_empty() {
+                return Err(ConfigError::new(
+                    format!("clients.{name}.tokens"),
+                    "a client with a share of its own must list its tokens' fingerprints \
+                     (`sendgate fingerprint`), or any sender could claim the share by header",
+                ));
+            }
+        }
+        // A token has one share: were it given two, a header choosing
+        // between them would double it.
+        let shares = self
+            .clients
+            .iter()
+            .filter(|(_, client)| client.per_second.is_some() || client.burst.is_some());
+        let mut seen: BTreeMap<Fingerprint, &str> = BTreeMap::new();
+        for (name, client) in shares {
+            for token in &client.tokens {
+                if let Some(other) = seen.insert(*token, name) {
+                    return Err(ConfigError::new(
+                        format!("clients.{name}.tokens"),
+                        format!("{token} already has a share of its own in clients.{other}"),
+                    ));
+                }
             }
         }
         Ok(())
@@ -598,11 +650,47 @@ impl Config {
         Duration::from_millis(self.request_timeout_ms)
     }
 
-    /// The portfolio a business number belongs to.
-    pub fn portfolio_of(&self, phone_number_id: &str) -> &str {
-        self.numbers
+    /// The identity scope of a business number: the portfolio config puts
+    /// it in, or the number alone (`number:<id>`), so that numbers never
+    /// share identities by accident.
+    pub fn scope_of(&self, phone_number_id: &str) -> Cow<'_, str> {
+        match self
+            .numbers
             .get(phone_number_id)
-            .map_or(DEFAULT_PORTFOLIO, |number| number.portfolio.as_str())
+            .and_then(|number| number.portfolio.as_deref())
+        {
+            Some(portfolio) => Cow::Borrowed(portfolio),
+            None => Cow::Owned(format!("{NUMBER_SCOPE_PREFIX}{phone_number_id}")),
+        }
+    }
+
+    /// True when some number is configured into `portfolio`.
+    pub fn has_portfolio(&self, portfolio: &str) -> bool {
+        self.numbers
+            .values()
+            .any(|number| number.portfolio.as_deref() == Some(portfolio))
+    }
+
+    /// True when a number restricts its sends to some tokens and `sender`
+    /// holds none of them.
+    pub fn number_refuses(&self, phone_number_id: &str, sender: Option<Fingerprint>) -> bool {
+        self.numbers.get(phone_number_id).is_some_and(|number| {
+            !number.tokens.is_empty() && !sender.is_some_and(|fp| number.tokens.contains(&fp))
+        })
+    }
+
+    /// True when some policy needs a sender's token fingerprint: a client
+    /// limit, a client or number tied to tokens.
+    pub fn needs_fingerprints(&self) -> bool {
+        self.limits.client.mode != LimitMode::Off
+            || self
+                .clients
+                .values()
+                .any(|client| !client.tokens.is_empty())
+            || self
+                .numbers
+                .values()
+                .any(|number| !number.tokens.is_empty())
     }
 
     /// The WABA whose templates a business number sends.
@@ -616,6 +704,21 @@ impl Config {
             .get(client)
             .is_some_and(|client| client.campaign)
     }
+}
+
+/// A portfolio name: a scope key in the identity store, so not empty, no
+/// control characters, and never spelled like a number's own scope.
+pub fn check_portfolio_name(name: &str) -> Result<(), &'static str> {
+    if name.is_empty() {
+        return Err("must not be empty");
+    }
+    if name.chars().any(char::is_control) {
+        return Err("must not hold control characters");
+    }
+    if name.starts_with(NUMBER_SCOPE_PREFIX) {
+        return Err("must not start with `number:` (how a number without a portfolio is scoped)");
+    }
+    Ok(())
 }
 
 /// An absolute http(s) URL with a host.
@@ -750,8 +853,8 @@ mod tests {
         );
         assert_eq!(config.cache.template_ttl_secs, 5);
         assert_eq!(config.templates["otp_login"], Category::Authentication);
-        assert_eq!(config.portfolio_of("123456"), "acme");
-        assert_eq!(config.portfolio_of("777"), DEFAULT_PORTFOLIO);
+        assert_eq!(config.scope_of("123456"), "acme");
+        assert_eq!(config.scope_of("777"), "number:777", "a scope of its own");
         assert_eq!(config.waba_of("123456"), Some("999"));
         assert!(config.is_campaign_client("blaster"));
         assert!(!config.is_campaign_client("crm"));
@@ -783,6 +886,39 @@ mod tests {
         );
         let err = Config::from_sources("", env(&[("SENDGATE_CONNECT_TIMEOUT_MS", "soon")]));
         assert_eq!(err.unwrap_err().key, "SENDGATE_CONNECT_TIMEOUT_MS");
+    }
+
+    #[test]
+    fn trust_settings_are_checked() {
+        let key_of = |text: &str| Config::from_sources(text, env(&[])).unwrap_err().key;
+        assert_eq!(
+            key_of("[clients.big]\nper_second = 10\n"),
+            "clients.big.tokens",
+            "a share needs tokens"
+        );
+        assert_eq!(
+            key_of("[clients.big]\ntokens = [\"nope\"]\n"),
+            "clients.big.tokens[0]"
+        );
+        let twice = "[clients.a]\nper_second = 1\ntokens = [\"00000000000000aa\"]\n\
+                     [clients.b]\nburst = 9\ntokens = [\"00000000000000aa\"]\n";
+        assert_eq!(key_of(twice), "clients.b.tokens");
+        assert_eq!(
+            key_of("[numbers.\"1\"]\nportfolio = \"number:2\"\n"),
+            "numbers.1.portfolio"
+        );
+        assert_eq!(
+            key_of("[numbers.\"1\"]\nportfolio = \"\"\n"),
+            "numbers.1.portfolio"
+        );
+        assert_eq!(key_of("[policy]\nbatch = \"allow\"\n"), "policy.batch");
+        let config = Config::from_sources(
+            "[clients.tool]\ncampaign = true\n[identity]\nlearn_from_sends = true\n",
+            env(&[]),
+        )
+        .unwrap();
+        assert!(config.identity.learn_from_sends);
+        assert!(!config.needs_fingerprints(), "a label needs no fingerprint");
     }
 
     #[test]

@@ -13,6 +13,7 @@ use http::{Response, StatusCode};
 use serde_json::json;
 
 use crate::limits::LimitKind;
+use crate::route::Unsendable;
 use crate::send::policy::BlockReason;
 use crate::upstream::{ProxyBody, local_response};
 
@@ -79,6 +80,25 @@ impl GraphError {
                 LimitKind::Pair => "pair_rate_limit",
                 LimitKind::Client => "client_rate_limit",
             },
+        }
+    }
+
+    /// A request that could be a send but cannot be inspected (400, code 100).
+    pub fn unsendable(why: Unsendable) -> Self {
+        Self::invalid_request(why.reason(), why.message())
+    }
+
+    /// A sender whose token the business number is not configured to take
+    /// (403, code 10: Meta's "permission denied").
+    pub fn number_not_allowed() -> Self {
+        GraphError {
+            status: StatusCode::FORBIDDEN,
+            code: 10,
+            kind: "OAuthException",
+            message:
+                "(#10) This sender's token may not send for this business number through sendgate."
+                    .into(),
+            reason: "number_not_allowed",
         }
     }
 

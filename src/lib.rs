@@ -15,6 +15,8 @@
 //!   shutdown; `server::http1` serves plain HTTP/1.1 requests itself and
 //!   hands everything else (HTTP/2 included) to hyper.
 //! - [`proxy`]: shared state and routing; passthrough streaming.
+//! - [`route`]: which requests are sends, in every spelling, and batches.
+//! - [`client`]: who a sender is: its token's fingerprint, its client.
 //! - [`upstream`]: the rustls client to the Cloud API, timeouts, 502/504;
 //!   `upstream::pool` keeps its connections per thread; `upstream::http1`
 //!   speaks HTTP/1.1 on them in the request's own task.
@@ -42,6 +44,7 @@
 
 pub mod admin;
 pub mod audit;
+pub mod client;
 pub mod config;
 pub mod csv_rows;
 pub mod graph_error;
@@ -53,6 +56,7 @@ pub mod metrics;
 pub mod prehashed;
 pub mod proxy;
 pub mod query;
+pub mod route;
 pub mod sandbox;
 pub mod send;
 pub mod server;

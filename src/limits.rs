@@ -7,7 +7,8 @@
 //! - **Pair**: one business number → one person, 1 per 6 s with bursts of 45.
 //!   The key is the *person*: a BSUID when one is known for them, so the same
 //!   person addressed by phone and by BSUID shares one bucket. Over it: 131056.
-//! - **Client**: each sender (`x-sendgate-client`) gets its own share.
+//! - **Client**: each sender gets its own share, keyed by its token's
+//!   fingerprint (`client`), whatever `x-sendgate-client` it sends.
 //!
 //! Each limit rejects (429 with `Retry-After`) or shapes (waits up to a bound,
 //! then rejects). Meta's own 130429/131056 answers put the number or the pair
@@ -240,6 +241,15 @@ pub struct NumberState {
     pub backoff_secs: Option<f64>,
 }
 
+/// The client-limit bucket of one send: the token it came with, and the
+/// configured client whose share applies (`None`: the default share).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct ClientBucket<'a> {
+    /// The sender's token fingerprint as a number (0 for no token).
+    pub key: u64,
+    pub share: Option<&'a str>,
+}
+
 /// All limits in force.
 pub struct Limits {
     number: Limit,
@@ -337,7 +347,7 @@ impl Limits {
         &self,
         number: &str,
         person: Option<&str>,
-        client: &str,
+        client: ClientBucket<'_>,
         report: bool,
     ) -> Admission {
         let mut waited = Duration::ZERO;
@@ -347,7 +357,7 @@ impl Limits {
                 continue;
             }
             let (scope, key) = match limit.kind {
-                LimitKind::Client => (client, self.hasher.key(&[client])),
+                LimitKind::Client => (client.share.unwrap_or(""), client.key),
                 LimitKind::Pair => match person {
                     Some(person) => (number, self.pair_key(number, person)),
                     None => continue,
@@ -573,16 +583,32 @@ mod tests {
     async fn number_refuses_the_send_over_its_rate_and_passes_once_time_advances() {
         let limits = build("[limits.number]\nthroughput = 5\n");
         for _ in 0..5 {
-            admitted(limits.admit(NUMBER, None, "c", false).await);
+            admitted(
+                limits
+                    .admit(NUMBER, None, ClientBucket::default(), false)
+                    .await,
+            );
         }
-        let refusal = refused(limits.admit(NUMBER, None, "c", false).await);
+        let refusal = refused(
+            limits
+                .admit(NUMBER, None, ClientBucket::default(), false)
+                .await,
+        );
         assert_eq!(refusal.limit, LimitKind::Number);
         assert_eq!(refusal.limit.code(), 130429);
         assert_eq!(refusal.retry_after, Duration::from_millis(200));
         tokio::time::advance(Duration::from_millis(200)).await;
-        admitted(limits.admit(NUMBER, None, "c", false).await);
+        admitted(
+            limits
+                .admit(NUMBER, None, ClientBucket::default(), false)
+                .await,
+        );
         // Another number has its own budget.
-        admitted(limits.admit("999", None, "c", false).await);
+        admitted(
+            limits
+                .admit("999", None, ClientBucket::default(), false)
+                .await,
+        );
     }
 
     #[tokio::test(start_paused = true)]
@@ -591,19 +617,29 @@ mod tests {
             build("[limits.number]\nthroughput = 5\nmode = \"shape\"\nmax_wait_ms = 1000\n");
         for _ in 0..5 {
             assert_eq!(
-                admitted(limits.admit(NUMBER, None, "c", false).await),
+                admitted(
+                    limits
+                        .admit(NUMBER, None, ClientBucket::default(), false)
+                        .await
+                ),
                 Duration::ZERO
             );
         }
         assert_eq!(
-            admitted(limits.admit(NUMBER, None, "c", false).await),
+            admitted(
+                limits
+                    .admit(NUMBER, None, ClientBucket::default(), false)
+                    .await
+            ),
             Duration::from_millis(200)
         );
         // Beyond the bound it still refuses: 5 more would need a full second.
         let mut waits = Vec::new();
         for _ in 0..6 {
             let started = Instant::now();
-            let admission = limits.admit(NUMBER, None, "c", false).await;
+            let admission = limits
+                .admit(NUMBER, None, ClientBucket::default(), false)
+                .await;
             waits.push((admission, started.elapsed()));
         }
         assert!(
@@ -613,9 +649,18 @@ mod tests {
         );
         let config = "[limits.number]\nthroughput = 1\nmode = \"shape\"\nmax_wait_ms = 500\n";
         let strict = build(config);
-        admitted(strict.admit(NUMBER, None, "c", false).await);
+        admitted(
+            strict
+                .admit(NUMBER, None, ClientBucket::default(), false)
+                .await,
+        );
         assert_eq!(
-            refused(strict.admit(NUMBER, None, "c", false).await).retry_after,
+            refused(
+                strict
+                    .admit(NUMBER, None, ClientBucket::default(), false)
+                    .await
+            )
+            .retry_after,
             Duration::from_secs(1)
         );
     }
@@ -624,69 +669,142 @@ mod tests {
     async fn pair_allows_a_burst_then_refuses_per_person() {
         let limits = build("");
         for _ in 0..45 {
-            admitted(limits.admit(NUMBER, Some("US.1"), "c", false).await);
+            admitted(
+                limits
+                    .admit(NUMBER, Some("US.1"), ClientBucket::default(), false)
+                    .await,
+            );
         }
-        let refusal = refused(limits.admit(NUMBER, Some("US.1"), "c", false).await);
+        let refusal = refused(
+            limits
+                .admit(NUMBER, Some("US.1"), ClientBucket::default(), false)
+                .await,
+        );
         assert_eq!(
             (refusal.limit, refusal.limit.code()),
             (LimitKind::Pair, 131056)
         );
         assert_eq!(refusal.retry_after, Duration::from_secs(6));
-        admitted(limits.admit(NUMBER, Some("US.2"), "c", false).await);
-        admitted(limits.admit("777", Some("US.1"), "c", false).await);
+        admitted(
+            limits
+                .admit(NUMBER, Some("US.2"), ClientBucket::default(), false)
+                .await,
+        );
+        admitted(
+            limits
+                .admit("777", Some("US.1"), ClientBucket::default(), false)
+                .await,
+        );
         tokio::time::advance(Duration::from_secs(6)).await;
-        admitted(limits.admit(NUMBER, Some("US.1"), "c", false).await);
+        admitted(
+            limits
+                .admit(NUMBER, Some("US.1"), ClientBucket::default(), false)
+                .await,
+        );
     }
 
     #[tokio::test(start_paused = true)]
     async fn clients_have_independent_shares() {
         let limits = build(
-            "[limits.client]\nmode = \"reject\"\nper_second = 2\nburst = 2\n[clients.big]\nper_second = 10\n",
+            "[limits.client]\nmode = \"reject\"\nper_second = 2\nburst = 2\n\
+             [clients.big]\nper_second = 10\ntokens = [\"00000000000000bb\"]\n",
         );
+        let crm = ClientBucket {
+            key: 1,
+            share: None,
+        };
         for _ in 0..2 {
-            admitted(limits.admit(NUMBER, None, "crm", false).await);
+            admitted(limits.admit(NUMBER, None, crm, false).await);
         }
         assert_eq!(
-            refused(limits.admit(NUMBER, None, "crm", false).await).limit,
+            refused(limits.admit(NUMBER, None, crm, false).await).limit,
             LimitKind::Client
         );
-        admitted(limits.admit(NUMBER, None, "bot", false).await);
-        for _ in 0..2 {
-            admitted(limits.admit(NUMBER, None, "big", false).await);
+        let bot = ClientBucket {
+            key: 2,
+            share: None,
+        };
+        admitted(limits.admit(NUMBER, None, bot, false).await);
+        let big = ClientBucket {
+            key: 0xbb,
+            share: Some("big"),
+        };
+        for _ in 0..3 {
+            admitted(limits.admit(NUMBER, None, big, false).await);
         }
-        admitted(limits.admit(NUMBER, None, "big", false).await);
+        // The same token under a share it is not given is still one bucket
+        // of the default size.
+        let big_default = ClientBucket {
+            key: 0xbb,
+            share: None,
+        };
+        for _ in 0..2 {
+            admitted(limits.admit(NUMBER, None, big_default, false).await);
+        }
+        refused(limits.admit(NUMBER, None, big_default, false).await);
     }
 
     #[tokio::test(start_paused = true)]
     async fn meta_answers_impose_back_offs() {
         let limits = build("[limits.number]\nbackoff_secs = 30\n");
         limits.feedback(NUMBER, None, Some(130429), false);
-        let refusal = refused(limits.admit(NUMBER, None, "c", false).await);
+        let refusal = refused(
+            limits
+                .admit(NUMBER, None, ClientBucket::default(), false)
+                .await,
+        );
         assert_eq!(
             (refusal.limit, refusal.retry_after),
             (LimitKind::Number, Duration::from_secs(30))
         );
         tokio::time::advance(Duration::from_secs(30)).await;
-        admitted(limits.admit(NUMBER, None, "c", false).await);
+        admitted(
+            limits
+                .admit(NUMBER, None, ClientBucket::default(), false)
+                .await,
+        );
 
         // 131056: 4 s, then 16 s, growing; a success resets the count.
         limits.feedback(NUMBER, Some("US.1"), Some(131056), false);
         assert_eq!(
-            refused(limits.admit(NUMBER, Some("US.1"), "c", false).await).retry_after,
+            refused(
+                limits
+                    .admit(NUMBER, Some("US.1"), ClientBucket::default(), false)
+                    .await
+            )
+            .retry_after,
             Duration::from_secs(4)
         );
         limits.feedback(NUMBER, Some("US.1"), Some(131056), false);
         assert_eq!(
-            refused(limits.admit(NUMBER, Some("US.1"), "c", false).await).retry_after,
+            refused(
+                limits
+                    .admit(NUMBER, Some("US.1"), ClientBucket::default(), false)
+                    .await
+            )
+            .retry_after,
             Duration::from_secs(16)
         );
-        admitted(limits.admit(NUMBER, Some("US.2"), "c", false).await);
+        admitted(
+            limits
+                .admit(NUMBER, Some("US.2"), ClientBucket::default(), false)
+                .await,
+        );
         tokio::time::advance(Duration::from_secs(16)).await;
-        admitted(limits.admit(NUMBER, Some("US.1"), "c", false).await);
+        admitted(
+            limits
+                .admit(NUMBER, Some("US.1"), ClientBucket::default(), false)
+                .await,
+        );
         limits.feedback(NUMBER, Some("US.1"), None, true);
         limits.feedback(NUMBER, Some("US.1"), Some(131056), false);
         assert_eq!(
-            refused(limits.admit(NUMBER, Some("US.1"), "c", false).await).retry_after,
+            refused(
+                limits
+                    .admit(NUMBER, Some("US.1"), ClientBucket::default(), false)
+                    .await
+            )
+            .retry_after,
             Duration::from_secs(4)
         );
     }
@@ -694,9 +812,15 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn report_mode_counts_without_refusing() {
         let limits = build("[limits.number]\nthroughput = 1\n");
-        admitted(limits.admit(NUMBER, None, "c", true).await);
+        admitted(
+            limits
+                .admit(NUMBER, None, ClientBucket::default(), true)
+                .await,
+        );
         assert_eq!(
-            limits.admit(NUMBER, None, "c", true).await,
+            limits
+                .admit(NUMBER, None, ClientBucket::default(), true)
+                .await,
             Admission::WouldLimit(LimitKind::Number)
         );
     }
@@ -705,13 +829,20 @@ mod tests {
     async fn reconfiguring_keeps_unchanged_state_and_applies_new_quotas() {
         let old = build("[limits.number]\nthroughput = 2\n");
         for _ in 0..2 {
-            admitted(old.admit(NUMBER, Some("US.1"), "c", false).await);
+            admitted(
+                old.admit(NUMBER, Some("US.1"), ClientBucket::default(), false)
+                    .await,
+            );
         }
         let same = old.reconfigured(
             &Config::from_sources("[limits.number]\nthroughput = 2\n", std::iter::empty()).unwrap(),
         );
         assert_eq!(
-            refused(same.admit(NUMBER, None, "c", false).await).limit,
+            refused(
+                same.admit(NUMBER, None, ClientBucket::default(), false)
+                    .await
+            )
+            .limit,
             LimitKind::Number,
             "state kept"
         );
@@ -719,7 +850,11 @@ mod tests {
             &Config::from_sources("[limits.number]\nthroughput = 1000\n", std::iter::empty())
                 .unwrap(),
         );
-        admitted(raised.admit(NUMBER, None, "c", false).await);
+        admitted(
+            raised
+                .admit(NUMBER, None, ClientBucket::default(), false)
+                .await,
+        );
     }
 
     #[tokio::test(start_paused = true)]
@@ -728,7 +863,12 @@ mod tests {
         for i in 0..1000 {
             admitted(
                 limits
-                    .admit(NUMBER, Some(&format!("US.{i}")), "c", false)
+                    .admit(
+                        NUMBER,
+                        Some(&format!("US.{i}")),
+                        ClientBucket::default(),
+                        false,
+                    )
                     .await,
             );
         }

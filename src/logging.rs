@@ -2,7 +2,10 @@
 //!
 //! Phones and BSUIDs identify people, so logs show only their last four
 //! characters unless `log.show_identifiers` is on. Access tokens are never
-//! passed to a log call at all.
+//! passed to a log call at all. Whatever a client sent is escaped before it
+//! reaches a log line ([`Escaped`]), so no value can forge one.
+
+use std::fmt::{self, Write as _};
 
 use tracing_subscriber::EnvFilter;
 
@@ -24,12 +27,12 @@ pub fn init(config: &LogConfig) {
 /// How many trailing characters of an identifier a masked log keeps.
 const VISIBLE_TAIL: usize = 4;
 
-/// An identifier as it may appear in a log line: the value itself when
-/// `show` is on, else its class-revealing head and last four characters,
-/// e.g. `US.…1918` or `…1234`.
+/// An identifier as it may appear in a log line, escaped ([`Escaped`]):
+/// the value itself when `show` is on, else its class-revealing head and
+/// last four characters, e.g. `US.…1918` or `…1234`.
 pub fn mask(value: &str, show: bool) -> String {
     if show {
-        return value.to_owned();
+        return Escaped(value).to_string();
     }
     let chars: Vec<char> = value.chars().collect();
     if chars.len() <= VISIBLE_TAIL * 2 {
@@ -43,12 +46,78 @@ pub fn mask(value: &str, show: bool) -> String {
         } else {
             String::new()
         };
-    format!("{head}…{tail}")
+    format!("{head}…{}", Escaped(&tail))
+}
+
+/// Text that came from a client, shown in a log line so that it cannot
+/// forge one: control characters (CR, LF, ESC, NUL, …), quotes,
+/// backslashes and the invisible or direction-changing characters of
+/// Unicode are written as escapes (`\n`, `\u{1b}`, `\"`). The same text
+/// goes into text and JSON logs alike.
+pub struct Escaped<'a>(pub &'a str);
+
+impl fmt::Display for Escaped<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // Most values need nothing: write them in one piece.
+        if !self.0.chars().any(needs_escape) {
+            return f.write_str(self.0);
+        }
+        for c in self.0.chars() {
+            if !needs_escape(c) {
+                f.write_char(c)?;
+            } else if c.is_ascii() {
+                write!(f, "{}", c.escape_default())?;
+            } else {
+                write!(f, "{}", c.escape_unicode())?;
+            }
+        }
+        Ok(())
+    }
+}
+
+fn needs_escape(c: char) -> bool {
+    c.is_control()
+        || matches!(
+            c,
+            '"' | '\\'
+                | '\u{200b}'..='\u{200f}'
+                | '\u{2028}'..='\u{202e}'
+                | '\u{2060}'..='\u{2069}'
+                | '\u{feff}'
+                | '\u{fff9}'..='\u{fffb}'
+        )
 }
 
 #[cfg(test)]
 mod tests {
-    use super::mask;
+    use super::{Escaped, mask};
+
+    #[test]
+    fn what_a_client_sent_cannot_break_a_line_or_reach_a_terminal() {
+        let hostile = "abcdefgh\r\nX:1 \u{1b}[31mred\0 \"q\" back\\slash \u{202e}rtl \u{2028}";
+        for shown in [
+            mask(hostile, true),
+            mask(hostile, false),
+            Escaped(hostile).to_string(),
+        ] {
+            assert!(
+                !shown
+                    .chars()
+                    .any(|c| c.is_control() || ('\u{2028}'..='\u{202e}').contains(&c)),
+                "{shown:?}"
+            );
+            let unescaped_quote = shown
+                .char_indices()
+                .any(|(at, c)| c == '"' && !shown[..at].ends_with('\\'));
+            assert!(!unescaped_quote, "{shown:?}");
+        }
+        assert_eq!(
+            Escaped(hostile).to_string(),
+            "abcdefgh\\r\\nX:1 \\u{1b}[31mred\\u{0} \\\"q\\\" back\\\\slash \\u{202e}rtl \\u{2028}"
+        );
+        assert_eq!(mask("abcdefgh\r\nX:1", false), "…\\nX:1");
+        assert_eq!(Escaped("plain").to_string(), "plain");
+    }
 
     #[test]
     fn masks_all_but_the_tail() {

@@ -14,9 +14,10 @@ use tokio::net::TcpListener;
 
 use sendgate::admin::Admin;
 use sendgate::audit::{self, AuditContext, ListError, ListShape, Report};
-use sendgate::config::{Category, Config, Mode, NumberConfig, Secrets};
-use sendgate::identity::import::{self, Format};
-use sendgate::identity::{Identities, RedbStore};
+use sendgate::client::{self, Fingerprinter};
+use sendgate::config::{Category, Config, Mode, NumberConfig, Secrets, check_portfolio_name};
+use sendgate::identity::import::{self, Destination, Format};
+use sendgate::identity::{Identities, RedbStore, Source};
 use sendgate::proxy::ConfigSource;
 use sendgate::sandbox::{self, Sandbox};
 use sendgate::{App, logging, server};
@@ -65,12 +66,51 @@ enum Command {
     /// Import known phone <-> BSUID pairs into the identity store.
     ///
     /// FILE is CSV whose header names some of bsuid, phone, parent_bsuid,
-    /// username, portfolio, number; or JSON lines with the same fields. Bad
-    /// rows are listed and skipped. The store is the one `serve` uses, which
-    /// holds it while running: stop it first, or use POST /admin/identities.
+    /// username, portfolio, number; or JSON lines with the same fields. A
+    /// row belongs to its number's scope (its portfolio, or the number
+    /// alone), or to the portfolio it names, else to --number's or
+    /// --portfolio's. Bad rows are listed and skipped. The store is the one
+    /// `serve` uses, which holds it while running: stop it first, or use
+    /// POST /admin/identities.
     Import {
         /// The CSV or JSON-lines file.
         file: PathBuf,
+        /// The business phone number id whose scope rows without a number or portfolio go to.
+        #[arg(long, conflicts_with = "portfolio")]
+        number: Option<String>,
+        /// The portfolio rows without a number or portfolio go to.
+        #[arg(long)]
+        portfolio: Option<String>,
+        /// Config file [default: config/sendgate.toml, or the embedded defaults if absent].
+        #[arg(long, env = "SENDGATE_CONFIG")]
+        config: Option<PathBuf>,
+    },
+    /// Print the fingerprint of a sender's token, read from standard input.
+    ///
+    /// The fingerprint is what `[clients.<name>] tokens` and
+    /// `[numbers."<id>"] tokens` list. It is made with SENDGATE_FINGERPRINT_KEY
+    /// (as `serve` makes it), and the token never leaves this process.
+    Fingerprint,
+    /// Move every identity of one scope into another (offline, like import).
+    ///
+    /// Numbers without a portfolio shared the portfolio "default" before
+    /// each became a scope of its own; this moves what they learned then to
+    /// the number (or portfolio) it belongs to. What the target already
+    /// knows wins a conflict, and every conflict is counted.
+    MoveScope {
+        /// The portfolio to empty, e.g. default.
+        #[arg(long)]
+        from: String,
+        /// Move into this business number's scope.
+        #[arg(
+            long,
+            conflicts_with = "to_portfolio",
+            required_unless_present = "to_portfolio"
+        )]
+        to_number: Option<String>,
+        /// Move into this portfolio.
+        #[arg(long)]
+        to_portfolio: Option<String>,
         /// Config file [default: config/sendgate.toml, or the embedded defaults if absent].
         #[arg(long, env = "SENDGATE_CONFIG")]
         config: Option<PathBuf>,
@@ -134,7 +174,19 @@ fn main() -> ExitCode {
             );
         }),
         Command::Sandbox { listen } => block_on(run_sandbox(&listen)),
-        Command::Import { file, config } => run_import(&file, config.as_deref()),
+        Command::Import {
+            file,
+            number,
+            portfolio,
+            config,
+        } => run_import(&file, number, portfolio, config.as_deref()),
+        Command::Fingerprint => run_fingerprint(),
+        Command::MoveScope {
+            from,
+            to_number,
+            to_portfolio,
+            config,
+        } => run_move_scope(&from, to_number, to_portfolio, config.as_deref()),
         Command::Audit {
             file,
             number,
@@ -397,9 +449,36 @@ fn output_error(err: io::Error) -> Result<(), String> {
 /// so a file of the wrong shape does not bury the summary.
 const REJECTED_SHOWN: usize = 100;
 
-fn run_import(file: &Path, config_path: Option<&Path>) -> Result<(), String> {
+/// The scope a `--number` or `--portfolio` names.
+fn named_scope(
+    config: &Config,
+    number: Option<String>,
+    portfolio: Option<String>,
+) -> Result<Option<String>, String> {
+    match (number, portfolio) {
+        (Some(number), _) if number.is_empty() || !number.bytes().all(|b| b.is_ascii_digit()) => {
+            Err(format!(
+                "--number {number:?} is not a phone number id (digits)"
+            ))
+        }
+        (Some(number), _) => Ok(Some(config.scope_of(&number).into_owned())),
+        (None, Some(portfolio)) => match check_portfolio_name(&portfolio) {
+            Ok(()) => Ok(Some(portfolio)),
+            Err(why) => Err(format!("--portfolio {why}")),
+        },
+        (None, None) => Ok(None),
+    }
+}
+
+fn run_import(
+    file: &Path,
+    number: Option<String>,
+    portfolio: Option<String>,
+    config_path: Option<&Path>,
+) -> Result<(), String> {
     init_operator_log();
     let config = load_config(config_path)?;
+    let default_scope = named_scope(&config, number, portfolio)?;
     // The file is checked before the store is opened, so a typo in FILE
     // never creates an empty store file as a side effect.
     let (mut input, size) = open_input(file)?;
@@ -416,7 +495,11 @@ fn run_import(file: &Path, config_path: Option<&Path>) -> Result<(), String> {
         path => open_store(Path::new(path))?,
     };
     let bar = progress_bar(size, io::stderr().is_terminal());
-    let result = import::import(input, format, &config, &identities, |read| {
+    let destination = Destination {
+        default_scope: default_scope.as_deref(),
+        source: Source::Import,
+    };
+    let result = import::import(input, format, &config, &identities, destination, |read| {
         bar.set_position(read);
     });
     bar.finish_and_clear();
@@ -451,8 +534,53 @@ fn run_import(file: &Path, config_path: Option<&Path>) -> Result<(), String> {
 
 /// Opens the identity store file (failing in one line if `serve` holds it).
 fn open_store(path: &Path) -> Result<Identities, String> {
-    let store = RedbStore::open(path).map_err(|err| err.to_string())?;
+    let (store, _) = RedbStore::open(path).map_err(|err| err.to_string())?;
     Ok(identities_over(store))
+}
+
+fn run_fingerprint() -> Result<(), String> {
+    let mut line = String::new();
+    io::stdin()
+        .read_line(&mut line)
+        .map_err(|err| format!("cannot read the token from standard input: {err}"))?;
+    let token = client::token_in(&line).ok_or("no token on standard input")?;
+    let secrets = Secrets::from_env(std::env::vars());
+    let fingerprint = Fingerprinter::new(secrets.fingerprint_key.as_deref()).of(token);
+    println!("{fingerprint}");
+    Ok(())
+}
+
+fn run_move_scope(
+    from: &str,
+    to_number: Option<String>,
+    to_portfolio: Option<String>,
+    config_path: Option<&Path>,
+) -> Result<(), String> {
+    init_operator_log();
+    let config = load_config(config_path)?;
+    let to = named_scope(&config, to_number, to_portfolio)?
+        .ok_or("say where to: --to-number or --to-portfolio")?;
+    if to == from {
+        return Err(format!("--from and the target are both {from:?}"));
+    }
+    let path = match config.store.path.as_str() {
+        "" => return Err("store.path is empty (an in-memory store): nothing to move".into()),
+        path if !Path::new(path).exists() => return Err(format!("no identity store at {path}")),
+        path => Path::new(path),
+    };
+    let moved = open_store(path)?
+        .move_scope(from, &to)
+        .map_err(|err| err.to_string())?;
+    println!(
+        "moved {} from {from:?} to {to:?}: {} records ({} merged into ones {to:?} had), {} retired BSUIDs, {} claims; {} phones or parents left with the BSUID {to:?} already gives them",
+        moved.records + moved.merged + moved.retired + moved.claims,
+        moved.records + moved.merged,
+        moved.merged,
+        moved.retired,
+        moved.claims,
+        moved.conflicts,
+    );
+    Ok(())
 }
 
 fn identities_over(store: RedbStore) -> Identities {
@@ -576,11 +704,7 @@ fn run_audit(args: &AuditArgs) -> Result<(), String> {
     }
     let written = (|| {
         writeln!(summary, "list:      {} ({shape})", args.file.display())?;
-        writeln!(
-            summary,
-            "number:    {} (portfolio {})",
-            args.number, ctx.portfolio
-        )?;
+        writeln!(summary, "number:    {} (scope {})", args.number, ctx.scope)?;
         writeln!(summary, "template:  {template}")?;
         let people = if known == 1 { "person" } else { "people" };
         writeln!(summary, "store:     {store} ({known} {people})")?;

@@ -1,6 +1,7 @@
-//! The proxy's shared state and its router: sends go to the send path, the
-//! webhook path to the relay, everything else streams to the upstream
-//! untouched.
+//! The proxy's shared state and its router: sends (in every spelling
+//! [`route`](crate::route) recognises) go to the send path, the webhook
+//! path to the relay, the Graph root to the batch check, everything else
+//! streams to the upstream untouched.
 //!
 //! What a reload may change (policies, templates, numbers, clients, limits)
 //! lives in one [`Live`] snapshot behind an `ArcSwap`: a request takes the
@@ -14,14 +15,17 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use arc_swap::ArcSwap;
-use http::{Request, Response};
+use http::{Method, Request, Response};
 use http_body_util::BodyExt;
 
-use crate::config::{Config, ConfigError, Secrets};
+use crate::client::Fingerprinter;
+use crate::config::{Config, ConfigError, Mode, Secrets};
+use crate::graph_error::GraphError;
 use crate::headers;
-use crate::identity::{Identities, RedbStore, StoreError};
+use crate::identity::{Identities, LEGACY_DEFAULT_SCOPE, Migration, RedbStore, StoreError};
 use crate::limits::Limits;
 use crate::metrics::Metrics;
+use crate::route::{self, Route, Unsendable};
 use crate::send;
 use crate::templates::TemplateCategories;
 use crate::upstream::{ProxyBody, Upstream, UpstreamBody};
@@ -52,6 +56,8 @@ pub struct App {
     webhook: Option<Relay>,
     /// Secrets from the environment (admin token, app secret).
     pub secrets: Secrets,
+    /// Names senders by their tokens (`SENDGATE_FINGERPRINT_KEY`).
+    pub fingerprinter: Fingerprinter,
     /// Prefix that makes request ids unique across restarts.
     id_prefix: String,
     next_id: AtomicU64,
@@ -63,7 +69,10 @@ impl App {
     pub fn new(config: Config, secrets: Secrets) -> Result<Self, StartError> {
         let store = match config.store.path.as_str() {
             "" => RedbStore::in_memory(),
-            path => RedbStore::open(Path::new(path)),
+            path => RedbStore::open(Path::new(path)).map(|(store, migration)| {
+                report_migration(&config, &migration);
+                store
+            }),
         }
         .map_err(StartError::Store)?;
         let identities = Arc::new(Identities::new(
@@ -103,6 +112,7 @@ impl App {
             identities,
             templates,
             webhook,
+            fingerprinter: Fingerprinter::new(secrets.fingerprint_key.as_deref()),
             secrets,
             id_prefix: format!("sg{started:x}"),
             next_id: AtomicU64::new(1),
@@ -230,7 +240,7 @@ impl App {
     }
 
     /// A new id for a request, echoed as `fbtrace_id` in local errors and logs.
-    fn request_id(&self) -> RequestId<'_> {
+    pub(crate) fn request_id(&self) -> RequestId<'_> {
         RequestId {
             prefix: &self.id_prefix,
             n: self.next_id.fetch_add(1, Ordering::Relaxed),
@@ -254,17 +264,75 @@ impl App {
             Metrics::outcome(&self.metrics.webhook_relays, outcome.as_str());
             return response;
         }
-        if let Some(route) = send::route(request.method(), uri.path()) {
-            let request_id = self.request_id();
-            return send::handle(self, request, route, &request_id).await;
+        let has_body = !http_body::Body::is_end_stream(request.body());
+        match route::recognize(request.method(), uri.path(), uri.query(), has_body) {
+            Route::Send(route) => {
+                let request_id = self.request_id();
+                send::handle(self, request, route, &request_id).await
+            }
+            Route::SendAt(canonical) => self.send_at(request, &canonical).await,
+            Route::Refuse(why) => self.refuse_unsendable(request, why).await,
+            // Boxed: the root is rare and its future large.
+            Route::Root => Box::pin(send::batch::handle(self, request)).await,
+            Route::Other => self.passthrough(request).await,
         }
-        self.passthrough(request).await
+    }
+
+    /// A send written in another spelling goes on as a POST to its
+    /// canonical path, so that Meta receives the send that was inspected.
+    /// Report mode forwards it as it came, like every send it inspects.
+    async fn send_at(
+        &self,
+        mut request: Request<ProxyBody>,
+        canonical: &str,
+    ) -> Response<ProxyBody> {
+        let request_id = self.request_id();
+        let route = route::send_route(canonical).expect("a canonical path is a send route");
+        if self.config().policy.mode == Mode::Enforce {
+            let target = match request.uri().query() {
+                Some(query) => format!("{canonical}?{query}"),
+                None => canonical.to_owned(),
+            };
+            // A canonical path and a query that was already part of a URI.
+            *request.uri_mut() = target.parse().expect("a valid request target");
+            *request.method_mut() = Method::POST;
+        }
+        send::handle(self, request, route, &request_id).await
+    }
+
+    /// A request that could be a send but cannot be inspected: refused, or
+    /// in report mode forwarded as it came with what enforce would do.
+    async fn refuse_unsendable(
+        &self,
+        request: Request<ProxyBody>,
+        why: Unsendable,
+    ) -> Response<ProxyBody> {
+        let request_id = self.request_id();
+        let error = GraphError::unsendable(why);
+        if self.config().policy.mode == Mode::Enforce {
+            return send::refuse(self, error, &request_id);
+        }
+        let label = format!("would-block: {}", why.reason());
+        self.metrics.request("send", &label);
+        let mut response = self.relay_upstream(request).await;
+        if let Ok(value) = http::HeaderValue::from_str(&label) {
+            response
+                .headers_mut()
+                .insert(headers::DECISION_HEADER, value);
+        }
+        response
     }
 
     /// Streams a request that is not a send to the upstream and its answer
     /// back, both bodies unbuffered.
     async fn passthrough(&self, request: Request<ProxyBody>) -> Response<ProxyBody> {
         self.metrics.request("passthrough", "none");
+        self.relay_upstream(request).await
+    }
+
+    /// Forwards a request and relays the answer; upstream failures become
+    /// Graph-shaped 502/504s.
+    pub(crate) async fn relay_upstream(&self, request: Request<ProxyBody>) -> Response<ProxyBody> {
         match self.forward(request).await {
             Ok(response) => relay(response),
             Err(error) => {
@@ -313,6 +381,28 @@ impl fmt::Display for ReloadError {
 }
 
 impl std::error::Error for ReloadError {}
+
+/// Says at start what opening an older store changed, and warns while
+/// identities sit in the scope that numbers without a portfolio shared
+/// before scopes existed and that no number uses now.
+fn report_migration(config: &Config, migration: &Migration) {
+    if migration.send_pairs_to_claims > 0 {
+        tracing::warn!(
+            pairs = migration.send_pairs_to_claims,
+            "pairs learned from sends by an older sendgate no longer resolve: they are kept as \
+             claims of no number (see GET /admin/identities) until a signed webhook attests them"
+        );
+    }
+    if migration.legacy_default_records > 0 && !config.has_portfolio(LEGACY_DEFAULT_SCOPE) {
+        tracing::warn!(
+            records = migration.legacy_default_records,
+            "identities stored under the shared portfolio \"default\" answer for no number: \
+             numbers without a portfolio are scopes of their own now. Give numbers \
+             portfolio = \"default\" in config, or move the identities with \
+             `sendgate move-scope --from default --to-number <id>` (README, \"Who is trusted\")"
+        );
+    }
+}
 
 /// Why sendgate could not start.
 #[derive(Debug)]

@@ -136,8 +136,10 @@ impl Sandbox {
         });
         let id = self.next_message.fetch_add(1, Ordering::Relaxed);
         let message = json!({"id": format!("wamid.SANDBOX{id:016}"), "message_status": "accepted"});
+        let group = text("recipient_type") == Some("group");
         // `to` wins when both are present, exactly as at Meta.
         let (contact, outcome) = match (to, recipient) {
+            (Some(to), _) if group => (json!({"input": to}), Outcome::Delivered),
             (Some(to), _) if classify(to).is_bsuid() => {
                 (json!({"input": to, "user_id": to}), Outcome::Dropped)
             }

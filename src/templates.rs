@@ -19,6 +19,7 @@ use moka::future::Cache;
 use serde::Deserialize;
 
 use crate::config::{CacheConfig, Category, Config};
+use crate::logging::Escaped;
 use crate::send::payload::TemplateRef;
 use crate::upstream::{BoxError, Upstream, full_body, read_whole};
 
@@ -97,7 +98,7 @@ impl TemplateCategories {
                 match self.fetch(waba, template, context).await {
                     Ok(category) => category,
                     Err(err) => {
-                        tracing::warn!(waba, template = %template.name, error = %err, "template category lookup failed");
+                        tracing::warn!(waba, template = %Escaped(&template.name), error = %err, "template category lookup failed");
                         None
                     }
                 }

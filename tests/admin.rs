@@ -127,7 +127,17 @@ async fn import_lookup_and_erase() {
     assert_eq!(status, StatusCode::OK);
     assert_eq!(found["records"][0]["phone"], "16315551234");
     assert_eq!(found["records"][0]["username"], "pablo.m");
-    assert_eq!(found["records"][0]["source"], "import");
+    assert_eq!(found["records"][0]["source"], "admin");
+    assert_eq!(
+        found["records"][0]["attested_at"],
+        Value::Null,
+        "an operator's word, not Meta's"
+    );
+    assert_eq!(
+        found["records"][0]["scope"],
+        format!("number:{PHONE_NUMBER_ID}"),
+        "a number without a portfolio is a scope of its own"
+    );
     let by_phone = format!("/admin/identities/%2B1%20(631)%20555-1234?number={PHONE_NUMBER_ID}");
     let (status, found) = call(admin, Method::GET, &by_phone, Some(ADMIN_TOKEN), "").await;
     assert_eq!(status, StatusCode::OK);

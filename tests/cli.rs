@@ -105,8 +105,14 @@ fn template(name: &str) -> String {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sandbox_walkthrough_meets_the_acceptance_points() {
     // Run from an empty directory: the embedded defaults apply.
-    let quiet = [("SENDGATE_STORE__PATH", ""), ("SENDGATE_ADMIN__LISTEN", "")];
-    let served = serve_sandbox(&[], &quiet, None).await;
+    let admin = free_port();
+    let admin_listen = admin.to_string();
+    let env = [
+        ("SENDGATE_STORE__PATH", ""),
+        ("SENDGATE_ADMIN__LISTEN", admin_listen.as_str()),
+        ("SENDGATE_ADMIN_TOKEN", "walkthrough"),
+    ];
+    let served = serve_sandbox(&[], &env, Some(admin)).await;
     let addr = served.addr;
 
     // A BSUID placed in `to` reaches the upstream in `recipient` and is delivered.
@@ -150,11 +156,32 @@ async fn sandbox_walkthrough_meets_the_acceptance_points() {
     }
     assert_eq!(received_sends(addr).await.len(), 2);
 
-    // ...and go through, to the phone, once a phone for that BSUID is known.
+    // A send naming both teaches nothing: Meta delivers to `to` whatever
+    // `recipient` says, so its 200 proves nothing about the pair.
     let both = format!(
         r#"{{"messaging_product":"whatsapp","to":"16315551234","recipient":"{BSUID}","type":"text","text":{{"body":"hi"}}}}"#
     );
     assert_eq!(send(addr, &both).await.status, 200);
+    assert_eq!(send(addr, &template("otp_login")).await.status, 400);
+    assert_eq!(received_sends(addr).await.len(), 3);
+
+    // ...and go through, to the phone, once a trusted source (here the
+    // operator, through the admin API) gives that BSUID a phone.
+    let pair = format!(
+        r#"{{"bsuid":"{BSUID}","phone":"16315551234","number":"{}"}}"#,
+        sendgate::sandbox::PHONE_NUMBER_ID
+    );
+    let client = Client::builder(TokioExecutor::new()).build_http();
+    let import = Request::post(format!("http://{admin}/admin/identities"))
+        .header("authorization", "Bearer walkthrough")
+        .body(Full::new(Bytes::from(pair)))
+        .unwrap();
+    let imported = client.request(import).await.unwrap();
+    let summary = imported.into_body().collect().await.unwrap().to_bytes();
+    assert_eq!(
+        serde_json::from_slice::<Value>(&summary).unwrap()["imported"],
+        1
+    );
     for name in ["otp_login", "spring_sale"] {
         let answer = send(addr, &template(name)).await;
         assert_eq!(answer.status, 200, "{name}: {:?}", answer.body);
@@ -163,6 +190,14 @@ async fn sandbox_walkthrough_meets_the_acceptance_points() {
     }
     let sends = received_sends(addr).await;
     assert_eq!(sends.len(), 5);
+    assert_eq!(
+        sends[3]["body"]
+            .as_str()
+            .unwrap()
+            .matches("16315551234")
+            .count(),
+        1
+    );
     assert!(
         sends.iter().all(|s| s["outcome"] == "delivered"),
         "{sends:#?}"

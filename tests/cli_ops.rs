@@ -92,8 +92,8 @@ fn imported(name: &str) -> Scratch {
     let scratch = Scratch::new(name);
     scratch.file("pairs.csv", PAIRS_CSV);
     scratch.file("pairs.jsonl", PAIRS_JSON);
-    ok(&scratch, &["import", "pairs.csv"]);
-    ok(&scratch, &["import", "pairs.jsonl"]);
+    ok(&scratch, &["import", "pairs.csv", "--number", "1"]);
+    ok(&scratch, &["import", "pairs.jsonl", "--number", "1"]);
     scratch
 }
 
@@ -101,7 +101,7 @@ fn imported(name: &str) -> Scratch {
 fn import_csv_counts_rows_and_lists_rejected_lines() {
     let scratch = Scratch::new("import-csv");
     scratch.file("pairs.csv", PAIRS_CSV);
-    let (stdout, _) = ok(&scratch, &["import", "pairs.csv"]);
+    let (stdout, _) = ok(&scratch, &["import", "pairs.csv", "--number", "1"]);
     assert_eq!(
         stdout,
         concat!(
@@ -116,7 +116,7 @@ fn import_csv_counts_rows_and_lists_rejected_lines() {
     );
 
     // Run again: the store already knows everyone.
-    let (stdout, _) = ok(&scratch, &["import", "pairs.csv"]);
+    let (stdout, _) = ok(&scratch, &["import", "pairs.csv", "--number", "1"]);
     assert_eq!(
         stdout.lines().next(),
         Some("imported 0, updated 0, unchanged 3, rejected 2")
@@ -127,7 +127,7 @@ fn import_csv_counts_rows_and_lists_rejected_lines() {
 fn import_json_lines_is_detected_and_judged_per_line() {
     let scratch = Scratch::new("import-json");
     scratch.file("pairs.jsonl", PAIRS_JSON);
-    let (stdout, stderr) = ok(&scratch, &["import", "pairs.jsonl"]);
+    let (stdout, stderr) = ok(&scratch, &["import", "pairs.jsonl", "--portfolio", "acme"]);
     let lines: Vec<&str> = stdout.lines().collect();
     assert_eq!(lines[0], "imported 2, updated 0, unchanged 0, rejected 1");
     assert_eq!(lines.len(), 2, "{stdout}");
@@ -156,13 +156,7 @@ fn audit_of_a_csv_list_says_what_happens_to_each_recipient() {
     );
     let (stdout, stderr) = ok(
         &scratch,
-        &[
-            "audit",
-            "campaign.csv",
-            "--number",
-            "106540352242922",
-            "--csv",
-        ],
+        &["audit", "campaign.csv", "--number", "1", "--csv"],
     );
     assert_eq!(
         stdout,
@@ -298,9 +292,103 @@ fn a_store_held_by_another_process_fails_in_one_line() {
     scratch.file("pairs.csv", PAIRS_CSV);
     // This test process stands in for a running `sendgate serve`.
     let held = RedbStore::open(&scratch.store()).unwrap();
-    let output = scratch.run(&["import", "pairs.csv"]);
+    let output = scratch.run(&["import", "pairs.csv", "--number", "1"]);
     fails_with_one_line(&output, &["in use by another sendgate process"]);
     drop(held);
-    let (stdout, _) = ok(&scratch, &["import", "pairs.csv"]);
+    let (stdout, _) = ok(&scratch, &["import", "pairs.csv", "--number", "1"]);
     assert!(stdout.starts_with("imported 2,"), "{stdout}");
+}
+
+#[test]
+fn rows_without_a_scope_are_rejected_and_other_numbers_do_not_see_a_numbers_pairs() {
+    let scratch = Scratch::new("scopes");
+    scratch.file("pairs.csv", PAIRS_CSV);
+    let (stdout, _) = ok(&scratch, &["import", "pairs.csv"]);
+    assert!(
+        stdout.starts_with("imported 0, updated 0, unchanged 0, rejected 5"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("line 2: no number or portfolio"),
+        "{stdout}"
+    );
+    ok(&scratch, &["import", "pairs.csv", "--number", "1"]);
+    scratch.file("list.txt", "US.1001\n");
+    for (number, verdict) in [
+        ("1", "resolved BSUID to phone,16315551234"),
+        ("2", "blocked,campaign_needs_phone"),
+    ] {
+        let (stdout, _) = ok(
+            &scratch,
+            &["audit", "list.txt", "--number", number, "--csv"],
+        );
+        assert!(
+            stdout.ends_with(&format!("1,US.1001,{verdict}\n")),
+            "{number}: {stdout}"
+        );
+    }
+}
+
+#[test]
+fn move_scope_hands_a_portfolios_identities_to_a_number() {
+    let scratch = Scratch::new("move-scope");
+    scratch.file("pairs.csv", PAIRS_CSV);
+    ok(&scratch, &["import", "pairs.csv", "--portfolio", "default"]);
+    scratch.file("list.txt", "US.1001\n");
+    let audit = || ok(&scratch, &["audit", "list.txt", "--number", "7", "--csv"]).0;
+    assert!(audit().ends_with("blocked,campaign_needs_phone\n"));
+    let (stdout, _) = ok(
+        &scratch,
+        &["move-scope", "--from", "default", "--to-number", "7"],
+    );
+    assert!(
+        stdout.starts_with("moved 2 from \"default\" to \"number:7\": 2 records"),
+        "{stdout}"
+    );
+    assert!(audit().ends_with("resolved BSUID to phone,16315551234\n"));
+    let output = scratch.run(&["move-scope", "--from", "default"]);
+    assert!(!output.status.success(), "a target is required");
+}
+
+#[test]
+fn fingerprint_reads_the_token_from_stdin_and_never_prints_it() {
+    use std::io::Write;
+    let fingerprint = |input: &str, key: Option<&str>| {
+        let mut command = Command::new(BIN);
+        command
+            .arg("fingerprint")
+            .env_remove("SENDGATE_FINGERPRINT_KEY")
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped());
+        if let Some(key) = key {
+            command.env("SENDGATE_FINGERPRINT_KEY", key);
+        }
+        let mut child = command.spawn().unwrap();
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(input.as_bytes())
+            .unwrap();
+        let output = child.wait_with_output().unwrap();
+        assert!(output.status.success(), "{output:?}");
+        text(&output.stdout).trim().to_owned()
+    };
+    let plain = fingerprint("EAABsecret-token\n", None);
+    assert_eq!(plain.len(), 16);
+    assert!(plain.bytes().all(|b| b.is_ascii_hexdigit()));
+    assert!(!plain.contains("secret"));
+    assert_eq!(
+        fingerprint("Bearer EAABsecret-token", None),
+        plain,
+        "as sent in a header"
+    );
+    assert_eq!(
+        plain,
+        sendgate::client::Fingerprinter::new(None)
+            .of("EAABsecret-token")
+            .to_string(),
+        "what serve computes"
+    );
+    assert_ne!(fingerprint("EAABsecret-token", Some("k")), plain, "keyed");
 }

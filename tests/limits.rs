@@ -14,6 +14,7 @@ use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 use sendgate::identity::{IdentityEvent, Observation, Source};
 use sendgate::proxy::ConfigSource;
+use sendgate::sandbox::PHONE_NUMBER_ID;
 use sendgate::{App, Config};
 use support::{ADMIN_TOKEN, FakeUpstream, Proxy, json, test_secrets};
 
@@ -74,7 +75,8 @@ async fn phone_and_bsuid_of_one_person_share_a_pair_bucket() {
         phone: Some(PHONE.into()),
         ..Observation::default()
     };
-    let events = [("default".to_owned(), IdentityEvent::Seen(seen))];
+    let scope = proxy.app.config().scope_of(PHONE_NUMBER_ID).into_owned();
+    let events = [(scope, IdentityEvent::Seen(seen))];
     proxy.app.identities.apply(&events, Source::Import).unwrap();
 
     assert_eq!(proxy.send(&text_to("to", PHONE)).await.status, 200);
@@ -88,23 +90,82 @@ async fn phone_and_bsuid_of_one_person_share_a_pair_bucket() {
 }
 
 #[tokio::test]
-async fn clients_are_limited_independently() {
+async fn a_token_gets_its_share_whatever_client_it_claims_to_be() {
     let upstream = FakeUpstream::start().await;
-    let config = "[limits.client]\nmode = \"reject\"\nper_second = 1\nburst = 1\n";
-    let proxy = Proxy::start(&upstream.url(), config).await;
-    let send = |client: &'static str, to: &'static str| {
+    let fingerprinter = sendgate::client::Fingerprinter::new(None);
+    let big = fingerprinter.of("big-token");
+    let config = format!(
+        "[limits.client]\nmode = \"reject\"\nper_second = 1\nburst = 5\n\
+         [clients.big]\nper_second = 1\nburst = 50\ntokens = [\"{big}\"]\n"
+    );
+    let proxy = Proxy::start(&upstream.url(), &config).await;
+    let send = |token: &'static str, client: String, to: String| {
         let proxy = &proxy;
         async move {
-            proxy
-                .send_with(&text_to("to", to), &[("x-sendgate-client", client)])
-                .await
+            let authorization = format!("Bearer {token}");
+            let headers = [
+                ("authorization", authorization.as_str()),
+                ("x-sendgate-client", client.as_str()),
+            ];
+            proxy.send_with(&text_to("to", &to), &headers).await
         }
     };
-    assert_eq!(send("crm", "16505550001").await.status, 200);
-    let over = send("crm", "16505550002").await;
-    assert_eq!(over.status, StatusCode::TOO_MANY_REQUESTS);
-    assert_eq!(over.graph_error_code(), 4);
-    assert_eq!(send("bot", "16505550003").await.status, 200);
+    // One token rotating over 20 client names, among them the name of a
+    // client with a bigger share, gets its own share (5) and no more.
+    let mut admitted = 0;
+    for i in 0..20 {
+        let client = if i % 2 == 0 {
+            format!("crm-{i}")
+        } else {
+            "big".to_owned()
+        };
+        let answer = send("rotating-token", client, format!("165055500{i:02}")).await;
+        match answer.status {
+            StatusCode::OK => admitted += 1,
+            StatusCode::TOO_MANY_REQUESTS => {
+                assert_eq!(answer.graph_error_code(), 4);
+                assert_eq!(answer.decision(), "limited: client");
+            }
+            other => panic!("{other}: {answer:?}"),
+        }
+    }
+    assert_eq!(admitted, 5, "the default share, whatever the header said");
+    // Another token has its own bucket, and the token tied to `big` its share.
+    assert_eq!(
+        send("other-token", "crm".into(), "16505559000".into())
+            .await
+            .status,
+        200
+    );
+    for i in 0..10 {
+        let answer = send("big-token", String::new(), format!("165055591{i:02}")).await;
+        assert_eq!(answer.status, 200, "{i}");
+    }
+}
+
+#[tokio::test]
+async fn a_number_tied_to_tokens_refuses_every_other_sender() {
+    let upstream = FakeUpstream::start().await;
+    let owner = sendgate::client::Fingerprinter::new(None).of("owner-token");
+    let config = format!("[numbers.\"{PHONE_NUMBER_ID}\"]\ntokens = [\"{owner}\"]\n");
+    let proxy = Proxy::start(&upstream.url(), &config).await;
+    let stranger = proxy
+        .send_with(
+            &text_to("to", PHONE),
+            &[("authorization", "Bearer stranger")],
+        )
+        .await;
+    assert_eq!(stranger.status, StatusCode::FORBIDDEN);
+    assert_eq!(stranger.graph_error_code(), 10);
+    assert_eq!(stranger.decision(), "blocked: number_not_allowed");
+    assert!(upstream.seen().is_empty(), "nothing reached Meta");
+    let own = proxy
+        .send_with(
+            &text_to("to", PHONE),
+            &[("authorization", "Bearer owner-token")],
+        )
+        .await;
+    assert_eq!(own.status, 200);
 }
 
 #[tokio::test]

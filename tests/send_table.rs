@@ -4,7 +4,7 @@
 
 mod support;
 
-use sendgate::sandbox::Outcome;
+use sendgate::sandbox::{Outcome, PHONE_NUMBER_ID};
 use support::{Proxy, SandboxUpstream, raw_exchange, sandbox_number_config};
 
 const BSUID: &str = "US.13491208655302741918";
@@ -149,17 +149,12 @@ async fn row_7_two_people_are_blocked() {
 }
 
 #[tokio::test]
-async fn row_8_learned_phone_is_added_to_a_bsuid_send() {
+async fn row_8_attested_phone_is_added_to_a_bsuid_send() {
     let (upstream, proxy) = setup("").await;
-    // A sender that knows both teaches sendgate the pair.
-    let both = format!(
-        r#"{{"to":"+1 631 555 1234","recipient":"{BSUID}","type":"text","text":{{"body":"a"}}}}"#
-    );
-    assert_eq!(proxy.send(&both).await.decision(), "forwarded");
-
+    proxy.attest(PHONE_NUMBER_ID, BSUID, "16315551234");
     let answer = proxy.send(&text_to("recipient", BSUID)).await;
     assert_eq!(answer.decision(), "resolved: bsuid->phone");
-    let received = &upstream.sandbox.received()[1];
+    let received = &upstream.sandbox.received()[0];
     let expected = format!(
         r#"{{"messaging_product":"whatsapp","recipient_type":"individual","to":"16315551234","recipient":"{BSUID}","type":"text","text":{{"preview_url":false,"body":"hello"}}}}"#
     );
@@ -168,23 +163,95 @@ async fn row_8_learned_phone_is_added_to_a_bsuid_send() {
 }
 
 #[tokio::test]
-async fn learning_is_per_portfolio() {
+async fn a_send_naming_both_teaches_nothing_by_default() {
+    let (upstream, proxy) = setup("").await;
+    let both = format!(r#"{{"to":"16315551234","recipient":"{BSUID}","type":"text"}}"#);
+    assert_eq!(proxy.send(&both).await.decision(), "forwarded");
+    assert_eq!(
+        proxy.send(&text_to("recipient", BSUID)).await.decision(),
+        "forwarded",
+        "a send's 2xx proves nothing about the BSUID beside `to`"
+    );
+    assert_eq!(upstream.sandbox.received().len(), 2);
+}
+
+#[tokio::test]
+async fn a_pair_learned_from_a_send_answers_only_for_the_number_that_sent_it() {
+    // Both numbers in one portfolio: the claim still stays with its sender.
     let config = format!(
-        "{}[numbers.\"222\"]\nportfolio = \"other\"\n",
+        "[identity]\nlearn_from_sends = true\n{}portfolio = \"acme\"\n\
+         [numbers.\"222\"]\nportfolio = \"acme\"\n",
         sandbox_number_config()
     );
     let upstream = SandboxUpstream::start().await;
     let proxy = Proxy::start(&upstream.url(), &config).await;
     let both = format!(r#"{{"to":"16315551234","recipient":"{BSUID}","type":"text"}}"#);
     proxy.send(&both).await;
+    // The claim is written off the request path: wait (bounded) for it.
+    let mut decision = String::new();
+    for _ in 0..100 {
+        decision = proxy
+            .send(&text_to("recipient", BSUID))
+            .await
+            .decision()
+            .to_owned();
+        if decision != "forwarded" {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    assert_eq!(decision, "resolved: bsuid->phone", "the sending number");
     let other = proxy
         .post("/v21.0/222/messages", &text_to("recipient", BSUID), &[])
         .await;
     assert_eq!(
         other.decision(),
         "forwarded",
-        "a pair of one portfolio never answers for another"
+        "another number, even of the same portfolio"
     );
+    // A signed webhook that gives the BSUID another phone wins.
+    proxy.attest(PHONE_NUMBER_ID, BSUID, "16505550000");
+    let answer = proxy.send(&text_to("recipient", BSUID)).await;
+    assert_eq!(answer.decision(), "resolved: bsuid->phone");
+    let last = upstream.sandbox.received().last().unwrap().raw_body.clone();
+    assert!(
+        String::from_utf8_lossy(&last).contains("\"to\":\"16505550000\""),
+        "Meta's word, not the send's"
+    );
+    let other = proxy
+        .post("/v21.0/222/messages", &text_to("recipient", BSUID), &[])
+        .await;
+    assert_eq!(
+        other.decision(),
+        "resolved: bsuid->phone",
+        "attested: the whole portfolio"
+    );
+}
+
+#[tokio::test]
+async fn attested_pairs_answer_only_in_their_scope() {
+    let config = format!(
+        "{}portfolio = \"acme\"\n[numbers.\"222\"]\nportfolio = \"acme\"\n\
+         [numbers.\"333\"]\nportfolio = \"other\"\n",
+        sandbox_number_config()
+    );
+    let upstream = SandboxUpstream::start().await;
+    let proxy = Proxy::start(&upstream.url(), &config).await;
+    proxy.attest(PHONE_NUMBER_ID, BSUID, "16315551234");
+    for (number, decision) in [
+        ("222", "resolved: bsuid->phone"),
+        ("333", "forwarded"),
+        ("444", "forwarded"),
+    ] {
+        let answer = proxy
+            .post(
+                &format!("/v21.0/{number}/messages"),
+                &text_to("recipient", BSUID),
+                &[],
+            )
+            .await;
+        assert_eq!(answer.decision(), decision, "{number}");
+    }
 }
 
 #[tokio::test]
@@ -196,7 +263,11 @@ async fn failed_sends_teach_nothing() {
         )
     })
     .await;
-    let proxy = Proxy::start(&upstream.url(), &sandbox_number_config()).await;
+    let config = format!(
+        "[identity]\nlearn_from_sends = true\n{}",
+        sandbox_number_config()
+    );
+    let proxy = Proxy::start(&upstream.url(), &config).await;
     let both = format!(r#"{{"to":"16315551234","recipient":"{BSUID}","type":"text"}}"#);
     assert_eq!(proxy.send(&both).await.status, 400);
     assert_eq!(
@@ -224,8 +295,7 @@ async fn row_9_authentication_template_needs_a_phone() {
     );
 
     // Once a phone is known, the same send goes to the phone.
-    let both = format!(r#"{{"to":"16315551234","recipient":"{BSUID}","type":"text"}}"#);
-    proxy.send(&both).await;
+    proxy.attest(PHONE_NUMBER_ID, BSUID, "16315551234");
     let answer = proxy.send(&template("recipient", BSUID, "otp_login")).await;
     assert_eq!(answer.status, 200);
     assert_eq!(answer.decision(), "resolved: bsuid->phone");
@@ -280,8 +350,7 @@ async fn row_10_campaigns_need_a_phone() {
             .all(|r| !r.path.ends_with("messages") || r.body.contains("order_update"))
     );
 
-    let both = format!(r#"{{"to":"16315551234","recipient":"{BSUID}","type":"text"}}"#);
-    proxy.send(&both).await;
+    proxy.attest(PHONE_NUMBER_ID, BSUID, "16315551234");
     let answer = proxy
         .send(&template("recipient", BSUID, "spring_sale"))
         .await;

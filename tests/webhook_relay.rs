@@ -205,17 +205,17 @@ async fn every_fixture_is_relayed_and_the_store_ends_up_holding_what_it_taught()
         // Each lesson is visible in the store right after the answer.
         let config = proxy.app.config();
         for item in learn::learn(&body).unwrap() {
-            let portfolio = config.portfolio_of(&item.phone_number_id);
+            let scope = config.scope_of(&item.phone_number_id);
             match item.event {
-                IdentityEvent::Retired { bsuid } => retired.push((portfolio.to_owned(), bsuid)),
+                IdentityEvent::Retired { bsuid } => retired.push((scope.into_owned(), bsuid)),
                 // A retired BSUID stays dead even when a later webhook names it.
                 IdentityEvent::Seen(seen)
-                    if retired.contains(&(portfolio.to_owned(), seen.bsuid.clone())) => {}
+                    if retired.contains(&(scope.to_string(), seen.bsuid.clone())) => {}
                 IdentityEvent::Seen(seen) => {
                     let records = proxy
                         .app
                         .identities
-                        .find(&seen.bsuid, Some(portfolio))
+                        .find(&seen.bsuid, Some(&scope))
                         .unwrap();
                     assert_eq!(records.len(), 1, "{name}: {}", seen.bsuid);
                     if let Some(phone) = seen.phone {

@@ -16,7 +16,7 @@ CONNS=${CONNS:-64}            # wrk connections for the saturation runs
 LAT_CONNS=${LAT_CONNS:-50}    # oha connections for the fixed-rate latency runs
 PIN=${PIN:-0}                 # 1: proxy under test on CPU 0, load generator and upstream on CPU 1
 PAIR=${PAIR:-1}               # 1: pair each proxy's saturation run with an adjacent nginx run (ratios from pairs)
-BASE_PORT=${BASE_PORT:-18180} # upstream, nginx, sendgate, sendgate-limits, hyper-floor use BASE_PORT..BASE_PORT+4
+BASE_PORT=${BASE_PORT:-18180} # upstream, nginx, sendgate, sendgate-limits, hyper-floor, sendgate-limits' admin use BASE_PORT..BASE_PORT+5
 LATENCY_TOOL=${LATENCY_TOOL:-oha}   # oha (open loop, fixed rate) or wrk (fallback: closed loop)
 OHA_INSTALL_TIMEOUT=${OHA_INSTALL_TIMEOUT:-900}
 SKIP_BUILD=${SKIP_BUILD:-0}   # 1: use target/release/sendgate as it is
@@ -45,6 +45,7 @@ NPORT=$((BASE_PORT + 1))
 SPORT=$((BASE_PORT + 2))
 LPORT=$((BASE_PORT + 3))
 FPORT=$((BASE_PORT + 4))
+APORT=$((BASE_PORT + 5))
 START_TIME=$(date +%s)
 LATENCY_NOTE=""
 
@@ -138,7 +139,7 @@ if [[ $PIN == 1 ]]; then
     OTHER_CPUSET="taskset -c 1"
 fi
 
-for port in $UPORT $NPORT $SPORT $LPORT $FPORT; do
+for port in $UPORT $NPORT $SPORT $LPORT $FPORT $APORT; do
     if (echo >"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
         die "port $port is in use (set BASE_PORT)"
     fi
@@ -146,7 +147,7 @@ done
 
 fill() { # template output
     sed -e "s|@TMP@|$TMP|g" -e "s|@UPORT@|$UPORT|g" -e "s|@NPORT@|$NPORT|g" \
-        -e "s|@SPORT@|$SPORT|g" -e "s|@LPORT@|$LPORT|g" "$HERE/$1" >"$2"
+        -e "s|@SPORT@|$SPORT|g" -e "s|@LPORT@|$LPORT|g" -e "s|@APORT@|$APORT|g" "$HERE/$1" >"$2"
 }
 fill nginx-upstream.conf.tmpl "$TMP/upstream/nginx.conf"
 fill nginx-proxy.conf.tmpl "$TMP/nginx/nginx.conf"
@@ -179,7 +180,7 @@ SG_PID=$!
 PIDS+=("$SG_PID")
 wait_http sendgate "http://127.0.0.1:$SPORT/" "$SG_PID"
 
-$PROXY_CPUSET "$TMP/sendgate" serve --config "$TMP/sendgate-limits.toml" </dev/null >"$TMP/sendgate-limits.log" 2>&1 &
+SENDGATE_ADMIN_TOKEN=bench $PROXY_CPUSET "$TMP/sendgate" serve --config "$TMP/sendgate-limits.toml" </dev/null >"$TMP/sendgate-limits.log" 2>&1 &
 SL_PID=$!
 PIDS+=("$SL_PID")
 wait_http sendgate-limits "http://127.0.0.1:$LPORT/" "$SL_PID"
@@ -215,7 +216,7 @@ MEDIA_PATH=$NUMBER_PATH/media
 BODY_PHONE='{"messaging_product":"whatsapp","recipient_type":"individual","to":"+16315551234","type":"text","text":{"body":"hello"}}'
 BODY_BSUID_TO='{"messaging_product":"whatsapp","recipient_type":"individual","to":"US.13491208655302741918","type":"text","text":{"body":"hello"}}'
 BODY_BSUID_ONLY='{"messaging_product":"whatsapp","recipient":"US.13491208655302741918","type":"text","text":{"body":"hello"}}'
-BODY_TEACH='{"messaging_product":"whatsapp","to":"16315551234","recipient":"US.13491208655302741918","type":"text","text":{"body":"hello"}}'
+PAIR_IMPORT='{"bsuid":"US.13491208655302741918","phone":"16315551234","number":"106540352242922"}'
 BODY_MEDIA='{"messaging_product":"whatsapp","type":"image/jpeg","file":"0123456789abcdef0123456789abcdef0123456789abcdef"}'
 
 # scenario -> PORT METHOD URLPATH BODY CTYPE PROXY(pids of the proxy process) EXPECT(x-sendgate-decision)
@@ -247,9 +248,10 @@ reference_of() { # scenario
     esac
 }
 
-# Teach sendgate-limits the phone<->BSUID pair once (warm identity cache).
-curl -s -o /dev/null --max-time 5 -X POST -H 'Content-Type: application/json' \
-    --data "$BODY_TEACH" "http://127.0.0.1:$LPORT$SEND_PATH"
+# Give sendgate-limits the phone<->BSUID pair once, as an operator import
+# (a send teaches nothing); the checks below warm its identity cache.
+curl -s -o /dev/null --max-time 5 -X POST -H 'Authorization: Bearer bench' \
+    --data "$PAIR_IMPORT" "http://127.0.0.1:$APORT/admin/identities"
 
 # The scenarios asked for and the nginx ones their runs are paired with.
 PREPARE=$SCENARIOS

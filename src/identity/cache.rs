@@ -182,6 +182,13 @@ impl PhoneCache {
         generations.old.remove(&key);
     }
 
+    /// Forgets everything (after an operator moved whole scopes).
+    pub fn clear(&self) {
+        let generations = self.generations.load();
+        generations.young.clear();
+        generations.old.clear();
+    }
+
     /// Mappings held now (both generations; a refreshed one may count twice).
     pub fn len(&self) -> usize {
         let generations = self.generations.load();

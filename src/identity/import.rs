@@ -12,7 +12,7 @@ use std::rc::Rc;
 use serde::Deserialize;
 
 use super::{Identities, IdentityEvent, Observation, Source, StoreError};
-use crate::config::{Config, DEFAULT_PORTFOLIO};
+use crate::config::{Config, check_portfolio_name};
 use crate::csv_rows::{Fields, Rows};
 use crate::send::identifier::{IdClass, classify, phone_digits};
 
@@ -41,7 +41,8 @@ pub struct Summary {
 }
 
 /// A row in either format. `number` (a business phone number id) places
-/// the row in that number's portfolio; `portfolio` names one directly.
+/// the row in that number's scope (its portfolio, or the number alone);
+/// `portfolio` names a portfolio directly.
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct Row {
@@ -76,6 +77,17 @@ impl Format {
     }
 }
 
+/// Where imported rows go and who vouches for them.
+#[derive(Debug, Clone, Copy)]
+pub struct Destination<'a> {
+    /// The scope of rows that name neither a number nor a portfolio; such
+    /// rows are rejected when this is `None`.
+    pub default_scope: Option<&'a str>,
+    /// [`Source::Import`] from the command line, [`Source::Admin`] through
+    /// the admin API.
+    pub source: Source,
+}
+
 /// Reads rows from `input` and applies them to `identities` (blocking).
 /// `progress` is called after each batch with the number of input bytes
 /// read so far.
@@ -84,6 +96,7 @@ pub fn import(
     format: Format,
     config: &Config,
     identities: &Identities,
+    destination: Destination<'_>,
     mut progress: impl FnMut(u64),
 ) -> Result<Summary, StoreError> {
     let consumed = Rc::new(Cell::new(0));
@@ -94,7 +107,7 @@ pub fn import(
     let mut summary = Summary::default();
     let mut batch: Vec<(String, IdentityEvent)> = Vec::with_capacity(BATCH);
     let flush = |batch: &mut Vec<(String, IdentityEvent)>, summary: &mut Summary| {
-        let applied = identities.apply(batch, Source::Import)?;
+        let applied = identities.apply(batch, destination.source)?;
         summary.imported += applied.inserted;
         summary.updated += applied.updated;
         summary.unchanged += applied.unchanged;
@@ -102,7 +115,7 @@ pub fn import(
         Ok::<(), StoreError>(())
     };
     for (line, row) in rows(input, format) {
-        match row.and_then(|row| judge(row, config)) {
+        match row.and_then(|row| judge(row, config, destination.default_scope)) {
             Ok(event) => batch.push(event),
             Err(reason) => summary.rejected.push(Rejected { line, reason }),
         }
@@ -246,8 +259,12 @@ fn csv_rows(input: impl BufRead + 'static) -> impl Iterator<Item = (u64, Result<
     })
 }
 
-/// Checks one row and turns it into a `Seen` event for its portfolio.
-fn judge(row: Row, config: &Config) -> Result<(String, IdentityEvent), String> {
+/// Checks one row and turns it into a `Seen` event for its scope.
+fn judge(
+    row: Row,
+    config: &Config,
+    default_scope: Option<&str>,
+) -> Result<(String, IdentityEvent), String> {
     let bsuid = row.bsuid.ok_or("no bsuid")?;
     if classify(&bsuid) != IdClass::Bsuid {
         return Err(format!(
@@ -270,10 +287,24 @@ fn judge(row: Row, config: &Config) -> Result<(String, IdentityEvent), String> {
     if phone.is_none() && parent_bsuid.is_none() && username.is_none() {
         return Err("nothing to learn: give a phone, a parent_bsuid or a username".into());
     }
-    let portfolio = match (row.portfolio, row.number) {
-        (Some(portfolio), _) => portfolio,
-        (None, Some(number)) => config.portfolio_of(&number).to_owned(),
-        (None, None) => DEFAULT_PORTFOLIO.to_owned(),
+    let scope = match (row.portfolio, row.number) {
+        (Some(portfolio), _) => {
+            check_portfolio_name(&portfolio).map_err(|why| format!("portfolio {why}"))?;
+            portfolio
+        }
+        (None, Some(number))
+            if !number.is_empty() && number.bytes().all(|b| b.is_ascii_digit()) =>
+        {
+            config.scope_of(&number).into_owned()
+        }
+        (None, Some(number)) => {
+            return Err(format!(
+                "number {number:?} is not a phone number id (digits)"
+            ));
+        }
+        (None, None) => default_scope
+            .ok_or("no number or portfolio: say which business number the pair belongs to")?
+            .to_owned(),
     };
     let observation = Observation {
         bsuid,
@@ -281,7 +312,7 @@ fn judge(row: Row, config: &Config) -> Result<(String, IdentityEvent), String> {
         phone,
         username,
     };
-    Ok((portfolio, IdentityEvent::Seen(observation)))
+    Ok((scope, IdentityEvent::Seen(observation)))
 }
 
 #[cfg(test)]
@@ -304,9 +335,18 @@ mod tests {
         );
         let format = Format::detect(text.as_bytes());
         let mut reports = Vec::new();
-        let summary = import(text.as_bytes(), format, &config, &identities, |n| {
-            reports.push(n)
-        })
+        let destination = Destination {
+            default_scope: Some("number:1"),
+            source: Source::Import,
+        };
+        let summary = import(
+            text.as_bytes(),
+            format,
+            &config,
+            &identities,
+            destination,
+            |n| reports.push(n),
+        )
         .unwrap();
         assert_eq!(
             reports.last().copied(),
@@ -341,14 +381,57 @@ mod tests {
         assert!(summary.rejected[1].reason.contains("not a BSUID"));
         assert!(summary.rejected[3].reason.starts_with("nothing to learn"));
         assert_eq!(
-            identities.phone_for_bsuid("default", "US.1").as_deref(),
-            Some("16315551234")
+            identities.phone_for_bsuid("number:1", "US.1").as_deref(),
+            Some("16315551234"),
+            "a row without a scope takes the default one"
         );
         let acme = identities.find("US.2", Some("acme")).unwrap();
         assert_eq!(
             acme[0].username.as_deref(),
             Some("lucia"),
             "number places the row"
+        );
+    }
+
+    #[test]
+    fn every_row_lands_in_a_named_scope_or_is_rejected() {
+        let config = Config::from_sources("", std::iter::empty()).unwrap();
+        let identities = Identities::new(
+            RedbStore::in_memory().unwrap(),
+            100,
+            Duration::from_secs(60),
+        );
+        let text = concat!(
+            "bsuid,phone,number,portfolio\n",
+            "US.1,16315551231,777,\n",
+            "US.2,16315551232,,\n",
+            "US.3,16315551233,,number:777\n",
+            "US.4,16315551234,7a,\n",
+        );
+        let destination = Destination {
+            default_scope: None,
+            source: Source::Admin,
+        };
+        let summary = import(
+            text.as_bytes(),
+            Format::Csv,
+            &config,
+            &identities,
+            destination,
+            |_| {},
+        )
+        .unwrap();
+        assert_eq!(summary.imported, 1);
+        assert_eq!(lines(&summary), [3, 4, 5]);
+        assert!(
+            summary.rejected[0]
+                .reason
+                .starts_with("no number or portfolio")
+        );
+        let record = &identities.find("US.1", None).unwrap()[0];
+        assert_eq!(
+            (record.scope.as_str(), record.source),
+            ("number:777", Source::Admin)
         );
     }
 

@@ -1,14 +1,24 @@
-//! What sendgate knows about people: phone ↔ BSUID mappings per portfolio
-//! (design.md §4).
+//! What sendgate knows about people: phone ↔ BSUID mappings per scope.
 //!
-//! BSUIDs are portfolio-scoped (cloud-api.md §1), so every mapping is keyed by
-//! the portfolio of the business number that saw it; a mapping learned in one
-//! portfolio never answers for another. Phones are stored as digits only, the
-//! way Meta reports a `wa_id`.
+//! BSUIDs are portfolio-scoped (a BSUID works only from the numbers of the
+//! portfolio that issued it), so every mapping is keyed by a *scope*: the
+//! portfolio config puts the business number in, or the number itself when
+//! it names none. A mapping learned in one scope never answers for another,
+//! and numbers share identities only when config says they share a
+//! portfolio. Phones are stored as digits only, the way Meta reports a
+//! `wa_id`.
 //!
-//! [`Identities`] is a moka cache of BSUID → phone in front of the durable
-//! [`RedbStore`]. Writes go to the store first and then drop the cache
-//! entries they make stale, so the cache can only ever lag behind by a miss.
+//! Trust: only a signed webhook (Meta's word) or an operator (import, admin
+//! API) can make a BSUID resolve to a phone for every number of a scope.
+//! A send proves nothing, since Meta delivers to `to` and ignores
+//! `recipient` when both are present; with `identity.learn_from_sends` on,
+//! what a send names is a [`Claim`] that answers only for the number that
+//! sent it, until a webhook attests or contradicts it.
+//!
+//! [`Identities`] is a compact cache of BSUID → phone in front of the
+//! durable [`RedbStore`]. Writes go to the store first and then drop the
+//! cache entries they make stale, so the cache can only ever lag behind by
+//! a miss.
 
 mod cache;
 pub mod import;
@@ -25,8 +35,10 @@ use prometheus_client::metrics::family::Family;
 use crate::metrics::ResultLabels;
 
 pub use cache::PhoneCache;
-pub use model::{IdentityEvent, Observation, Record, Source};
-pub use store::{Applied, RedbStore, StoreError};
+pub use model::{Claim, ClaimKey, IdentityEvent, Observation, Record, Source};
+pub use store::{
+    Applied, Claimed, Erased, LEGACY_DEFAULT_SCOPE, Migration, Moved, RedbStore, StoreError,
+};
 
 /// The identity service shared by the send path, the webhook relay and the
 /// admin API.
@@ -78,49 +90,88 @@ impl Identities {
         }
     }
 
-    /// The phone known for a BSUID (or parent BSUID) in a portfolio. A store
-    /// failure is logged and answered as "unknown": the send then goes out
-    /// as the sender wrote it.
-    pub fn phone_for_bsuid(&self, portfolio: &str, bsuid: &str) -> Option<String> {
-        if let Some(cached) = self.phones.get(portfolio, bsuid) {
+    /// The phone a trusted source gave a BSUID (or parent BSUID) in a
+    /// scope. A store failure is logged and answered as "unknown": the send
+    /// then goes out as the sender wrote it.
+    pub fn phone_for_bsuid(&self, scope: &str, bsuid: &str) -> Option<String> {
+        self.cached_or(scope, bsuid, || {
+            if bsuid.contains(".ENT.") {
+                self.store.by_parent(scope, bsuid)
+            } else {
+                self.store.by_bsuid(scope, bsuid)
+            }
+            .map(|record| record.and_then(|record| record.phone))
+        })
+    }
+
+    /// The phone `number` may use for a BSUID: what a trusted source gave
+    /// its scope, else, when `with_claims` (`identity.learn_from_sends`),
+    /// what this number's own sends claimed.
+    pub fn phone_for(
+        &self,
+        scope: &str,
+        number: &str,
+        bsuid: &str,
+        with_claims: bool,
+    ) -> Option<String> {
+        self.phone_for_bsuid(scope, bsuid).or_else(|| {
+            with_claims
+                .then(|| self.claimed_phone(scope, number, bsuid))
+                .flatten()
+        })
+    }
+
+    /// The phone a send from `number` claimed for a BSUID (only asked when
+    /// `identity.learn_from_sends` is on and no trusted phone is known).
+    pub fn claimed_phone(&self, scope: &str, number: &str, bsuid: &str) -> Option<String> {
+        let view = claim_view(scope, number);
+        self.cached_or(&view, bsuid, || {
+            self.store.claimed_phone(scope, number, bsuid)
+        })
+    }
+
+    /// The cached answer for (cache scope, BSUID), else what `read` gets
+    /// from the store, cached.
+    fn cached_or(
+        &self,
+        cache_scope: &str,
+        bsuid: &str,
+        read: impl FnOnce() -> Result<Option<String>, StoreError>,
+    ) -> Option<String> {
+        if let Some(cached) = self.phones.get(cache_scope, bsuid) {
             self.count(|counters| &counters.hit);
             return cached;
         }
         self.count(|counters| &counters.miss);
         let writes = self.writes.load(Ordering::Acquire);
-        let found = if bsuid.contains(".ENT.") {
-            self.store.by_parent(portfolio, bsuid)
-        } else {
-            self.store.by_bsuid(portfolio, bsuid)
-        };
-        let phone = match found {
-            Ok(record) => record.and_then(|record| record.phone),
+        let phone = match read() {
+            Ok(phone) => phone,
             Err(err) => {
                 tracing::error!(error = %err, "identity lookup failed");
                 return None;
             }
         };
-        self.remember(portfolio, bsuid, phone.as_deref(), writes);
+        self.remember(cache_scope, bsuid, phone.as_deref(), writes);
         phone
     }
 
     /// Caches what the store answered for a BSUID, unless a write happened
     /// since `writes_seen` (read before the store was): the answer may be
     /// stale, and the write's invalidation has already passed.
-    fn remember(&self, portfolio: &str, bsuid: &str, phone: Option<&str>, writes_seen: u64) {
+    fn remember(&self, cache_scope: &str, bsuid: &str, phone: Option<&str>, writes_seen: u64) {
         if self.writes.load(Ordering::Acquire) != writes_seen {
             return;
         }
         match phone {
-            Some(phone) => self.phones.insert(portfolio, bsuid, phone),
-            None => self.phones.insert_none(portfolio, bsuid),
+            Some(phone) => self.phones.insert(cache_scope, bsuid, phone),
+            None => self.phones.insert_none(cache_scope, bsuid),
         }
     }
 
-    /// The BSUID a phone (digits) belongs to in a portfolio, read from the
+    /// The BSUID a phone (digits) belongs to in a scope, read from the
     /// store: the pair limit keys a person by it.
-    pub fn bsuid_for_phone(&self, portfolio: &str, phone: &str) -> Option<String> {
-        match self.store.by_phone(portfolio, phone) {
+    pub fn bsuid_for_phone(&self, scope: &str, phone: &str) -> Option<String> {
+        match self.store.by_phone(scope, phone) {
             Ok(record) => record.map(|record| record.bsuid),
             Err(err) => {
                 tracing::error!(error = %err, "identity lookup failed");
@@ -129,72 +180,97 @@ impl Identities {
         }
     }
 
-    /// Applies events durably (blocking: call from a blocking context), then
-    /// forgets cached answers they may have changed.
+    /// Applies events of a trusted source durably (blocking: call from a
+    /// blocking context), then forgets cached answers they may have changed.
     pub fn apply(
         &self,
         events: &[(String, IdentityEvent)],
         source: Source,
     ) -> Result<Applied, StoreError> {
         let applied = self.store.apply(
-            events
-                .iter()
-                .map(|(portfolio, event)| (portfolio.as_str(), event)),
+            events.iter().map(|(scope, event)| (scope.as_str(), event)),
             source,
         )?;
         self.writes.fetch_add(1, Ordering::AcqRel);
-        for (portfolio, bsuid) in &applied.touched {
-            self.phones.invalidate(portfolio, bsuid);
+        for (scope, bsuid) in &applied.touched {
+            self.phones.invalidate(scope, bsuid);
         }
-        for (portfolio, event) in events {
+        for (scope, event) in events {
             let (IdentityEvent::Seen(Observation { bsuid, .. }) | IdentityEvent::Retired { bsuid }) =
                 event;
-            self.phones.invalidate(portfolio, bsuid);
+            self.phones.invalidate(scope, bsuid);
         }
+        self.forget_claims(&applied.claims_dropped);
         Ok(applied)
     }
 
-    /// Records the pair a successful send proved: in the cache at once, so the
-    /// sender's next send already resolves, and in the store off the async
-    /// runtime, so the send's response does not wait for a disk flush.
-    /// The returned handle completes when the store has it.
+    fn forget_claims(&self, claims: &[ClaimKey]) {
+        for claim in claims {
+            self.phones
+                .invalidate(&claim_view(&claim.scope, &claim.number), &claim.bsuid);
+        }
+    }
+
+    /// Keeps the pair a successful send from `number` named, for that
+    /// number alone, off the async runtime so that the send's response does
+    /// not wait for a disk flush. The returned handle completes when the
+    /// store has it (or has overruled it).
     pub fn learn_from_send(
         self: &Arc<Self>,
-        portfolio: &str,
+        scope: &str,
+        number: &str,
         phone: String,
         bsuid: String,
     ) -> tokio::task::JoinHandle<()> {
-        self.phones.insert(portfolio, &bsuid, &phone);
         let identities = self.clone();
-        let event = IdentityEvent::Seen(Observation {
-            bsuid,
-            phone: Some(phone),
-            ..Observation::default()
-        });
-        let events = vec![(portfolio.to_owned(), event)];
+        let (scope, number) = (scope.to_owned(), number.to_owned());
         tokio::task::spawn_blocking(move || {
-            if let Err(err) = identities.apply(&events, Source::Send) {
-                tracing::error!(error = %err, "learning from a send failed");
+            let claimed = identities.store.claim(&scope, &number, &bsuid, &phone);
+            identities.writes.fetch_add(1, Ordering::AcqRel);
+            let view = claim_view(&scope, &number);
+            identities.phones.invalidate(&view, &bsuid);
+            match claimed {
+                Ok(Claimed::Kept {
+                    displaced: Some(displaced),
+                }) => identities.phones.invalidate(&view, &displaced),
+                Ok(_) => {}
+                Err(err) => tracing::error!(error = %err, "learning from a send failed"),
             }
         })
     }
 
-    /// Every record an identifier names, in one portfolio or all.
-    pub fn find(&self, id: &str, portfolio: Option<&str>) -> Result<Vec<Record>, StoreError> {
-        self.store.find(id, portfolio)
+    /// Every record an identifier names, in one scope or all.
+    pub fn find(&self, id: &str, scope: Option<&str>) -> Result<Vec<Record>, StoreError> {
+        self.store.find(id, scope)
     }
 
-    /// Erases a person from store and cache (blocking).
-    pub fn erase(&self, id: &str, portfolio: Option<&str>) -> Result<Vec<Record>, StoreError> {
-        let removed = self.store.erase(id, portfolio)?;
+    /// Every claim an identifier appears in, in one scope or all.
+    pub fn find_claims(&self, id: &str, scope: Option<&str>) -> Result<Vec<Claim>, StoreError> {
+        self.store.find_claims(id, scope)
+    }
+
+    /// Erases a person (records and claims) from store and cache (blocking).
+    pub fn erase(&self, id: &str, scope: Option<&str>) -> Result<Erased, StoreError> {
+        let erased = self.store.erase(id, scope)?;
         self.writes.fetch_add(1, Ordering::AcqRel);
-        for record in &removed {
-            self.phones.invalidate(&record.portfolio, &record.bsuid);
+        for record in &erased.records {
+            self.phones.invalidate(&record.scope, &record.bsuid);
             if let Some(parent) = &record.parent_bsuid {
-                self.phones.invalidate(&record.portfolio, parent);
+                self.phones.invalidate(&record.scope, parent);
             }
         }
-        Ok(removed)
+        let claims: Vec<ClaimKey> = erased.claims.iter().map(Claim::key).collect();
+        self.forget_claims(&claims);
+        Ok(erased)
+    }
+
+    /// Moves one scope's identities into another (blocking; an operator
+    /// command, run offline).
+    pub fn move_scope(&self, from: &str, to: &str) -> Result<Moved, StoreError> {
+        let moved = self.store.move_scope(from, to)?;
+        self.writes.fetch_add(1, Ordering::AcqRel);
+        self.phones.clear();
+        Ok(moved)
     }
 
     /// How many people the store knows.
@@ -206,6 +282,12 @@ impl Identities {
     pub fn is_empty(&self) -> Result<bool, StoreError> {
         self.store.is_empty()
     }
+}
+
+/// The cache scope of one number's claims: claims answer per number, and
+/// no scope name holds a NUL.
+fn claim_view(scope: &str, number: &str) -> String {
+    format!("{scope}\0{number}")
 }
 
 #[cfg(test)]
@@ -260,7 +342,10 @@ mod tests {
             Some("16315551234")
         );
         // Erasure empties the cache too.
-        assert_eq!(identities.erase("16315551234", None).unwrap().len(), 1);
+        assert_eq!(
+            identities.erase("16315551234", None).unwrap().records.len(),
+            1
+        );
         assert_eq!(identities.phone_for_bsuid("p", "US.2"), None);
         let left = identities.find("US.1", None).unwrap();
         assert_eq!(
@@ -314,19 +399,33 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn a_send_teaches_the_cache_at_once_and_the_store_soon() {
+    async fn a_send_claims_for_its_number_and_a_webhook_overrules_it() {
         let identities = identities();
-        identities.learn_from_send("p", "16315551234".into(), "US.1".into());
+        // Asked before: "no phone" is cached for both views.
+        assert_eq!(identities.claimed_phone("p", "999", "US.1"), None);
+        assert_eq!(identities.phone_for_bsuid("p", "US.1"), None);
+        identities
+            .learn_from_send("p", "999", "16315551234".into(), "US.1".into())
+            .await
+            .unwrap();
+        assert_eq!(
+            identities.claimed_phone("p", "999", "US.1").as_deref(),
+            Some("16315551234"),
+            "the cached 'no phone' went"
+        );
+        assert_eq!(identities.claimed_phone("p", "123", "US.1"), None);
+        assert_eq!(identities.phone_for_bsuid("p", "US.1"), None, "not trusted");
+        identities
+            .apply(&[seen("US.1", "16505550000")], Source::Webhook)
+            .unwrap();
+        assert_eq!(
+            identities.claimed_phone("p", "999", "US.1"),
+            None,
+            "the contradicted claim left the cache"
+        );
         assert_eq!(
             identities.phone_for_bsuid("p", "US.1").as_deref(),
-            Some("16315551234")
+            Some("16505550000")
         );
-        for _ in 0..200 {
-            if identities.len().unwrap() == 1 {
-                return;
-            }
-            tokio::time::sleep(Duration::from_millis(5)).await;
-        }
-        panic!("the store never learned the pair");
     }
 }

@@ -4,14 +4,22 @@
 //! transaction survives a crash or `kill -9` (copy-on-write B-trees, fsync on
 //! commit), it needs nothing installed, and readers never block the writer.
 //!
-//! Layout: keys put the identifier first and the portfolio second
-//! (`id \0 portfolio`), so a lookup in one portfolio is one `get` and "every
-//! portfolio this phone appears in" (erasure) is one prefix range.
+//! Layout: keys put the identifier first and the scope second
+//! (`id \0 scope`), so a lookup in one scope is one `get` and "every scope
+//! this phone appears in" (erasure) is one prefix range.
 //!
-//! - `records`: `bsuid \0 portfolio` → the [`Record`] as JSON;
-//! - `phones`: `phone \0 portfolio` → bsuid;
-//! - `parents`: `parent bsuid \0 portfolio` → bsuid;
-//! - `retired`: `bsuid \0 portfolio` → when it was retired.
+//! - `records`: `bsuid \0 scope` → the [`Record`] as JSON (trusted pairs);
+//! - `phones`: `phone \0 scope` → bsuid;
+//! - `parents`: `parent bsuid \0 scope` → bsuid;
+//! - `retired`: `bsuid \0 scope` → when it was retired;
+//! - `claims`: `bsuid \0 scope \0 number` → the [`Claim`] a send made;
+//! - `claim_phones`: `phone \0 scope \0 number` → bsuid;
+//! - `meta`: the schema version and what opening an older store found.
+//!
+//! Records hold only what a trusted source taught (a signed webhook, an
+//! operator). What a send claims is kept apart, per business number, and
+//! never changes a record or an index: a trusted pair that names the same
+//! BSUID or phone drops the claim (README, "Who is trusted").
 
 use std::fmt;
 use std::path::Path;
@@ -23,16 +31,30 @@ use redb::{
     WriteTransaction,
 };
 
-use super::model::{IdentityEvent, Observation, Record, Source};
+use super::model::{Claim, ClaimKey, IdentityEvent, Observation, Record, Source};
 use crate::send::identifier::{IdClass, classify, phone_digits};
 
 const RECORDS: TableDefinition<&str, &[u8]> = TableDefinition::new("records");
 const PHONES: TableDefinition<&str, &str> = TableDefinition::new("phones");
 const PARENTS: TableDefinition<&str, &str> = TableDefinition::new("parents");
-/// Retired BSUIDs (`bsuid \0 portfolio` → unix seconds), so that a late or
+/// Retired BSUIDs (`bsuid \0 scope` → unix seconds), so that a late or
 /// retried webhook that still names a dead BSUID cannot bring it back and
 /// take its old phone from the person's new BSUID.
 const RETIRED: TableDefinition<&str, u64> = TableDefinition::new("retired");
+const CLAIMS: TableDefinition<&str, &[u8]> = TableDefinition::new("claims");
+const CLAIM_PHONES: TableDefinition<&str, &str> = TableDefinition::new("claim_phones");
+const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
+
+/// The layout this code writes. Version 1 (no `meta` table) kept pairs
+/// learned from sends in the records and called scopes portfolios.
+const SCHEMA: u64 = 2;
+/// `meta` keys.
+const SCHEMA_KEY: &str = "schema";
+const LEGACY_DEFAULT_KEY: &str = "legacy_default_records";
+
+/// Where numbers without a configured portfolio shared identities before
+/// scopes existed (schema 1).
+pub const LEGACY_DEFAULT_SCOPE: &str = "default";
 
 /// The two secondary indexes, and the record field each one mirrors.
 #[derive(Clone, Copy)]
@@ -57,7 +79,8 @@ impl Index {
     }
 }
 
-/// Separates the identifier from the portfolio in a key; appears in neither.
+/// Separates the parts of a key; appears in none of them (identifiers are
+/// validated, scope names too).
 const SEP: char = '\0';
 
 /// A failure of the store itself (disk, corruption), never of the input.
@@ -101,9 +124,54 @@ pub struct Applied {
     pub unchanged: u64,
     /// BSUIDs retired.
     pub retired: u64,
-    /// (portfolio, BSUID) of other people whose phone or parent this write
+    /// (scope, BSUID) of other people whose phone or parent this write
     /// took away (a recycled number): caches must forget them too.
     pub touched: Vec<(String, String)>,
+    /// Claims this write attested or contradicted, and so dropped.
+    pub claims_dropped: Vec<ClaimKey>,
+}
+
+/// What became of a pair a send claimed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Claimed {
+    /// Kept for the sending number; `displaced` is a BSUID this number had
+    /// claimed the same phone for before.
+    Kept { displaced: Option<String> },
+    /// Not kept: a trusted record already says what this BSUID's phone is,
+    /// or whose this phone is, or the BSUID is retired. Trusted wins.
+    Overruled,
+}
+
+/// What opening a store written by an older sendgate found and changed.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Migration {
+    /// Records whose phone a send had taught: the pair became a claim of no
+    /// number (kept, shown by lookups, answering for nobody).
+    pub send_pairs_to_claims: u64,
+    /// Records under the shared scope `default`, which numbers without a
+    /// portfolio used; counted once, when the store was migrated.
+    pub legacy_default_records: u64,
+}
+
+/// What erasing a person removed.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Erased {
+    pub records: Vec<Record>,
+    pub claims: Vec<Claim>,
+}
+
+/// What moving one scope's identities into another did.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
+pub struct Moved {
+    /// Records now in the target scope that were not there.
+    pub records: u64,
+    /// Records merged into one the target already had for the BSUID.
+    pub merged: u64,
+    /// Phones or parents left behind because the target scope already
+    /// gives them to another BSUID (the target's knowledge wins).
+    pub conflicts: u64,
+    pub retired: u64,
+    pub claims: u64,
 }
 
 /// The embedded store.
@@ -111,17 +179,31 @@ pub struct RedbStore {
     db: Database,
 }
 
-fn key(id: &str, portfolio: &str) -> String {
-    let mut key = String::with_capacity(id.len() + 1 + portfolio.len());
+fn key(id: &str, scope: &str) -> String {
+    let mut key = String::with_capacity(id.len() + 1 + scope.len());
     key.push_str(id);
     key.push(SEP);
-    key.push_str(portfolio);
+    key.push_str(scope);
     key
 }
 
-/// The `[start, end)` range of keys for one identifier in every portfolio.
-fn id_range(id: &str) -> (String, String) {
-    (format!("{id}{SEP}"), format!("{id}\u{1}"))
+fn claim_key(id: &str, scope: &str, number: &str) -> String {
+    let mut key = key(id, scope);
+    key.push(SEP);
+    key.push_str(number);
+    key
+}
+
+/// The `[start, end)` range of keys that begin with `parts`, each followed
+/// by the separator.
+fn prefix_range(parts: &[&str]) -> (String, String) {
+    let joined = parts.join("\0");
+    (format!("{joined}{SEP}"), format!("{joined}\u{1}"))
+}
+
+/// The parts of a key.
+fn split_key(key: &str) -> Vec<&str> {
+    key.split(SEP).collect()
 }
 
 fn now() -> u64 {
@@ -131,8 +213,9 @@ fn now() -> u64 {
 }
 
 impl RedbStore {
-    /// Opens (creating on first use) the store file.
-    pub fn open(path: &Path) -> Result<Self, StoreError> {
+    /// Opens (creating on first use) the store file, migrating one that an
+    /// older sendgate wrote.
+    pub fn open(path: &Path) -> Result<(Self, Migration), StoreError> {
         if let Some(dir) = path.parent().filter(|dir| !dir.as_os_str().is_empty()) {
             std::fs::create_dir_all(dir)
                 .map_err(|err| StoreError(format!("{}: {err}", dir.display())))?;
@@ -149,51 +232,76 @@ impl RedbStore {
 
     /// A store that lives in memory only (nothing survives a restart).
     pub fn in_memory() -> Result<Self, StoreError> {
-        Self::init(Database::builder().create_with_backend(InMemoryBackend::new())?)
+        let db = Database::builder().create_with_backend(InMemoryBackend::new())?;
+        Ok(Self::init(db)?.0)
     }
 
-    fn init(db: Database) -> Result<Self, StoreError> {
+    fn init(db: Database) -> Result<(Self, Migration), StoreError> {
         let txn = db.begin_write()?;
         txn.open_table(RECORDS)?;
         txn.open_table(PHONES)?;
         txn.open_table(PARENTS)?;
         txn.open_table(RETIRED)?;
+        txn.open_table(CLAIMS)?;
+        txn.open_table(CLAIM_PHONES)?;
+        let schema = txn.open_table(META)?.get(SCHEMA_KEY)?.map(|v| v.value());
+        let migration = match schema {
+            Some(SCHEMA) => Migration {
+                legacy_default_records: txn
+                    .open_table(META)?
+                    .get(LEGACY_DEFAULT_KEY)?
+                    .map_or(0, |v| v.value()),
+                ..Migration::default()
+            },
+            Some(newer) if newer > SCHEMA => {
+                return Err(StoreError(format!(
+                    "written by a newer sendgate (schema {newer}; this one reads up to {SCHEMA})"
+                )));
+            }
+            _ => migrate_from_v1(&txn)?,
+        };
+        let mut meta = txn.open_table(META)?;
+        meta.insert(SCHEMA_KEY, SCHEMA)?;
+        meta.insert(LEGACY_DEFAULT_KEY, migration.legacy_default_records)?;
+        drop(meta);
         txn.commit()?;
-        Ok(RedbStore { db })
+        Ok((RedbStore { db }, migration))
     }
 
-    /// Applies events of one source in one durable transaction: when this
-    /// returns `Ok`, they survive a crash.
+    /// Applies events of one trusted source in one durable transaction:
+    /// when this returns `Ok`, they survive a crash. A send is no trusted
+    /// source: what it teaches goes through [`claim`](Self::claim).
     pub fn apply<'a>(
         &self,
         events: impl IntoIterator<Item = (&'a str, &'a IdentityEvent)>,
         source: Source,
     ) -> Result<Applied, StoreError> {
+        if source == Source::Send {
+            return Err(StoreError("a send cannot write a record".into()));
+        }
         let at = now();
         let txn = self.db.begin_write()?;
         let mut applied = Applied::default();
-        for (portfolio, event) in events {
+        for (scope, event) in events {
             match event {
                 IdentityEvent::Seen(observation) => {
-                    match upsert(
-                        &txn,
-                        portfolio,
-                        observation,
-                        source,
-                        at,
-                        &mut applied.touched,
-                    )? {
+                    let done = upsert(&txn, scope, observation, source, at, &mut applied)?;
+                    match done {
                         Upsert::Inserted => applied.inserted += 1,
                         Upsert::Updated => applied.updated += 1,
                         Upsert::Unchanged => applied.unchanged += 1,
                     }
                 }
                 IdentityEvent::Retired { bsuid } => {
-                    let record_key = key(bsuid, portfolio);
+                    let record_key = key(bsuid, scope);
                     txn.open_table(RETIRED)?.insert(record_key.as_str(), at)?;
                     if remove_record(&txn, &record_key)?.is_some() {
                         applied.retired += 1;
                     }
+                    let dropped = drop_claims_of_bsuid(&txn, bsuid, Some(scope))?;
+                    applied
+                        .claims_dropped
+                        .extend(dropped.iter().map(Claim::key));
                 }
             }
         }
@@ -201,49 +309,128 @@ impl RedbStore {
         Ok(applied)
     }
 
-    /// The record of a BSUID in a portfolio.
-    pub fn by_bsuid(&self, portfolio: &str, bsuid: &str) -> Result<Option<Record>, StoreError> {
+    /// Keeps the pair a successful send from `number` named, for that
+    /// number alone, unless trusted knowledge already says otherwise.
+    pub fn claim(
+        &self,
+        scope: &str,
+        number: &str,
+        bsuid: &str,
+        phone: &str,
+    ) -> Result<Claimed, StoreError> {
+        let at = now();
+        let txn = self.db.begin_write()?;
+        let record_key = key(bsuid, scope);
+        let retired = txn.open_table(RETIRED)?.get(record_key.as_str())?.is_some();
+        let known_phone = txn
+            .open_table(RECORDS)?
+            .get(record_key.as_str())?
+            .and_then(|g| decode::<Record>(g.value()))
+            .is_some_and(|record| record.phone.is_some());
+        let phone_taken = txn
+            .open_table(PHONES)?
+            .get(key(phone, scope).as_str())?
+            .is_some();
+        if retired || known_phone || phone_taken {
+            return Ok(Claimed::Overruled);
+        }
+        let this_key = claim_key(bsuid, scope, number);
+        let mut claims = txn.open_table(CLAIMS)?;
+        let old = claims
+            .get(this_key.as_str())?
+            .and_then(|g| decode::<Claim>(g.value()));
+        let claim = Claim {
+            scope: scope.to_owned(),
+            number: number.to_owned(),
+            bsuid: bsuid.to_owned(),
+            phone: phone.to_owned(),
+            first_seen: old.as_ref().map_or(at, |old| old.first_seen),
+            last_seen: at,
+            source: Source::Send,
+        };
+        claims.insert(this_key.as_str(), encode(&claim).as_slice())?;
+        drop(claims);
+        let mut claim_phones = txn.open_table(CLAIM_PHONES)?;
+        if let Some(old) = old.filter(|old| old.phone != phone) {
+            let old_key = claim_key(&old.phone, scope, number);
+            if claim_phones
+                .get(old_key.as_str())?
+                .is_some_and(|b| b.value() == bsuid)
+            {
+                claim_phones.remove(old_key.as_str())?;
+            }
+        }
+        let displaced = claim_phones
+            .insert(claim_key(phone, scope, number).as_str(), bsuid)?
+            .map(|b| b.value().to_owned())
+            .filter(|holder| holder != bsuid);
+        drop(claim_phones);
+        if let Some(holder) = &displaced {
+            txn.open_table(CLAIMS)?
+                .remove(claim_key(holder, scope, number).as_str())?;
+        }
+        txn.commit()?;
+        Ok(Claimed::Kept { displaced })
+    }
+
+    /// The phone a send from `number` claimed for a BSUID, if it still stands.
+    pub fn claimed_phone(
+        &self,
+        scope: &str,
+        number: &str,
+        bsuid: &str,
+    ) -> Result<Option<String>, StoreError> {
+        let txn = self.db.begin_read()?;
+        let claims = txn.open_table(CLAIMS)?;
+        let found = claims.get(claim_key(bsuid, scope, number).as_str())?;
+        Ok(found
+            .and_then(|g| decode::<Claim>(g.value()))
+            .map(|claim| claim.phone))
+    }
+
+    /// The record of a BSUID in a scope.
+    pub fn by_bsuid(&self, scope: &str, bsuid: &str) -> Result<Option<Record>, StoreError> {
         let txn = self.db.begin_read()?;
         let records = txn.open_table(RECORDS)?;
-        let found = records.get(key(bsuid, portfolio).as_str())?;
+        let found = records.get(key(bsuid, scope).as_str())?;
         Ok(found.and_then(|guard| decode(guard.value())))
     }
 
-    /// The record of a phone (any spelling) in a portfolio.
-    pub fn by_phone(&self, portfolio: &str, phone: &str) -> Result<Option<Record>, StoreError> {
-        self.by_index(PHONES, portfolio, &phone_digits(phone))
+    /// The record of a phone (any spelling) in a scope.
+    pub fn by_phone(&self, scope: &str, phone: &str) -> Result<Option<Record>, StoreError> {
+        self.by_index(PHONES, scope, &phone_digits(phone))
     }
 
-    /// The record of a parent BSUID in a portfolio.
-    pub fn by_parent(&self, portfolio: &str, parent: &str) -> Result<Option<Record>, StoreError> {
-        self.by_index(PARENTS, portfolio, parent)
+    /// The record of a parent BSUID in a scope.
+    pub fn by_parent(&self, scope: &str, parent: &str) -> Result<Option<Record>, StoreError> {
+        self.by_index(PARENTS, scope, parent)
     }
 
     fn by_index(
         &self,
         index: TableDefinition<&str, &str>,
-        portfolio: &str,
+        scope: &str,
         id: &str,
     ) -> Result<Option<Record>, StoreError> {
         let txn = self.db.begin_read()?;
-        let Some(bsuid) = txn.open_table(index)?.get(key(id, portfolio).as_str())? else {
+        let Some(bsuid) = txn.open_table(index)?.get(key(id, scope).as_str())? else {
             return Ok(None);
         };
         let records = txn.open_table(RECORDS)?;
-        let found = records.get(key(bsuid.value(), portfolio).as_str())?;
+        let found = records.get(key(bsuid.value(), scope).as_str())?;
         Ok(found.and_then(|guard| decode(guard.value())))
     }
 
     /// Every record an identifier (phone, BSUID or parent BSUID) names, in
-    /// one portfolio or in all of them.
-    pub fn find(&self, id: &str, portfolio: Option<&str>) -> Result<Vec<Record>, StoreError> {
+    /// one scope or in all of them.
+    pub fn find(&self, id: &str, scope: Option<&str>) -> Result<Vec<Record>, StoreError> {
         let txn = self.db.begin_read()?;
         let records = txn.open_table(RECORDS)?;
         let keys = match classify(id) {
-            IdClass::Bsuid => record_keys_for_bsuid(&records, id, portfolio)?,
-            IdClass::ParentBsuid => indexed_record_keys(&txn.open_table(PARENTS)?, id, portfolio)?,
+            IdClass::Bsuid => keys_of(&records, id, scope)?,
+            IdClass::ParentBsuid => indexed_record_keys(&txn.open_table(PARENTS)?, id, scope)?,
             IdClass::Phone => {
-                indexed_record_keys(&txn.open_table(PHONES)?, &phone_digits(id), portfolio)?
+                indexed_record_keys(&txn.open_table(PHONES)?, &phone_digits(id), scope)?
             }
             IdClass::Username | IdClass::Invalid => Vec::new(),
         };
@@ -259,27 +446,96 @@ impl RedbStore {
         Ok(found)
     }
 
-    /// Removes every record an identifier names (in one portfolio or all)
-    /// with all of its index entries, durably. Returns what was removed.
-    pub fn erase(&self, id: &str, portfolio: Option<&str>) -> Result<Vec<Record>, StoreError> {
-        let doomed = self.find(id, portfolio)?;
+    /// Every claim a BSUID or phone appears in, in one scope or all.
+    pub fn find_claims(&self, id: &str, scope: Option<&str>) -> Result<Vec<Claim>, StoreError> {
+        let txn = self.db.begin_read()?;
+        let claims = txn.open_table(CLAIMS)?;
+        let keys = claim_keys_for(&claims, &txn.open_table(CLAIM_PHONES)?, id, scope)?;
+        let mut found = Vec::with_capacity(keys.len());
+        for claim_key in keys {
+            if let Some(claim) = claims
+                .get(claim_key.as_str())?
+                .and_then(|g| decode(g.value()))
+            {
+                found.push(claim);
+            }
+        }
+        Ok(found)
+    }
+
+    /// Removes every record and claim an identifier names (in one scope or
+    /// all) with all of their index entries, durably. Returns what was
+    /// removed.
+    pub fn erase(&self, id: &str, scope: Option<&str>) -> Result<Erased, StoreError> {
+        let doomed = self.find(id, scope)?;
         let txn = self.db.begin_write()?;
-        let mut removed = Vec::with_capacity(doomed.len());
+        let mut erased = Erased::default();
         for record in doomed {
-            if let Some(record) = remove_record(&txn, &key(&record.bsuid, &record.portfolio))? {
-                removed.push(record);
+            if let Some(record) = remove_record(&txn, &key(&record.bsuid, &record.scope))? {
+                erased.records.push(record);
+            }
+        }
+        let claim_keys = {
+            let claims = txn.open_table(CLAIMS)?;
+            claim_keys_for(&claims, &txn.open_table(CLAIM_PHONES)?, id, scope)?
+        };
+        for claim_key in claim_keys {
+            if let Some(claim) = remove_claim(&txn, &claim_key)? {
+                erased.claims.push(claim);
             }
         }
         // A retired BSUID is personal data too.
         if classify(id).is_bsuid() {
             let mut retired = txn.open_table(RETIRED)?;
-            let keys = record_keys_for_bsuid(&retired, id, portfolio)?;
+            let keys = keys_of(&retired, id, scope)?;
             for retired_key in keys {
                 retired.remove(retired_key.as_str())?;
             }
         }
         txn.commit()?;
-        Ok(removed)
+        Ok(erased)
+    }
+
+    /// Moves every record, retirement and claim of scope `from` into scope
+    /// `to`, in one durable transaction. What `to` already knows wins a
+    /// conflict; nothing of `from` is dropped without being counted.
+    pub fn move_scope(&self, from: &str, to: &str) -> Result<Moved, StoreError> {
+        let txn = self.db.begin_write()?;
+        let mut moved = Moved::default();
+        let in_from = |key: &str| split_key(key).get(1) == Some(&from);
+        let record_keys = matching_keys(&txn.open_table(RECORDS)?, in_from)?;
+        for record_key in record_keys {
+            let Some(record) = remove_record(&txn, &record_key)? else {
+                continue;
+            };
+            move_record(&txn, record, to, &mut moved)?;
+        }
+        let retired_keys = matching_keys(&txn.open_table(RETIRED)?, in_from)?;
+        for retired_key in retired_keys {
+            let mut retired = txn.open_table(RETIRED)?;
+            let Some(at) = retired.remove(retired_key.as_str())?.map(|v| v.value()) else {
+                continue;
+            };
+            let bsuid = split_key(&retired_key)[0].to_owned();
+            retired.insert(key(&bsuid, to).as_str(), at)?;
+            drop(retired);
+            remove_record(&txn, &key(&bsuid, to))?;
+            moved.retired += 1;
+        }
+        let claim_keys = matching_keys(&txn.open_table(CLAIMS)?, in_from)?;
+        for claim_key in claim_keys {
+            let Some(mut claim) = remove_claim(&txn, &claim_key)? else {
+                continue;
+            };
+            claim.scope = to.to_owned();
+            put_claim(&txn, &claim)?;
+            moved.claims += 1;
+        }
+        if from == LEGACY_DEFAULT_SCOPE {
+            txn.open_table(META)?.insert(LEGACY_DEFAULT_KEY, 0)?;
+        }
+        txn.commit()?;
+        Ok(moved)
     }
 
     /// How many people the store knows.
@@ -294,26 +550,43 @@ impl RedbStore {
     }
 }
 
-fn decode(bytes: &[u8]) -> Option<Record> {
+fn decode<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Option<T> {
     serde_json::from_slice(bytes).ok()
 }
 
-fn encode(record: &Record) -> Vec<u8> {
-    serde_json::to_vec(record).expect("a record always serialises")
+fn encode(value: &impl serde::Serialize) -> Vec<u8> {
+    serde_json::to_vec(value).expect("a record always serialises")
 }
 
-fn record_keys_for_bsuid<V: redb::Value + 'static>(
-    records: &impl ReadableTable<&'static str, V>,
-    bsuid: &str,
-    portfolio: Option<&str>,
+/// The keys of an identifier in one scope (at most one) or in every scope.
+fn keys_of<V: redb::Value + 'static>(
+    table: &impl ReadableTable<&'static str, V>,
+    id: &str,
+    scope: Option<&str>,
 ) -> Result<Vec<String>, StoreError> {
-    if let Some(portfolio) = portfolio {
-        return Ok(vec![key(bsuid, portfolio)]);
-    }
-    let (start, end) = id_range(bsuid);
+    let Some(scope) = scope else {
+        return keys_with_range(table, &[id]);
+    };
+    let exact = key(id, scope);
+    Ok(match table.get(exact.as_str())? {
+        Some(_) => vec![exact],
+        None => Vec::new(),
+    })
+}
+
+/// Every key of a table that `keep` accepts: a full scan, for the rare
+/// operator commands that work on a whole scope.
+fn matching_keys<V: redb::Value + 'static>(
+    table: &impl ReadableTable<&'static str, V>,
+    keep: impl Fn(&str) -> bool,
+) -> Result<Vec<String>, StoreError> {
     let mut keys = Vec::new();
-    for entry in records.range(start.as_str()..end.as_str())? {
-        keys.push(entry?.0.value().to_owned());
+    for entry in table.iter()? {
+        let entry = entry?;
+        let key = entry.0.value();
+        if keep(key) {
+            keys.push(key.to_owned());
+        }
     }
     Ok(keys)
 }
@@ -321,22 +594,53 @@ fn record_keys_for_bsuid<V: redb::Value + 'static>(
 fn indexed_record_keys(
     index: &impl ReadableTable<&'static str, &'static str>,
     id: &str,
-    portfolio: Option<&str>,
+    scope: Option<&str>,
 ) -> Result<Vec<String>, StoreError> {
     let mut keys = Vec::new();
-    if let Some(portfolio) = portfolio {
-        if let Some(bsuid) = index.get(key(id, portfolio).as_str())? {
-            keys.push(key(bsuid.value(), portfolio));
+    if let Some(scope) = scope {
+        if let Some(bsuid) = index.get(key(id, scope).as_str())? {
+            keys.push(key(bsuid.value(), scope));
         }
         return Ok(keys);
     }
-    let (start, end) = id_range(id);
+    let (start, end) = prefix_range(&[id]);
     for entry in index.range(start.as_str()..end.as_str())? {
         let (index_key, bsuid) = entry?;
-        let portfolio = index_key.value().split_once(SEP).map_or("", |(_, p)| p);
-        keys.push(key(bsuid.value(), portfolio));
+        let scope = index_key.value().split_once(SEP).map_or("", |(_, s)| s);
+        keys.push(key(bsuid.value(), scope));
     }
     Ok(keys)
+}
+
+/// The keys of the claims a BSUID or a phone appears in.
+fn claim_keys_for(
+    claims: &impl ReadableTable<&'static str, &'static [u8]>,
+    claim_phones: &impl ReadableTable<&'static str, &'static str>,
+    id: &str,
+    scope: Option<&str>,
+) -> Result<Vec<String>, StoreError> {
+    match classify(id) {
+        IdClass::Bsuid | IdClass::ParentBsuid => {
+            let mut prefix = vec![id];
+            prefix.extend(scope);
+            keys_with_range(claims, &prefix)
+        }
+        IdClass::Phone => {
+            let digits = phone_digits(id);
+            let mut prefix = vec![digits.as_str()];
+            prefix.extend(scope);
+            let (start, end) = prefix_range(&prefix);
+            let mut keys = Vec::new();
+            for entry in claim_phones.range(start.as_str()..end.as_str())? {
+                let (phone_key, bsuid) = entry?;
+                if let [_, scope, number] = split_key(phone_key.value())[..] {
+                    keys.push(claim_key(bsuid.value(), scope, number));
+                }
+            }
+            Ok(keys)
+        }
+        IdClass::Username | IdClass::Invalid => Ok(Vec::new()),
+    }
 }
 
 enum Upsert {
@@ -345,27 +649,29 @@ enum Upsert {
     Unchanged,
 }
 
-/// Merges one observation into the person's record and keeps the indexes
-/// true: one phone and one parent belong to one BSUID per portfolio.
+/// Merges one trusted observation into the person's record and keeps the
+/// indexes true: one phone and one parent belong to one BSUID per scope.
+/// Claims that name the BSUID or its phone are attested or contradicted
+/// now, and go.
 fn upsert(
     txn: &WriteTransaction,
-    portfolio: &str,
+    scope: &str,
     seen: &Observation,
     source: Source,
     at: u64,
-    touched: &mut Vec<(String, String)>,
+    applied: &mut Applied,
 ) -> Result<Upsert, StoreError> {
-    let record_key = key(&seen.bsuid, portfolio);
+    let record_key = key(&seen.bsuid, scope);
     if txn.open_table(RETIRED)?.get(record_key.as_str())?.is_some() {
         return Ok(Upsert::Unchanged);
     }
     let existing = {
         let records = txn.open_table(RECORDS)?;
         let found = records.get(record_key.as_str())?;
-        found.and_then(|guard| decode(guard.value()))
+        found.and_then(|guard| decode::<Record>(guard.value()))
     };
     let mut record = existing.clone().unwrap_or_else(|| Record {
-        portfolio: portfolio.to_owned(),
+        scope: scope.to_owned(),
         bsuid: seen.bsuid.clone(),
         parent_bsuid: None,
         phone: None,
@@ -373,6 +679,7 @@ fn upsert(
         first_seen: at,
         last_seen: at,
         source,
+        attested_at: None,
     });
     let old_phone = record.phone.clone();
     let old_parent = record.parent_bsuid.clone();
@@ -380,7 +687,6 @@ fn upsert(
     record.parent_bsuid = seen.parent_bsuid.clone().or(record.parent_bsuid);
     record.username = seen.username.clone().or(record.username);
     record.last_seen = at;
-
     let changed = match &existing {
         None => true,
         Some(before) => {
@@ -392,25 +698,38 @@ fn upsert(
     if changed {
         record.source = source;
     }
+    if source == Source::Webhook && seen.phone.is_some() {
+        record.attested_at = Some(at);
+    } else if record.phone != old_phone {
+        // An operator's new phone is not Meta's word.
+        record.attested_at = None;
+    }
     let bsuid = seen.bsuid.as_str();
     let phone = record.phone.as_deref();
-    touched.extend(reindex(
+    applied.touched.extend(reindex(
         txn,
         Index::Phones,
-        portfolio,
+        scope,
         bsuid,
         old_phone.as_deref(),
         phone,
     )?);
     let parent = record.parent_bsuid.as_deref();
-    touched.extend(reindex(
+    applied.touched.extend(reindex(
         txn,
         Index::Parents,
-        portfolio,
+        scope,
         bsuid,
         old_parent.as_deref(),
         parent,
     )?);
+    if let Some(phone) = phone {
+        let mut dropped = drop_claims_of_bsuid(txn, bsuid, Some(scope))?;
+        dropped.extend(drop_claims_of_phone(txn, phone, scope)?);
+        applied
+            .claims_dropped
+            .extend(dropped.iter().map(Claim::key));
+    }
     txn.open_table(RECORDS)?
         .insert(record_key.as_str(), encode(&record).as_slice())?;
     Ok(match (existing, changed) {
@@ -426,7 +745,7 @@ fn upsert(
 fn reindex(
     txn: &WriteTransaction,
     index: Index,
-    portfolio: &str,
+    scope: &str,
     bsuid: &str,
     old: Option<&str>,
     new: Option<&str>,
@@ -436,7 +755,7 @@ fn reindex(
     }
     let mut table = txn.open_table(index.table())?;
     if let Some(old) = old {
-        let old_key = key(old, portfolio);
+        let old_key = key(old, scope);
         let points_here = table
             .get(old_key.as_str())?
             .is_some_and(|b| b.value() == bsuid);
@@ -446,23 +765,23 @@ fn reindex(
     }
     let Some(new) = new else { return Ok(None) };
     let previous = table
-        .insert(key(new, portfolio).as_str(), bsuid)?
+        .insert(key(new, scope).as_str(), bsuid)?
         .map(|b| b.value().to_owned())
         .filter(|holder| holder != bsuid);
     drop(table);
     let Some(holder) = previous else {
         return Ok(None);
     };
-    let holder_key = key(&holder, portfolio);
+    let holder_key = key(&holder, scope);
     let mut records = txn.open_table(RECORDS)?;
     let stale = records
         .get(holder_key.as_str())?
-        .and_then(|g| decode(g.value()));
+        .and_then(|g| decode::<Record>(g.value()));
     if let Some(mut stale) = stale {
         *index.field(&mut stale) = None;
         records.insert(holder_key.as_str(), encode(&stale).as_slice())?;
     }
-    Ok(Some((portfolio.to_owned(), holder)))
+    Ok(Some((scope.to_owned(), holder)))
 }
 
 /// Deletes a record and the index entries that point at it.
@@ -470,12 +789,12 @@ fn remove_record(txn: &WriteTransaction, record_key: &str) -> Result<Option<Reco
     let removed = txn
         .open_table(RECORDS)?
         .remove(record_key)?
-        .and_then(|g| decode(g.value()));
+        .and_then(|g| decode::<Record>(g.value()));
     if let Some(record) = &removed {
         for (index, id) in [(PHONES, &record.phone), (PARENTS, &record.parent_bsuid)] {
             if let Some(id) = id {
                 let mut table = txn.open_table(index)?;
-                let index_key = key(id, &record.portfolio);
+                let index_key = key(id, &record.scope);
                 let points_here = table
                     .get(index_key.as_str())?
                     .is_some_and(|b| b.value() == record.bsuid);
@@ -486,6 +805,195 @@ fn remove_record(txn: &WriteTransaction, record_key: &str) -> Result<Option<Reco
         }
     }
     Ok(removed)
+}
+
+/// Writes a claim and its phone entry.
+fn put_claim(txn: &WriteTransaction, claim: &Claim) -> Result<(), StoreError> {
+    txn.open_table(CLAIMS)?.insert(
+        claim_key(&claim.bsuid, &claim.scope, &claim.number).as_str(),
+        encode(claim).as_slice(),
+    )?;
+    txn.open_table(CLAIM_PHONES)?.insert(
+        claim_key(&claim.phone, &claim.scope, &claim.number).as_str(),
+        claim.bsuid.as_str(),
+    )?;
+    Ok(())
+}
+
+/// Deletes a claim and its phone entry.
+fn remove_claim(txn: &WriteTransaction, claim_key_text: &str) -> Result<Option<Claim>, StoreError> {
+    let removed = txn
+        .open_table(CLAIMS)?
+        .remove(claim_key_text)?
+        .and_then(|g| decode::<Claim>(g.value()));
+    if let Some(claim) = &removed {
+        let mut phones = txn.open_table(CLAIM_PHONES)?;
+        let phone_key = claim_key(&claim.phone, &claim.scope, &claim.number);
+        let points_here = phones
+            .get(phone_key.as_str())?
+            .is_some_and(|b| b.value() == claim.bsuid);
+        if points_here {
+            phones.remove(phone_key.as_str())?;
+        }
+    }
+    Ok(removed)
+}
+
+fn drop_claims_of_bsuid(
+    txn: &WriteTransaction,
+    bsuid: &str,
+    scope: Option<&str>,
+) -> Result<Vec<Claim>, StoreError> {
+    let keys = {
+        let mut prefix = vec![bsuid];
+        prefix.extend(scope);
+        keys_with_range(&txn.open_table(CLAIMS)?, &prefix)?
+    };
+    let mut dropped = Vec::new();
+    for claim_key in keys {
+        dropped.extend(remove_claim(txn, &claim_key)?);
+    }
+    Ok(dropped)
+}
+
+fn drop_claims_of_phone(
+    txn: &WriteTransaction,
+    phone: &str,
+    scope: &str,
+) -> Result<Vec<Claim>, StoreError> {
+    let keys = {
+        let claims = txn.open_table(CLAIMS)?;
+        claim_keys_for(&claims, &txn.open_table(CLAIM_PHONES)?, phone, Some(scope))?
+    };
+    let mut dropped = Vec::new();
+    for claim_key in keys {
+        dropped.extend(remove_claim(txn, &claim_key)?);
+    }
+    Ok(dropped)
+}
+
+/// Keys that begin with `prefix`'s parts.
+fn keys_with_range<V: redb::Value + 'static>(
+    table: &impl ReadableTable<&'static str, V>,
+    prefix: &[&str],
+) -> Result<Vec<String>, StoreError> {
+    let (start, end) = prefix_range(prefix);
+    let mut keys = Vec::new();
+    for entry in table.range(start.as_str()..end.as_str())? {
+        keys.push(entry?.0.value().to_owned());
+    }
+    Ok(keys)
+}
+
+/// Puts a record taken out of its old scope into `to`, merging with what
+/// `to` knows of the BSUID; a phone or parent `to` gives to another BSUID
+/// stays with that one.
+fn move_record(
+    txn: &WriteTransaction,
+    mut record: Record,
+    to: &str,
+    moved: &mut Moved,
+) -> Result<(), StoreError> {
+    let target_key = key(&record.bsuid, to);
+    if txn.open_table(RETIRED)?.get(target_key.as_str())?.is_some() {
+        moved.conflicts += 1;
+        return Ok(());
+    }
+    let existing = txn
+        .open_table(RECORDS)?
+        .get(target_key.as_str())?
+        .and_then(|g| decode::<Record>(g.value()));
+    record.scope = to.to_owned();
+    if let Some(existing) = &existing {
+        record.phone = existing.phone.clone().or(record.phone);
+        record.parent_bsuid = existing.parent_bsuid.clone().or(record.parent_bsuid);
+        record.username = existing.username.clone().or(record.username);
+        record.first_seen = record.first_seen.min(existing.first_seen);
+        record.last_seen = record.last_seen.max(existing.last_seen);
+        record.source = existing.source;
+        record.attested_at = existing.attested_at.or(record.attested_at);
+        moved.merged += 1;
+    } else {
+        moved.records += 1;
+    }
+    for index in [Index::Phones, Index::Parents] {
+        let Some(id) = index.field(&mut record).clone() else {
+            continue;
+        };
+        let mut table = txn.open_table(index.table())?;
+        let index_key = key(&id, to);
+        let holder = table.get(index_key.as_str())?.map(|b| b.value().to_owned());
+        match holder {
+            Some(holder) if holder != record.bsuid => {
+                *index.field(&mut record) = None;
+                moved.conflicts += 1;
+            }
+            _ => {
+                table.insert(index_key.as_str(), record.bsuid.as_str())?;
+            }
+        }
+    }
+    txn.open_table(RECORDS)?
+        .insert(target_key.as_str(), encode(&record).as_slice())?;
+    Ok(())
+}
+
+/// Brings a store of schema 1 up to date: pairs a send taught become claims
+/// of no number (a send proves nothing), webhook pairs are marked attested
+/// as of their last sighting, and records in the shared scope `default`
+/// are counted for the operator.
+fn migrate_from_v1(txn: &WriteTransaction) -> Result<Migration, StoreError> {
+    let mut migration = Migration::default();
+    let legacy: Vec<(String, Record)> = {
+        let records = txn.open_table(RECORDS)?;
+        let mut legacy = Vec::new();
+        for entry in records.iter()? {
+            let entry = entry?;
+            if let Some(record) = decode::<Record>(entry.1.value()) {
+                legacy.push((entry.0.value().to_owned(), record));
+            }
+        }
+        legacy
+    };
+    for (record_key, mut record) in legacy {
+        if record.scope == LEGACY_DEFAULT_SCOPE {
+            migration.legacy_default_records += 1;
+        }
+        match (record.source, record.phone.take()) {
+            (Source::Send, Some(phone)) => {
+                let mut phones = txn.open_table(PHONES)?;
+                let index_key = key(&phone, &record.scope);
+                if phones
+                    .get(index_key.as_str())?
+                    .is_some_and(|b| b.value() == record.bsuid)
+                {
+                    phones.remove(index_key.as_str())?;
+                }
+                drop(phones);
+                put_claim(
+                    txn,
+                    &Claim {
+                        scope: record.scope.clone(),
+                        number: String::new(),
+                        bsuid: record.bsuid.clone(),
+                        phone,
+                        first_seen: record.first_seen,
+                        last_seen: record.last_seen,
+                        source: Source::Send,
+                    },
+                )?;
+                migration.send_pairs_to_claims += 1;
+            }
+            (Source::Webhook, Some(phone)) => {
+                record.phone = Some(phone);
+                record.attested_at = Some(record.last_seen);
+            }
+            (_, phone) => record.phone = phone,
+        }
+        txn.open_table(RECORDS)?
+            .insert(record_key.as_str(), encode(&record).as_slice())?;
+    }
+    Ok(migration)
 }
 
 #[cfg(test)]
@@ -504,9 +1012,9 @@ mod tests {
         })
     }
 
-    fn apply(store: &RedbStore, portfolio: &str, events: &[IdentityEvent]) -> Applied {
+    fn apply(store: &RedbStore, scope: &str, events: &[IdentityEvent]) -> Applied {
         store
-            .apply(events.iter().map(|e| (portfolio, e)), Source::Webhook)
+            .apply(events.iter().map(|e| (scope, e)), Source::Webhook)
             .unwrap()
     }
 
@@ -514,10 +1022,12 @@ mod tests {
     fn all_keys(store: &RedbStore) -> Vec<String> {
         let txn = store.db.begin_read().unwrap();
         let mut keys = Vec::new();
-        for entry in txn.open_table(RECORDS).unwrap().iter().unwrap() {
-            keys.push(format!("records:{}", entry.unwrap().0.value()));
+        for (name, table) in [("records", RECORDS), ("claims", CLAIMS)] {
+            for entry in txn.open_table(table).unwrap().iter().unwrap() {
+                keys.push(format!("{name}:{}", entry.unwrap().0.value()));
+            }
         }
-        for table in [PHONES, PARENTS] {
+        for table in [PHONES, PARENTS, CLAIM_PHONES] {
             for entry in txn.open_table(table).unwrap().iter().unwrap() {
                 keys.push(format!("index:{}", entry.unwrap().0.value()));
             }
@@ -547,6 +1057,8 @@ mod tests {
             "kept from the first sighting"
         );
         assert_eq!(record.parent_bsuid.as_deref(), Some(PARENT));
+        assert_eq!(record.source, Source::Webhook);
+        assert!(record.attested_at.is_some(), "a webhook attests the pair");
         assert_eq!(
             store
                 .by_phone("a", "+1 (631) 555-1234")
@@ -561,7 +1073,20 @@ mod tests {
     }
 
     #[test]
-    fn portfolios_never_answer_for_each_other() {
+    fn an_operator_pair_is_trusted_but_not_attested_by_meta() {
+        let store = RedbStore::in_memory().unwrap();
+        let event = seen(BSUID, Some(PHONE));
+        store.apply([("a", &event)], Source::Import).unwrap();
+        let record = store.by_bsuid("a", BSUID).unwrap().unwrap();
+        assert_eq!((record.source, record.attested_at), (Source::Import, None));
+        assert!(
+            store.apply([("a", &event)], Source::Send).is_err(),
+            "a send never writes a record"
+        );
+    }
+
+    #[test]
+    fn scopes_never_answer_for_each_other() {
         let store = RedbStore::in_memory().unwrap();
         apply(&store, "a", &[seen(BSUID, Some(PHONE))]);
         assert!(store.by_bsuid("b", BSUID).unwrap().is_none());
@@ -571,7 +1096,67 @@ mod tests {
     }
 
     #[test]
-    fn erase_removes_every_trace_in_every_portfolio() {
+    fn a_claim_answers_for_its_number_only_and_moves_nothing() {
+        let store = RedbStore::in_memory().unwrap();
+        apply(&store, "a", &[seen("US.42", Some("16505550000"))]);
+        let kept = store.claim("a", "999", BSUID, PHONE).unwrap();
+        assert_eq!(kept, Claimed::Kept { displaced: None });
+        assert_eq!(
+            store.claimed_phone("a", "999", BSUID).unwrap().as_deref(),
+            Some(PHONE)
+        );
+        assert_eq!(store.claimed_phone("a", "123", BSUID).unwrap(), None);
+        assert!(store.by_bsuid("a", BSUID).unwrap().is_none(), "no record");
+        assert!(store.by_phone("a", PHONE).unwrap().is_none(), "no index");
+        // A claim cannot take a phone a trusted record holds, nor give a
+        // BSUID whose phone is known another one.
+        let taken = store.claim("a", "999", "US.7", "16505550000").unwrap();
+        assert_eq!(taken, Claimed::Overruled);
+        assert_eq!(
+            store.claim("a", "999", "US.42", PHONE).unwrap(),
+            Claimed::Overruled
+        );
+        // One phone, one BSUID per number: a newer claim displaces the older.
+        let again = store.claim("a", "999", "US.8", PHONE).unwrap();
+        assert_eq!(
+            again,
+            Claimed::Kept {
+                displaced: Some(BSUID.to_owned())
+            }
+        );
+        assert_eq!(store.claimed_phone("a", "999", BSUID).unwrap(), None);
+    }
+
+    #[test]
+    fn a_webhook_that_attests_or_contradicts_a_claim_drops_it() {
+        let store = RedbStore::in_memory().unwrap();
+        store.claim("a", "999", BSUID, PHONE).unwrap();
+        store.claim("a", "998", "US.5", "16505550005").unwrap();
+        // Meta says the BSUID's phone is another one: the webhook wins.
+        let applied = apply(&store, "a", &[seen(BSUID, Some("16505550000"))]);
+        assert_eq!(
+            applied.claims_dropped,
+            vec![ClaimKey {
+                scope: "a".into(),
+                number: "999".into(),
+                bsuid: BSUID.into()
+            }]
+        );
+        assert_eq!(store.claimed_phone("a", "999", BSUID).unwrap(), None);
+        // Meta gives the claimed phone to another BSUID: that claim goes too.
+        apply(&store, "a", &[seen("US.6", Some("16505550005"))]);
+        assert_eq!(store.claimed_phone("a", "998", "US.5").unwrap(), None);
+        assert!(
+            all_keys(&store)
+                .iter()
+                .all(|k| !k.starts_with("claims:") && !k.contains("\0998")),
+            "{:?}",
+            all_keys(&store)
+        );
+    }
+
+    #[test]
+    fn erase_removes_every_trace_in_every_scope() {
         let store = RedbStore::in_memory().unwrap();
         let full = IdentityEvent::Seen(Observation {
             bsuid: BSUID.into(),
@@ -582,42 +1167,50 @@ mod tests {
         apply(&store, "a", &[full]);
         apply(&store, "b", &[seen("US.777", Some(PHONE))]);
         apply(&store, "a", &[seen("US.999", Some("16505550000"))]);
-        let removed = store.erase("+1 631 555 1234", None).unwrap();
-        assert_eq!(removed.len(), 2, "both portfolios: {removed:?}");
+        store.claim("c", "5", "US.3", PHONE).unwrap();
+        let erased = store.erase("+1 631 555 1234", None).unwrap();
+        assert_eq!(erased.records.len(), 2, "both scopes: {erased:?}");
+        assert_eq!(erased.claims.len(), 1);
         assert_eq!(
             all_keys(&store),
             vec!["records:US.999\0a", "index:16505550000\0a"]
         );
-        assert!(store.erase(PHONE, None).unwrap().is_empty(), "idempotent");
+        let again = store.erase(PHONE, None).unwrap();
+        assert!(again.records.is_empty() && again.claims.is_empty());
     }
 
     #[test]
-    fn erase_by_bsuid_in_one_portfolio() {
+    fn erase_by_bsuid_in_one_scope() {
         let store = RedbStore::in_memory().unwrap();
         apply(&store, "a", &[seen(BSUID, Some(PHONE))]);
         apply(&store, "b", &[seen(BSUID, Some(PHONE))]);
-        assert_eq!(store.erase(BSUID, Some("a")).unwrap().len(), 1);
+        assert_eq!(store.erase(BSUID, Some("a")).unwrap().records.len(), 1);
         assert!(store.by_phone("a", PHONE).unwrap().is_none());
         assert!(store.by_phone("b", PHONE).unwrap().is_some());
     }
 
     #[test]
-    fn retiring_a_bsuid_frees_its_phone_for_the_new_one() {
+    fn retiring_a_bsuid_frees_its_phone_and_drops_its_claims() {
         let store = RedbStore::in_memory().unwrap();
         apply(&store, "a", &[seen(BSUID, Some(PHONE))]);
+        store.claim("a", "9", "US.1", "16505550001").unwrap();
+        let retire = |bsuid: &str| IdentityEvent::Retired {
+            bsuid: bsuid.into(),
+        };
         let applied = apply(
             &store,
             "a",
-            &[
-                IdentityEvent::Retired {
-                    bsuid: BSUID.into(),
-                },
-                seen("US.42", Some(PHONE)),
-            ],
+            &[retire(BSUID), retire("US.1"), seen("US.42", Some(PHONE))],
         );
         assert_eq!((applied.retired, applied.inserted), (1, 1));
+        assert_eq!(applied.claims_dropped.len(), 1);
         assert!(store.by_bsuid("a", BSUID).unwrap().is_none());
         assert_eq!(store.by_phone("a", PHONE).unwrap().unwrap().bsuid, "US.42");
+        assert_eq!(
+            store.claim("a", "9", "US.1", "16505550001").unwrap(),
+            Claimed::Overruled,
+            "a retired BSUID cannot be claimed back"
+        );
     }
 
     #[test]
@@ -665,16 +1258,68 @@ mod tests {
     }
 
     #[test]
+    fn moving_a_scope_keeps_everything_and_lets_the_target_win_conflicts() {
+        let store = RedbStore::in_memory().unwrap();
+        apply(&store, "default", &[seen(BSUID, Some(PHONE))]);
+        apply(&store, "default", &[seen("US.2", Some("16505550002"))]);
+        apply(&store, "default", &[seen("US.3", Some("16505550003"))]);
+        apply(
+            &store,
+            "default",
+            &[IdentityEvent::Retired {
+                bsuid: "US.4".into(),
+            }],
+        );
+        store.claim("default", "", "US.5", "16505550005").unwrap();
+        // The target already gives US.3's phone to someone else.
+        apply(&store, "number:1", &[seen("US.9", Some("16505550003"))]);
+        let moved = store.move_scope("default", "number:1").unwrap();
+        assert_eq!(
+            moved,
+            Moved {
+                records: 3,
+                merged: 0,
+                conflicts: 1,
+                retired: 1,
+                claims: 1
+            }
+        );
+        assert_eq!(store.find(BSUID, Some("default")).unwrap(), vec![]);
+        assert_eq!(
+            store.by_phone("number:1", PHONE).unwrap().unwrap().bsuid,
+            BSUID
+        );
+        assert_eq!(
+            store
+                .by_phone("number:1", "16505550003")
+                .unwrap()
+                .unwrap()
+                .bsuid,
+            "US.9"
+        );
+        assert_eq!(
+            store.by_bsuid("number:1", "US.3").unwrap().unwrap().phone,
+            None
+        );
+        assert!(
+            all_keys(&store).iter().all(|k| !k.ends_with("\0default")),
+            "{:?}",
+            all_keys(&store)
+        );
+    }
+
+    #[test]
     fn what_is_committed_survives_reopening_the_file() {
         let dir = std::env::temp_dir().join(format!("sendgate-store-{}", std::process::id()));
         let path = dir.join("nested").join("identities.redb");
         let _ = std::fs::remove_dir_all(&dir);
         {
-            let store = RedbStore::open(&path).unwrap();
+            let (store, migration) = RedbStore::open(&path).unwrap();
+            assert_eq!(migration, Migration::default());
             apply(&store, "a", &[seen(BSUID, Some(PHONE))]);
             assert!(RedbStore::open(&path).is_err(), "one process at a time");
         }
-        let store = RedbStore::open(&path).unwrap();
+        let (store, _) = RedbStore::open(&path).unwrap();
         assert_eq!(
             store
                 .by_bsuid("a", BSUID)
@@ -684,6 +1329,70 @@ mod tests {
                 .as_deref(),
             Some(PHONE)
         );
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    /// Writes a store the way schema 1 did: records and indexes only, no
+    /// `meta`, pairs from sends as records.
+    fn schema_1_store(path: &Path) {
+        let db = Database::create(path).unwrap();
+        let txn = db.begin_write().unwrap();
+        let legacy = |bsuid: &str, phone: &str, source: &str| {
+            format!(
+                r#"{{"portfolio":"default","bsuid":"{bsuid}","phone":"{phone}","first_seen":1,"last_seen":2,"source":"{source}"}}"#
+            )
+        };
+        {
+            let mut records = txn.open_table(RECORDS).unwrap();
+            let mut phones = txn.open_table(PHONES).unwrap();
+            for (bsuid, phone, source) in
+                [(BSUID, PHONE, "send"), ("US.2", "16505550002", "webhook")]
+            {
+                let text = legacy(bsuid, phone, source);
+                records
+                    .insert(key(bsuid, "default").as_str(), text.as_bytes())
+                    .unwrap();
+                phones
+                    .insert(key(phone, "default").as_str(), bsuid)
+                    .unwrap();
+            }
+        }
+        txn.commit().unwrap();
+    }
+
+    #[test]
+    fn a_schema_1_store_keeps_every_pair_and_trusts_only_webhook_ones() {
+        let dir = std::env::temp_dir().join(format!("sendgate-v1-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("old.redb");
+        schema_1_store(&path);
+        {
+            let (store, migration) = RedbStore::open(&path).unwrap();
+            assert_eq!(
+                migration,
+                Migration {
+                    send_pairs_to_claims: 1,
+                    legacy_default_records: 2
+                }
+            );
+            let learned = store.by_bsuid("default", BSUID).unwrap().unwrap();
+            assert_eq!(learned.phone, None, "a send's pair is no record's phone");
+            assert!(store.by_phone("default", PHONE).unwrap().is_none());
+            let claims = store.find_claims(BSUID, None).unwrap();
+            assert_eq!(claims.len(), 1, "kept as a claim of no number");
+            assert_eq!(
+                (claims[0].number.as_str(), claims[0].phone.as_str()),
+                ("", PHONE)
+            );
+            let attested = store.by_bsuid("default", "US.2").unwrap().unwrap();
+            assert_eq!(attested.attested_at, Some(2));
+            assert_eq!(attested.scope, "default", "read from the old field name");
+        }
+        // Reopening does not migrate again, and still reports the count.
+        let (_, again) = RedbStore::open(&path).unwrap();
+        assert_eq!(again.send_pairs_to_claims, 0);
+        assert_eq!(again.legacy_default_records, 2);
         let _ = std::fs::remove_dir_all(&dir);
     }
 }

@@ -130,6 +130,28 @@ fn is_username(value: &str) -> bool {
     }
 }
 
+/// True when the `to` of a group send is a username that an SDK took for a
+/// group id, rather than a group id. pywa, for one, sends any `to` that is
+/// not all digits as `recipient_type: "group"`.
+///
+/// Meta's group ids are long opaque tokens: its documented example is 58
+/// base64 characters, and decodes to `capi_group:<business phone>:<group
+/// number>`, which encodes to at least 28 characters with upper-case
+/// letters among them. Usernames are 3 to 35 characters of `a`–`z`, `0`–`9`,
+/// `.` and `_`. So a `to` with a leading `@`, or a valid username that is
+/// not a run of 20 or more base64 characters with an upper-case letter, is
+/// no group id.
+pub fn is_username_not_group(value: &str) -> bool {
+    value.starts_with('@') || (is_username(value) && !could_be_group_id(value))
+}
+
+/// The shape of Meta's group ids: 20 or more characters of the base64
+/// alphabets (standard and URL-safe), at least one in upper case.
+fn could_be_group_id(value: &str) -> bool {
+    let base64 = |b: u8| b.is_ascii_alphanumeric() || matches!(b, b'+' | b'/' | b'=' | b'-' | b'_');
+    value.len() >= 20 && value.bytes().all(base64) && value.bytes().any(|b| b.is_ascii_uppercase())
+}
+
 /// True when a value would be a BSUID had it not been re-cased on the way,
 /// e.g. `us.13491208655302741918`; used only to word a helpful error.
 pub fn looks_like_recased_bsuid(value: &str) -> bool {
@@ -228,6 +250,29 @@ mod tests {
             classify("@x"),
             Username,
             "a leading @ always means a username"
+        );
+    }
+
+    #[test]
+    fn group_targets_that_are_usernames() {
+        // Meta's documented group id, and ids of its shape, are group ids.
+        let meta_example = "Y2FwaV9ncm91cDoxNzA1NTU1MDEzOToxMjAzNjM0MDQ2OTQyMzM4MjAZD";
+        assert!(!is_username_not_group(meta_example));
+        assert!(!is_username_not_group("Y2FwaV9ncm91cDoxNjMxNTU1"));
+        // What pywa sends as a group when given a username.
+        for username in [
+            "pablomorales",
+            "pablo.morales",
+            "@pablo.m",
+            "lucia_99",
+            "Pablo.M",
+        ] {
+            assert!(is_username_not_group(username), "{username}");
+        }
+        assert!(!is_username_not_group("ab"), "too short to be a username");
+        assert!(
+            !is_username_not_group(&"a".repeat(36)),
+            "too long to be a username"
         );
     }
 

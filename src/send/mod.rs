@@ -6,6 +6,7 @@
 //! forward → learn from the response. The pure phases live in
 //! [`identifier`], [`payload`] and [`policy`].
 
+pub mod batch;
 pub mod identifier;
 pub mod payload;
 pub mod policy;
@@ -16,82 +17,36 @@ use std::fmt;
 use std::sync::OnceLock;
 
 use bytes::Bytes;
-use http::{HeaderValue, Method, Request, Response, header};
+use http::{HeaderValue, Request, Response, header};
 use http_body_util::BodyExt;
 
+use crate::client::{self, Sender};
 use crate::config::{Category, Config, LimitMode, Mode, UnknownCategory};
 use crate::graph_error::GraphError;
 use crate::headers::{self, CLIENT_HEADER, DECISION_HEADER};
-use crate::limits::Admission;
-use crate::logging::mask;
+use crate::limits::{Admission, ClientBucket, Refusal};
+use crate::logging::{Escaped, mask};
 use crate::metrics::{CodeLabels, Metrics};
 use crate::proxy::{App, RequestId, relay};
+pub use crate::route::{Endpoint, SendRoute};
 use crate::templates::LookupContext;
 use crate::upstream::{ProxyBody, ReadBodyError, UpstreamBody, full_body, read_whole};
 use identifier::{IdClass, classify, phone_digits};
 use payload::{FieldValue, Member, PayloadError, SendPayload};
 use policy::{Actions, Addressing, Decision, Facts, MessageKind, Person, Recipient};
 
-/// The two send endpoints.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Endpoint {
-    Messages,
-    /// The Marketing Messages API: every send here is a campaign send.
-    MarketingMessages,
-}
-
-/// A request recognised as a send.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct SendRoute<'a> {
-    /// `v21.0`; Graph also accepts unversioned paths.
-    pub version: Option<&'a str>,
-    pub phone_number_id: &'a str,
-    pub endpoint: Endpoint,
-}
-
-/// Recognises `POST /{version}/{phone-number-id}/(marketing_)messages`.
-pub fn route<'a>(method: &Method, path: &'a str) -> Option<SendRoute<'a>> {
-    if method != Method::POST {
-        return None;
-    }
-    // Cut at the last two slashes: most paths are not sends, and the last
-    // segment alone tells.
-    let rest = path.strip_prefix('/')?;
-    let (rest, endpoint) = split_at_last_slash(rest)?;
-    let endpoint = match endpoint {
-        "messages" => Endpoint::Messages,
-        "marketing_messages" => Endpoint::MarketingMessages,
-        _ => return None,
-    };
-    let (version, phone_number_id) = match split_at_last_slash(rest) {
-        Some((version, phone_number_id)) => (Some(version), phone_number_id),
-        None => (None, rest),
-    };
-    if !is_digits(phone_number_id) || version.is_some_and(|version| !is_version(version)) {
-        return None;
-    }
-    Some(SendRoute {
-        version,
-        phone_number_id,
-        endpoint,
-    })
-}
-
-/// `a/b/c` → (`a/b`, `c`). A byte search: `str::rsplit` and `str::rfind`
-/// with a char pattern cost several times as much on a send's short path.
-fn split_at_last_slash(text: &str) -> Option<(&str, &str)> {
-    let at = text.bytes().rposition(|byte| byte == b'/')?;
-    Some((&text[..at], &text[at + 1..]))
-}
-
-fn is_digits(text: &str) -> bool {
-    !text.is_empty() && text.bytes().all(|b| b.is_ascii_digit())
-}
-
-fn is_version(text: &str) -> bool {
-    text.strip_prefix('v').is_some_and(|rest| {
-        !rest.is_empty() && rest.bytes().all(|b| b.is_ascii_digit() || b == b'.')
-    })
+/// Refuses a request that could be a send before reading it: counted and
+/// labelled like a blocked send.
+pub fn refuse(app: &App, error: GraphError, request_id: &RequestId<'_>) -> Response<ProxyBody> {
+    let label = refusal_label(error.reason, Mode::Enforce);
+    tracing::info!(
+        target: "sendgate::decision",
+        request_id = %request_id,
+        decision = %label,
+        "send refused unread"
+    );
+    app.metrics.request("send", &label);
+    error_response(error, label, request_id)
 }
 
 /// Handles one send end to end.
@@ -118,14 +73,34 @@ pub async fn handle(
             return error_response(error, label.into(), request_id);
         }
     };
-    let client =
+    let declared =
         headers::find_field(request.headers(), &CLIENT_HEADER).and_then(|v| v.to_str().ok());
+    let fingerprint = match config.needs_fingerprints() {
+        true => client::token(request.headers(), request.uri().query())
+            .map(|token| app.fingerprinter.of(&token)),
+        false => None,
+    };
+    let sender = Sender::identify(config, fingerprint, declared);
+    if config.number_refuses(route.phone_number_id, fingerprint) {
+        let error = GraphError::number_not_allowed();
+        let label = refusal_label(error.reason, Mode::Enforce);
+        log_decision(
+            config,
+            request_id,
+            route,
+            &sender,
+            &Facts::default(),
+            &label,
+        );
+        app.metrics.request("send", &label);
+        return error_response(error, label, request_id);
+    }
     let lookup = LookupContext {
         phone_number_id: route.phone_number_id,
         version: route.version,
         sender_headers: request.headers(),
     };
-    let verdict = judge(app, config, &body, route, client, &lookup, request_id).await;
+    let verdict = judge(app, config, &body, route, &sender, &lookup, request_id).await;
     let mut label = verdict.label;
     let body = match (verdict.refusal, config.policy.mode) {
         (Some(error), Mode::Enforce) => {
@@ -137,11 +112,14 @@ pub async fn handle(
 
     // Only sends that will really go out count against the limits.
     let report = config.policy.mode == Mode::Report;
-    let client_name = client.unwrap_or(DEFAULT_CLIENT);
     let limits = &live.limits;
     let person = verdict.person.as_deref();
+    let bucket = ClientBucket {
+        key: sender.bucket(),
+        share: sender.tied,
+    };
     match limits
-        .admit(route.phone_number_id, person, client_name, report)
+        .admit(route.phone_number_id, person, bucket, report)
         .await
     {
         Admission::Admitted { waited } if !waited.is_zero() => {
@@ -153,20 +131,7 @@ pub async fn handle(
             Metrics::limit(&app.metrics.limit_rejections, limit.as_str());
             label = format!("{label}, would-limit: {}", limit.as_str()).into();
         }
-        Admission::Refused(refusal) => {
-            Metrics::limit(&app.metrics.limit_rejections, refusal.limit.as_str());
-            let label = format!("limited: {}", refusal.limit.as_str());
-            app.metrics.request("send", &label);
-            let mut response = GraphError::rate_limited(refusal.limit, refusal.retry_after)
-                .into_response(request_id);
-            let seconds =
-                refusal.retry_after.as_secs() + u64::from(refusal.retry_after.subsec_nanos() > 0);
-            response
-                .headers_mut()
-                .insert(header::RETRY_AFTER, HeaderValue::from(seconds.max(1)));
-            set_decision_header(&mut response, label.into());
-            return response;
-        }
+        Admission::Refused(refusal) => return limited_response(app, refusal, request_id),
     }
     app.metrics.request("send", &label);
 
@@ -177,9 +142,12 @@ pub async fn handle(
         Ok(response) if response.status().is_success() => {
             limits.feedback(route.phone_number_id, person, None, true);
             if let Some((phone, bsuid)) = verdict.learned {
-                let portfolio = config.portfolio_of(route.phone_number_id);
-                // Written in the background; the cache already answers.
-                drop(app.identities.learn_from_send(portfolio, phone, bsuid));
+                let scope = config.scope_of(route.phone_number_id);
+                // Written in the background: the response does not wait.
+                drop(
+                    app.identities
+                        .learn_from_send(&scope, route.phone_number_id, phone, bsuid),
+                );
             }
             relay(response)
         }
@@ -202,8 +170,24 @@ pub async fn handle(
     response
 }
 
-/// The client name of senders that send no `x-sendgate-client`.
-const DEFAULT_CLIENT: &str = "default";
+/// A send a limit refused: 429 with `Retry-After`, counted.
+fn limited_response(
+    app: &App,
+    refusal: Refusal,
+    request_id: &RequestId<'_>,
+) -> Response<ProxyBody> {
+    Metrics::limit(&app.metrics.limit_rejections, refusal.limit.as_str());
+    let label = format!("limited: {}", refusal.limit.as_str());
+    app.metrics.request("send", &label);
+    let mut response =
+        GraphError::rate_limited(refusal.limit, refusal.retry_after).into_response(request_id);
+    let seconds = refusal.retry_after.as_secs() + u64::from(refusal.retry_after.subsec_nanos() > 0);
+    response
+        .headers_mut()
+        .insert(header::RETRY_AFTER, HeaderValue::from(seconds.max(1)));
+    set_decision_header(&mut response, label.into());
+    response
+}
 
 /// The most of an upstream error body read to find its `error.code`.
 const MAX_ERROR_BODY: usize = 64 << 10;
@@ -244,7 +228,8 @@ pub struct Verdict {
     pub refusal: Option<GraphError>,
     /// The rewritten body, in enforce mode, when the table rewrote it.
     pub rewritten: Option<Vec<u8>>,
-    /// The (phone digits, BSUID) pair a successful forward of this send proves.
+    /// The (phone digits, BSUID) pair a successful forward of this send
+    /// claims, when `identity.learn_from_sends` is on.
     pub learned: Option<(String, String)>,
     /// The `x-sendgate-decision` value.
     pub label: Cow<'static, str>,
@@ -260,7 +245,7 @@ pub async fn judge(
     config: &Config,
     body: &[u8],
     route: SendRoute<'_>,
-    client: Option<&str>,
+    sender: &Sender<'_>,
     lookup: &LookupContext<'_>,
     request_id: &(dyn fmt::Display + Sync),
 ) -> Verdict {
@@ -270,7 +255,7 @@ pub async fn judge(
         Err(error) => {
             let error = payload_error(&error);
             let label = refusal_label(error.reason, mode);
-            log_decision(config, request_id, route, client, &Facts::default(), &label);
+            log_decision(config, request_id, route, sender, &Facts::default(), &label);
             return Verdict {
                 refusal: Some(error),
                 rewritten: None,
@@ -287,24 +272,36 @@ pub async fn judge(
         Addressing::Untouched => Decision::Forward,
         Addressing::Blocked(reason) => Decision::Block(reason),
         Addressing::Person(person) => {
-            let portfolio = config.portfolio_of(route.phone_number_id);
+            // Allocated only for a number without a portfolio, and only
+            // when a lookup needs it.
+            let scope = OnceLock::new();
+            let scope = || scope.get_or_init(|| config.scope_of(route.phone_number_id));
             let mut kind = MessageKind::default();
             let mut known_phone = None;
             if let Some(bsuid) = person.bsuid.filter(|_| person.is_bsuid_only()) {
-                known_phone = app.identities.phone_for_bsuid(portfolio, bsuid.value);
+                known_phone = app.identities.phone_for(
+                    scope(),
+                    route.phone_number_id,
+                    bsuid.value,
+                    config.identity.learn_from_sends,
+                );
                 if known_phone.is_none() || !policy.prefer_phone {
-                    kind = message_kind(app, config, &payload, route, client, lookup).await;
+                    kind = message_kind(app, config, &payload, route, sender, lookup).await;
                 }
             }
             if config.limits.pair.mode != LimitMode::Off {
-                person_key = Some(person_of(app, portfolio, &person));
+                person_key = Some(person_of(app, scope(), &person));
             }
             policy::decide(&person, kind, known_phone.as_deref(), &policy)
         }
     };
     let label = decision_label(&decision, mode);
-    log_decision(config, request_id, route, client, &facts, &label);
-    let learned = learnable_pair(&facts, &decision, mode);
+    log_decision(config, request_id, route, sender, &facts, &label);
+    let learned = config
+        .identity
+        .learn_from_sends
+        .then(|| learnable_pair(&facts, &decision, mode))
+        .flatten();
     let (refusal, rewritten) = match decision {
         Decision::Block(reason) => (Some(GraphError::blocked(reason)), None),
         Decision::Rewrite { to, recipient, .. } if mode == Mode::Enforce => {
@@ -323,7 +320,7 @@ pub async fn judge(
 
 /// One bucket per person: the BSUID when the send names one or the store
 /// knows the phone's, so phone and BSUID addressing share a bucket.
-fn person_of(app: &App, portfolio: &str, person: &Person<'_>) -> String {
+fn person_of(app: &App, scope: &str, person: &Person<'_>) -> String {
     if let Some(bsuid) = person.bsuid {
         return bsuid.value.to_owned();
     }
@@ -332,7 +329,7 @@ fn person_of(app: &App, portfolio: &str, person: &Person<'_>) -> String {
         .map(|phone| phone_digits(phone.value))
         .unwrap_or_default();
     app.identities
-        .bsuid_for_phone(portfolio, &digits)
+        .bsuid_for_phone(scope, &digits)
         .unwrap_or(digits)
 }
 
@@ -393,14 +390,13 @@ async fn message_kind(
     config: &Config,
     payload: &SendPayload<'_>,
     route: SendRoute<'_>,
-    client: Option<&str>,
+    sender: &Sender<'_>,
     lookup: &LookupContext<'_>,
 ) -> MessageKind {
     let mut kind = MessageKind {
         authentication: false,
         bid_spec: payload.has_bid_spec,
-        campaign: route.endpoint == Endpoint::MarketingMessages
-            || client.is_some_and(|name| config.is_campaign_client(name)),
+        campaign: route.endpoint == Endpoint::MarketingMessages || sender.is_campaign(config),
     };
     if let Some(template) = payload.template() {
         // Boxed: the lookup (cache, then Meta) is a large future that a
@@ -498,7 +494,7 @@ fn log_decision(
     config: &Config,
     request_id: &(dyn fmt::Display + Sync),
     route: SendRoute<'_>,
-    client: Option<&str>,
+    sender: &Sender<'_>,
     facts: &Facts<'_>,
     label: &str,
 ) {
@@ -511,11 +507,11 @@ fn log_decision(
         target: "sendgate::decision",
         request_id = %request_id,
         number = route.phone_number_id,
-        endpoint = ?route.endpoint,
-        client = client.unwrap_or("-"),
+        endpoint = route.endpoint.as_str(),
+        client = %Escaped(&sender.name()),
         to = %describe(facts.to),
         recipient = %describe(facts.recipient),
-        decision = label,
+        decision = %Escaped(label),
         "send decision"
     );
 }
@@ -582,41 +578,5 @@ mod tests {
         ] {
             assert_eq!(rewrite_label(done, mode), label);
         }
-    }
-
-    #[test]
-    fn recognises_send_routes() {
-        let post = Method::POST;
-        let route_of = |path| route(&post, path);
-        assert_eq!(
-            route_of("/v21.0/106540352242922/messages"),
-            Some(SendRoute {
-                version: Some("v21.0"),
-                phone_number_id: "106540352242922",
-                endpoint: Endpoint::Messages
-            })
-        );
-        assert_eq!(
-            route_of("/v23.0/1/marketing_messages").map(|r| r.endpoint),
-            Some(Endpoint::MarketingMessages)
-        );
-        assert_eq!(
-            route_of("/106540352242922/messages").map(|r| r.version),
-            Some(None)
-        );
-        assert_eq!(route_of("/v21.0/abc/messages"), None, "ids are digits");
-        assert_eq!(route_of("/v21.0/1/media"), None);
-        assert_eq!(route_of("/x/v21.0/1/messages"), None);
-        assert_eq!(route_of("/latest/1/messages"), None);
-        for not_a_send in [
-            "/messages",
-            "//messages",
-            "/v21.0//messages",
-            "/v/1/messages",
-            "/1/",
-        ] {
-            assert_eq!(route_of(not_a_send), None, "{not_a_send}");
-        }
-        assert_eq!(route(&Method::GET, "/v21.0/1/messages"), None);
     }
 }

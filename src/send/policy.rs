@@ -228,10 +228,12 @@ pub enum Decision {
 /// Rows 1–4 and 7: make sense of the two recipient fields.
 pub fn address<'a>(facts: &Facts<'a>, policy: &Policy) -> Addressing<'a> {
     if facts.group {
-        // Group ids are opaque, but never start with `@`: such a "group" is a
-        // username that an SDK guessed was a group id (pywa does this for any
-        // value that is neither a phone nor a BSUID).
-        let username = facts.to.is_some_and(|to| to.value.starts_with('@'));
+        // Group ids are opaque, but a username cannot be one: such a
+        // "group" is a username that an SDK guessed was a group id (pywa
+        // does this for any value that is not all digits).
+        let username = facts
+            .to
+            .is_some_and(|to| super::identifier::is_username_not_group(to.value));
         return if username && policy.block_usernames {
             Addressing::Blocked(BlockReason::UsernameTarget {
                 recased_bsuid: false,
@@ -434,12 +436,27 @@ mod tests {
 
     #[test]
     fn row_1_group_sends_are_untouched() {
-        let group = Facts {
+        let group = |to| Facts {
             group: true,
-            to: Some(recipient("120363044444444444@g.us")),
+            to: Some(recipient(to)),
             recipient: None,
         };
-        assert_eq!(address(&group, &Policy::default()), Addressing::Untouched);
+        for id in [
+            "120363044444444444@g.us",
+            "Y2FwaV9ncm91cDoxNzA1NTU1MDEzOToxMjAzNjM0MDQ2OTQyMzM4MjAZD",
+        ] {
+            assert_eq!(
+                address(&group(id), &Policy::default()),
+                Addressing::Untouched
+            );
+        }
+        // A username sent as a "group" (pywa's guess) is row 2.
+        assert_eq!(
+            address(&group("pablomorales"), &Policy::default()),
+            Addressing::Blocked(BlockReason::UsernameTarget {
+                recased_bsuid: false
+            })
+        );
     }
 
     #[test]

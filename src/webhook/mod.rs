@@ -225,7 +225,7 @@ async fn learn_durably(config: &Config, identities: &Arc<Identities>, body: &Byt
         .into_iter()
         .map(|item| {
             (
-                config.portfolio_of(&item.phone_number_id).to_owned(),
+                config.scope_of(&item.phone_number_id).into_owned(),
                 item.event,
             )
         })

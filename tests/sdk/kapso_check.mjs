@@ -3,9 +3,11 @@
 //
 // Usage: node kapso_check.mjs http://127.0.0.1:PORT
 //
-// All checks share one sendgate process and run in order: (d) teaches
-// sendgate the BSUID's phone, which (e) then relies on. Run after
-// pywa_check.py, whose BSUID template refusal needs the phone unknown.
+// All checks share one sendgate process and run in order: (d) shows that a
+// send naming both a phone and a BSUID teaches nothing, (e) gives sendgate
+// the pair through the admin API (SDK_ADMIN, SDK_ADMIN_TOKEN) as an operator
+// would, and (f) relies on it. Run after pywa_check.py, whose BSUID template
+// refusal needs the phone unknown.
 //
 // Prints one line per check and `kapso: N passed, M failed`; exits 1 if any
 // check failed.
@@ -100,15 +102,32 @@ await check("(c) spring_sale template to BSUID-only -> GraphApiError 131062", as
   assert((await sends()).length === before, "a blocked template send reached the sandbox");
 });
 
-await check("(d) sendText with both `to` phone and `recipient` BSUID succeeds", async () => {
+await check("(d) sendText with both `to` phone and `recipient` BSUID succeeds and teaches nothing", async () => {
   const res = await client.messages.sendText({ phoneNumberId: PHONE_NUMBER_ID, to: PHONE, recipient: BSUID, body: "hello both" });
   assert(res?.messages?.[0]?.id?.startsWith("wamid."), `unexpected response ${JSON.stringify(res)}`);
   const last = (await sends()).at(-1);
   assert(last.outcome === "delivered", `outcome = ${JSON.stringify(last.outcome)}`);
+  await expectGraphError(
+    () => client.messages.sendTemplate({ phoneNumberId: PHONE_NUMBER_ID, recipient: BSUID, template: template("otp_login") }),
+    131062,
+  );
+});
+
+await check("(e) the operator imports the pair through the admin API", async () => {
+  const pair = { bsuid: BSUID, phone: PHONE, number: PHONE_NUMBER_ID };
+  const r = await fetch(`${process.env.SDK_ADMIN}/admin/identities`, {
+    method: "POST",
+    headers: { authorization: `Bearer ${process.env.SDK_ADMIN_TOKEN}` },
+    body: JSON.stringify(pair),
+    signal: AbortSignal.timeout(10_000),
+  });
+  assert(r.ok, `POST /admin/identities -> ${r.status}`);
+  const summary = await r.json();
+  assert(summary.imported === 1, `summary ${JSON.stringify(summary)}`);
 });
 
 for (const name of ["spring_sale", "otp_login"]) {
-  await check(`(e) ${name} template to BSUID-only now resolves to phone ${PHONE}`, async () => {
+  await check(`(f) ${name} template to BSUID-only now resolves to phone ${PHONE}`, async () => {
     const res = await client.messages.sendTemplate({ phoneNumberId: PHONE_NUMBER_ID, recipient: BSUID, template: template(name) });
     assert(res?.messages?.[0]?.id?.startsWith("wamid."), `unexpected response ${JSON.stringify(res)}`);
     const waId = res?.contacts?.[0]?.waId;

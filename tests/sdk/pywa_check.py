@@ -24,6 +24,8 @@ GRAPH_VERSION = "23.0"
 PHONE = "+1 (631) 555-1234"
 BSUID = "US.13491208655302741918"
 USERNAME = "@pablo.m"
+# Meta's documented group id.
+GROUP_ID = "Y2FwaV9ncm91cDoxNzA1NTU1MDEzOToxMjAzNjM0MDQ2OTQyMzM4MjAZD"
 
 results = []
 
@@ -122,6 +124,28 @@ def username_blocked():
     assert len(received()) == before, "a blocked username send reached the sandbox"
 
 
+def bare_username_sent_as_group_blocked():
+    before = len(received())
+    # pywa sends any `to` that is not all digits as recipient_type "group".
+    expect_error(
+        lambda: wa.send_message(to="pablomorales", text="hello username"),
+        100,
+        "Usernames cannot be message targets",
+    )
+    assert len(received()) == before, "a username sent as a group reached the sandbox"
+
+
+def group_id_forwarded_untouched():
+    before = len(sends())
+    sent = wa.send_message(to=GROUP_ID, text="hello group")
+    assert sent.id.startswith("wamid."), f"unexpected message id {sent.id!r}"
+    after = sends()
+    assert len(after) == before + 1, f"expected one new send upstream, got {len(after) - before}"
+    body = after[-1]["body"]
+    assert f'"to":"{GROUP_ID}"' in body, f"group id not byte-identical upstream: {body}"
+    assert json.loads(body).get("recipient_type") == "group", body
+
+
 def auth_template_to_bsuid_blocked():
     before = len(sends())
     expect_error(
@@ -135,6 +159,8 @@ check("(a) text to phone +1 (631) 555-1234 passes byte-identical", phone_passes_
 check("(b) text to BSUID succeeds (pywa sends recipient)", bsuid_text_succeeds)
 check("(c) text to @pablo.m -> WhatsAppError 100 'Usernames cannot be message targets'", username_blocked)
 check("(d) otp_login template to BSUID-only -> WhatsAppError 131062", auth_template_to_bsuid_blocked)
+check("(e) text to pablomorales (sent by pywa as a group) -> WhatsAppError 100", bare_username_sent_as_group_blocked)
+check("(f) text to Meta's example group id is forwarded untouched", group_id_forwarded_untouched)
 
 passed = sum(results)
 failed = len(results) - passed

@@ -81,10 +81,18 @@ timeout 600 npm install --silent --no-audit --no-fund --prefix "$WORK/node" \
 cp "$HERE/kapso_check.mjs" "$WORK/node/kapso_check.mjs"
 
 # --- sendgate -----------------------------------------------------------------
-PORT="$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1]); s.close()')"
+free_port() {
+  python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1]); s.close()'
+}
+PORT="$(free_port)"
+ADMIN_PORT="$(free_port)"
 BASE="http://127.0.0.1:$PORT"
+# The admin API is where the Node check gives sendgate a pair, as an operator would.
+export SDK_ADMIN="http://127.0.0.1:$ADMIN_PORT"
+export SDK_ADMIN_TOKEN="sdk-check"
 echo "== sendgate serve --sandbox --listen 127.0.0.1:$PORT ($BIN)"
-RUST_LOG=warn SENDGATE_STORE__PATH="$WORK/identities.redb" SENDGATE_ADMIN__LISTEN= "$BIN" serve --sandbox --listen "127.0.0.1:$PORT" >"$WORK/sendgate.log" 2>&1 &
+RUST_LOG=warn SENDGATE_STORE__PATH="$WORK/identities.redb" SENDGATE_ADMIN__LISTEN="127.0.0.1:$ADMIN_PORT" \
+  SENDGATE_ADMIN_TOKEN="$SDK_ADMIN_TOKEN" "$BIN" serve --sandbox --listen "127.0.0.1:$PORT" >"$WORK/sendgate.log" 2>&1 &
 SERVER_PID=$!
 
 ready=0
@@ -140,7 +148,7 @@ run_checks() {
 }
 
 # pywa first: its BSUID template refusal needs sendgate not to know the
-# BSUID's phone yet, which kapso's checks (d)/(e) then teach it.
+# BSUID's phone yet, which kapso's check (e) then gives it.
 run_checks pywa "$WORK/venv/bin/python" "$HERE/pywa_check.py" "$BASE"
 run_checks kapso node "$WORK/node/kapso_check.mjs" "$BASE"
 

@@ -198,6 +198,7 @@ pub fn test_secrets() -> Secrets {
         app_secret: Some(APP_SECRET.to_owned()),
         verify_token: Some(VERIFY_TOKEN.to_owned()),
         admin_token: Some(ADMIN_TOKEN.to_owned()),
+        fingerprint_key: None,
     }
 }
 
@@ -254,6 +255,22 @@ impl Proxy {
         }
     }
 
+    /// Records a pair as a signed webhook to `number` would have (blocking
+    /// store write; fine in a test).
+    pub fn attest(&self, number: &str, bsuid: &str, phone: &str) {
+        use sendgate::identity::{IdentityEvent, Observation, Source};
+        let scope = self.app.config().scope_of(number).into_owned();
+        let seen = Observation {
+            bsuid: bsuid.to_owned(),
+            phone: Some(phone.to_owned()),
+            ..Observation::default()
+        };
+        self.app
+            .identities
+            .apply(&[(scope, IdentityEvent::Seen(seen))], Source::Webhook)
+            .expect("the store takes the pair");
+    }
+
     /// Starts the admin API over this proxy's state; returns its address.
     pub async fn start_admin(&self) -> SocketAddr {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -302,10 +319,15 @@ impl Proxy {
         self.post(&path, body, headers).await
     }
 
+    /// POSTs `body` with `headers`, and the test token unless they name another.
     pub async fn post(&self, path: &str, body: &str, headers: &[(&str, &str)]) -> Answer {
-        let mut request = Request::post(self.url(path))
-            .header("content-type", "application/json")
-            .header("authorization", "Bearer test-token");
+        let mut request = Request::post(self.url(path)).header("content-type", "application/json");
+        if !headers
+            .iter()
+            .any(|(name, _)| name.eq_ignore_ascii_case("authorization"))
+        {
+            request = request.header("authorization", "Bearer test-token");
+        }
         for (name, value) in headers {
             request = request.header(*name, *value);
         }
@@ -359,6 +381,34 @@ impl Answer {
     }
 }
 
+/// One request to a sendgate (or anything else) at `addr`, answer read whole.
+pub async fn call(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &[u8],
+) -> Answer {
+    let client = Client::builder(TokioExecutor::new()).build_http::<Full<Bytes>>();
+    let mut request = Request::builder()
+        .method(method)
+        .uri(format!("http://{addr}{path}"));
+    for (name, value) in headers {
+        request = request.header(*name, *value);
+    }
+    let request = request
+        .body(Full::new(Bytes::copy_from_slice(body)))
+        .unwrap();
+    let response = client.request(request).await.expect("an answer");
+    let (parts, body) = response.into_parts();
+    let body = body.collect().await.expect("body reads").to_bytes();
+    Answer {
+        status: parts.status,
+        headers: parts.headers,
+        body,
+    }
+}
+
 /// Writes raw bytes to `addr` and reads until the peer closes; for requests
 /// whose framing a test must control exactly (send with `Connection: close`).
 pub async fn raw_exchange(addr: SocketAddr, request: &[u8]) -> String {
@@ -381,12 +431,25 @@ pub struct Served {
     pub child: std::process::Child,
     /// The proxy listener.
     pub addr: SocketAddr,
+    /// Where its standard output (its logs) goes, when captured.
+    pub log: Option<std::path::PathBuf>,
+}
+
+impl Served {
+    /// What it has logged so far.
+    pub fn logs(&self) -> String {
+        let path = self.log.as_ref().expect("started with its logs captured");
+        String::from_utf8_lossy(&std::fs::read(path).unwrap_or_default()).into_owned()
+    }
 }
 
 impl Drop for Served {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+        if let Some(log) = &self.log {
+            let _ = std::fs::remove_file(log);
+        }
     }
 }
 
@@ -404,21 +467,48 @@ pub async fn serve_sandbox(
     env: &[(&str, &str)],
     ready: Option<SocketAddr>,
 ) -> Served {
+    let mut all = vec!["--sandbox"];
+    all.extend_from_slice(args);
+    let quiet = [[("RUST_LOG", "warn")].as_slice(), env].concat();
+    serve(&all, &quiet, ready, false).await
+}
+
+/// `sendgate serve --listen ADDR ARGS…` with `env`, from the temporary
+/// directory; its logs (standard output) go to a file when `capture_logs`.
+/// Returns once `ready` (else the listener) accepts connections, bounded to
+/// 20 s.
+pub async fn serve(
+    args: &[&str],
+    env: &[(&str, &str)],
+    ready: Option<SocketAddr>,
+    capture_logs: bool,
+) -> Served {
     let addr = free_port();
     let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_sendgate"));
     command
-        .args(["serve", "--sandbox", "--listen", &addr.to_string()])
+        .args(["serve", "--listen", &addr.to_string()])
         .args(args)
         .current_dir(std::env::temp_dir())
-        .env("RUST_LOG", "warn")
-        .stdout(std::process::Stdio::null())
+        .env_remove("SENDGATE_CONFIG")
         .stderr(std::process::Stdio::inherit());
     for (name, value) in env {
         command.env(name, value);
     }
+    let log = capture_logs.then(|| {
+        std::env::temp_dir().join(format!(
+            "sendgate-test-log-{}-{}",
+            std::process::id(),
+            addr.port()
+        ))
+    });
+    match &log {
+        Some(path) => command.stdout(std::fs::File::create(path).unwrap()),
+        None => command.stdout(std::process::Stdio::null()),
+    };
     let mut served = Served {
         child: command.spawn().unwrap(),
         addr,
+        log,
     };
     let ready = ready.unwrap_or(addr);
     let started = std::time::Instant::now();
