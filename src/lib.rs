@@ -39,6 +39,8 @@
 //! - [`csv_rows`]: CSV rows with true line numbers, for import and audit.
 //! - [`audit`]: `sendgate audit`: a campaign list judged offline, row by row.
 //! - [`sandbox`]: a simulated Cloud API for development and tests.
+//! - `fuzzing` (tests and fuzz builds only): the invariants the fuzz
+//!   targets in `fuzz/` check.
 
 #![forbid(unsafe_code)]
 
@@ -47,6 +49,8 @@ pub mod audit;
 pub mod client;
 pub mod config;
 pub mod csv_rows;
+#[cfg(any(test, fuzzing))]
+pub mod fuzzing;
 pub mod graph_error;
 pub mod headers;
 pub mod identity;
