@@ -78,7 +78,10 @@ fn classify_bsuid(value: &str) -> Option<IdClass> {
 }
 
 fn is_phone(value: &str) -> bool {
-    let body = value.trim_start().strip_prefix('+').unwrap_or(value);
+    // Spaces are separators, so they may come before the `+` too; no other
+    // white space (a tab, a line feed) belongs in a phone.
+    let trimmed = value.trim_start_matches(' ');
+    let body = trimmed.strip_prefix('+').unwrap_or(trimmed);
     let mut digits = 0;
     for byte in body.bytes() {
         match byte {
@@ -191,6 +194,12 @@ mod tests {
         assert_eq!(classify("+"), Invalid);
         assert_eq!(classify("   "), Invalid);
         assert_eq!(classify("1+6315551234"), Invalid, "+ only leads");
+        assert_eq!(classify(" +1 631 555 1234"), Phone, "spaces are separators");
+        assert_eq!(
+            classify("\t\t+5-12)55--34"),
+            Invalid,
+            "found by fuzzing: other white space before the +"
+        );
         assert_eq!(classify("++16315551234"), Invalid);
         assert_eq!(
             classify("1.631.555.1234"),

@@ -236,6 +236,27 @@ impl<'a> SendPayload<'a> {
             existing: self.recipient.as_ref(),
             new_value: self.target_text(recipient),
         };
+        if let (Some(to_member), None, Some(recipient_member), None) = (
+            to.existing,
+            &to.new_value,
+            recipient.existing,
+            &recipient.new_value,
+        ) {
+            // Both go: next to each other, they leave as one member would,
+            // or each would take the same comma.
+            let (first, second) = match to_member.key.start < recipient_member.key.start {
+                true => (to_member, recipient_member),
+                false => (recipient_member, to_member),
+            };
+            let between = &self.body[self.value_span(first).end..second.key.start];
+            if between
+                .iter()
+                .all(|&b| b == b',' || b.is_ascii_whitespace())
+            {
+                let both = self.with_comma(first.key.start, self.value_span(second).end);
+                return apply(self.body, [Some(Edit::replace(both, "")), None]);
+            }
+        }
         apply(
             self.body,
             [
@@ -302,20 +323,25 @@ impl<'a> SendPayload<'a> {
 
     /// A member's span plus the comma that separates it from its neighbour.
     fn member_with_comma(&self, member: &Member<'_>) -> Range<usize> {
-        let value_end = self.value_span(member).end;
+        self.with_comma(member.key.start, self.value_span(member).end)
+    }
+
+    /// The members from the key at `key_start` to the value ending at
+    /// `value_end`, plus the comma that separates them from a neighbour.
+    fn with_comma(&self, key_start: usize, value_end: usize) -> Range<usize> {
         let after = first_non_space(self.body, value_end);
         match after {
             Some(pos) if self.body[pos] == b',' => {
                 let next = first_non_space(self.body, pos + 1).unwrap_or(pos + 1);
-                member.key.start..next
+                key_start..next
             }
             _ => {
                 // The last member: take the comma before it, if any.
-                let before = last_non_space_before(self.body, member.key.start);
+                let before = last_non_space_before(self.body, key_start);
                 if self.body[before] == b',' {
                     before..value_end
                 } else {
-                    member.key.start..value_end
+                    key_start..value_end
                 }
             }
         }
@@ -554,6 +580,31 @@ mod tests {
             "spare room in the rewrite of {body}"
         );
         String::from_utf8(out).unwrap()
+    }
+
+    #[test]
+    fn both_fields_removed_leave_valid_json_wherever_they_are() {
+        // Found by fuzzing: side by side, each removal took the comma
+        // between them, and the edits overlapped.
+        for (body, expected) in [
+            (
+                r#"       {"recipient":"a       p","to":"b "}"#,
+                r#"       {}"#,
+            ),
+            (r#"{ "x":1, "recipient":"a" , "to":"b" }"#, r#"{ "x":1 }"#),
+            (r#"{"to":"b","recipient":"a","x":1}"#, r#"{"x":1}"#),
+            (r#"{"to":"b","x":1,"recipient":"a"}"#, r#"{"x":1}"#),
+            (
+                r#"{"x":1,"to":"b","y":2,"recipient":"a","z":3}"#,
+                r#"{"x":1,"y":2,"z":3}"#,
+            ),
+        ] {
+            assert_eq!(
+                rewrite(body, Target::Absent, Target::Absent),
+                expected,
+                "{body}"
+            );
+        }
     }
 
     #[test]

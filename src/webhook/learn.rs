@@ -372,10 +372,10 @@ fn phone(value: Option<&str>) -> Option<String> {
         .map(phone_digits)
 }
 
-/// `profile.username`, stored without the leading `@` Meta shows.
+/// `profile.username`, stored without the leading `@` Meta shows (however
+/// many), and not at all when nothing else is left.
 fn username(value: Option<&str>) -> Option<String> {
-    let value = value?;
-    let bare = value.strip_prefix('@').unwrap_or(value);
+    let bare = value?.trim_start_matches('@');
     (!bare.is_empty()).then(|| bare.to_owned())
 }
 
@@ -467,6 +467,28 @@ mod tests {
                 ),
             ])
         );
+    }
+
+    #[test]
+    fn usernames_lose_every_leading_at_and_an_empty_one_is_none() {
+        // Found by fuzzing: "@@x" was stored as "@x".
+        let payload = |name: &str| {
+            format!(
+                r#"{{"object":"whatsapp_business_account","entry":[{{"changes":[{{"field":"messages","value":{{"metadata":{{"phone_number_id":"{PNID_A}"}},"contacts":[{{"user_id":"US.1","profile":{{"username":"{name}"}}}}]}}}}]}}]}}"#
+            )
+        };
+        for (name, stored) in [
+            ("@@pablo", Some("pablo")),
+            ("@", None),
+            ("pablo", Some("pablo")),
+        ] {
+            let learned = learn(payload(name).as_bytes()).unwrap();
+            assert_eq!(
+                learned,
+                vec![seen(PNID_A, "US.1", None, None, stored)],
+                "{name}"
+            );
+        }
     }
 
     #[test]
