@@ -104,7 +104,7 @@ impl Admin {
         for (name, value) in query_pairs(query) {
             match name.as_str() {
                 "number" if !value.is_empty() && value.bytes().all(|b| b.is_ascii_digit()) => {
-                    return Ok(Some(self.app.config().scope_of(&value).into_owned()));
+                    return Ok(Some(self.app.config().scope_of(&value).key().into_owned()));
                 }
                 "number" => return Err("?number= is a phone number id (digits)".into()),
                 "portfolio" => {

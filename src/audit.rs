@@ -16,7 +16,7 @@ use std::io::{self, BufRead, BufWriter, Write};
 
 use crate::config::{Category, Config};
 use crate::csv_rows::{Fields, Rows};
-use crate::identity::Identities;
+use crate::identity::{Identities, Scope};
 use crate::send::identifier::classify;
 use crate::send::payload::Target;
 use crate::send::policy::{
@@ -28,10 +28,10 @@ pub struct AuditContext<'a> {
     pub identities: &'a Identities,
     /// The scope of the business number the campaign goes out from: BSUIDs
     /// only resolve within it.
-    pub scope: Cow<'a, str>,
+    pub scope: Scope<'a>,
     /// The business number itself, whose own claims count when
     /// `identity.learn_from_sends` is on.
-    pub number: String,
+    pub number: &'a str,
     pub learn_from_sends: bool,
     pub kind: MessageKind,
     pub policy: Policy,
@@ -42,13 +42,13 @@ impl<'a> AuditContext<'a> {
     pub fn new(
         config: &'a Config,
         identities: &'a Identities,
-        number_id: &str,
+        number_id: &'a str,
         template: Option<&str>,
     ) -> Self {
         AuditContext {
             identities,
             scope: config.scope_of(number_id),
-            number: number_id.to_owned(),
+            number: number_id,
             learn_from_sends: config.identity.learn_from_sends,
             kind: campaign_kind(config, template),
             policy: config.policy.policy(),
@@ -166,7 +166,7 @@ pub fn audit_one(value: &str, ctx: &AuditContext<'_>) -> Verdict {
     let known_phone = match person.bsuid {
         Some(bsuid) if person.is_bsuid_only() => {
             ctx.identities
-                .phone_for(&ctx.scope, &ctx.number, bsuid.value, ctx.learn_from_sends)
+                .phone_for(ctx.scope, ctx.number, bsuid.value, ctx.learn_from_sends)
         }
         _ => None,
     };
@@ -534,7 +534,7 @@ mod tests {
         let identities = identities();
         let config = config_with("");
         let ctx = AuditContext::new(&config, &identities, "777", None);
-        assert_eq!(ctx.scope, "number:777");
+        assert_eq!(ctx.scope.key(), "number:777");
         assert_eq!(audit_one(KNOWN, &ctx), blocked("campaign_needs_phone"));
     }
 

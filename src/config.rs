@@ -5,7 +5,6 @@
 //! defaults, so a user's file only needs the keys it changes. Every error names
 //! the key it is about, so `sendgate check-config` can print one clear line.
 
-use std::borrow::Cow;
 use std::collections::BTreeMap;
 use std::fmt;
 use std::net::SocketAddr;
@@ -17,6 +16,7 @@ use serde::{Deserialize, Serialize};
 use toml::{Table, Value};
 
 use crate::client::Fingerprint;
+use crate::identity::{NUMBER_SCOPE_PREFIX, Scope};
 use crate::send::policy::Policy;
 
 /// The documented defaults, every key present.
@@ -271,10 +271,6 @@ pub struct NumberConfig {
     #[serde(default)]
     pub tokens: Vec<Fingerprint>,
 }
-
-/// How the scope of a number that no portfolio holds is spelled: no
-/// portfolio name may start so (validation).
-pub const NUMBER_SCOPE_PREFIX: &str = "number:";
 
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -653,14 +649,14 @@ impl Config {
     /// The identity scope of a business number: the portfolio config puts
     /// it in, or the number alone (`number:<id>`), so that numbers never
     /// share identities by accident.
-    pub fn scope_of(&self, phone_number_id: &str) -> Cow<'_, str> {
+    pub fn scope_of<'a>(&'a self, phone_number_id: &'a str) -> Scope<'a> {
         match self
             .numbers
             .get(phone_number_id)
             .and_then(|number| number.portfolio.as_deref())
         {
-            Some(portfolio) => Cow::Borrowed(portfolio),
-            None => Cow::Owned(format!("{NUMBER_SCOPE_PREFIX}{phone_number_id}")),
+            Some(portfolio) => Scope::Portfolio(portfolio),
+            None => Scope::Number(phone_number_id),
         }
     }
 
@@ -853,8 +849,12 @@ mod tests {
         );
         assert_eq!(config.cache.template_ttl_secs, 5);
         assert_eq!(config.templates["otp_login"], Category::Authentication);
-        assert_eq!(config.scope_of("123456"), "acme");
-        assert_eq!(config.scope_of("777"), "number:777", "a scope of its own");
+        assert_eq!(config.scope_of("123456").key(), "acme");
+        assert_eq!(
+            config.scope_of("777").key(),
+            "number:777",
+            "a scope of its own"
+        );
         assert_eq!(config.waba_of("123456"), Some("999"));
         assert!(config.is_campaign_client("blaster"));
         assert!(!config.is_campaign_client("crm"));

@@ -461,7 +461,7 @@ fn named_scope(
                 "--number {number:?} is not a phone number id (digits)"
             ))
         }
-        (Some(number), _) => Ok(Some(config.scope_of(&number).into_owned())),
+        (Some(number), _) => Ok(Some(config.scope_of(&number).key().into_owned())),
         (None, Some(portfolio)) => match check_portfolio_name(&portfolio) {
             Ok(()) => Ok(Some(portfolio)),
             Err(why) => Err(format!("--portfolio {why}")),

@@ -270,9 +270,10 @@ impl App {
                 let request_id = self.request_id();
                 send::handle(self, request, route, &request_id).await
             }
-            Route::SendAt(canonical) => self.send_at(request, &canonical).await,
-            Route::Refuse(why) => self.refuse_unsendable(request, why).await,
-            // Boxed: the root is rare and its future large.
+            // The rare routes are boxed, so that their futures (large, and
+            // each wrapping another) do not swell every request's.
+            Route::SendAt(canonical) => Box::pin(self.send_at(request, &canonical)).await,
+            Route::Refuse(why) => Box::pin(self.refuse_unsendable(request, why)).await,
             Route::Root => Box::pin(send::batch::handle(self, request)).await,
             Route::Other => self.passthrough(request).await,
         }
@@ -327,13 +328,24 @@ impl App {
     /// back, both bodies unbuffered.
     async fn passthrough(&self, request: Request<ProxyBody>) -> Response<ProxyBody> {
         self.metrics.request("passthrough", "none");
-        self.relay_upstream(request).await
+        // Awaited here rather than through `relay_upstream`: a future
+        // nested in another costs every passthrough request its own poll.
+        let forwarded = self.forward(request).await;
+        self.relayed(forwarded)
     }
 
     /// Forwards a request and relays the answer; upstream failures become
     /// Graph-shaped 502/504s.
     pub(crate) async fn relay_upstream(&self, request: Request<ProxyBody>) -> Response<ProxyBody> {
-        match self.forward(request).await {
+        let forwarded = self.forward(request).await;
+        self.relayed(forwarded)
+    }
+
+    fn relayed(
+        &self,
+        forwarded: Result<Response<UpstreamBody>, crate::upstream::UpstreamError>,
+    ) -> Response<ProxyBody> {
+        match forwarded {
             Ok(response) => relay(response),
             Err(error) => {
                 let request_id = self.request_id();

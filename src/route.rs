@@ -135,20 +135,31 @@ pub fn recognize<'a>(
         Some(Ok(overridden)) => overridden,
         None => None,
     };
-    let posted = is_post(method.as_str());
+    if overridden.is_none() {
+        // The two cases nearly every request is: a canonical send, and a
+        // bodiless read (which no path makes a send).
+        if method == Method::POST
+            && let Some(route) = send_route(path)
+        {
+            return send_unless_queried(Route::Send(route), query);
+        }
+        if !has_body && (method == Method::GET || method == Method::HEAD) {
+            return Route::Other;
+        }
+    }
+    let posted = method == Method::POST || is_post(method.as_str());
     let effective_post = overridden.as_deref().map_or(posted, is_post);
-    if posted
-        && overridden.is_none()
-        && method == Method::POST
-        && let Some(route) = send_route(path)
-    {
-        return send_unless_queried(Route::Send(route), query);
-    }
-    let canonical = canonical_send_path(path);
-    if canonical.is_none() {
-        let root = (posted || effective_post) && is_root(path);
-        return if root { Route::Root } else { Route::Other };
-    }
+    // A canonical send path was recognised above unless overridden.
+    let reading = match overridden.is_some() || method != Method::POST {
+        true => send_route(path)
+            .map_or_else(|| read_path(path), |route| Reading::Send(canonical(&route))),
+        false => read_path(path),
+    };
+    let canonical = match reading {
+        Reading::Send(canonical) => canonical,
+        Reading::Root if posted || effective_post => return Route::Root,
+        Reading::Root | Reading::Neither => return Route::Other,
+    };
     if posted != effective_post {
         return Route::Refuse(Unsendable::MethodOverride);
     }
@@ -162,12 +173,9 @@ pub fn recognize<'a>(
             (false, _) => Route::Refuse(Unsendable::UnsupportedMethod),
         };
     }
-    let route = match (canonical, send_route(path)) {
-        (Some(canonical), Some(route)) if canonical == path && method == Method::POST => {
-            Route::Send(route)
-        }
-        (Some(canonical), _) => Route::SendAt(canonical),
-        (None, _) => Route::Other,
+    let route = match send_route(path) {
+        Some(route) if canonical == path && method == Method::POST => Route::Send(route),
+        _ => Route::SendAt(canonical),
     };
     send_unless_queried(route, query)
 }
@@ -204,18 +212,21 @@ fn send_unless_queried<'a>(route: Route<'a>, query: Option<&str>) -> Route<'a> {
 /// A `method=` override refused for being given twice: refused only where
 /// the path could be a send, passed through elsewhere.
 fn refuse_if_could_send(path: &str) -> Route<'_> {
-    if canonical_send_path(path).is_some() || is_root(path) {
-        Route::Refuse(Unsendable::MethodOverride)
-    } else {
-        Route::Other
+    if send_route(path).is_some() {
+        return Route::Refuse(Unsendable::MethodOverride);
+    }
+    match read_path(path) {
+        Reading::Send(_) | Reading::Root => Route::Refuse(Unsendable::MethodOverride),
+        Reading::Neither => Route::Other,
     }
 }
 
 /// The value of the query's `method` parameter, if any; an error when it is
 /// given more than once (which one Graph reads is unknowable).
 fn method_override(query: &str) -> Result<Option<String>, ()> {
-    // Cheap first look: most queries have no such parameter.
-    if !contains_ignore_case(query, "method") {
+    // Cheap first look: most queries have no such parameter, spelled
+    // plainly or with escapes.
+    if !query.contains('%') && !contains_ignore_case(query, "method") {
         return Ok(None);
     }
     let mut found = None;
@@ -234,10 +245,17 @@ fn is_post(method: &str) -> bool {
     method.trim().eq_ignore_ascii_case("POST")
 }
 
+/// Whether `text` holds `needle` (ASCII, lower case) in any case. Looks
+/// closer only where the needle's first letter is.
 fn contains_ignore_case(text: &str, needle: &str) -> bool {
-    text.as_bytes()
-        .windows(needle.len())
-        .any(|window| window.eq_ignore_ascii_case(needle.as_bytes()))
+    let (text, needle) = (text.as_bytes(), needle.as_bytes());
+    let first = needle[0];
+    text.iter().enumerate().any(|(at, &byte)| {
+        byte | 0x20 == first
+            && text
+                .get(at..at + needle.len())
+                .is_some_and(|window| window.eq_ignore_ascii_case(needle))
+    })
 }
 
 /// Recognises a canonical send path,
@@ -275,9 +293,11 @@ fn split_at_last_slash(text: &str) -> Option<(&str, &str)> {
     Some((&text[..at], &text[at + 1..]))
 }
 
-/// Digits with no leading zero.
+/// Digits with no leading zero (`0` itself is an id, if no number's).
 fn is_id(text: &str) -> bool {
-    !text.is_empty() && !text.starts_with('0') && text.bytes().all(|b| b.is_ascii_digit())
+    !text.is_empty()
+        && (text == "0" || !text.starts_with('0'))
+        && text.bytes().all(|b| b.is_ascii_digit())
 }
 
 /// `v` and digits with dots, lower case.
@@ -295,23 +315,46 @@ pub fn canonical_send_path(path: &str) -> Option<String> {
     if let Some(route) = send_route(path) {
         return Some(canonical(&route));
     }
-    if !worth_reading(path) {
-        return None;
+    match read_path(path) {
+        Reading::Send(canonical) => Some(canonical),
+        Reading::Root | Reading::Neither => None,
+    }
+}
+
+/// What a path reads as, leniently.
+enum Reading {
+    /// A send, at this canonical path.
+    Send(String),
+    /// The Graph root (`/`, `/{version}`), where batches go.
+    Root,
+    Neither,
+}
+
+/// The lenient reading of a path that is not a canonical send path (the
+/// caller asked [`send_route`] first).
+fn read_path(path: &str) -> Reading {
+    if plainly_neither(path) {
+        return Reading::Neither;
     }
     let segments = lenient_segments(path);
     let (version, id, endpoint) = match segments.as_slice() {
+        [] => return Reading::Root,
+        [version] if canonical_version(version).is_some() => return Reading::Root,
         [id, endpoint] => (None, id, endpoint),
         [version, id, endpoint] => (Some(version), id, endpoint),
-        _ => return None,
+        _ => return Reading::Neither,
     };
     let endpoint = match word_before_junk(&endpoint.to_ascii_lowercase()).as_str() {
         "messages" => Endpoint::Messages,
         "marketing_messages" => Endpoint::MarketingMessages,
-        _ => return None,
+        _ => return Reading::Neither,
     };
-    let id = id_before_junk(id)?;
-    let version = match version {
-        Some(version) => Some(canonical_version(version)?),
+    let Some(id) = id_before_junk(id) else {
+        return Reading::Neither;
+    };
+    let version = match version.map(|version| canonical_version(version)) {
+        Some(None) => return Reading::Neither,
+        Some(Some(version)) => Some(version),
         None => None,
     };
     let route = SendRoute {
@@ -319,41 +362,37 @@ pub fn canonical_send_path(path: &str) -> Option<String> {
         phone_number_id: &id,
         endpoint,
     };
-    Some(canonical(&route))
+    Reading::Send(canonical(&route))
 }
 
-/// True when a path that is not a canonical send could still read as a
-/// send or as the root: it is short, or has escapes, backslashes,
-/// parameters, upper case, empty or dot segments, a leading zero, a
-/// trailing slash, or the endpoint's name. One pass, since every
-/// passthrough request asks.
-fn worth_reading(path: &str) -> bool {
-    if path.len() < 16 || path.ends_with('/') || path.contains("messages") {
-        return true;
-    }
-    let mut previous = 0u8;
-    for byte in path.bytes() {
-        let odd = matches!(byte, b'%' | b'\\' | b';')
-            || byte.is_ascii_uppercase()
-            || (previous == b'/' && matches!(byte, b'/' | b'.' | b'0'));
-        if odd {
-            return true;
-        }
-        previous = byte;
-    }
-    false
-}
-
-/// The root (`/`, `/{version}`) in any spelling.
-fn is_root(path: &str) -> bool {
-    if !worth_reading(path) {
+/// True for a path that no lenient reading makes a send or the root, told
+/// without reading it: one with no escape, backslash, `;params`, empty or
+/// dot segment reads segment by segment as written, so it is neither when
+/// it has two segments or more and its last does not start with the
+/// endpoint's name in some case. Every passthrough request asks this; the
+/// searches are memchr's vectorised ones.
+fn plainly_neither(path: &str) -> bool {
+    let bytes = path.as_bytes();
+    let plain = memchr::memchr3(b'%', b'\\', b';', bytes).is_none()
+        && memchr::memchr_iter(b'/', bytes)
+            .all(|at| !matches!(bytes.get(at + 1), Some(b'/' | b'.')));
+    if !plain {
         return false;
     }
-    match lenient_segments(path).as_slice() {
-        [] => true,
-        [version] => canonical_version(version).is_some(),
-        _ => false,
+    let trimmed = bytes.strip_suffix(b"/").unwrap_or(bytes);
+    let Some(last_slash) = memchr::memrchr(b'/', trimmed) else {
+        return false;
+    };
+    if last_slash == 0 {
+        // One segment: the root's version, perhaps.
+        return false;
     }
+    let last = &trimmed[last_slash + 1..];
+    let starts_with = |name: &[u8]| {
+        last.get(..name.len())
+            .is_some_and(|head| head.eq_ignore_ascii_case(name))
+    };
+    !starts_with(b"messages") && !starts_with(b"marketing_messages")
 }
 
 fn canonical(route: &SendRoute<'_>) -> String {
@@ -762,6 +801,7 @@ mod tests {
         let refuse = Route::Refuse(Unsendable::MethodOverride);
         for (method, path) in [
             ("GET", "/v21.0/1/messages?method=post"),
+            ("GET", "/v21.0/1/messages?%6Dethod=post"),
             ("GET", "/v21.0/1/messages?METHOD=POST"),
             ("GET", "/v21.0/1/messages?method=%50OST"),
             ("DELETE", "/v21.0/1/messages?method=post"),
@@ -859,8 +899,12 @@ mod tests {
 
     #[test]
     fn a_canonical_path_is_recognised_as_itself() {
+        // The last two: found by fuzzing, an id of zeros reads as `0`, which
+        // must then be an id of the canonical path too.
         for path in [
             "/v21.0/1/messages/",
+            "/v221.1/0/messages(",
+            "/v21.0/000/messages",
             "/V2/0001/MESSAGES",
             "/1/marketing_messages;x",
         ] {

@@ -75,7 +75,12 @@ async fn phone_and_bsuid_of_one_person_share_a_pair_bucket() {
         phone: Some(PHONE.into()),
         ..Observation::default()
     };
-    let scope = proxy.app.config().scope_of(PHONE_NUMBER_ID).into_owned();
+    let scope = proxy
+        .app
+        .config()
+        .scope_of(PHONE_NUMBER_ID)
+        .key()
+        .into_owned();
     let events = [(scope, IdentityEvent::Seen(seen))];
     proxy.app.identities.apply(&events, Source::Import).unwrap();
 

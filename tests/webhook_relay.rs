@@ -205,7 +205,7 @@ async fn every_fixture_is_relayed_and_the_store_ends_up_holding_what_it_taught()
         // Each lesson is visible in the store right after the answer.
         let config = proxy.app.config();
         for item in learn::learn(&body).unwrap() {
-            let scope = config.scope_of(&item.phone_number_id);
+            let scope = config.scope_of(&item.phone_number_id).key();
             match item.event {
                 IdentityEvent::Retired { bsuid } => retired.push((scope.into_owned(), bsuid)),
                 // A retired BSUID stays dead even when a later webhook names it.

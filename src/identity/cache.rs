@@ -3,9 +3,11 @@
 //!
 //! A general-purpose cache keeps each key and value as heap strings plus its
 //! own bookkeeping, a few hundred bytes per mapping. Here a mapping is two
-//! 64-bit words: the key is one half of a 128-bit keyed hash of (portfolio,
+//! 64-bit words: the key is one half of a 128-bit keyed hash of (scope,
 //! BSUID), verified by the other half (a wrong answer needs all 128 bits to
-//! collide), and the phone is its digits packed into an integer.
+//! collide), and the phone is its digits packed into an integer. A scope
+//! is given as the parts its key is made of (`["number:", id]`), hashed as
+//! their concatenation, so that no lookup has to spell it out.
 //!
 //! A BSUID the store has no phone for is cached too, as "no phone", since
 //! most BSUID sends are to people whose number is hidden and would
@@ -27,6 +29,7 @@ use arc_swap::ArcSwap;
 use dashmap::DashMap;
 use siphasher::sip128::{Hasher128, SipHasher13};
 
+use super::scope::hash_parts;
 use crate::prehashed::PreHashed;
 
 /// One cached phone: a check hash of the key, and the phone's digits.
@@ -68,7 +71,7 @@ struct Generations {
     born: Instant,
 }
 
-/// A bounded BSUID → phone cache, per portfolio.
+/// A bounded BSUID → phone cache, per scope.
 pub struct PhoneCache {
     generations: ArcSwap<Generations>,
     /// Inserts into the young map since it was born.
@@ -106,18 +109,19 @@ impl PhoneCache {
         }
     }
 
-    /// The map key and the check of a (portfolio, BSUID).
-    fn hashes(&self, portfolio: &str, bsuid: &str) -> (u64, u64) {
+    /// The map key and the check of a (scope, BSUID).
+    fn hashes(&self, scope: &[&str], bsuid: &str) -> (u64, u64) {
         let mut hasher = self.hasher;
-        portfolio.hash(&mut hasher);
+        hash_parts(&mut hasher, scope);
         bsuid.hash(&mut hasher);
         hasher.finish128().as_u64()
     }
 
-    /// What is cached for a BSUID in a portfolio: `None` if nothing,
-    /// `Some(None)` if it is known to have no phone, else its phone (digits).
-    pub fn get(&self, portfolio: &str, bsuid: &str) -> Option<Option<String>> {
-        let (key, check) = self.hashes(portfolio, bsuid);
+    /// What is cached for a BSUID in a scope (given by the parts of its
+    /// key): `None` if nothing, `Some(None)` if it is known to have no
+    /// phone, else its phone (digits).
+    pub fn get(&self, scope: &[&str], bsuid: &str) -> Option<Option<String>> {
+        let (key, check) = self.hashes(scope, bsuid);
         let generations = self.generations.load();
         if let Some(entry) = generations.young.get(&key) {
             return (entry.check == check).then(|| entry.phone.unpack());
@@ -134,17 +138,17 @@ impl PhoneCache {
 
     /// Caches a phone (digits only) for a BSUID. A value that is not a phone
     /// is not cached; the store still answers for it.
-    pub fn insert(&self, portfolio: &str, bsuid: &str, phone: &str) {
+    pub fn insert(&self, scope: &[&str], bsuid: &str, phone: &str) {
         let Some(phone) = PackedPhone::pack(phone) else {
             return;
         };
-        let (key, check) = self.hashes(portfolio, bsuid);
+        let (key, check) = self.hashes(scope, bsuid);
         self.put(key, Entry { check, phone });
     }
 
     /// Caches that a BSUID has no phone.
-    pub fn insert_none(&self, portfolio: &str, bsuid: &str) {
-        let (key, check) = self.hashes(portfolio, bsuid);
+    pub fn insert_none(&self, scope: &[&str], bsuid: &str) {
+        let (key, check) = self.hashes(scope, bsuid);
         let phone = PackedPhone::NONE;
         self.put(key, Entry { check, phone });
     }
@@ -175,8 +179,8 @@ impl PhoneCache {
     }
 
     /// Forgets a BSUID's phone.
-    pub fn invalidate(&self, portfolio: &str, bsuid: &str) {
-        let (key, _) = self.hashes(portfolio, bsuid);
+    pub fn invalidate(&self, scope: &[&str], bsuid: &str) {
+        let (key, _) = self.hashes(scope, bsuid);
         let generations = self.generations.load();
         generations.young.remove(&key);
         generations.old.remove(&key);
@@ -226,40 +230,44 @@ mod tests {
     #[test]
     fn answers_per_portfolio_and_forgets_on_request() {
         let cache = PhoneCache::new(100, Duration::from_secs(60));
-        cache.insert("a", "US.1", "16315551234");
-        assert_eq!(cache.get("a", "US.1"), Some(Some("16315551234".into())));
-        assert_eq!(cache.get("b", "US.1"), None);
-        assert_eq!(cache.get("a", "US.2"), None);
-        cache.insert_none("a", "US.2");
-        assert_eq!(cache.get("a", "US.2"), Some(None), "known to have no phone");
-        cache.invalidate("a", "US.1");
-        cache.invalidate("a", "US.2");
-        assert_eq!(cache.get("a", "US.1"), None);
-        assert_eq!(cache.get("a", "US.2"), None);
+        cache.insert(&["a"], "US.1", "16315551234");
+        assert_eq!(cache.get(&["a"], "US.1"), Some(Some("16315551234".into())));
+        assert_eq!(cache.get(&["b"], "US.1"), None);
+        assert_eq!(cache.get(&["a"], "US.2"), None);
+        cache.insert_none(&["a"], "US.2");
+        assert_eq!(
+            cache.get(&["a"], "US.2"),
+            Some(None),
+            "known to have no phone"
+        );
+        cache.invalidate(&["a"], "US.1");
+        cache.invalidate(&["a"], "US.2");
+        assert_eq!(cache.get(&["a"], "US.1"), None);
+        assert_eq!(cache.get(&["a"], "US.2"), None);
     }
 
     #[test]
     fn memory_is_bounded_and_used_entries_survive_rotation() {
         let cache = PhoneCache::new(100, Duration::from_secs(3600));
-        cache.insert("a", "US.keep", "16315551234");
+        cache.insert(&["a"], "US.keep", "16315551234");
         for i in 0..1000 {
-            cache.insert("a", &format!("US.{i}"), "16505550000");
+            cache.insert(&["a"], &format!("US.{i}"), "16505550000");
             // Touching a mapping keeps it young.
-            assert!(cache.get("a", "US.keep").is_some(), "kept at {i}");
+            assert!(cache.get(&["a"], "US.keep").is_some(), "kept at {i}");
         }
         assert!(cache.len() <= 101, "bounded: {}", cache.len());
-        assert_eq!(cache.get("a", "US.0"), None, "the oldest went");
+        assert_eq!(cache.get(&["a"], "US.0"), None, "the oldest went");
     }
 
     #[test]
     fn idle_entries_expire_after_the_time_to_idle() {
         let cache = PhoneCache::new(1000, Duration::from_millis(20));
-        cache.insert("a", "US.1", "16315551234");
+        cache.insert(&["a"], "US.1", "16315551234");
         std::thread::sleep(Duration::from_millis(15));
-        cache.insert("a", "US.2", "16315551234"); // rotates: US.1 is old now
+        cache.insert(&["a"], "US.2", "16315551234"); // rotates: US.1 is old now
         std::thread::sleep(Duration::from_millis(15));
-        cache.insert("a", "US.3", "16315551234"); // rotates again: US.1 is gone
-        assert_eq!(cache.get("a", "US.1"), None);
-        assert!(cache.get("a", "US.3").is_some());
+        cache.insert(&["a"], "US.3", "16315551234"); // rotates again: US.1 is gone
+        assert_eq!(cache.get(&["a"], "US.1"), None);
+        assert!(cache.get(&["a"], "US.3").is_some());
     }
 }

@@ -295,7 +295,7 @@ fn judge(
         (None, Some(number))
             if !number.is_empty() && number.bytes().all(|b| b.is_ascii_digit()) =>
         {
-            config.scope_of(&number).into_owned()
+            config.scope_of(&number).key().into_owned()
         }
         (None, Some(number)) => {
             return Err(format!(
@@ -320,7 +320,7 @@ mod tests {
     use std::time::Duration;
 
     use super::*;
-    use crate::identity::RedbStore;
+    use crate::identity::{RedbStore, Scope};
 
     fn run(text: &'static str) -> (Summary, Identities) {
         let config = Config::from_sources(
@@ -381,7 +381,9 @@ mod tests {
         assert!(summary.rejected[1].reason.contains("not a BSUID"));
         assert!(summary.rejected[3].reason.starts_with("nothing to learn"));
         assert_eq!(
-            identities.phone_for_bsuid("number:1", "US.1").as_deref(),
+            identities
+                .phone_for_bsuid(Scope::Number("1"), "US.1")
+                .as_deref(),
             Some("16315551234"),
             "a row without a scope takes the default one"
         );
@@ -449,7 +451,9 @@ mod tests {
         assert_eq!(summary.imported, 2);
         assert_eq!(lines(&summary), [3, 4, 5, 6]);
         assert_eq!(
-            identities.phone_for_bsuid("p", "US.1").as_deref(),
+            identities
+                .phone_for_bsuid(Scope::Portfolio("p"), "US.1")
+                .as_deref(),
             Some("16315551234")
         );
         assert_eq!(identities.find("US.ENT.5", None).unwrap()[0].bsuid, "US.5");

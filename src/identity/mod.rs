@@ -23,6 +23,7 @@
 mod cache;
 pub mod import;
 mod model;
+mod scope;
 mod store;
 
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -36,6 +37,7 @@ use crate::metrics::ResultLabels;
 
 pub use cache::PhoneCache;
 pub use model::{Claim, ClaimKey, IdentityEvent, Observation, Record, Source};
+pub use scope::{NUMBER_SCOPE_PREFIX, Scope};
 pub use store::{
     Applied, Claimed, Erased, LEGACY_DEFAULT_SCOPE, Migration, Moved, RedbStore, StoreError,
 };
@@ -90,26 +92,12 @@ impl Identities {
         }
     }
 
-    /// The phone a trusted source gave a BSUID (or parent BSUID) in a
-    /// scope. A store failure is logged and answered as "unknown": the send
-    /// then goes out as the sender wrote it.
-    pub fn phone_for_bsuid(&self, scope: &str, bsuid: &str) -> Option<String> {
-        self.cached_or(scope, bsuid, || {
-            if bsuid.contains(".ENT.") {
-                self.store.by_parent(scope, bsuid)
-            } else {
-                self.store.by_bsuid(scope, bsuid)
-            }
-            .map(|record| record.and_then(|record| record.phone))
-        })
-    }
-
     /// The phone `number` may use for a BSUID: what a trusted source gave
     /// its scope, else, when `with_claims` (`identity.learn_from_sends`),
     /// what this number's own sends claimed.
     pub fn phone_for(
         &self,
-        scope: &str,
+        scope: Scope<'_>,
         number: &str,
         bsuid: &str,
         with_claims: bool,
@@ -121,12 +109,27 @@ impl Identities {
         })
     }
 
+    /// The phone a trusted source gave a BSUID (or parent BSUID) in a
+    /// scope. A store failure is logged and answered as "unknown": the send
+    /// then goes out as the sender wrote it.
+    pub fn phone_for_bsuid(&self, scope: Scope<'_>, bsuid: &str) -> Option<String> {
+        self.cached_or(&scope.parts(), bsuid, || {
+            let key = scope.key();
+            if bsuid.contains(".ENT.") {
+                self.store.by_parent(&key, bsuid)
+            } else {
+                self.store.by_bsuid(&key, bsuid)
+            }
+            .map(|record| record.and_then(|record| record.phone))
+        })
+    }
+
     /// The phone a send from `number` claimed for a BSUID (only asked when
     /// `identity.learn_from_sends` is on and no trusted phone is known).
-    pub fn claimed_phone(&self, scope: &str, number: &str, bsuid: &str) -> Option<String> {
-        let view = claim_view(scope, number);
-        self.cached_or(&view, bsuid, || {
-            self.store.claimed_phone(scope, number, bsuid)
+    pub fn claimed_phone(&self, scope: Scope<'_>, number: &str, bsuid: &str) -> Option<String> {
+        let [prefix, name] = scope.parts();
+        self.cached_or(&[prefix, name, CLAIM_VIEW, number], bsuid, || {
+            self.store.claimed_phone(&scope.key(), number, bsuid)
         })
     }
 
@@ -134,7 +137,7 @@ impl Identities {
     /// from the store, cached.
     fn cached_or(
         &self,
-        cache_scope: &str,
+        cache_scope: &[&str],
         bsuid: &str,
         read: impl FnOnce() -> Result<Option<String>, StoreError>,
     ) -> Option<String> {
@@ -158,7 +161,7 @@ impl Identities {
     /// Caches what the store answered for a BSUID, unless a write happened
     /// since `writes_seen` (read before the store was): the answer may be
     /// stale, and the write's invalidation has already passed.
-    fn remember(&self, cache_scope: &str, bsuid: &str, phone: Option<&str>, writes_seen: u64) {
+    fn remember(&self, cache_scope: &[&str], bsuid: &str, phone: Option<&str>, writes_seen: u64) {
         if self.writes.load(Ordering::Acquire) != writes_seen {
             return;
         }
@@ -170,8 +173,8 @@ impl Identities {
 
     /// The BSUID a phone (digits) belongs to in a scope, read from the
     /// store: the pair limit keys a person by it.
-    pub fn bsuid_for_phone(&self, scope: &str, phone: &str) -> Option<String> {
-        match self.store.by_phone(scope, phone) {
+    pub fn bsuid_for_phone(&self, scope: Scope<'_>, phone: &str) -> Option<String> {
+        match self.store.by_phone(&scope.key(), phone) {
             Ok(record) => record.map(|record| record.bsuid),
             Err(err) => {
                 tracing::error!(error = %err, "identity lookup failed");
@@ -193,12 +196,12 @@ impl Identities {
         )?;
         self.writes.fetch_add(1, Ordering::AcqRel);
         for (scope, bsuid) in &applied.touched {
-            self.phones.invalidate(scope, bsuid);
+            self.phones.invalidate(&[scope], bsuid);
         }
         for (scope, event) in events {
             let (IdentityEvent::Seen(Observation { bsuid, .. }) | IdentityEvent::Retired { bsuid }) =
                 event;
-            self.phones.invalidate(scope, bsuid);
+            self.phones.invalidate(&[scope], bsuid);
         }
         self.forget_claims(&applied.claims_dropped);
         Ok(applied)
@@ -206,8 +209,8 @@ impl Identities {
 
     fn forget_claims(&self, claims: &[ClaimKey]) {
         for claim in claims {
-            self.phones
-                .invalidate(&claim_view(&claim.scope, &claim.number), &claim.bsuid);
+            let view = [claim.scope.as_str(), CLAIM_VIEW, &claim.number];
+            self.phones.invalidate(&view, &claim.bsuid);
         }
     }
 
@@ -217,17 +220,17 @@ impl Identities {
     /// store has it (or has overruled it).
     pub fn learn_from_send(
         self: &Arc<Self>,
-        scope: &str,
+        scope: Scope<'_>,
         number: &str,
         phone: String,
         bsuid: String,
     ) -> tokio::task::JoinHandle<()> {
         let identities = self.clone();
-        let (scope, number) = (scope.to_owned(), number.to_owned());
+        let (scope, number) = (scope.key().into_owned(), number.to_owned());
         tokio::task::spawn_blocking(move || {
             let claimed = identities.store.claim(&scope, &number, &bsuid, &phone);
             identities.writes.fetch_add(1, Ordering::AcqRel);
-            let view = claim_view(&scope, &number);
+            let view = [scope.as_str(), CLAIM_VIEW, &number];
             identities.phones.invalidate(&view, &bsuid);
             match claimed {
                 Ok(Claimed::Kept {
@@ -254,9 +257,9 @@ impl Identities {
         let erased = self.store.erase(id, scope)?;
         self.writes.fetch_add(1, Ordering::AcqRel);
         for record in &erased.records {
-            self.phones.invalidate(&record.scope, &record.bsuid);
+            self.phones.invalidate(&[&record.scope], &record.bsuid);
             if let Some(parent) = &record.parent_bsuid {
-                self.phones.invalidate(&record.scope, parent);
+                self.phones.invalidate(&[&record.scope], parent);
             }
         }
         let claims: Vec<ClaimKey> = erased.claims.iter().map(Claim::key).collect();
@@ -284,15 +287,15 @@ impl Identities {
     }
 }
 
-/// The cache scope of one number's claims: claims answer per number, and
-/// no scope name holds a NUL.
-fn claim_view(scope: &str, number: &str) -> String {
-    format!("{scope}\0{number}")
-}
+/// Between a scope's key and a number in the cache's key of that number's
+/// claims (claims answer per number); no scope key holds a NUL.
+const CLAIM_VIEW: &str = "\0";
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    const P: Scope<'static> = Scope::Portfolio("p");
 
     fn identities() -> Arc<Identities> {
         let store = RedbStore::in_memory().unwrap();
@@ -316,9 +319,9 @@ mod tests {
         let count = |result| family.get_or_create(&ResultLabels { result }).get();
         assert_eq!((count("hit"), count("miss")), (0, 0));
         // The first lookup reads the store; its "no phone" is cached.
-        assert_eq!(identities.phone_for_bsuid("p", "US.1"), None);
+        assert_eq!(identities.phone_for_bsuid(P, "US.1"), None);
         assert_eq!((count("hit"), count("miss")), (0, 1));
-        assert_eq!(identities.phone_for_bsuid("p", "US.1"), None);
+        assert_eq!(identities.phone_for_bsuid(P, "US.1"), None);
         assert_eq!((count("hit"), count("miss")), (1, 1));
     }
 
@@ -329,16 +332,16 @@ mod tests {
             .apply(&[seen("US.1", "16315551234")], Source::Webhook)
             .unwrap();
         assert_eq!(
-            identities.phone_for_bsuid("p", "US.1").as_deref(),
+            identities.phone_for_bsuid(P, "US.1").as_deref(),
             Some("16315551234")
         );
         // The phone moves to a new BSUID: the cached answer for the old one goes.
         identities
             .apply(&[seen("US.2", "16315551234")], Source::Webhook)
             .unwrap();
-        assert_eq!(identities.phone_for_bsuid("p", "US.1"), None);
+        assert_eq!(identities.phone_for_bsuid(P, "US.1"), None);
         assert_eq!(
-            identities.phone_for_bsuid("p", "US.2").as_deref(),
+            identities.phone_for_bsuid(P, "US.2").as_deref(),
             Some("16315551234")
         );
         // Erasure empties the cache too.
@@ -346,7 +349,7 @@ mod tests {
             identities.erase("16315551234", None).unwrap().records.len(),
             1
         );
-        assert_eq!(identities.phone_for_bsuid("p", "US.2"), None);
+        assert_eq!(identities.phone_for_bsuid(P, "US.2"), None);
         let left = identities.find("US.1", None).unwrap();
         assert_eq!(
             left.len(),
@@ -359,19 +362,19 @@ mod tests {
     #[test]
     fn unknown_bsuids_are_cached_as_unknown_until_the_store_learns_them() {
         let identities = identities();
-        assert_eq!(identities.phone_for_bsuid("p", "US.9"), None);
+        assert_eq!(identities.phone_for_bsuid(P, "US.9"), None);
         assert_eq!(
-            identities.phones.get("p", "US.9"),
+            identities.phones.get(&["p"], "US.9"),
             Some(None),
             "cached as no phone"
         );
-        assert_eq!(identities.phone_for_bsuid("p", "US.9"), None);
+        assert_eq!(identities.phone_for_bsuid(P, "US.9"), None);
         // A webhook teaches the pair: the cached "no phone" must not hide it.
         identities
             .apply(&[seen("US.9", "16315559999")], Source::Webhook)
             .unwrap();
         assert_eq!(
-            identities.phone_for_bsuid("p", "US.9").as_deref(),
+            identities.phone_for_bsuid(P, "US.9").as_deref(),
             Some("16315559999")
         );
     }
@@ -386,14 +389,14 @@ mod tests {
         identities
             .apply(&[seen("US.9", "16315559999")], Source::Webhook)
             .unwrap();
-        identities.remember("p", "US.9", None, writes_seen);
+        identities.remember(&["p"], "US.9", None, writes_seen);
         assert_eq!(
-            identities.phones.get("p", "US.9"),
+            identities.phones.get(&["p"], "US.9"),
             None,
             "stale answer not cached"
         );
         assert_eq!(
-            identities.phone_for_bsuid("p", "US.9").as_deref(),
+            identities.phone_for_bsuid(P, "US.9").as_deref(),
             Some("16315559999")
         );
     }
@@ -402,29 +405,29 @@ mod tests {
     async fn a_send_claims_for_its_number_and_a_webhook_overrules_it() {
         let identities = identities();
         // Asked before: "no phone" is cached for both views.
-        assert_eq!(identities.claimed_phone("p", "999", "US.1"), None);
-        assert_eq!(identities.phone_for_bsuid("p", "US.1"), None);
+        assert_eq!(identities.claimed_phone(P, "999", "US.1"), None);
+        assert_eq!(identities.phone_for_bsuid(P, "US.1"), None);
         identities
-            .learn_from_send("p", "999", "16315551234".into(), "US.1".into())
+            .learn_from_send(P, "999", "16315551234".into(), "US.1".into())
             .await
             .unwrap();
         assert_eq!(
-            identities.claimed_phone("p", "999", "US.1").as_deref(),
+            identities.claimed_phone(P, "999", "US.1").as_deref(),
             Some("16315551234"),
             "the cached 'no phone' went"
         );
-        assert_eq!(identities.claimed_phone("p", "123", "US.1"), None);
-        assert_eq!(identities.phone_for_bsuid("p", "US.1"), None, "not trusted");
+        assert_eq!(identities.claimed_phone(P, "123", "US.1"), None);
+        assert_eq!(identities.phone_for_bsuid(P, "US.1"), None, "not trusted");
         identities
             .apply(&[seen("US.1", "16505550000")], Source::Webhook)
             .unwrap();
         assert_eq!(
-            identities.claimed_phone("p", "999", "US.1"),
+            identities.claimed_phone(P, "999", "US.1"),
             None,
             "the contradicted claim left the cache"
         );
         assert_eq!(
-            identities.phone_for_bsuid("p", "US.1").as_deref(),
+            identities.phone_for_bsuid(P, "US.1").as_deref(),
             Some("16505550000")
         );
     }

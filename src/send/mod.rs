@@ -24,6 +24,7 @@ use crate::client::{self, Sender};
 use crate::config::{Category, Config, LimitMode, Mode, UnknownCategory};
 use crate::graph_error::GraphError;
 use crate::headers::{self, CLIENT_HEADER, DECISION_HEADER};
+use crate::identity::Scope;
 use crate::limits::{Admission, ClientBucket, Refusal};
 use crate::logging::{Escaped, mask};
 use crate::metrics::{CodeLabels, Metrics};
@@ -146,7 +147,7 @@ pub async fn handle(
                 // Written in the background: the response does not wait.
                 drop(
                     app.identities
-                        .learn_from_send(&scope, route.phone_number_id, phone, bsuid),
+                        .learn_from_send(scope, route.phone_number_id, phone, bsuid),
                 );
             }
             relay(response)
@@ -272,15 +273,12 @@ pub async fn judge(
         Addressing::Untouched => Decision::Forward,
         Addressing::Blocked(reason) => Decision::Block(reason),
         Addressing::Person(person) => {
-            // Allocated only for a number without a portfolio, and only
-            // when a lookup needs it.
-            let scope = OnceLock::new();
-            let scope = || scope.get_or_init(|| config.scope_of(route.phone_number_id));
+            let scope = config.scope_of(route.phone_number_id);
             let mut kind = MessageKind::default();
             let mut known_phone = None;
             if let Some(bsuid) = person.bsuid.filter(|_| person.is_bsuid_only()) {
                 known_phone = app.identities.phone_for(
-                    scope(),
+                    scope,
                     route.phone_number_id,
                     bsuid.value,
                     config.identity.learn_from_sends,
@@ -290,7 +288,7 @@ pub async fn judge(
                 }
             }
             if config.limits.pair.mode != LimitMode::Off {
-                person_key = Some(person_of(app, scope(), &person));
+                person_key = Some(person_of(app, scope, &person));
             }
             policy::decide(&person, kind, known_phone.as_deref(), &policy)
         }
@@ -320,7 +318,7 @@ pub async fn judge(
 
 /// One bucket per person: the BSUID when the send names one or the store
 /// knows the phone's, so phone and BSUID addressing share a bucket.
-fn person_of(app: &App, scope: &str, person: &Person<'_>) -> String {
+fn person_of(app: &App, scope: Scope<'_>, person: &Person<'_>) -> String {
     if let Some(bsuid) = person.bsuid {
         return bsuid.value.to_owned();
     }

@@ -225,7 +225,7 @@ async fn learn_durably(config: &Config, identities: &Arc<Identities>, body: &Byt
         .into_iter()
         .map(|item| {
             (
-                config.scope_of(&item.phone_number_id).into_owned(),
+                config.scope_of(&item.phone_number_id).key().into_owned(),
                 item.event,
             )
         })

@@ -259,7 +259,7 @@ impl Proxy {
     /// store write; fine in a test).
     pub fn attest(&self, number: &str, bsuid: &str, phone: &str) {
         use sendgate::identity::{IdentityEvent, Observation, Source};
-        let scope = self.app.config().scope_of(number).into_owned();
+        let scope = self.app.config().scope_of(number).key().into_owned();
         let seen = Observation {
             bsuid: bsuid.to_owned(),
             phone: Some(phone.to_owned()),
