@@ -139,7 +139,8 @@ impl Sandbox {
         let group = text("recipient_type") == Some("group");
         // `to` wins when both are present, exactly as at Meta.
         let (contact, outcome) = match (to, recipient) {
-            (Some(to), _) if group => (json!({"input": to}), Outcome::Delivered),
+            // A group's id stands where a person's wa_id would.
+            (Some(to), _) if group => (json!({"input": to, "wa_id": to}), Outcome::Delivered),
             (Some(to), _) if classify(to).is_bsuid() => {
                 (json!({"input": to, "user_id": to}), Outcome::Dropped)
             }
