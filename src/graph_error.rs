@@ -102,6 +102,27 @@ impl GraphError {
         }
     }
 
+    /// The client broke off while sending its body, or framed it wrong
+    /// (400: the client's fault, whichever route it took).
+    pub fn unreadable_body() -> Self {
+        Self::invalid_request("unreadable_body", "The request body could not be read.")
+    }
+
+    /// A method sendgate does not forward (405). CONNECT asks a proxy for a
+    /// tunnel; this one only relays the Cloud API's own requests.
+    pub fn method_not_allowed(method: &http::Method) -> Self {
+        GraphError {
+            status: StatusCode::METHOD_NOT_ALLOWED,
+            code: 100,
+            kind: "OAuthException",
+            message: format!(
+                "(#100) Unsupported request - method type: {}",
+                method.as_str().escape_debug()
+            ),
+            reason: "method_not_allowed",
+        }
+    }
+
     /// The send body is over the configured cap.
     pub fn body_too_large(limit: usize) -> Self {
         GraphError {

@@ -8,14 +8,10 @@
 //! so a fixed-length body stays fixed-length and a chunked body stays
 //! chunked.
 //!
-//! What both HTTP/1.1 loops (server and upstream client) share is here too,
-//! spelled once: how a field name off the wire is read, what a `Connection`
-//! value holds, and the framing lines they write.
-
-use std::io::Write as _;
-
-use http::header::{self, HeaderName, InvalidHeaderName};
+use http::header::{self, HeaderName};
 use http::{HeaderMap, HeaderValue};
+
+use crate::http1::{ConnectionToken, connection_tokens};
 
 /// Fields that only ever describe a single connection (RFC 9110 §7.6.1, plus
 /// the obsolete `Keep-Alive` and `Proxy-Connection` that clients still send).
@@ -72,97 +68,6 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
         }
     }
 }
-
-/// `HeaderName::from_bytes` for a field name off the wire, with the
-/// spellings senders and Graph use most matched as they are first:
-/// `from_bytes` maps every byte through a table before it looks for a
-/// standard name, which was about 130 instructions a field.
-pub fn field_name(bytes: &[u8]) -> Result<HeaderName, InvalidHeaderName> {
-    use header::*;
-    Ok(match bytes {
-        b"host" | b"Host" => HOST,
-        b"date" | b"Date" => DATE,
-        b"accept" | b"Accept" => ACCEPT,
-        b"server" | b"Server" => SERVER,
-        b"connection" | b"Connection" => CONNECTION,
-        b"user-agent" | b"User-Agent" => USER_AGENT,
-        b"content-type" | b"Content-Type" => CONTENT_TYPE,
-        b"authorization" | b"Authorization" => AUTHORIZATION,
-        b"content-length" | b"Content-Length" => CONTENT_LENGTH,
-        b"accept-encoding" | b"Accept-Encoding" => ACCEPT_ENCODING,
-        _ => return HeaderName::from_bytes(bytes),
-    })
-}
-
-/// One item of a `Connection` value (RFC 9110 §7.6.1).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ConnectionToken<'a> {
-    /// The `close` option.
-    Close,
-    /// The `keep-alive` option (Keep-Alive is hop-by-hop anyway).
-    KeepAlive,
-    /// A field name, hop-by-hop for this message.
-    Name(&'a [u8]),
-}
-
-/// The items of a `Connection` value, empty ones skipped.
-pub fn connection_tokens(value: &[u8]) -> impl Iterator<Item = ConnectionToken<'_>> {
-    value
-        .split(|&byte| byte == b',')
-        .map(<[u8]>::trim_ascii)
-        .filter(|token| !token.is_empty())
-        .map(|token| {
-            if token.eq_ignore_ascii_case(b"close") {
-                ConnectionToken::Close
-            } else if token.eq_ignore_ascii_case(b"keep-alive") {
-                ConnectionToken::KeepAlive
-            } else {
-                ConnectionToken::Name(token)
-            }
-        })
-}
-
-/// Whether a `Connection` value asks for the connection to close.
-pub fn connection_closes(value: &[u8]) -> bool {
-    connection_tokens(value).any(|token| token == ConnectionToken::Close)
-}
-
-/// A `Content-Length` number: decimal digits only (no sign, no spaces, no
-/// list), and none if it overflows.
-pub fn decimal_length(digits: &[u8]) -> Option<u64> {
-    if digits.is_empty() {
-        return None;
-    }
-    digits.iter().try_fold(0u64, |value, &digit| {
-        let digit = char::from(digit).to_digit(10)?;
-        value.checked_mul(10)?.checked_add(u64::from(digit))
-    })
-}
-
-/// Appends a `content-length` field line, as both HTTP/1.1 loops frame
-/// their messages (`itoa`, because `fmt` costs more than the rest of the
-/// line).
-pub fn push_content_length(out: &mut Vec<u8>, length: u64) {
-    out.extend_from_slice(b"content-length: ");
-    out.extend_from_slice(itoa::Buffer::new().format(length).as_bytes());
-    out.extend_from_slice(b"\r\n");
-}
-
-/// Appends the size line of a chunk of `len` bytes (RFC 9112 §7.1).
-// Inlined into both loops' writers: as a call, the response writer lost
-// its own inlining and cost about 400 instructions more per request
-// (benches/load/icount.sh), chunked or not.
-#[inline]
-pub fn push_chunk_size(out: &mut Vec<u8>, len: usize) {
-    // Writing into a Vec cannot fail.
-    let _ = write!(out, "{len:x}\r\n");
-}
-
-/// What follows a chunk's bytes.
-pub const CHUNK_END: &[u8] = b"\r\n";
-
-/// The last chunk of a chunked body, with no trailers.
-pub const LAST_CHUNK: &[u8] = b"0\r\n\r\n";
 
 /// The first value of `name`, found by walking the fields in order. For a
 /// name outside `http`'s standard set (such as [`CLIENT_HEADER`]) on a
@@ -251,84 +156,5 @@ mod tests {
         strip_hop_by_hop(&mut headers);
         assert!(headers.contains_key("accept"));
         assert!(!headers.contains_key("connection"));
-    }
-
-    #[test]
-    fn field_names_read_as_from_bytes_reads_them() {
-        for name in [
-            "host",
-            "Host",
-            "HOST",
-            "date",
-            "Date",
-            "accept",
-            "Accept",
-            "server",
-            "Server",
-            "connection",
-            "Connection",
-            "user-agent",
-            "User-Agent",
-            "content-type",
-            "Content-Type",
-            "CONTENT-TYPE",
-            "authorization",
-            "Authorization",
-            "content-length",
-            "Content-Length",
-            "accept-encoding",
-            "Accept-Encoding",
-            "x-sendgate-client",
-            "X-Custom",
-            "hosts",
-            "hos",
-            "a",
-        ] {
-            assert_eq!(
-                field_name(name.as_bytes()).unwrap(),
-                HeaderName::from_bytes(name.as_bytes()).unwrap(),
-                "{name}"
-            );
-        }
-        for junk in [&b""[..], b"bad name", b"host:", b"\xff"] {
-            assert!(field_name(junk).is_err(), "{junk:?}");
-        }
-    }
-
-    #[test]
-    fn content_length_is_decimal_digits_only() {
-        assert_eq!(decimal_length(b"0"), Some(0));
-        assert_eq!(decimal_length(b"0012"), Some(12));
-        assert_eq!(decimal_length(b"18446744073709551615"), Some(u64::MAX));
-        for bad in [
-            &b""[..],
-            b" 1",
-            b"1 ",
-            b"-1",
-            b"+1",
-            b"1,1",
-            b"0x10",
-            b"18446744073709551616",
-        ] {
-            assert_eq!(decimal_length(bad), None, "{bad:?}");
-        }
-    }
-
-    #[test]
-    fn connection_tokens_are_read_in_any_case_and_spacing() {
-        use ConnectionToken::{Close, KeepAlive, Name};
-        fn tokens(value: &[u8]) -> Vec<ConnectionToken<'_>> {
-            connection_tokens(value).collect()
-        }
-        assert_eq!(tokens(b"Keep-Alive, Close"), [KeepAlive, Close]);
-        assert_eq!(tokens(b" close ,,\tX-Hop"), [Close, Name(b"X-Hop")]);
-        assert_eq!(
-            tokens(b"closed, x-close"),
-            [Name(b"closed"), Name(b"x-close")]
-        );
-        assert_eq!(tokens(b" , "), []);
-        assert!(connection_closes(b"keep-alive, CLOSE"));
-        assert!(!connection_closes(b"closed, x-close"));
-        assert!(!connection_closes(b""));
     }
 }

@@ -22,6 +22,8 @@
 //!   speaks HTTP/1.1 on them in the request's own task.
 //! - [`query`]: percent-decoding of query strings and path segments.
 //! - [`headers`]: hop-by-hop rules (RFC 9110 §7.6.1) and sendgate's own headers.
+//! - `http1`: HTTP/1.1 on the wire, for both of sendgate's own loops: field
+//!   names, lengths, the body encoder and chunked decoder, heads into maps.
 //! - [`send`]: the send path; `send::identifier` (classification),
 //!   `send::payload` (facts and byte-preserving rewrite), `send::policy` (the
 //!   decision table).
@@ -53,6 +55,7 @@ pub mod csv_rows;
 pub mod fuzzing;
 pub mod graph_error;
 pub mod headers;
+mod http1;
 pub mod identity;
 pub mod limits;
 pub mod logging;

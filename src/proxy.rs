@@ -15,6 +15,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use arc_swap::ArcSwap;
+use bytes::Bytes;
 use http::{Method, Request, Response};
 use http_body_util::BodyExt;
 
@@ -28,7 +29,7 @@ use crate::metrics::Metrics;
 use crate::route::{self, Route, Unsendable};
 use crate::send;
 use crate::templates::TemplateCategories;
-use crate::upstream::{ProxyBody, Upstream, UpstreamBody};
+use crate::upstream::{BoxError, Prepended, ProxyBody, Upstream, UpstreamBody, full_body};
 use crate::webhook::Relay;
 
 /// The reloadable part of the state: one consistent config and its limits.
@@ -232,10 +233,14 @@ impl App {
             .upstream_latency
             .observe(started.elapsed().as_secs_f64());
         let status = match &result {
-            Ok(response) => response.status().as_u16(),
-            Err(error) => error.to_graph_error().status.as_u16(),
+            Ok(response) => Some(response.status().as_u16()),
+            Err(error) if error.is_upstreams() => Some(error.to_graph_error().status.as_u16()),
+            // The client's body failed: the upstream gave no answer to count.
+            Err(_) => None,
         };
-        self.metrics.upstream_response(status);
+        if let Some(status) = status {
+            self.metrics.upstream_response(status);
+        }
         result
     }
 
@@ -249,6 +254,19 @@ impl App {
 
     /// Routes one request.
     pub async fn handle(&self, request: Request<ProxyBody>) -> Response<ProxyBody> {
+        if request.method() == Method::CONNECT {
+            // A tunnel request has no path to route, and this proxy opens
+            // tunnels to nowhere.
+            let request_id = self.request_id();
+            let mut response =
+                GraphError::method_not_allowed(request.method()).into_response(request_id);
+            // What follows a CONNECT is meant for a tunnel: not requests.
+            response.headers_mut().insert(
+                http::header::CONNECTION,
+                http::HeaderValue::from_static("close"),
+            );
+            return response;
+        }
         // A cheap clone (reference-counted bytes) that the route can borrow
         // from while the request itself moves on.
         let uri = request.uri().clone();
@@ -331,28 +349,34 @@ impl App {
         // Awaited here rather than through `relay_upstream`: a future
         // nested in another costs every passthrough request its own poll.
         let forwarded = self.forward(request).await;
-        self.relayed(forwarded)
+        self.relayed(forwarded).await
     }
 
     /// Forwards a request and relays the answer; upstream failures become
     /// Graph-shaped 502/504s.
     pub(crate) async fn relay_upstream(&self, request: Request<ProxyBody>) -> Response<ProxyBody> {
         let forwarded = self.forward(request).await;
-        self.relayed(forwarded)
+        self.relayed(forwarded).await
     }
 
-    fn relayed(
+    async fn relayed(
         &self,
         forwarded: Result<Response<UpstreamBody>, crate::upstream::UpstreamError>,
     ) -> Response<ProxyBody> {
-        match forwarded {
-            Ok(response) => relay(response),
-            Err(error) => {
-                let request_id = self.request_id();
-                tracing::warn!(request_id = %request_id, error = ?error, "upstream request failed");
-                error.to_graph_error().into_response(request_id)
-            }
+        let error = match forwarded {
+            Ok(response) => match relay(response).await {
+                Ok(relayed) => return relayed,
+                Err(error) => return body_failed(&error, &self.request_id()),
+            },
+            Err(error) => error,
+        };
+        let request_id = self.request_id();
+        if error.is_upstreams() {
+            tracing::warn!(request_id = %request_id, error = ?error, "upstream request failed");
+        } else {
+            tracing::info!(request_id = %request_id, error = ?error, "the client's request body failed");
         }
+        error.to_graph_error().into_response(request_id)
     }
 }
 
@@ -434,11 +458,37 @@ impl fmt::Display for StartError {
 
 impl std::error::Error for StartError {}
 
-/// An upstream response on its way back: hop-by-hop headers go, the body streams.
-pub fn relay(response: Response<UpstreamBody>) -> Response<ProxyBody> {
-    let mut response = response.map(BodyExt::boxed);
-    headers::strip_hop_by_hop(response.headers_mut());
-    response
+/// An upstream response on its way back: hop-by-hop headers go, the body
+/// streams. Its first frame is awaited before the head goes out, so that a
+/// body that fails at once (a bad chunk, an upstream gone after its head)
+/// is still answered with a Graph-shaped 502, not an empty reply; a body
+/// that is whole in that frame goes out as it is, its length exact.
+pub async fn relay(response: Response<UpstreamBody>) -> Result<Response<ProxyBody>, BoxError> {
+    let (mut parts, mut body) = response.into_parts();
+    headers::strip_hop_by_hop(&mut parts.headers);
+    if http_body::Body::is_end_stream(&body) {
+        return Ok(Response::from_parts(parts, body.boxed()));
+    }
+    let body = match body.frame().await {
+        None => full_body(Bytes::new()),
+        Some(Ok(frame)) if http_body::Body::is_end_stream(&body) => match frame.into_data() {
+            Ok(data) => full_body(data),
+            Err(trailers) => Prepended::new(trailers, body, true).boxed(),
+        },
+        Some(Ok(frame)) => Prepended::new(frame, body, false).boxed(),
+        Some(Err(error)) => return Err(error),
+    };
+    Ok(Response::from_parts(parts, body))
+}
+
+/// The Graph-shaped 502 of an upstream whose response body failed before
+/// its head went out.
+pub fn body_failed(
+    error: &BoxError,
+    request_id: &(dyn fmt::Display + Sync),
+) -> Response<ProxyBody> {
+    tracing::warn!(request_id = %request_id, error = %error, "upstream response body failed before its head went out");
+    GraphError::upstream_unavailable().into_response(request_id)
 }
 
 #[cfg(test)]

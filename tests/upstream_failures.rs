@@ -3,7 +3,6 @@
 
 mod support;
 
-use std::future::Future;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
@@ -11,31 +10,12 @@ use std::time::Duration;
 use bytes::Bytes;
 use http::{Request, StatusCode};
 use http_body_util::Full;
-use support::Proxy;
+use support::{Proxy, raw_upstream};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
 const SEND: &str =
     r#"{"messaging_product":"whatsapp","to":"US.1","type":"text","text":{"body":"x"}}"#;
-
-/// A hand-written upstream on loopback: for each connection, in turn, reads
-/// the request and hands the stream to `answer`. Returns its base URL.
-async fn raw_upstream<F, A>(mut answer: F) -> String
-where
-    F: FnMut(TcpStream) -> A + Send + 'static,
-    A: Future<Output = ()> + Send,
-{
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move {
-        while let Ok((mut stream, _)) = listener.accept().await {
-            let mut buf = [0u8; 4096];
-            let _ = stream.read(&mut buf).await;
-            answer(stream).await;
-        }
-    });
-    format!("http://{addr}")
-}
 
 /// A 200 answer to a send, like the Cloud API's, as raw HTTP/1.1.
 fn ok_answer() -> String {

@@ -28,7 +28,7 @@ use crate::identity::Scope;
 use crate::limits::{Admission, ClientBucket, Refusal};
 use crate::logging::{Escaped, mask};
 use crate::metrics::{CodeLabels, Metrics};
-use crate::proxy::{App, RequestId, relay};
+use crate::proxy::{App, RequestId, body_failed, relay};
 pub use crate::route::{Endpoint, SendRoute};
 use crate::templates::LookupContext;
 use crate::upstream::{ProxyBody, ReadBodyError, UpstreamBody, full_body, read_whole};
@@ -71,7 +71,14 @@ pub async fn handle(
         Err(error) => {
             let label = format!("blocked: {}", error.reason);
             app.metrics.request("send", &label);
-            return error_response(error, label.into(), request_id);
+            let mut response = error_response(error, label.into(), request_id);
+            // The rest of a body refused unread stays on the connection:
+            // the client must hear that it closes (a 413, or a body that
+            // broke off), or its next request on it fails.
+            response
+                .headers_mut()
+                .insert(header::CONNECTION, HeaderValue::from_static("close"));
+            return response;
         }
     };
     let declared =
@@ -150,7 +157,10 @@ pub async fn handle(
                         .learn_from_send(scope, route.phone_number_id, phone, bsuid),
                 );
             }
-            relay(response)
+            match relay(response).await {
+                Ok(relayed) => relayed,
+                Err(error) => body_failed(&error, request_id),
+            }
         }
         Ok(response) => {
             // Meta's error codes, not its HTTP statuses, say what happened
@@ -341,10 +351,7 @@ async fn read_body(body: ProxyBody, limit: usize) -> Result<Bytes, GraphError> {
     match read_whole(body, limit).await {
         Ok(body) => Ok(body),
         Err(ReadBodyError::TooLarge) => Err(GraphError::body_too_large(limit)),
-        Err(ReadBodyError::Broken) => Err(GraphError::invalid_request(
-            "unreadable_body",
-            "The request body could not be read.",
-        )),
+        Err(ReadBodyError::Broken) => Err(GraphError::unreadable_body()),
     }
 }
 

@@ -30,18 +30,19 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use bytes::{Buf, Bytes, BytesMut};
 use http::header::{
-    CONNECTION, CONTENT_LENGTH, DATE, EXPECT, HeaderName, HeaderValue, TRANSFER_ENCODING, UPGRADE,
+    CONNECTION, CONTENT_LENGTH, DATE, EXPECT, HeaderName, TRANSFER_ENCODING, UPGRADE,
 };
-use http::{HeaderMap, Method, Request, Response, StatusCode, Uri};
+use http::{HeaderMap, Method, Request, Response, Uri};
 use http_body::Body;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::net::TcpStream;
 use tokio::sync::watch;
 
 use super::{CLIENT_WRITE_STALL, HEADER_READ_TIMEOUT, Handler, Shared};
-use crate::headers::{
-    CHUNK_END, ConnectionToken, LAST_CHUNK, connection_closes, connection_tokens, decimal_length,
-    field_name, push_chunk_size, push_content_length,
+use crate::http1::encode::Encoder;
+use crate::http1::{
+    ConnectionToken, append_field, connection_closes, connection_tokens, decimal_length,
+    field_name, place, status_has_no_body,
 };
 use crate::stall::Stall;
 use crate::upstream::{ProxyBody, full_body};
@@ -269,10 +270,9 @@ impl Connection {
         let mut headers = std::mem::take(&mut self.spare_headers);
         headers.reserve(self.header_ranges.len());
         for (name, value) in self.header_ranges.drain(..) {
-            match HeaderValue::from_maybe_shared(message.slice(value)) {
-                Ok(value) => headers.append(name, value),
-                Err(_) => return Next::BadRequest,
-            };
+            if append_field(&mut headers, name, &message, value).is_err() {
+                return Next::BadRequest;
+            }
         }
         let mut request = Request::new(full_body(message.slice(head.head_len..)));
         *request.method_mut() = head.method;
@@ -323,14 +323,15 @@ impl Connection {
         if !dated {
             write_date(out);
         }
-        let framing = if has_no_body(parts.status) {
-            Framing::None
-        } else if let Some(length) = body.size_hint().exact().or(declared) {
-            push_content_length(out, length);
-            Framing::Length(length)
+        let framing = if status_has_no_body(parts.status) {
+            None
         } else {
-            out.extend_from_slice(b"transfer-encoding: chunked\r\n");
-            Framing::Chunked
+            let encoder = match body.size_hint().exact().or(declared) {
+                Some(length) => Encoder::Length(length),
+                None => Encoder::Chunked,
+            };
+            encoder.write_field(out);
+            Some(encoder)
         };
         keep_alive &= !says_close;
         if !keep_alive && !says_close {
@@ -341,11 +342,11 @@ impl Connection {
             parts.headers.clear();
             self.spare_headers = parts.headers;
         }
-        if matches!(framing, Framing::None) {
+        let Some(encoder) = framing else {
             self.stream.write_all(&self.out).await?;
             return Ok(keep_alive);
-        }
-        let complete = write_body(&mut self.stream, &mut self.out, &mut body, framing).await?;
+        };
+        let complete = write_body(&mut self.stream, &mut self.out, &mut body, encoder).await?;
         if self.out.capacity() > 2 * COPY_LIMIT {
             // Grown by a large head; not kept for the idle connection.
             self.out = Vec::new();
@@ -380,11 +381,8 @@ fn parse_head(buffer: &[u8], fields_out: &mut Vec<(HeaderName, Range<usize>)>) -
             Err(_) => return Parsed::HandOver,
         },
     };
-    let start = buffer.as_ptr() as usize;
-    let place = |part: &[u8]| {
-        let at = part.as_ptr() as usize - start;
-        at..at + part.len()
-    };
+    // httparse hands out slices of `buffer`: always within it.
+    let place = |part: &[u8]| place(buffer, part).unwrap_or(0..0);
     let mut body_len = None;
     let mut keep_alive = true;
     fields_out.clear();
@@ -425,14 +423,6 @@ fn parse_head(buffer: &[u8], fields_out: &mut Vec<(HeaderName, Range<usize>)>) -
     })
 }
 
-/// How a response body is delimited on the wire.
-#[derive(Clone, Copy)]
-enum Framing {
-    None,
-    Length(u64),
-    Chunked,
-}
-
 /// Writes `body` after the head already in `out`, coalescing what is ready
 /// at once into one write. Ok(false) if the body ended short of its
 /// declared length (the connection must then close, so the client sees it).
@@ -440,10 +430,9 @@ async fn write_body(
     stream: &mut ClientStream,
     out: &mut Vec<u8>,
     body: &mut ProxyBody,
-    framing: Framing,
+    mut encoder: Encoder,
 ) -> io::Result<bool> {
     let mut body = Pin::new(body);
-    let mut sent: u64 = 0;
     loop {
         // A frame that is ready now joins what is waiting in `out`; only
         // when the body has to wait does `out` go out first.
@@ -465,15 +454,9 @@ async fn write_body(
                 _ => continue,
             },
         };
-        sent += data.len() as u64;
-        if let Framing::Length(length) = framing
-            && sent > length
-        {
-            return Err(io::Error::other("response body longer than its length"));
-        }
-        if let Framing::Chunked = framing {
-            push_chunk_size(out, data.len());
-        }
+        encoder
+            .begin(data.len(), out)
+            .map_err(|_| io::Error::other("response body longer than its length"))?;
         if data.len() <= COPY_LIMIT {
             out.extend_from_slice(&data);
         } else {
@@ -481,27 +464,13 @@ async fn write_body(
             out.clear();
             stream.write_all(&data).await?;
         }
-        if let Framing::Chunked = framing {
-            out.extend_from_slice(CHUNK_END);
-        }
+        encoder.end(out);
     }
-    if let Framing::Chunked = framing {
-        out.extend_from_slice(LAST_CHUNK);
-    }
+    let complete = encoder.finish(out).is_ok();
     if !out.is_empty() {
         stream.write_all(out).await?;
     }
-    Ok(match framing {
-        Framing::Length(length) => sent == length,
-        _ => true,
-    })
-}
-
-/// Statuses whose responses never carry a body.
-fn has_no_body(status: StatusCode) -> bool {
-    status.is_informational()
-        || status == StatusCode::NO_CONTENT
-        || status == StatusCode::NOT_MODIFIED
+    Ok(complete)
 }
 
 /// Appends a `date` header. The text changes once a second, so each thread
@@ -618,6 +587,8 @@ impl AsyncWrite for ClientStream {
 #[cfg(test)]
 mod tests {
     use std::time::Duration;
+
+    use http::HeaderValue;
 
     use super::*;
 

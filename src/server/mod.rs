@@ -36,7 +36,7 @@ use hyper_util::server::conn::auto;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, oneshot, watch};
 
-use crate::upstream::{BoxError, ProxyBody};
+use crate::upstream::{BoxError, ClientBodyError, ProxyBody};
 
 mod affinity;
 mod http1;
@@ -254,7 +254,12 @@ impl<H: Handler> Shared<H> {
         let handler = self.handler.clone();
         let service = service_fn(move |request: Request<Incoming>| {
             let handler = handler.clone();
-            let request = request.map(|body| body.map_err(BoxError::from).boxed());
+            // A failure of the client's body is the client's, whoever
+            // reads it (the send path, or the upstream client streaming it).
+            let request = request.map(|body| {
+                body.map_err(|err| BoxError::from(ClientBodyError(err.into())))
+                    .boxed()
+            });
             async move { Ok::<_, Infallible>(handler.call(request).await) }
         });
         let connection = self.hyper.serve_connection(TokioIo::new(io), service);

@@ -22,6 +22,7 @@ use std::fmt;
 use std::future::poll_fn;
 use std::io::{self, IoSlice};
 use std::mem::MaybeUninit;
+use std::ops::Range;
 use std::pin::{Pin, pin};
 use std::task::{Context, Poll, Waker, ready};
 
@@ -37,10 +38,13 @@ use tokio::net::TcpStream;
 use tokio::time::{Instant, Sleep};
 use tokio_util::either::Either;
 
-use super::{BoxError, ProxyBody, timed_out};
-use crate::headers::{
-    CHUNK_END, ConnectionToken, LAST_CHUNK, NOT_FORWARDED, ROOM_TO_ADD, connection_closes,
-    connection_tokens, decimal_length, field_name, push_chunk_size, push_content_length,
+use super::{BoxError, Prepended, ProxyBody, timed_out};
+use crate::headers::{NOT_FORWARDED, ROOM_TO_ADD};
+use crate::http1::decode::{ChunkedDecoder, Decoded};
+use crate::http1::encode::Encoder;
+use crate::http1::{
+    ConnectionToken, append_field, connection_closes, connection_tokens, decimal_length,
+    field_name, place, status_has_no_body,
 };
 
 /// The most header fields a response head may have.
@@ -50,10 +54,6 @@ const MAX_HEADERS: usize = 100;
 const FEW_HEADERS: usize = 24;
 /// The largest response head read, interim (1xx) heads each counted alone.
 const MAX_HEAD: usize = 64 << 10;
-/// The longest chunk-size line or trailer line, CRLF excluded.
-const MAX_LINE: usize = 4 << 10;
-/// The most trailer bytes read (and dropped) after a chunked body.
-const MAX_TRAILERS: usize = 16 << 10;
 /// A first body frame up to this size is copied behind the head so that the
 /// whole request goes out in one write; a larger one is written apart.
 const INLINE_BODY: usize = 16 << 10;
@@ -222,7 +222,7 @@ impl Connection {
         host: &HeaderValue,
     ) -> Result<Response<Body>, Failure> {
         let (mut parts, mut body) = request.into_parts();
-        let (mut outgoing, announce) = Outgoing::of(&parts.method, &parts.headers, &body);
+        let (mut outgoing, announce) = request_framing(&parts.method, &parts.headers, &body);
         let mut ended = body.is_end_stream();
         // A body held in memory has its first frame ready at once: taken
         // now, it goes out in the same write as the head. It is kept until
@@ -255,22 +255,22 @@ impl Connection {
             inline.map_or(0, Bytes::len),
         );
         if let Some(data) = inline {
-            outgoing.encode(data, &mut head).map_err(Failure::Failed)?;
+            outgoing
+                .encode(data, &mut head)
+                .map_err(|_| Failure::Failed(Error::RequestLength))?;
         }
         let complete = ended && (inlined || first.is_none());
         if complete {
-            outgoing.finish(&mut head).map_err(Failure::Failed)?;
+            outgoing
+                .finish(&mut head)
+                .map_err(|_| Failure::Failed(Error::RequestLength))?;
         }
 
         if let Err(failed) = write_slices(&mut self.io, &mut [IoSlice::new(&head)]).await {
             return Err(if failed.nothing_written {
+                // A request sent again on another connection.
                 let body = match first {
-                    Some(first) => Resend {
-                        first: Some(first),
-                        rest: body,
-                        ended,
-                    }
-                    .boxed(),
+                    Some(first) => Prepended::new(first, body, ended).boxed(),
                     None => body,
                 };
                 Failure::Unsent(
@@ -319,7 +319,7 @@ impl Connection {
     /// upload streams at the upstream's pace instead of piling up here.
     async fn write_body(
         &mut self,
-        mut outgoing: Outgoing,
+        mut outgoing: Encoder,
         first: Option<Frame<Bytes>>,
         mut body: ProxyBody,
         mut ended: bool,
@@ -344,7 +344,9 @@ impl Connection {
             }
         }
         let mut end = Vec::new();
-        outgoing.finish(&mut end)?;
+        outgoing
+            .finish(&mut end)
+            .map_err(|_| Error::RequestLength)?;
         write_slices(&mut self.io, &mut [IoSlice::new(&end)])
             .await
             .map_err(|failed| Error::Io(failed.error))
@@ -354,7 +356,7 @@ impl Connection {
     /// body with it if `last`. Trailers are dropped.
     async fn write_frame(
         &mut self,
-        outgoing: &mut Outgoing,
+        outgoing: &mut Encoder,
         frame: Frame<Bytes>,
         last: bool,
     ) -> Result<(), Error> {
@@ -362,11 +364,15 @@ impl Connection {
         let mut framing = Vec::new();
         let mut after = Vec::new();
         if !data.is_empty() {
-            outgoing.begin_chunk(data.len(), &mut framing)?;
-            outgoing.end_chunk(&mut after);
+            outgoing
+                .begin(data.len(), &mut framing)
+                .map_err(|_| Error::RequestLength)?;
+            outgoing.end(&mut after);
         }
         if last {
-            outgoing.finish(&mut after)?;
+            outgoing
+                .finish(&mut after)
+                .map_err(|_| Error::RequestLength)?;
         }
         let mut slices = [
             IoSlice::new(&framing),
@@ -443,82 +449,30 @@ struct WriteFailed {
     nothing_written: bool,
 }
 
-/// How a request body goes on the wire.
-#[derive(Clone, Copy)]
-enum Outgoing {
-    /// As many bytes as `content-length` says; this many are still to come.
-    Length(u64),
-    /// `transfer-encoding: chunked`, for a body of unknown length.
-    Chunked,
-}
-
-impl Outgoing {
-    /// The framing of a request body, and whether a `content-length` is
-    /// written. A body that knows its size gets `content-length` (replacing
-    /// the client's), any other is chunked.
-    fn of(method: &Method, headers: &HeaderMap, body: &ProxyBody) -> (Outgoing, bool) {
-        match body.size_hint().exact() {
-            // No `content-length: 0` on methods whose requests have no
-            // body, unless the client sent one. (hyper sends none for any
-            // empty body; but some servers refuse a POST without a length.)
-            Some(0)
-                if !headers.contains_key(CONTENT_LENGTH)
-                    && matches!(
-                        *method,
-                        Method::GET
-                            | Method::HEAD
-                            | Method::DELETE
-                            | Method::OPTIONS
-                            | Method::TRACE
-                            | Method::CONNECT
-                    ) =>
-            {
-                (Outgoing::Length(0), false)
-            }
-            Some(length) => (Outgoing::Length(length), true),
-            None => (Outgoing::Chunked, false),
+/// The framing of a request body, and whether its field is written. A
+/// body that knows its size gets `content-length` (replacing the
+/// client's), any other is chunked.
+fn request_framing(method: &Method, headers: &HeaderMap, body: &ProxyBody) -> (Encoder, bool) {
+    match body.size_hint().exact() {
+        // No `content-length: 0` on methods whose requests have no body,
+        // unless the client sent one. (hyper sends none for any empty body;
+        // but some servers refuse a POST without a length.)
+        Some(0)
+            if !headers.contains_key(CONTENT_LENGTH)
+                && matches!(
+                    *method,
+                    Method::GET
+                        | Method::HEAD
+                        | Method::DELETE
+                        | Method::OPTIONS
+                        | Method::TRACE
+                        | Method::CONNECT
+                ) =>
+        {
+            (Encoder::Length(0), false)
         }
-    }
-
-    /// Accounts for `len` more body bytes and writes what goes before them.
-    /// Sending more than announced would corrupt the connection: refused.
-    fn begin_chunk(&mut self, len: usize, out: &mut Vec<u8>) -> Result<(), Error> {
-        match self {
-            Outgoing::Length(left) => {
-                *left = left.checked_sub(len as u64).ok_or(Error::RequestLength)?;
-            }
-            Outgoing::Chunked => push_chunk_size(out, len),
-        }
-        Ok(())
-    }
-
-    /// Writes what goes after a chunk's bytes.
-    fn end_chunk(&self, out: &mut Vec<u8>) {
-        if let Outgoing::Chunked = self {
-            out.extend_from_slice(CHUNK_END);
-        }
-    }
-
-    /// Appends non-empty `data` as the next part of the body.
-    fn encode(&mut self, data: &[u8], out: &mut Vec<u8>) -> Result<(), Error> {
-        if !data.is_empty() {
-            self.begin_chunk(data.len(), out)?;
-            out.extend_from_slice(data);
-            self.end_chunk(out);
-        }
-        Ok(())
-    }
-
-    /// Writes the end of the body, or checks that all announced bytes came.
-    fn finish(&self, out: &mut Vec<u8>) -> Result<(), Error> {
-        match self {
-            Outgoing::Length(0) => Ok(()),
-            Outgoing::Length(_) => Err(Error::RequestLength),
-            Outgoing::Chunked => {
-                out.extend_from_slice(LAST_CHUNK);
-                Ok(())
-            }
-        }
+        Some(length) => (Encoder::Length(length), true),
+        None => (Encoder::Chunked, true),
     }
 }
 
@@ -529,7 +483,7 @@ impl Outgoing {
 fn encode_head(
     parts: &http::request::Parts,
     host: &HeaderValue,
-    outgoing: Outgoing,
+    outgoing: Encoder,
     announce: bool,
     body: usize,
 ) -> Vec<u8> {
@@ -568,65 +522,11 @@ fn encode_head(
         head.extend_from_slice(value.as_bytes());
         head.extend_from_slice(b"\r\n");
     }
-    match outgoing {
-        Outgoing::Length(length) if announce => {
-            push_content_length(&mut head, length);
-        }
-        Outgoing::Length(_) => {}
-        Outgoing::Chunked => head.extend_from_slice(b"transfer-encoding: chunked\r\n"),
+    if announce {
+        outgoing.write_field(&mut head);
     }
     head.extend_from_slice(b"\r\n");
     head
-}
-
-/// A request body with a frame taken from it put back in front, for a
-/// request sent again on another connection.
-struct Resend {
-    first: Option<Frame<Bytes>>,
-    rest: ProxyBody,
-    /// `rest` has already said it has no more frames.
-    ended: bool,
-}
-
-impl http_body::Body for Resend {
-    type Data = Bytes;
-    type Error = BoxError;
-
-    fn poll_frame(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
-        if let Some(first) = self.first.take() {
-            return Poll::Ready(Some(Ok(first)));
-        }
-        if self.ended {
-            return Poll::Ready(None);
-        }
-        Pin::new(&mut self.rest).poll_frame(cx)
-    }
-
-    fn is_end_stream(&self) -> bool {
-        self.first.is_none() && (self.ended || self.rest.is_end_stream())
-    }
-
-    fn size_hint(&self) -> SizeHint {
-        let first = self
-            .first
-            .as_ref()
-            .and_then(Frame::data_ref)
-            .map_or(0, |data| data.len() as u64);
-        let rest = if self.ended {
-            SizeHint::with_exact(0)
-        } else {
-            self.rest.size_hint()
-        };
-        let mut hint = SizeHint::new();
-        hint.set_lower(rest.lower().saturating_add(first));
-        if let Some(upper) = rest.upper() {
-            hint.set_upper(upper.saturating_add(first));
-        }
-        hint
-    }
 }
 
 /// A parsed final response head.
@@ -710,10 +610,9 @@ impl Default for HopFields {
 }
 
 /// Where one header field's name and value are in the head.
-#[derive(Clone, Copy, Default)]
 struct Span {
-    name: (usize, usize),
-    value: (usize, usize),
+    name: Range<usize>,
+    value: Range<usize>,
 }
 
 /// Takes a final response head off the front of `buf` if one is complete;
@@ -794,18 +693,19 @@ fn parse_head_within<const N: usize>(
         };
         // httparse hands out slices of `buf`; note where they are, so that
         // the values can point into the head once it is frozen.
-        let base = buf.as_ptr() as usize;
-        let offset = |bytes: &[u8]| {
-            let start = (bytes.as_ptr() as usize).checked_sub(base)?;
-            let end = start.checked_add(bytes.len())?;
-            (end <= len).then_some((start, end))
-        };
-        let mut spans = [Span::default(); N];
+        let within = &buf[..len];
+        let mut spans = [const {
+            Span {
+                name: 0..0,
+                value: 0..0,
+            }
+        }; N];
         let count = response.headers.len();
         for (span, header) in spans.iter_mut().zip(response.headers.iter()) {
             *span = Span {
-                name: offset(header.name.as_bytes()).ok_or(Error::Invalid("header field"))?,
-                value: offset(header.value).ok_or(Error::Invalid("header field"))?,
+                name: place(within, header.name.as_bytes())
+                    .ok_or(Error::Invalid("header field"))?,
+                value: place(within, header.value).ok_or(Error::Invalid("header field"))?,
             };
         }
         let head = buf.split_to(len).freeze();
@@ -814,9 +714,9 @@ fn parse_head_within<const N: usize>(
         headers.reserve(count + ROOM_TO_ADD);
         let mut hop = HopFields::default();
         for span in &spans[..count] {
-            let name = field_name(&head[span.name.0..span.name.1])
+            let name = field_name(&head[span.name.clone()])
                 .map_err(|_| Error::Invalid("header field name"))?;
-            let value = &head[span.value.0..span.value.1];
+            let value = &head[span.value.clone()];
             if name == CONNECTION {
                 if hop.note_connection(value) {
                     // Only options for this hop, which the relay would
@@ -829,9 +729,14 @@ fn parse_head_within<const N: usize>(
             } else if name == CONTENT_LENGTH {
                 hop.note_content_length(value);
             }
-            let value = HeaderValue::from_maybe_shared(head.slice(span.value.0..span.value.1))
+            append_field(&mut headers, name, &head, span.value.clone())
                 .map_err(|_| Error::Invalid("header field value"))?;
-            headers.append(name, value);
+        }
+        if hop.chunked_last.is_some() {
+            // With Transfer-Encoding, a Content-Length is not the body's
+            // length (RFC 9112 §6.3): relayed beside the decoded body, it
+            // would frame the client's answer wrong.
+            headers.remove(CONTENT_LENGTH);
         }
         return Ok(Some(Head {
             status,
@@ -845,10 +750,7 @@ fn parse_head_within<const N: usize>(
 /// How the response body is delimited (RFC 9112 §6.3), and whether that
 /// framing leaves the connection fit for another request.
 fn response_framing(method: &Method, head: &Head) -> Result<(State, bool), Error> {
-    if method == Method::HEAD
-        || head.status == StatusCode::NO_CONTENT
-        || head.status == StatusCode::NOT_MODIFIED
-    {
+    if method == Method::HEAD || status_has_no_body(head.status) {
         return Ok((State::Done, true));
     }
     let hop = &head.hop;
@@ -858,7 +760,7 @@ fn response_framing(method: &Method, head: &Head) -> Result<(State, bool), Error
         // is not trusted further. HTTP/1.0 has no Transfer-Encoding at all.
         let trusted = hop.content_length == Ok(None) && head.version == Version::HTTP_11;
         return Ok(match chunked_last {
-            true => (State::Chunked(Chunked::Size), trusted),
+            true => (State::Chunked(ChunkedDecoder::new()), trusted),
             false => (State::UntilClose, false),
         });
     }
@@ -873,33 +775,13 @@ fn response_framing(method: &Method, head: &Head) -> Result<(State, bool), Error
 enum State {
     /// This many bytes are still to come (never 0: that is `Done`).
     Length(u64),
-    Chunked(Chunked),
+    Chunked(ChunkedDecoder),
     /// The body is whatever comes until the upstream closes.
     UntilClose,
     /// Read to its end.
     Done,
     /// A read failed or the upstream broke the framing.
     Failed,
-}
-
-/// Where the chunked decoding is.
-enum Chunked {
-    /// Expecting a chunk-size line.
-    Size,
-    /// Inside a chunk: this many data bytes are still to come.
-    Data(u64),
-    /// After a chunk's data: expecting its CRLF.
-    DataEnd,
-    /// After the last chunk: reading trailer lines (this many bytes so
-    /// far) up to the empty line.
-    Trailers(usize),
-}
-
-/// What decoding found in the buffer.
-enum Decoded {
-    Data(Bytes),
-    End,
-    NeedMore,
 }
 
 /// A response body from an HTTP/1.1 upstream. It owns the connection and
@@ -978,7 +860,10 @@ impl Body {
                         return Poll::Ready(Ok(None));
                     }
                 }
-                State::Chunked(chunked) => match decode_chunked(chunked, &mut conn.buf)? {
+                State::Chunked(decoder) => match decoder
+                    .decode(&mut conn.buf)
+                    .map_err(Error::Invalid)?
+                {
                     Decoded::Data(data) => return Poll::Ready(Ok(Some(data))),
                     Decoded::End => {
                         self.end();
@@ -1026,109 +911,6 @@ impl http_body::Body for Body {
             _ => SizeHint::default(),
         }
     }
-}
-
-/// Decodes chunked transfer coding from the front of `buf` (RFC 9112 §7.1).
-/// Chunk extensions are ignored and trailers dropped.
-fn decode_chunked(state: &mut Chunked, buf: &mut BytesMut) -> Result<Decoded, Error> {
-    loop {
-        match state {
-            Chunked::Size => {
-                let Some(end) = line_end(buf)? else {
-                    return Ok(Decoded::NeedMore);
-                };
-                let size = parse_chunk_size(&buf[..end])?;
-                buf.advance(end + 2);
-                *state = match size {
-                    0 => Chunked::Trailers(0),
-                    size => Chunked::Data(size),
-                };
-            }
-            Chunked::Data(left) => {
-                if buf.is_empty() {
-                    return Ok(Decoded::NeedMore);
-                }
-                let take = usize::try_from(*left).map_or(buf.len(), |left| left.min(buf.len()));
-                let data = buf.split_to(take).freeze();
-                *left -= take as u64;
-                if *left == 0 {
-                    *state = Chunked::DataEnd;
-                }
-                return Ok(Decoded::Data(data));
-            }
-            Chunked::DataEnd => {
-                let crlf = &buf[..buf.len().min(2)];
-                if crlf != &b"\r\n"[..crlf.len()] {
-                    return Err(Error::Invalid("chunk data not followed by CRLF"));
-                }
-                if crlf.len() < 2 {
-                    return Ok(Decoded::NeedMore);
-                }
-                buf.advance(2);
-                *state = Chunked::Size;
-            }
-            Chunked::Trailers(seen) => {
-                let Some(end) = line_end(buf)? else {
-                    return Ok(Decoded::NeedMore);
-                };
-                buf.advance(end + 2);
-                if end == 0 {
-                    return Ok(Decoded::End);
-                }
-                *seen += end + 2;
-                if *seen > MAX_TRAILERS {
-                    return Err(Error::Invalid("trailers larger than 16 KiB"));
-                }
-            }
-        }
-    }
-}
-
-/// Where the CRLF ending the first line of `buf` is, if the line is
-/// complete. Lines are bounded, and must end in CRLF, not a bare LF.
-fn line_end(buf: &[u8]) -> Result<Option<usize>, Error> {
-    let window = &buf[..buf.len().min(MAX_LINE + 2)];
-    match window.iter().position(|&byte| byte == b'\n') {
-        Some(lf) if lf > 0 && window[lf - 1] == b'\r' => Ok(Some(lf - 1)),
-        Some(_) => Err(Error::Invalid("line not ended by CRLF")),
-        None if window.len() > MAX_LINE + 1 => Err(Error::Invalid("chunked line too long")),
-        None => Ok(None),
-    }
-}
-
-/// The size on a chunk-size line, strict hex; the extensions after it
-/// (`;name=value`) are skipped but must hold no control characters.
-fn parse_chunk_size(line: &[u8]) -> Result<u64, Error> {
-    let digits = line
-        .iter()
-        .take_while(|byte| byte.is_ascii_hexdigit())
-        .count();
-    if digits == 0 {
-        return Err(Error::Invalid("chunk size is not hex"));
-    }
-    let size = line[..digits]
-        .iter()
-        .try_fold(0u64, |size, &digit| {
-            let digit = char::from(digit).to_digit(16)?;
-            size.checked_mul(16)?.checked_add(u64::from(digit))
-        })
-        .ok_or(Error::Invalid("chunk size too large"))?;
-    let rest = &line[digits..];
-    let spaces = rest
-        .iter()
-        .take_while(|&&byte| byte == b' ' || byte == b'\t')
-        .count();
-    let rest = &rest[spaces..];
-    if !rest.is_empty() && rest[0] != b';' {
-        return Err(Error::Invalid("chunk size is not hex"));
-    }
-    if rest
-        .iter()
-        .any(|&byte| byte == 0x7f || (byte < 0x20 && byte != b'\t'))
-    {
-        return Err(Error::Invalid("control character in a chunk extension"));
-    }
-    Ok(size)
 }
 
 #[cfg(test)]

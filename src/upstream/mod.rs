@@ -13,12 +13,15 @@ pub use pool::UpstreamBody;
 
 use std::error::Error;
 use std::io;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use http::uri::Scheme;
 use http::{Request, Response, Uri};
+use http_body::{Frame, SizeHint};
 use http_body_util::combinators::BoxBody;
 use http_body_util::{BodyExt, Full};
 use hyper_rustls::HttpsConnectorBuilder;
@@ -43,6 +46,88 @@ pub fn full_body(bytes: impl Into<Bytes>) -> ProxyBody {
     Full::new(bytes.into())
         .map_err(|never| match never {})
         .boxed()
+}
+
+/// A body with a frame taken from it put back in front: a request sent
+/// again on another connection, a response whose first frame was awaited
+/// before its head went out.
+pub struct Prepended<B> {
+    first: Option<Frame<Bytes>>,
+    rest: B,
+    /// `rest` has already said it has no more frames.
+    ended: bool,
+}
+
+impl<B> Prepended<B> {
+    pub fn new(first: Frame<Bytes>, rest: B, ended: bool) -> Self {
+        Prepended {
+            first: Some(first),
+            rest,
+            ended,
+        }
+    }
+}
+
+impl<B> http_body::Body for Prepended<B>
+where
+    B: http_body::Body<Data = Bytes> + Unpin,
+    B::Error: Into<BoxError>,
+{
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        if let Some(first) = self.first.take() {
+            return Poll::Ready(Some(Ok(first)));
+        }
+        if self.ended {
+            return Poll::Ready(None);
+        }
+        Pin::new(&mut self.rest).poll_frame(cx).map_err(Into::into)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.first.is_none() && (self.ended || self.rest.is_end_stream())
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        let first = self
+            .first
+            .as_ref()
+            .and_then(Frame::data_ref)
+            .map_or(0, |data| data.len() as u64);
+        let rest = if self.ended {
+            SizeHint::with_exact(0)
+        } else {
+            self.rest.size_hint()
+        };
+        let mut hint = SizeHint::new();
+        hint.set_lower(rest.lower().saturating_add(first));
+        if let Some(upper) = rest.upper() {
+            hint.set_upper(upper.saturating_add(first));
+        }
+        hint
+    }
+}
+
+/// The client's request body failed (it broke off, or sent bad chunks):
+/// the client's fault, answered 400, never blamed on the upstream.
+#[derive(Debug)]
+pub struct ClientBodyError(pub BoxError);
+
+impl std::fmt::Display for ClientBodyError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "the client's request body: {}", self.0)
+    }
+}
+
+impl Error for ClientBodyError {
+    fn source(&self) -> Option<&(dyn Error + 'static)> {
+        Some(&*self.0)
+    }
 }
 
 /// Why [`read_whole`] got no body.
@@ -103,6 +188,8 @@ pub enum UpstreamError {
     Unavailable(BoxError),
     /// No connection or no response head in time: 504.
     Timeout,
+    /// The client's own request body failed on the way: 400.
+    ClientBody(BoxError),
 }
 
 impl UpstreamError {
@@ -110,7 +197,14 @@ impl UpstreamError {
         match self {
             UpstreamError::Unavailable(_) => GraphError::upstream_unavailable(),
             UpstreamError::Timeout => GraphError::upstream_timeout(),
+            UpstreamError::ClientBody(_) => GraphError::unreadable_body(),
         }
+    }
+
+    /// Whether the upstream's side failed (so that its status counts as
+    /// the upstream's answer in metrics and logs).
+    pub fn is_upstreams(&self) -> bool {
+        !matches!(self, UpstreamError::ClientBody(_))
     }
 }
 
@@ -177,7 +271,9 @@ impl Upstream {
             Ok(response) => return Ok(response),
             Err(err) => err,
         };
-        if is_timeout(&*error) {
+        if caused_by::<ClientBodyError>(&*error) {
+            Err(UpstreamError::ClientBody(error))
+        } else if is_timeout(&*error) {
             Err(UpstreamError::Timeout)
         } else {
             Err(UpstreamError::Unavailable(error))
@@ -238,6 +334,18 @@ fn tls_config(config: &Config) -> Result<rustls::ClientConfig, ConfigError> {
 /// The error of a request that ran out of time, as [`is_timeout`] knows it.
 fn timed_out() -> io::Error {
     io::ErrorKind::TimedOut.into()
+}
+
+/// Whether an error of type `E` is somewhere in the chain.
+fn caused_by<E: Error + 'static>(err: &(dyn Error + 'static)) -> bool {
+    let mut source = Some(err);
+    while let Some(cause) = source {
+        if cause.is::<E>() {
+            return true;
+        }
+        source = cause.source();
+    }
+    false
 }
 
 /// A timeout (the request's own, or the connector's) surfaces as an I/O

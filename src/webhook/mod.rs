@@ -180,10 +180,18 @@ impl Relay {
             .send(forward, tokio::time::Instant::now())
             .await
         {
-            Ok(response) if response.status().is_success() => {
-                (Outcome::Relayed, crate::proxy::relay(response))
+            Ok(response) => {
+                let success = response.status().is_success();
+                match (crate::proxy::relay(response).await, success) {
+                    (Ok(relayed), true) => (Outcome::Relayed, relayed),
+                    (Ok(relayed), false) => (Outcome::DownstreamFailed, relayed),
+                    (Err(err), _) => {
+                        tracing::warn!(error = %err, "webhook downstream answer broke off");
+                        let failed = plain(StatusCode::BAD_GATEWAY, "webhook downstream failed");
+                        (Outcome::DownstreamFailed, failed)
+                    }
+                }
             }
-            Ok(response) => (Outcome::DownstreamFailed, crate::proxy::relay(response)),
             Err(err) => {
                 tracing::warn!(error = ?err, "webhook downstream unreachable");
                 let status = err.to_graph_error().status;

@@ -409,6 +409,26 @@ pub async fn call(
     }
 }
 
+/// A hand-written upstream on loopback: for each connection, in turn, reads
+/// the request and hands the stream to `answer`. Returns its base URL.
+pub async fn raw_upstream<F, A>(mut answer: F) -> String
+where
+    F: FnMut(tokio::net::TcpStream) -> A + Send + 'static,
+    A: std::future::Future<Output = ()> + Send,
+{
+    use tokio::io::AsyncReadExt;
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((mut stream, _)) = listener.accept().await {
+            let mut buf = [0u8; 4096];
+            let _ = stream.read(&mut buf).await;
+            answer(stream).await;
+        }
+    });
+    format!("http://{addr}")
+}
+
 /// Writes raw bytes to `addr` and reads until the peer closes; for requests
 /// whose framing a test must control exactly (send with `Connection: close`).
 pub async fn raw_exchange(addr: SocketAddr, request: &[u8]) -> String {
