@@ -505,17 +505,11 @@ impl Key {
 
 impl<'de> Deserialize<'de> for Key {
     fn deserialize<D: de::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        struct KeyVisitor;
-        impl Visitor<'_> for KeyVisitor {
-            type Value = Key;
-            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                f.write_str("an object key")
-            }
-            fn visit_str<E: de::Error>(self, name: &str) -> Result<Key, E> {
-                Ok(Key::from_name(name))
-            }
-        }
-        deserializer.deserialize_str(KeyVisitor)
+        // Read raw, so a key is valid exactly when serde_json's validator
+        // says so: a key that no Rust string can hold (a lone surrogate
+        // escape) is valid JSON and merely none of ours.
+        let raw = <&RawValue>::deserialize(deserializer)?;
+        Ok(decode_str(raw.get()).map_or(Key::Other, |name| Key::from_name(&name)))
     }
 }
 
@@ -642,6 +636,17 @@ mod tests {
         );
         let payload = SendPayload::parse(br#"{"to":{"a":1}}"#).unwrap();
         assert_eq!(payload.to.unwrap().decoded, FieldValue::Other);
+    }
+
+    #[test]
+    fn a_key_with_a_lone_surrogate_is_some_other_member() {
+        // Valid JSON text (RFC 8259 §8.2 leaves lone surrogates to the
+        // reader), which Meta's parser takes; no Rust string holds the key,
+        // and it can be none of the members a send decision reads.
+        let body = br#"{"x\uD919y":1,"t\u006f":"+1 631 555 1234"}"#;
+        let payload = SendPayload::parse(body).unwrap();
+        assert_eq!(payload.to.unwrap().text(), Some("+1 631 555 1234"));
+        assert!(payload.recipient.is_none());
     }
 
     #[test]
