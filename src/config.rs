@@ -18,6 +18,7 @@ use toml::{Table, Value};
 use crate::client::Fingerprint;
 use crate::identity::{NUMBER_SCOPE_PREFIX, Scope};
 use crate::send::policy::Policy;
+use crate::server::{ConnectionLimits, Timeouts};
 
 /// The documented defaults, every key present.
 pub const DEFAULTS: &str = include_str!("../config/sendgate.toml");
@@ -42,6 +43,7 @@ pub struct Config {
     pub worker_threads: usize,
     /// Each worker thread runs on its own CPU.
     pub worker_pin_cpus: bool,
+    pub connections: ConnectionsConfig,
     pub policy: PolicyConfig,
     /// Template name → category, consulted before Meta.
     pub templates: BTreeMap<String, Category>,
@@ -163,6 +165,57 @@ pub struct WebhookConfig {
 impl WebhookConfig {
     pub fn enabled(&self) -> bool {
         !self.path.is_empty()
+    }
+}
+
+/// How client connections are held (see `[connections]` in the defaults).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ConnectionsConfig {
+    pub backlog: u32,
+    pub header_timeout_ms: u64,
+    pub keepalive_timeout_ms: u64,
+    /// 0 for a cap derived from the file-descriptor limit.
+    pub max: usize,
+}
+
+impl ConnectionsConfig {
+    /// The limits the listener applies; `derived_max` is the cap when
+    /// `max` leaves it to the descriptor limit.
+    pub fn limits(&self, derived_max: impl FnOnce() -> usize) -> ConnectionLimits {
+        ConnectionLimits {
+            timeouts: Timeouts {
+                header: Duration::from_millis(self.header_timeout_ms),
+                keepalive: Duration::from_millis(self.keepalive_timeout_ms),
+            },
+            max_connections: match self.max {
+                0 => derived_max(),
+                max => max,
+            },
+        }
+    }
+
+    fn validate(&self) -> Result<(), ConfigError> {
+        // The registry's clock counts milliseconds in 32 bits.
+        const A_DAY_MS: u64 = 24 * 3600 * 1000;
+        for (key, value) in [
+            ("connections.header_timeout_ms", self.header_timeout_ms),
+            (
+                "connections.keepalive_timeout_ms",
+                self.keepalive_timeout_ms,
+            ),
+        ] {
+            if !(1..=A_DAY_MS).contains(&value) {
+                return Err(ConfigError::new(key, "must be from 1 to 86400000 (a day)"));
+            }
+        }
+        if self.backlog == 0 {
+            return Err(ConfigError::new(
+                "connections.backlog",
+                "must be greater than 0",
+            ));
+        }
+        Ok(())
     }
 }
 
@@ -494,6 +547,7 @@ impl Config {
             }
         }
         self.admin_listen()?;
+        self.connections.validate()?;
         self.validate_limits()?;
         if self
             .log
@@ -590,6 +644,7 @@ impl Config {
             ),
             ("pool_max_idle", self.pool_max_idle != new.pool_max_idle),
             ("worker_threads", self.worker_threads != new.worker_threads),
+            ("connections", self.connections != new.connections),
             (
                 "worker_pin_cpus",
                 self.worker_pin_cpus != new.worker_pin_cpus,

@@ -161,6 +161,17 @@ impl GraphError {
         }
     }
 
+    /// Every connection sendgate may hold is busy (503, code 2: transient).
+    pub fn too_many_connections() -> Self {
+        GraphError {
+            status: StatusCode::SERVICE_UNAVAILABLE,
+            code: 2,
+            kind: "OAuthException",
+            message: "(#2) sendgate is at its connection limit. Retry later.".into(),
+            reason: "too_many_connections",
+        }
+    }
+
     /// Something inside sendgate failed (500).
     pub fn internal() -> Self {
         GraphError {

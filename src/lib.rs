@@ -85,8 +85,13 @@ use crate::server::Handler;
 use crate::upstream::ProxyBody;
 
 impl Handler for App {
-    async fn call(&self, request: Request<ProxyBody>) -> Response<ProxyBody> {
-        self.handle(request).await
+    /// Not an async fn: that would be one more future holding the request
+    /// (see [`App::handle`] on why requests travel boxed).
+    fn call(
+        &self,
+        request: Request<ProxyBody>,
+    ) -> impl std::future::Future<Output = Response<ProxyBody>> + Send + '_ {
+        self.handle(Box::new(request))
     }
 }
 
@@ -104,5 +109,11 @@ pub async fn run(
         threads: config.worker_threads,
         pin_cpus: config.worker_pin_cpus,
     };
-    server::serve_on_workers(listener, app, workers, shutdown).await
+    let limits = config.connections.limits(server::default_max_connections);
+    tracing::info!(
+        max_connections = limits.max_connections,
+        backlog = config.connections.backlog,
+        "accepting connections"
+    );
+    server::serve_on_workers(listener, app, workers, limits, shutdown).await
 }

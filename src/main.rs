@@ -289,8 +289,8 @@ async fn serve(
     config
         .validate()
         .map_err(|err| format!("config error: {err}"))?;
-    let listener = TcpListener::bind(config.listen)
-        .await
+    raise_fd_limit();
+    let listener = server::bind(config.listen, config.connections.backlog)
         .map_err(|err| format!("cannot listen on {}: {err}", config.listen))?;
     let admin_listen = config
         .admin_listen()
@@ -357,6 +357,20 @@ async fn run_sandbox(listen: &str) -> Result<(), String> {
     );
     server::serve(listener, Sandbox::new(), shutdown_signal()).await;
     Ok(())
+}
+
+/// Raises the descriptor limit as far as the operator allows, and says so
+/// once: the connection cap is derived from it.
+fn raise_fd_limit() {
+    match server::raise_fd_limit() {
+        Ok(server::Raised { before, now }) if before != now => {
+            tracing::info!(before, now, "raised the open-file limit to its hard limit");
+        }
+        Ok(server::Raised { now, .. }) => {
+            tracing::info!(limit = now, "open-file limit");
+        }
+        Err(err) => tracing::warn!(error = %err, "cannot raise the open-file limit"),
+    }
 }
 
 /// Re-reads the config on every SIGHUP; a refused reload is logged and the

@@ -128,7 +128,7 @@ impl TemplateCategories {
         }
         let response = self
             .upstream
-            .send(request, tokio::time::Instant::now())
+            .send(Box::new(request), tokio::time::Instant::now())
             .await
             .map_err(|err| format!("{err:?}"))?;
         let status = response.status();

@@ -6,10 +6,12 @@
 //! name off the wire is read, what a `Connection` value holds, what a
 //! length is, which statuses have no body, how header values are taken
 //! from a frozen head without copying, how a body is framed on the way out
-//! ([`encode`]) and how a chunked body is read ([`decode`]). Each loop keeps
+//! ([`encode`]) and how a chunked body is read ([`decode`]), and the read
+//! buffers both lend per thread ([`buffers`]). Each loop keeps
 //! only the rules of its own side: which requests the server takes itself,
 //! how the client decides a response's framing and reuse (RFC 9112 §6.3).
 
+pub(crate) mod buffers;
 pub(crate) mod decode;
 pub(crate) mod encode;
 

@@ -30,7 +30,7 @@ use crate::templates::LookupContext;
 use crate::upstream::{ProxyBody, full_body};
 
 /// Handles a request to the Graph root.
-pub async fn handle(app: &App, mut request: Request<ProxyBody>) -> Response<ProxyBody> {
+pub async fn handle(app: &App, mut request: Box<Request<ProxyBody>>) -> Response<ProxyBody> {
     let live = app.live();
     let config = &live.config;
     let request_id = app.request_id();
@@ -201,7 +201,7 @@ fn entry_payload(entry: &BatchEntry) -> Result<Vec<u8>, String> {
 /// held sends (and counted as a passthrough when it did not).
 async fn forward(
     app: &App,
-    mut request: Request<ProxyBody>,
+    mut request: Box<Request<ProxyBody>>,
     body: Bytes,
     label: Option<String>,
 ) -> Response<ProxyBody> {

@@ -53,7 +53,7 @@ pub fn refuse(app: &App, error: GraphError, request_id: &RequestId<'_>) -> Respo
 /// Handles one send end to end.
 pub async fn handle(
     app: &App,
-    mut request: Request<ProxyBody>,
+    mut request: Box<Request<ProxyBody>>,
     route: SendRoute<'_>,
     request_id: &RequestId<'_>,
 ) -> Response<ProxyBody> {

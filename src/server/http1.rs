@@ -23,7 +23,7 @@ use std::future::{Future, poll_fn};
 use std::io;
 use std::mem::MaybeUninit;
 use std::ops::Range;
-use std::pin::{Pin, pin};
+use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -34,11 +34,12 @@ use http::header::{
 };
 use http::{HeaderMap, Method, Request, Response, Uri};
 use http_body::Body;
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::net::TcpStream;
-use tokio::sync::watch;
 
-use super::{CLIENT_WRITE_STALL, HEADER_READ_TIMEOUT, Handler, Shared};
+use super::registry::{Activity, Entry, Phase, Signal};
+use super::{CLIENT_WRITE_STALL, Handler, Shared};
+use crate::http1::buffers;
 use crate::http1::encode::Encoder;
 use crate::http1::{
     ConnectionToken, append_field, connection_closes, connection_tokens, decimal_length,
@@ -61,85 +62,167 @@ pub(super) const MAX_BODY: usize = 64 * 1024;
 const SPARE_HEADERS: usize = 24;
 /// How much the read buffer grows by when it is full.
 const READ_CHUNK: usize = 8 * 1024;
+/// A request up to this size is copied out of the read buffer, so that the
+/// buffer goes back to the thread's spares while the request is in flight
+/// (a send waits on Meta for 100 ms to seconds); a larger one keeps it.
+const COPY_REQUEST: usize = READ_CHUNK / 2;
+/// Spare buffers and maps a worker thread keeps for its next requests.
+/// Few: under load they are taken back at once, and an idle thread holds
+/// their memory for nobody.
+const SPARES_KEPT: usize = 16;
 /// Response data up to this size is copied behind the head (or the chunk
 /// size line) so that it goes out in the same write.
 const COPY_LIMIT: usize = 16 * 1024;
 
 /// Serves one client connection until it closes, its client stops, or
-/// shutdown begins.
-pub(super) async fn serve<H: Handler>(
+/// the registry closes it.
+// Not an async fn: that would keep its arguments beside the connection
+// made of them for the connection's whole life (rustc gives an async fn's
+// arguments slots of their own); the block uses the connection in place.
+pub(super) fn serve<H: Handler>(
     stream: TcpStream,
     shared: Arc<Shared<H>>,
-    stop: watch::Receiver<bool>,
-) {
-    // Waiting for shutdown is registered once for the connection instead
-    // of once per request (each registration locks the channel's waiters).
-    let mut stop_signal = stop.clone();
-    let changed = stop_signal.changed();
-    tokio::pin!(changed);
-    let mut stopping = Stopping {
-        changed,
-        signal: &stop,
-        registered: false,
-    };
+    entry: Entry,
+) -> impl Future<Output = ()> + Send {
     let mut connection = Connection {
         stream: ClientStream::new(stream),
-        buffer: BytesMut::with_capacity(READ_CHUNK),
-        header_ranges: Vec::new(),
-        spare_headers: HeaderMap::new(),
-        out: Vec::new(),
+        buffer: BytesMut::new(),
+        entry,
     };
-    loop {
-        match connection.read_request(&mut stopping).await {
-            Next::Request {
-                request,
-                keep_alive,
-            } => {
-                let response = shared.handler.call(request).await;
-                let keep_alive = keep_alive && !*stop.borrow();
-                match connection.write_response(response, keep_alive).await {
-                    Ok(true) => {}
-                    Ok(false) | Err(_) => return,
+    async move {
+        loop {
+            // Waiting costs this small task only: no buffer, and none of the
+            // state requests are answered with.
+            match connection.wait_for_bytes().await {
+                Waited::Bytes => {}
+                Waited::Park => continue,
+                Waited::Closed => return,
+            }
+            // The state that answers requests (the handler's future is
+            // kilobytes) is allocated once per busy spell rather than once per
+            // request, and freed when the connection goes idle.
+            match Box::pin(serve_busy(&shared, &mut connection)).await {
+                Spell::Parked => {
+                    if !connection.entry.activity().continue_as(Phase::Parked) {
+                        return;
+                    }
+                }
+                Spell::Ended => return,
+                Spell::HandOver => {
+                    let Connection {
+                        mut stream,
+                        buffer,
+                        entry,
+                    } = connection;
+                    stream.unread = buffer.freeze();
+                    // Boxed for the same reason: hyper's connection is large.
+                    Box::pin(shared.serve_with_hyper(stream, entry)).await;
+                    return;
                 }
             }
-            Next::BadRequest => {
-                let _ = connection.stream.write_all(BAD_REQUEST).await;
-                return;
-            }
-            Next::HandOver => {
-                let Connection {
-                    mut stream, buffer, ..
-                } = connection;
-                stream.unread = buffer.freeze();
-                shared.serve_with_hyper(stream, stop).await;
-                return;
-            }
-            Next::Closed => return,
         }
     }
 }
 
-/// Shutdown, as an idle connection waits for it.
-struct Stopping<'a, S> {
-    /// Completes when shutdown begins (the connection's own receiver).
-    changed: Pin<&'a mut S>,
-    /// Another receiver of the same signal, to look at without waiting.
-    signal: &'a watch::Receiver<bool>,
-    /// Whether `changed` has been polled, so that shutdown wakes this task.
-    registered: bool,
+/// How a busy spell ended.
+enum Spell {
+    /// Idle long enough that its state is put away.
+    Parked,
+    /// Give the connection, from the unread request on, to hyper.
+    HandOver,
+    Ended,
 }
 
-impl<S: Future> Stopping<'_, S> {
-    /// Ready once shutdown has begun. `changed` is polled on the first wait
-    /// only (which registers the task to be woken) and again once the signal
-    /// has changed: each poll takes the channel's lock, about 180
-    /// instructions a request when it was polled on every wait.
-    fn poll(&mut self, cx: &mut Context<'_>) -> Poll<()> {
-        if self.registered && !self.signal.has_changed().unwrap_or(true) {
-            return Poll::Pending;
+/// Serves requests until the connection ends, is handed over, or has
+/// been idle long enough to park. The first request's bytes are in the
+/// buffer.
+async fn serve_busy<H: Handler>(shared: &Shared<H>, connection: &mut Connection) -> Spell {
+    loop {
+        // Taken out of the match before the handler runs: a scrutinee
+        // would stay in the future beside the handler's, request and all.
+        let (request, keep_alive) = match connection.read_request().await {
+            Next::Request {
+                request,
+                keep_alive,
+            } => (request, keep_alive),
+            Next::BadRequest => {
+                let _ = connection.stream.write_all(BAD_REQUEST).await;
+                return Spell::Ended;
+            }
+            Next::HandOver => return Spell::HandOver,
+            Next::Closed => return Spell::Ended,
+        };
+        let response = shared.handler.call(request).await;
+        // Shutdown, or a timeout decided while this was read.
+        let keep_alive = keep_alive && !connection.entry.activity().closing();
+        if !matches!(
+            connection.write_response(response, keep_alive).await,
+            Ok(true)
+        ) || !connection.entry.enter(Phase::Idle)
+        {
+            return Spell::Ended;
         }
-        self.registered = true;
-        self.changed.as_mut().poll(cx).map(|_| ())
+        if connection.buffer.is_empty() {
+            // The next request is waited for here, so that it finds this
+            // spell's state ready, by the few connections a worker lets
+            // hold theirs while idle; the others put it away at once.
+            let Some(_hold) = shared.registry.hold() else {
+                return Spell::Parked;
+            };
+            match connection.wait_for_bytes().await {
+                Waited::Bytes => {}
+                Waited::Park => return Spell::Parked,
+                Waited::Closed => return Spell::Ended,
+            }
+        }
+    }
+}
+
+/// A worker thread's spare response buffers and header maps (read buffers
+/// are `http1::buffers`'): a connection takes them when bytes arrive and
+/// gives them back when its request is done, so that an idle keep-alive
+/// connection holds none.
+#[derive(Default)]
+struct Spares {
+    outs: Vec<Vec<u8>>,
+    maps: Vec<HeaderMap>,
+    /// The header fields of the head being parsed: names, and where their
+    /// values are in the buffer. Used only while a head is parsed and taken.
+    fields: Vec<(HeaderName, Range<usize>)>,
+}
+
+thread_local! {
+    static SPARES: RefCell<Spares> = RefCell::new(Spares::default());
+}
+
+fn take_out() -> Vec<u8> {
+    SPARES
+        .with_borrow_mut(|spares| spares.outs.pop())
+        .unwrap_or_default()
+}
+
+fn give_out(mut out: Vec<u8>) {
+    out.clear();
+    if out.capacity() <= 2 * COPY_LIMIT {
+        SPARES.with_borrow_mut(|spares| {
+            if spares.outs.len() < SPARES_KEPT {
+                spares.outs.push(out);
+            }
+        });
+    }
+}
+
+/// Gives a response's header map back, emptied, for a next request: with
+/// the upstream client filling each request's map with its response, a
+/// request and its response allocate no map at all.
+fn give_map(mut map: HeaderMap) {
+    if map.capacity() <= SPARE_HEADERS {
+        map.clear();
+        SPARES.with_borrow_mut(|spares| {
+            if spares.maps.len() < SPARES_KEPT {
+                spares.maps.push(map);
+            }
+        });
     }
 }
 
@@ -157,6 +240,15 @@ enum Next {
     /// A head `httparse` accepts but `http` does not: answer 400 and close,
     /// as hyper does.
     BadRequest,
+    Closed,
+}
+
+/// What waiting for a request's first bytes came to.
+enum Waited {
+    /// They are in the buffer.
+    Bytes,
+    /// Idle long enough to park.
+    Park,
     Closed,
 }
 
@@ -183,57 +275,79 @@ enum Parsed {
 struct Connection {
     stream: ClientStream,
     /// Bytes read and not yet used: the next request, and any pipelined
-    /// after it.
+    /// after it. No allocation while the connection is idle.
     buffer: BytesMut,
-    /// The header fields of the head being read: names, and where their
-    /// values are in `buffer`. Kept to reuse its allocation.
-    header_ranges: Vec<(HeaderName, Range<usize>)>,
-    /// The last response's header map, emptied, for the next request: with
-    /// the upstream client filling each request's map with its response,
-    /// a request and its response allocate no map at all.
-    spare_headers: HeaderMap,
-    /// The response being written. Kept to reuse its allocation.
-    out: Vec<u8>,
+    /// Its place in the registry, which applies the timeouts.
+    entry: Entry,
 }
 
 impl Connection {
-    /// Reads the next request. Waiting for its first byte has no time
-    /// limit (an idle keep-alive connection may stay open; shutdown closes
-    /// it); from there the head and body must come within the header read
-    /// timeout, as in hyper.
-    ///
-    /// `stopping` is polled only while the connection waits for a request.
-    async fn read_request<S: Future>(&mut self, stopping: &mut Stopping<'_, S>) -> Next {
-        if self.buffer.is_empty() {
-            self.buffer.reserve(READ_CHUNK);
-            let mut read = pin!(self.stream.socket().read_buf(&mut self.buffer));
-            let read = poll_fn(|cx| match read.as_mut().poll(cx) {
-                Poll::Ready(read) => Poll::Ready(Some(read)),
-                Poll::Pending => stopping.poll(cx).map(|()| None),
-            })
-            .await;
-            if !matches!(read, Some(Ok(n)) if n > 0) {
-                return Next::Closed;
+    /// Reads the request whose first bytes are in the buffer. Its head
+    /// (and body) must come within the header timeout, from the accept for
+    /// a connection's first request and from the first byte for a later
+    /// one; the registry's sweeper closes the connection otherwise.
+    async fn read_request(&mut self) -> Next {
+        // Nearly always the first read brought the whole request.
+        let next = match self.take_if_complete() {
+            Some(next) => next,
+            None => {
+                let activity = self.entry.activity();
+                // A connection's first request keeps the time of its accept.
+                if activity.phase() != Phase::Opening && !self.entry.enter(Phase::Reading) {
+                    return Next::Closed;
+                }
+                self.read_rest().await
+            }
+        };
+        match next {
+            Next::Request { .. } if !self.entry.enter(Phase::Busy) => Next::Closed,
+            next => next,
+        }
+    }
+
+    /// Waits for the first bytes of a request without a buffer, then reads
+    /// them into a spare one.
+    async fn wait_for_bytes(&mut self) -> Waited {
+        loop {
+            let socket = self.stream.socket();
+            match readable(socket, self.entry.activity()).await {
+                Ok(()) => {}
+                Err(Some(Signal::Park)) => return Waited::Park,
+                Err(_) => return Waited::Closed,
+            }
+            let mut buffer = buffers::take();
+            match socket.try_read_buf(&mut buffer) {
+                Ok(read) if read > 0 => {
+                    self.buffer = buffer;
+                    return Waited::Bytes;
+                }
+                Err(err) if err.kind() == io::ErrorKind::WouldBlock => buffers::give(buffer),
+                _ => {
+                    buffers::give(buffer);
+                    return Waited::Closed;
+                }
             }
         }
-        // Nearly always the first read brought the whole request: take it
-        // without arming (and then disarming) the timer.
-        if let Parsed::Complete(head) = parse_head(&self.buffer, &mut self.header_ranges) {
+    }
+
+    /// Takes the request out of the buffer if it is all there.
+    fn take_if_complete(&mut self) -> Option<Next> {
+        SPARES.with_borrow_mut(|spares| {
+            let Parsed::Complete(head) = parse_head(&self.buffer, &mut spares.fields) else {
+                return None;
+            };
             let total = head.head_len + head.body_len;
-            if self.buffer.len() >= total {
-                return self.take_request(head, total);
-            }
-        }
-        tokio::time::timeout(HEADER_READ_TIMEOUT, self.read_rest())
-            .await
-            .unwrap_or(Next::Closed)
+            (self.buffer.len() >= total).then(|| self.take_request(head, total, spares))
+        })
     }
 
     /// Reads until the buffer holds a whole request, and takes it out.
     async fn read_rest(&mut self) -> Next {
-        let head = loop {
-            match parse_head(&self.buffer, &mut self.header_ranges) {
-                Parsed::Complete(head) => break head,
+        let total = loop {
+            let parsed =
+                SPARES.with_borrow_mut(|spares| parse_head(&self.buffer, &mut spares.fields));
+            match parsed {
+                Parsed::Complete(head) => break head.head_len + head.body_len,
                 Parsed::Partial if self.buffer.len() < MAX_HEAD => {}
                 Parsed::Partial | Parsed::HandOver => return Next::HandOver,
             }
@@ -241,35 +355,66 @@ impl Connection {
                 return Next::Closed;
             }
         };
-        let total = head.head_len + head.body_len;
         while self.buffer.len() < total {
             if !self.read_more(total - self.buffer.len()).await {
                 return Next::Closed;
             }
         }
-        self.take_request(head, total)
+        // Parsed again now that it is all in: the places of its fields are
+        // kept only between a parse and the take that follows it.
+        self.take_if_complete().unwrap_or(Next::Closed)
     }
 
+    /// Between requests: the read buffer goes back to the thread's spares
+    /// unless pipelined bytes wait in it.
+    fn rest(&mut self) {
+        if self.buffer.is_empty() {
+            buffers::give(std::mem::take(&mut self.buffer));
+        }
+    }
+
+    /// Reads at least one more byte into the buffer, with room for
+    /// `at_least`; false if the connection ended or is to close.
     async fn read_more(&mut self, at_least: usize) -> bool {
         self.buffer.reserve(at_least);
-        matches!(self.stream.socket().read_buf(&mut self.buffer).await, Ok(n) if n > 0)
+        loop {
+            let socket = self.stream.socket();
+            match readable(socket, self.entry.activity()).await {
+                Ok(()) => {}
+                // A park request that raced this read: not idle now.
+                Err(Some(Signal::Park)) => continue,
+                Err(_) => return false,
+            }
+            match socket.try_read_buf(&mut self.buffer) {
+                Ok(read) => return read > 0,
+                Err(err) if err.kind() == io::ErrorKind::WouldBlock => {}
+                Err(_) => return false,
+            }
+        }
     }
 
     /// Takes the first `total` bytes of the buffer as the request `head`
-    /// describes. Header values and the body share those bytes.
-    fn take_request(&mut self, head: Head, total: usize) -> Next {
-        let message = self.buffer.split_to(total).freeze();
-        if total > 2 * READ_CHUNK && self.buffer.is_empty() {
-            // Let the large allocation go with this request, so that an
-            // idle connection keeps a few KiB and not its largest request.
-            self.buffer = BytesMut::new();
-        }
+    /// describes (its fields' places in `spares.fields`). Header values and
+    /// the body share those bytes: a copy of them for a small request, so
+    /// that the read buffer is free again while the request is in flight;
+    /// the buffer's own for a large one.
+    fn take_request(&mut self, head: Head, total: usize, spares: &mut Spares) -> Next {
+        let message = if total <= COPY_REQUEST {
+            let message = Bytes::copy_from_slice(&self.buffer[..total]);
+            self.buffer.advance(total);
+            message
+        } else {
+            self.buffer.split_to(total).freeze()
+        };
+        // Nothing pipelined: the buffer goes back now, not when the answer
+        // comes (a send waits on Meta for 100 ms to seconds).
+        self.rest();
         let Ok(uri) = Uri::from_maybe_shared(message.slice(head.target)) else {
             return Next::BadRequest;
         };
-        let mut headers = std::mem::take(&mut self.spare_headers);
-        headers.reserve(self.header_ranges.len());
-        for (name, value) in self.header_ranges.drain(..) {
+        let mut headers = spares.maps.pop().unwrap_or_default();
+        headers.reserve(spares.fields.len());
+        for (name, value) in spares.fields.drain(..) {
             if append_field(&mut headers, name, &message, value).is_err() {
                 return Next::BadRequest;
             }
@@ -289,11 +434,24 @@ impl Connection {
     async fn write_response(
         &mut self,
         response: Response<ProxyBody>,
+        keep_alive: bool,
+    ) -> io::Result<bool> {
+        let (parts, mut body) = response.into_parts();
+        let mut out = take_out();
+        let written = self
+            .write_head_and_body(parts, &mut body, &mut out, keep_alive)
+            .await;
+        give_out(out);
+        written
+    }
+
+    async fn write_head_and_body(
+        &mut self,
+        mut parts: http::response::Parts,
+        body: &mut ProxyBody,
+        out: &mut Vec<u8>,
         mut keep_alive: bool,
     ) -> io::Result<bool> {
-        let (mut parts, mut body) = response.into_parts();
-        let out = &mut self.out;
-        out.clear();
         out.extend_from_slice(b"HTTP/1.1 ");
         out.extend_from_slice(parts.status.as_str().as_bytes());
         out.push(b' ');
@@ -338,19 +496,12 @@ impl Connection {
             out.extend_from_slice(b"connection: close\r\n");
         }
         out.extend_from_slice(b"\r\n");
-        if parts.headers.capacity() <= SPARE_HEADERS {
-            parts.headers.clear();
-            self.spare_headers = parts.headers;
-        }
+        give_map(std::mem::take(&mut parts.headers));
         let Some(encoder) = framing else {
-            self.stream.write_all(&self.out).await?;
+            self.stream.write_all(out).await?;
             return Ok(keep_alive);
         };
-        let complete = write_body(&mut self.stream, &mut self.out, &mut body, encoder).await?;
-        if self.out.capacity() > 2 * COPY_LIMIT {
-            // Grown by a large head; not kept for the idle connection.
-            self.out = Vec::new();
-        }
+        let complete = write_body(&mut self.stream, out, body, encoder).await?;
         Ok(keep_alive && complete)
     }
 }
@@ -473,6 +624,16 @@ async fn write_body(
     Ok(complete)
 }
 
+/// Waits until `socket` has bytes to read, or until the registry signals
+/// the connection (`Err(Some(..))`); `Err(None)` if the socket failed.
+async fn readable(socket: &TcpStream, activity: &Activity) -> Result<(), Option<Signal>> {
+    poll_fn(|cx| match socket.poll_read_ready(cx) {
+        Poll::Ready(ready) => Poll::Ready(ready.map_err(|_| None)),
+        Poll::Pending => activity.poll_signal(cx).map(|signal| Err(Some(signal))),
+    })
+    .await
+}
+
 /// Appends a `date` header. The text changes once a second, so each thread
 /// formats it once a second.
 fn write_date(out: &mut Vec<u8>) {
@@ -587,6 +748,8 @@ impl AsyncWrite for ClientStream {
 #[cfg(test)]
 mod tests {
     use std::time::Duration;
+
+    use tokio::io::AsyncReadExt;
 
     use http::HeaderValue;
 

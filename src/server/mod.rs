@@ -22,27 +22,36 @@
 //! so it is not the default. BENCHMARKS.md (twelfth pass) has the figures.
 
 use std::convert::Infallible;
-use std::future::Future;
+use std::future::{Future, poll_fn};
 use std::io;
+use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
+use bytes::Bytes;
 use http::{Request, Response};
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
-use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{mpsc, oneshot, watch};
+use tokio::net::{TcpListener, TcpSocket, TcpStream};
+use tokio::sync::{mpsc, oneshot};
 
+use crate::graph_error::GraphError;
 use crate::upstream::{BoxError, ClientBodyError, ProxyBody};
+use registry::{Cap, Entry, HyperRequest, Phase, Registry, Signal};
 
 mod affinity;
+mod fd_limit;
 mod http1;
+mod registry;
 
-/// How long a client may take to send a request head (slowloris guard).
-const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
+pub use fd_limit::{Raised, default_max_connections, raise_to_hard as raise_fd_limit};
+pub use registry::Timeouts;
+
 /// How long a client may take nothing of its response before its
 /// connection is closed (nginx's `send_timeout` default).
 const CLIENT_WRITE_STALL: Duration = Duration::from_secs(60);
@@ -50,6 +59,11 @@ const CLIENT_WRITE_STALL: Duration = Duration::from_secs(60);
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
 /// Pause after a failed accept (e.g. out of file descriptors) so the loop does not spin.
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(50);
+/// How long a connection hyper serves may take to close gracefully once
+/// it has no request in flight.
+const CLOSE_GRACE: Duration = Duration::from_secs(1);
+/// How long a refused connection is kept to read what its client sent.
+const REFUSAL_LINGER: Duration = Duration::from_secs(1);
 
 /// Something that answers requests: the proxy, the sandbox, the admin API.
 pub trait Handler: Send + Sync + 'static {
@@ -61,16 +75,60 @@ pub trait Handler: Send + Sync + 'static {
     ) -> impl Future<Output = Response<ProxyBody>> + Send + '_;
 }
 
+/// How client connections are limited.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ConnectionLimits {
+    pub timeouts: Timeouts,
+    /// Most client connections open at once, across worker threads. At the
+    /// cap the longest-idle one is closed for a new one; with none idle the
+    /// new one is refused (503).
+    pub max_connections: usize,
+}
+
+impl Default for ConnectionLimits {
+    fn default() -> Self {
+        ConnectionLimits {
+            timeouts: Timeouts::default(),
+            max_connections: default_max_connections(),
+        }
+    }
+}
+
+/// Binds a listener with room for `backlog` connections waiting to be
+/// accepted (the kernel caps it at `net.core.somaxconn`): a campaign tool
+/// opening thousands of connections at once otherwise overflows the queue
+/// and its clients wait out SYN retries.
+pub fn bind(address: SocketAddr, backlog: u32) -> io::Result<TcpListener> {
+    let socket = match address {
+        SocketAddr::V4(_) => TcpSocket::new_v4()?,
+        SocketAddr::V6(_) => TcpSocket::new_v6()?,
+    };
+    // As std's bind does: a restart need not wait out TIME_WAIT.
+    socket.set_reuseaddr(true)?;
+    socket.bind(address)?;
+    socket.listen(backlog)
+}
+
 /// Serves `handler` on `listener` until `shutdown` completes, then lets
 /// in-flight requests finish (up to a bound) before returning. Connections
-/// run on the caller's runtime.
+/// run on the caller's runtime, with the default limits.
 pub async fn serve<H: Handler>(
     listener: TcpListener,
     handler: Arc<H>,
     shutdown: impl Future<Output = ()>,
 ) {
-    let connections = Connections::new(handler);
-    accept_until(&listener, shutdown, |stream| connections.spawn(stream)).await;
+    let limits = ConnectionLimits::default();
+    let cap = Arc::new(Cap::new(limits.max_connections));
+    let connections = Connections::new(handler, limits.timeouts, cap.clone());
+    let registries = [connections.shared.registry.clone()];
+    let admitted = Admitted {
+        cap: &cap,
+        registries: &registries,
+    };
+    accept_until(&listener, shutdown, admitted, |stream| {
+        connections.spawn(stream)
+    })
+    .await;
     drop(listener);
     connections.drain().await;
 }
@@ -94,6 +152,7 @@ pub async fn serve_on_workers<H: Handler>(
     listener: TcpListener,
     handler: Arc<H>,
     workers: Workers,
+    limits: ConnectionLimits,
     shutdown: impl Future<Output = ()>,
 ) -> io::Result<()> {
     let threads = match workers.threads {
@@ -107,7 +166,9 @@ pub async fn serve_on_workers<H: Handler>(
         }),
         false => Vec::new(),
     };
+    let cap = Arc::new(Cap::new(limits.max_connections));
     let mut queues = Vec::with_capacity(threads);
+    let mut registries = Vec::with_capacity(threads);
     let mut finished = Vec::with_capacity(threads);
     for index in 0..threads {
         let runtime = tokio::runtime::Builder::new_current_thread()
@@ -115,7 +176,8 @@ pub async fn serve_on_workers<H: Handler>(
             .build()?;
         let (queue, incoming) = mpsc::unbounded_channel::<std::net::TcpStream>();
         let (done, finished_one) = oneshot::channel::<()>();
-        let handler = handler.clone();
+        let connections = Connections::new(handler.clone(), limits.timeouts, cap.clone());
+        registries.push(connections.shared.registry.clone());
         let cpu = affinity::cpu_for(index, &allowed);
         std::thread::Builder::new()
             .name(format!("sendgate-worker-{index}"))
@@ -125,14 +187,18 @@ pub async fn serve_on_workers<H: Handler>(
                 {
                     tracing::warn!(error = %err, worker = index, cpu, "cannot pin the worker to its CPU");
                 }
-                runtime.block_on(work(incoming, handler));
+                runtime.block_on(work(incoming, connections));
                 let _ = done.send(());
             })?;
         queues.push(queue);
         finished.push(finished_one);
     }
+    let admitted = Admitted {
+        cap: &cap,
+        registries: &registries,
+    };
     let mut next = 0;
-    accept_until(&listener, shutdown, |stream| {
+    accept_until(&listener, shutdown, admitted, |stream| {
         // A stream moves between runtimes as a std socket; it stays
         // non-blocking, and the worker registers it with its own reactor.
         match stream.into_std() {
@@ -140,7 +206,10 @@ pub async fn serve_on_workers<H: Handler>(
                 let _ = queues[next].send(stream);
                 next = (next + 1) % queues.len();
             }
-            Err(err) => tracing::warn!(error = %err, "cannot hand a connection to a worker"),
+            Err(err) => {
+                cap.release();
+                tracing::warn!(error = %err, "cannot hand a connection to a worker");
+            }
         }
     })
     .await;
@@ -157,34 +226,126 @@ pub async fn serve_on_workers<H: Handler>(
 /// then drains them.
 async fn work<H: Handler>(
     mut incoming: mpsc::UnboundedReceiver<std::net::TcpStream>,
-    handler: Arc<H>,
+    connections: Connections<H>,
 ) {
-    let connections = Connections::new(handler);
+    connections.shared.registry.spawn_sweeper();
     while let Some(stream) = incoming.recv().await {
         match TcpStream::from_std(stream) {
             Ok(stream) => connections.spawn(stream),
-            Err(err) => tracing::warn!(error = %err, "worker cannot take a connection"),
+            Err(err) => {
+                connections.shared.registry.release_unregistered();
+                tracing::warn!(error = %err, "worker cannot take a connection");
+            }
         }
     }
     connections.drain().await;
 }
 
-/// Accepts connections and passes each to `take` until `shutdown` completes.
+/// The connection cap as the accept loop applies it.
+struct Admitted<'a> {
+    cap: &'a Cap,
+    /// Where idle connections can be found to make room.
+    registries: &'a [Arc<Registry>],
+}
+
+impl Admitted<'_> {
+    /// Counts a connection just accepted. At the cap, makes room by
+    /// closing the connection idle the longest (nginx reuses its
+    /// keep-alive connections the same way); false if none is idle, and
+    /// the connection is uncounted again.
+    fn admit(&self) -> bool {
+        if self.cap.admit() {
+            return true;
+        }
+        let longest = self
+            .registries
+            .iter()
+            .filter_map(|registry| Some((registry.longest_idle()?, registry)))
+            .max_by_key(|(idle_for, _)| *idle_for);
+        if longest.is_some_and(|(_, registry)| registry.evict_oldest_idle()) {
+            return true;
+        }
+        self.cap.release();
+        false
+    }
+}
+
+/// What a client gets when every connection is busy: a Graph-shaped 503
+/// that SDKs take as transient, then the connection closes.
+fn refusal() -> Vec<u8> {
+    let error = GraphError::too_many_connections();
+    let body = error.body("connection-cap");
+    let mut response = format!(
+        "HTTP/1.1 503 Service Unavailable\r\ncontent-type: application/json\r\n\
+         content-length: {}\r\nretry-after: 1\r\nconnection: close\r\n\r\n",
+        body.len()
+    )
+    .into_bytes();
+    response.extend_from_slice(&body);
+    response
+}
+
+/// Answers a connection over the cap and closes it. The answer fits an
+/// empty socket buffer, so it is written without waiting; the client's
+/// request is then read and dropped for a moment, so that closing does not
+/// reset the connection before the answer is read.
+fn refuse(stream: TcpStream) {
+    thread_local! {
+        static REFUSAL: Vec<u8> = refusal();
+    }
+    let _ = REFUSAL.with(|refusal| stream.try_write(refusal));
+    tokio::spawn(async move {
+        let mut stream = stream;
+        let _ = tokio::time::timeout(REFUSAL_LINGER, async {
+            use tokio::io::{AsyncReadExt, AsyncWriteExt};
+            let _ = stream.shutdown().await;
+            let mut sink = [0; 1024];
+            while let Ok(1..) = stream.read(&mut sink).await {}
+        })
+        .await;
+    });
+}
+
+/// Accepts connections and passes each to `take` until `shutdown`
+/// completes. Each time the listener is ready, it takes every connection
+/// waiting in the queue before waiting again.
 async fn accept_until(
     listener: &TcpListener,
     shutdown: impl Future<Output = ()>,
+    admitted: Admitted<'_>,
     mut take: impl FnMut(TcpStream),
 ) {
     tokio::pin!(shutdown);
+    let mut accept_one = |stream: TcpStream| {
+        if !admitted.admit() {
+            tracing::warn!(
+                open = admitted.cap.open(),
+                "connection refused: every connection is busy (max_connections)"
+            );
+            refuse(stream);
+            return;
+        }
+        let _ = stream.set_nodelay(true);
+        take(stream);
+    };
     loop {
         tokio::select! {
             accepted = listener.accept() => match accepted {
                 Ok((stream, _peer)) => {
-                    let _ = stream.set_nodelay(true);
-                    take(stream);
+                    accept_one(stream);
+                    // The rest of the queue, without going back to select.
+                    while let Poll::Ready(Ok((stream, _peer))) =
+                        poll_fn(|cx| Poll::Ready(listener.poll_accept(cx))).await
+                    {
+                        accept_one(stream);
+                    }
                 }
                 Err(err) => {
                     tracing::warn!(error = %err, "accept failed");
+                    // Out of descriptors: an idle connection makes room.
+                    if admitted.cap.open() > 0 {
+                        let _ = admitted.registries.iter().any(|registry| registry.evict_oldest_idle());
+                    }
                     tokio::time::sleep(ACCEPT_BACKOFF).await;
                 }
             },
@@ -193,12 +354,9 @@ async fn accept_until(
     }
 }
 
-/// The connections served on one runtime, and the signal that stops them.
+/// The connections served on one runtime.
 struct Connections<H> {
     shared: Arc<Shared<H>>,
-    /// Set to `true` when shutdown begins; every connection holds a
-    /// receiver, so the sender also sees when the last one has ended.
-    stop: watch::Sender<bool>,
 }
 
 /// What every connection of a runtime uses.
@@ -206,38 +364,43 @@ struct Shared<H> {
     handler: Arc<H>,
     /// Serves the connections (and requests) that `http1` hands over.
     hyper: auto::Builder<TokioExecutor>,
+    registry: Arc<Registry>,
 }
 
 impl<H: Handler> Connections<H> {
-    fn new(handler: Arc<H>) -> Self {
+    fn new(handler: Arc<H>, timeouts: Timeouts, cap: Arc<Cap>) -> Self {
         let mut hyper = auto::Builder::new(TokioExecutor::new());
         hyper
             .http1()
             .timer(TokioTimer::new())
-            .header_read_timeout(HEADER_READ_TIMEOUT);
+            // hyper's clock for a head starts when it waits for one, idle
+            // time included, so it gets the longer of the two limits: the
+            // registry closes an idle connection at the keep-alive timeout.
+            .header_read_timeout(timeouts.header.max(timeouts.keepalive))
+            // A client that shuts its side after its last request still
+            // gets every answer: pipelined requests the loop handed over
+            // are in hyper's buffer when it may already read the end.
+            .half_close(true);
+        let registry = Registry::new(timeouts, cap);
         Connections {
-            shared: Arc::new(Shared { handler, hyper }),
-            stop: watch::Sender::new(false),
+            shared: Arc::new(Shared {
+                handler,
+                hyper,
+                registry,
+            }),
         }
     }
 
     /// Serves one connection on a task of the current runtime.
     fn spawn(&self, stream: TcpStream) {
-        tokio::spawn(http1::serve(
-            stream,
-            self.shared.clone(),
-            self.stop.subscribe(),
-        ));
+        let entry = self.shared.registry.register();
+        tokio::spawn(http1::serve(stream, self.shared.clone(), entry));
     }
 
     /// Asks every connection to finish its in-flight requests and close,
     /// waiting at most the drain timeout.
     async fn drain(self) {
-        self.stop.send_replace(true);
-        if tokio::time::timeout(DRAIN_TIMEOUT, self.stop.closed())
-            .await
-            .is_err()
-        {
+        if !self.shared.registry.close_all(DRAIN_TIMEOUT).await {
             tracing::warn!("shutdown: connections still open after the drain timeout");
         }
     }
@@ -246,43 +409,97 @@ impl<H: Handler> Connections<H> {
 impl<H: Handler> Shared<H> {
     /// Serves the rest of a connection with hyper (HTTP/2, upgrades and
     /// whatever `http1` leaves to it), `io` starting with the bytes already
-    /// read from it. Stops gracefully when `stop` says so.
-    async fn serve_with_hyper<I>(&self, io: I, mut stop: watch::Receiver<bool>)
+    /// read from it. Shuts down gracefully when the registry says close
+    /// (idle too long, evicted at the cap, or shutdown).
+    async fn serve_with_hyper<I>(&self, io: I, entry: Entry)
     where
         I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
     {
         let handler = self.handler.clone();
+        let registry = self.registry.clone();
+        let activity = entry.activity().clone();
         let service = service_fn(move |request: Request<Incoming>| {
             let handler = handler.clone();
+            let registry = registry.clone();
+            let in_flight = activity.hyper_request(&registry);
             // A failure of the client's body is the client's, whoever
             // reads it (the send path, or the upstream client streaming it).
             let request = request.map(|body| {
                 body.map_err(|err| BoxError::from(ClientBodyError(err.into())))
                     .boxed()
             });
-            async move { Ok::<_, Infallible>(handler.call(request).await) }
+            async move {
+                let response = handler.call(request).await;
+                Ok::<_, Infallible>(response.map(|body| CountedBody {
+                    body,
+                    _in_flight: in_flight,
+                }))
+            }
         });
+        if !entry.enter(Phase::Hyper) {
+            return;
+        }
         let connection = self.hyper.serve_connection(TokioIo::new(io), service);
         tokio::pin!(connection);
-        // `None`: shutdown has begun (before or during the connection).
-        let ended = if *stop.borrow_and_update() {
-            None
-        } else {
-            tokio::select! {
-                ended = connection.as_mut() => Some(ended),
-                _ = stop.changed() => None,
+        let activity = entry.activity();
+        let ended = poll_fn(|cx| {
+            if let Poll::Ready(ended) = connection.as_mut().poll(cx) {
+                return Poll::Ready(Some(ended));
             }
-        };
+            match activity.poll_signal(cx) {
+                Poll::Ready(Signal::Close) => Poll::Ready(None),
+                Poll::Ready(Signal::Park) | Poll::Pending => Poll::Pending,
+            }
+        })
+        .await;
         let ended = match ended {
             Some(ended) => ended,
             None => {
                 connection.as_mut().graceful_shutdown();
-                connection.await
+                // HTTP/2's graceful close waits for the client to answer a
+                // ping; one that does not is let go once it has nothing in
+                // flight.
+                loop {
+                    match tokio::time::timeout(CLOSE_GRACE, connection.as_mut()).await {
+                        Ok(ended) => break ended,
+                        Err(_) if !activity.in_flight() => return,
+                        Err(_) => {}
+                    }
+                }
             }
         };
         if let Err(err) = ended {
             tracing::debug!(error = %err, "connection ended with an error");
         }
+    }
+}
+
+/// A response body of a connection hyper serves, its request counted in
+/// flight until the body has been sent or dropped: a long download is not
+/// an idle connection.
+struct CountedBody {
+    body: ProxyBody,
+    /// Held for its drop.
+    _in_flight: HyperRequest,
+}
+
+impl http_body::Body for CountedBody {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<http_body::Frame<Bytes>, BoxError>>> {
+        Pin::new(&mut self.body).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.body.size_hint()
     }
 }
 
@@ -315,6 +532,7 @@ mod tests {
             listener,
             Arc::new(AllowedCpus),
             workers,
+            ConnectionLimits::default(),
             async {
                 let _ = stopped.await;
             },

@@ -8,6 +8,8 @@
 
 mod http1;
 mod pool;
+#[cfg(test)]
+mod test_upstream;
 
 pub use pool::UpstreamBody;
 
@@ -35,6 +37,9 @@ use crate::config::{Config, ConfigError, RootStore};
 use crate::graph_error::GraphError;
 use crate::headers;
 use pool::Pool;
+
+/// When an idle upstream connection starts TCP keep-alive probes.
+const TCP_KEEPALIVE: Duration = Duration::from_secs(60);
 
 /// Errors of a body, boxed because bodies come from hyper and from memory.
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
@@ -227,7 +232,7 @@ impl Upstream {
         http.enforce_http(false);
         http.set_nodelay(true);
         http.set_connect_timeout(Some(config.connect_timeout()));
-        http.set_keepalive(Some(Duration::from_secs(60)));
+        http.set_keepalive(Some(TCP_KEEPALIVE));
         let connector = HttpsConnectorBuilder::new()
             .with_tls_config(tls_config(config)?)
             .https_or_http()
@@ -246,6 +251,7 @@ impl Upstream {
             connector,
             base.scheme().cloned().unwrap_or(Scheme::HTTPS),
             authority,
+            config.connect_timeout(),
             config.pool_max_idle,
             Duration::from_millis(config.pool_idle_timeout_ms),
             request_timeout,
@@ -262,7 +268,7 @@ impl Upstream {
     /// counts from `started`, the caller's own reading of the clock.
     pub async fn send(
         &self,
-        mut request: Request<ProxyBody>,
+        mut request: Box<Request<ProxyBody>>,
         started: tokio::time::Instant,
     ) -> Result<Response<UpstreamBody>, UpstreamError> {
         headers::strip_hop_by_hop(request.headers_mut());

@@ -19,6 +19,7 @@
 //! for ever.
 
 use std::collections::VecDeque;
+use std::io;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError, Weak};
@@ -34,11 +35,13 @@ use hyper::client::conn::http2;
 use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::connect::{Connection, HttpConnector};
 use hyper_util::rt::{TokioExecutor, TokioTimer};
+use socket2::{SockRef, TcpKeepalive};
 use thread_local::ThreadLocal;
+use tokio::net::TcpStream;
 use tower_service::Service;
 
 use super::http1;
-use super::{BoxError, ProxyBody, timed_out};
+use super::{BoxError, ProxyBody, TCP_KEEPALIVE, timed_out};
 use crate::headers::NOT_FORWARDED;
 use crate::stall::Stall;
 
@@ -72,6 +75,9 @@ pub(super) struct Pool {
     connector: HttpsConnector<HttpConnector>,
     scheme: Scheme,
     authority: Authority,
+    /// How long opening a plain connection may take (the connector has
+    /// its own copy for TLS ones).
+    connect_timeout: Duration,
     /// The `Host` an HTTP/1.1 request carries.
     host: HeaderValue,
     max_idle: usize,
@@ -106,6 +112,7 @@ impl Pool {
         connector: HttpsConnector<HttpConnector>,
         scheme: Scheme,
         authority: Authority,
+        connect_timeout: Duration,
         max_idle: usize,
         idle_timeout: Duration,
         body_stall_limit: Duration,
@@ -120,6 +127,7 @@ impl Pool {
             connector,
             scheme,
             authority,
+            connect_timeout,
             host: HeaderValue::from_str(&host)?,
             max_idle,
             idle_timeout,
@@ -136,7 +144,7 @@ impl Pool {
     /// passed on is not, so that the upstream never sees it twice.
     pub(super) async fn send(
         self: &Arc<Self>,
-        request: Request<ProxyBody>,
+        request: Box<Request<ProxyBody>>,
         deadline: tokio::time::Instant,
     ) -> Result<Response<UpstreamBody>, BoxError> {
         let (sender, reused) = match self.checkout() {
@@ -147,7 +155,7 @@ impl Pool {
             Ok(response) => Ok(response),
             Err(TryError::Unsent(request, _)) if reused => {
                 let sender = self.connect_by(deadline).await?;
-                self.try_send(sender, *request, deadline)
+                self.try_send(sender, request, deadline)
                     .await
                     .map_err(TryError::into_error)
             }
@@ -170,7 +178,7 @@ impl Pool {
     async fn try_send(
         self: &Arc<Self>,
         sender: Sender,
-        mut request: Request<ProxyBody>,
+        request: Box<Request<ProxyBody>>,
         deadline: tokio::time::Instant,
     ) -> Result<Response<UpstreamBody>, TryError> {
         match sender {
@@ -191,6 +199,7 @@ impl Pool {
                 }
             }
             Sender::Http2(mut sender) => {
+                let mut request = *request;
                 // hyper announces the length of the body it sends itself.
                 for name in &NOT_FORWARDED {
                     request.headers_mut().remove(name);
@@ -203,7 +212,12 @@ impl Pool {
                     .unwrap_or_else(|| PathAndQuery::from_static("/"));
                 *request.uri_mut() = self.absolute(path_and_query);
                 *request.version_mut() = http::Version::HTTP_2;
-                let sent = tokio::time::timeout_at(deadline, sender.try_send_request(request));
+                // Boxed: hyper's exchange and its timer would otherwise be
+                // part of every request's future, HTTP/1.1 ones included.
+                let sent = Box::pin(tokio::time::timeout_at(
+                    deadline,
+                    sender.try_send_request(request),
+                ));
                 match sent
                     .await
                     .map_err(|_| TryError::Failed(timed_out().into()))?
@@ -284,16 +298,24 @@ impl Pool {
 
     /// Opens a new connection, HTTP/2 if the server picks it by ALPN.
     async fn connect(self: &Arc<Self>) -> Result<Sender, BoxError> {
+        if self.scheme == Scheme::HTTP {
+            let stream = self.connect_plain().await?;
+            return Ok(Sender::Http1(http1::Connection::plain(stream)));
+        }
         let mut connector = self.connector.clone();
         std::future::poll_fn(|cx| connector.poll_ready(cx)).await?;
         let io = connector
             .call(self.absolute(PathAndQuery::from_static("/")))
             .await?;
         if io.connected().is_negotiated_h2() {
-            let (sender, connection) = http2::Builder::new(TokioExecutor::new())
-                .timer(TokioTimer::new())
-                .handshake(io)
-                .await?;
+            // Boxed: the handshake is kilobytes, and would otherwise be
+            // held by every new connection's future while it connects.
+            let (sender, connection) = Box::pin(
+                http2::Builder::new(TokioExecutor::new())
+                    .timer(TokioTimer::new())
+                    .handshake(io),
+            )
+            .await?;
             tokio::spawn(async move {
                 if let Err(err) = connection.await {
                     tracing::debug!(error = %err, "upstream HTTP/2 connection ended with an error");
@@ -310,6 +332,27 @@ impl Pool {
         } else {
             Ok(Sender::Http1(http1::Connection::new(io)))
         }
+    }
+
+    /// Opens a plain TCP connection without the connector, whose future
+    /// (name resolution with happy eyeballs, the TLS wrapper) is over 4 KB:
+    /// with thousands of sends opening connections at once, that much per
+    /// send stayed resident after they had connected. Same socket options
+    /// as the connector's.
+    async fn connect_plain(&self) -> io::Result<TcpStream> {
+        let host = self.authority.host();
+        // An IPv6 literal comes bracketed in the authority.
+        let host = host
+            .strip_prefix('[')
+            .and_then(|inner| inner.strip_suffix(']'))
+            .unwrap_or(host);
+        let port = self.authority.port_u16().unwrap_or(80);
+        let stream = tokio::time::timeout(self.connect_timeout, TcpStream::connect((host, port)))
+            .await
+            .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "connect timed out"))??;
+        stream.set_nodelay(true)?;
+        SockRef::from(&stream).set_tcp_keepalive(&TcpKeepalive::new().with_time(TCP_KEEPALIVE))?;
+        Ok(stream)
     }
 
     /// Starts, once, the task that closes connections idle for longer than
@@ -420,8 +463,9 @@ impl UpstreamBody {
     /// its end (and the connection may carry another request).
     fn give_back(&mut self) {
         if let Kind::Http1 { body, pool } = &mut self.kind
-            && let Some(connection) = body.take_reusable()
+            && let Some(mut connection) = body.take_reusable()
         {
+            connection.rest();
             pool.checkin(connection);
         }
     }
@@ -437,13 +481,13 @@ impl Drop for UpstreamBody {
 
 #[cfg(test)]
 mod tests {
-    use std::io;
 
     use http_body_util::BodyExt;
     use hyper_rustls::HttpsConnectorBuilder;
 
     use super::super::full_body;
-    use super::super::http1::tests::{Upstream, answer, answer_in_parts, far};
+    use super::super::http1::tests::far;
+    use super::super::test_upstream::{Upstream, answer, answer_in_parts};
     use super::*;
 
     /// A pool of plain-HTTP connections to a test upstream.
@@ -469,6 +513,7 @@ mod tests {
             connector,
             Scheme::HTTP,
             authority,
+            Duration::from_secs(5),
             4,
             Duration::from_secs(60),
             body_stall_limit,
@@ -481,7 +526,8 @@ mod tests {
     }
 
     async fn send(pool: &Arc<Pool>) -> Response<UpstreamBody> {
-        match tokio::time::timeout(Duration::from_secs(5), pool.send(get(), far())).await {
+        match tokio::time::timeout(Duration::from_secs(5), pool.send(Box::new(get()), far())).await
+        {
             Ok(Ok(response)) => response,
             Ok(Err(_)) => panic!("the request failed"),
             Err(_) => panic!("no answer in time"),
@@ -529,9 +575,10 @@ mod tests {
         let pool = pool_to(&upstream);
         let body = send(&pool).await.into_body().collect().await.unwrap();
         assert_eq!(body.to_bytes(), "ok");
-        let failed = tokio::time::timeout(Duration::from_secs(5), pool.send(get(), far()))
-            .await
-            .expect("no hang");
+        let failed =
+            tokio::time::timeout(Duration::from_secs(5), pool.send(Box::new(get()), far()))
+                .await
+                .expect("no hang");
         assert!(failed.is_err(), "no answer, so an error (the caller's 502)");
         assert_eq!(upstream.next().await.connection, 0);
         assert_eq!(upstream.next().await.connection, 0, "on the pooled one");

@@ -177,7 +177,7 @@ impl Relay {
         };
         let (outcome, response) = match self
             .downstream
-            .send(forward, tokio::time::Instant::now())
+            .send(Box::new(forward), tokio::time::Instant::now())
             .await
         {
             Ok(response) => {

@@ -503,8 +503,36 @@ pub async fn serve(
     ready: Option<SocketAddr>,
     capture_logs: bool,
 ) -> Served {
+    launch(None, args, env, ready, capture_logs).await
+}
+
+/// [`serve`], its logs captured, with both open-file limits (soft and hard)
+/// at `nofile`, as `ulimit -n` sets them.
+pub async fn serve_with_fd_limit(nofile: u32, args: &[&str], env: &[(&str, &str)]) -> Served {
+    launch(Some(nofile), args, env, None, true).await
+}
+
+async fn launch(
+    nofile: Option<u32>,
+    args: &[&str],
+    env: &[(&str, &str)],
+    ready: Option<SocketAddr>,
+    capture_logs: bool,
+) -> Served {
     let addr = free_port();
-    let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_sendgate"));
+    let binary = env!("CARGO_BIN_EXE_sendgate");
+    let mut command = match nofile {
+        Some(nofile) => {
+            let mut shell = std::process::Command::new("sh");
+            shell.args([
+                "-c",
+                &format!("ulimit -n {nofile} && exec \"$0\" \"$@\""),
+                binary,
+            ]);
+            shell
+        }
+        None => std::process::Command::new(binary),
+    };
     command
         .args(["serve", "--listen", &addr.to_string()])
         .args(args)

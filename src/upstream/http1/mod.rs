@@ -22,13 +22,12 @@ use std::fmt;
 use std::future::poll_fn;
 use std::io::{self, IoSlice};
 use std::mem::MaybeUninit;
-use std::ops::Range;
 use std::pin::{Pin, pin};
 use std::task::{Context, Poll, Waker, ready};
 
-use bytes::{Buf, Bytes, BytesMut};
-use http::header::{CONNECTION, CONTENT_LENGTH, TRANSFER_ENCODING};
-use http::{HeaderMap, HeaderValue, Method, Request, Response, StatusCode, Version};
+use bytes::{Bytes, BytesMut};
+use http::header::{CONNECTION, CONTENT_LENGTH};
+use http::{HeaderMap, HeaderValue, Method, Request, Response, Version};
 use http_body::{Body as _, Frame, SizeHint};
 use http_body_util::BodyExt;
 use hyper_rustls::MaybeHttpsStream;
@@ -39,43 +38,42 @@ use tokio::time::{Instant, Sleep};
 use tokio_util::either::Either;
 
 use super::{BoxError, Prepended, ProxyBody, timed_out};
-use crate::headers::{NOT_FORWARDED, ROOM_TO_ADD};
+use crate::headers::NOT_FORWARDED;
 use crate::http1::decode::{ChunkedDecoder, Decoded};
 use crate::http1::encode::Encoder;
-use crate::http1::{
-    ConnectionToken, append_field, connection_closes, connection_tokens, decimal_length,
-    field_name, place, status_has_no_body,
-};
+use crate::http1::{connection_closes, status_has_no_body};
 
-/// The most header fields a response head may have.
-const MAX_HEADERS: usize = 100;
-/// Enough header fields for nearly every response (a Graph answer has
-/// about ten); a head with more is parsed again with room for the most.
-const FEW_HEADERS: usize = 24;
-/// The largest response head read, interim (1xx) heads each counted alone.
-const MAX_HEAD: usize = 64 << 10;
+mod head;
+
+use head::{Head, MAX_HEAD, parse_head};
+
 /// A first body frame up to this size is copied behind the head so that the
 /// whole request goes out in one write; a larger one is written apart.
 const INLINE_BODY: usize = 16 << 10;
-/// The read buffer a connection starts with: enough for a Graph answer.
-const INITIAL_BUFFER: usize = 8 << 10;
 /// A read is made with at least this much room.
 const READ_SIZE: usize = 16 << 10;
+/// The first read of an answer goes onto the stack, this much of it: a
+/// connection waiting for its answer (a send waits on Meta for 100 ms to
+/// seconds) then holds no buffer, and a Graph answer fits whole.
+const FIRST_READ: usize = 2 << 10;
 
 /// A connection's byte stream: plain TCP read and written directly, or
 /// TLS as the connector hands it over. (Through the connector's
 /// `MaybeHttpsStream` a plain stream crossed two adapters, tokio's traits
 /// to hyper's and back, on every call: about 240 instructions a read.)
-type Io = Either<TcpStream, TokioIo<MaybeHttpsStream<TokioIo<TcpStream>>>>;
+/// The TLS variant is boxed apart: a TLS stream is over half a kilobyte,
+/// which every plain connection would otherwise hold too.
+type Io = Either<TcpStream, Box<TokioIo<MaybeHttpsStream<TokioIo<TcpStream>>>>>;
 
 /// One HTTP/1.1 connection to the upstream, idle between requests.
 pub(super) struct Connection {
-    /// Boxed: a TLS stream is over a kilobyte, and the connection moves
-    /// between the pool, the request and the response body (boxing only
-    /// the TLS variant left a plain connection larger to move, and cost
-    /// about 250 instructions a request).
+    /// Boxed: the connection moves between the pool, the request and the
+    /// response body, and a pointer moves for less (with only the TLS
+    /// variant boxed, a plain connection cost about 250 instructions a
+    /// request more to move).
     io: Box<Io>,
-    /// Bytes read and not yet used. Empty whenever the connection is idle.
+    /// Bytes read and not yet used. Empty whenever the connection is
+    /// idle, and then without an allocation.
     buf: BytesMut,
     /// The deadline of the request in progress, made for the first request
     /// and moved on for each next one: a registered timer pushed later is
@@ -160,11 +158,20 @@ impl Connection {
     pub(super) fn new(io: MaybeHttpsStream<TokioIo<TcpStream>>) -> Self {
         let io = match io {
             MaybeHttpsStream::Http(tcp) => Either::Left(tcp.into_inner()),
-            tls => Either::Right(TokioIo::new(tls)),
+            tls => Either::Right(Box::new(TokioIo::new(tls))),
         };
         Connection {
             io: Box::new(io),
-            buf: BytesMut::with_capacity(INITIAL_BUFFER),
+            buf: BytesMut::new(),
+            deadline: None,
+        }
+    }
+
+    /// Takes over a plain TCP connection the pool opened itself.
+    pub(super) fn plain(tcp: TcpStream) -> Self {
+        Connection {
+            io: Box::new(Either::Left(tcp)),
+            buf: BytesMut::new(),
             deadline: None,
         }
     }
@@ -189,7 +196,7 @@ impl Connection {
     /// the connection from then on.
     pub(super) async fn send(
         mut self,
-        request: Request<ProxyBody>,
+        request: Box<Request<ProxyBody>>,
         host: &HeaderValue,
         deadline: Instant,
     ) -> Result<Response<Body>, Failure> {
@@ -218,7 +225,7 @@ impl Connection {
     /// [`send`](Self::send) without its deadline.
     async fn exchange(
         mut self,
-        request: Request<ProxyBody>,
+        request: Box<Request<ProxyBody>>,
         host: &HeaderValue,
     ) -> Result<Response<Body>, Failure> {
         let (mut parts, mut body) = request.into_parts();
@@ -400,8 +407,29 @@ impl Connection {
         }
     }
 
+    /// Lets the read buffer go between requests: an idle pooled
+    /// connection holds none.
+    pub(super) fn rest(&mut self) {
+        if self.buf.is_empty() {
+            self.buf = BytesMut::new();
+        }
+    }
+
     /// Reads what the socket has into the buffer; `Ok(0)` is the end.
     fn poll_read_more(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<usize>> {
+        if self.buf.capacity() == 0 {
+            // No buffer while nothing has come: read onto the stack, and
+            // take one only for what arrives.
+            let mut first = [MaybeUninit::<u8>::uninit(); FIRST_READ];
+            let mut read = ReadBuf::uninit(&mut first);
+            ready!(Pin::new(&mut *self.io).poll_read(cx, &mut read))?;
+            let filled = read.filled();
+            // Exactly what came: a Graph answer is whole in it, and its
+            // head and body (which share this allocation) are held until
+            // the client has them. A longer answer grows it as it comes.
+            self.buf = BytesMut::from(filled);
+            return Poll::Ready(Ok(filled.len()));
+        }
         if self.buf.capacity() - self.buf.len() < READ_SIZE / 4 {
             // Takes the allocation back once the bytes handed out from it
             // are gone, so the steady state allocates nothing.
@@ -527,224 +555,6 @@ fn encode_head(
     }
     head.extend_from_slice(b"\r\n");
     head
-}
-
-/// A parsed final response head.
-struct Head {
-    status: StatusCode,
-    version: Version,
-    headers: HeaderMap,
-    hop: HopFields,
-}
-
-/// What the fields that frame the body and govern the connection say,
-/// noted while the head is parsed, so that framing and reuse are decided
-/// without looking them up in the map again.
-struct HopFields {
-    /// Whether the last `Transfer-Encoding` field ends in `chunked`; none
-    /// without the field.
-    chunked_last: Option<bool>,
-    /// The one length every `Content-Length` value agrees on (several
-    /// identical values are allowed, RFC 9110 §8.6), or why there is none.
-    content_length: Result<Option<u64>, &'static str>,
-    /// `Connection` lists `close`.
-    close: bool,
-    /// `Connection` lists `keep-alive`.
-    keep_alive: bool,
-}
-
-impl HopFields {
-    /// Notes a `Transfer-Encoding` value: the last coding of the last field
-    /// is the one that frames the body.
-    fn note_transfer_encoding(&mut self, value: &[u8]) {
-        let last = value
-            .rsplit(|&byte| byte == b',')
-            .map(<[u8]>::trim_ascii)
-            .find(|coding| !coding.is_empty());
-        self.chunked_last = Some(last.is_some_and(|last| last.eq_ignore_ascii_case(b"chunked")));
-    }
-
-    /// Notes a `Content-Length` value, which may be a list.
-    fn note_content_length(&mut self, value: &[u8]) {
-        let Ok(mut found) = self.content_length else {
-            return;
-        };
-        for item in value.split(|&byte| byte == b',') {
-            let Some(length) = decimal_length(item.trim_ascii()) else {
-                self.content_length = Err("content-length is not a number");
-                return;
-            };
-            if found.is_some_and(|found| found != length) {
-                self.content_length = Err("conflicting content-length values");
-                return;
-            }
-            found = Some(length);
-        }
-        self.content_length = Ok(found);
-    }
-
-    /// Notes a `Connection` value; true when it holds only the options
-    /// `close` and `keep-alive`, which this hop has then fully consumed.
-    fn note_connection(&mut self, value: &[u8]) -> bool {
-        let mut options_only = true;
-        for token in connection_tokens(value) {
-            match token {
-                ConnectionToken::Close => self.close = true,
-                ConnectionToken::KeepAlive => self.keep_alive = true,
-                ConnectionToken::Name(_) => options_only = false,
-            }
-        }
-        options_only
-    }
-}
-
-impl Default for HopFields {
-    fn default() -> Self {
-        HopFields {
-            chunked_last: None,
-            content_length: Ok(None),
-            close: false,
-            keep_alive: false,
-        }
-    }
-}
-
-/// Where one header field's name and value are in the head.
-struct Span {
-    name: Range<usize>,
-    value: Range<usize>,
-}
-
-/// Takes a final response head off the front of `buf` if one is complete;
-/// interim (1xx) heads before it are skipped. The header values share the
-/// head's bytes instead of being copied, and the fields go into the map
-/// taken from `spare`, emptied: the request's, whose allocation would
-/// otherwise be freed as this one is made.
-fn parse_head(buf: &mut BytesMut, spare: &mut HeaderMap) -> Result<Option<Head>, Error> {
-    // Room for a field is 32 bytes zeroed per response (its span; the
-    // httparse slot is left uninitialised): a table for a hundred costs
-    // more than parsing a Graph answer's half dozen. So a small table
-    // first, and the full one only for a head that overflows it (1xx heads
-    // already read stay read).
-    let parsed = match parse_head_within::<FEW_HEADERS>(buf, spare) {
-        Err(Overflow::TooManyFields) => parse_head_within::<MAX_HEADERS>(buf, spare),
-        parsed => parsed,
-    };
-    parsed.map_err(|overflow| match overflow {
-        Overflow::TooManyFields => Error::Invalid("more than 100 header fields"),
-        Overflow::Other(err) => err,
-    })
-}
-
-/// Why [`parse_head_within`] gave up.
-enum Overflow {
-    /// The head has more fields than the table had room for.
-    TooManyFields,
-    Other(Error),
-}
-
-impl From<Error> for Overflow {
-    fn from(err: Error) -> Self {
-        Overflow::Other(err)
-    }
-}
-
-/// [`parse_head`] with room for `N` header fields.
-fn parse_head_within<const N: usize>(
-    buf: &mut BytesMut,
-    spare: &mut HeaderMap,
-) -> Result<Option<Head>, Overflow> {
-    loop {
-        if buf.is_empty() {
-            // The usual case before the first read: nothing to parse yet.
-            return Ok(None);
-        }
-        let mut slots = [const { MaybeUninit::<httparse::Header<'_>>::uninit() }; N];
-        let mut response = httparse::Response::new(&mut []);
-        let parsed = httparse::ParserConfig::default().parse_response_with_uninit_headers(
-            &mut response,
-            buf,
-            &mut slots,
-        );
-        let len = match parsed {
-            Ok(httparse::Status::Complete(len)) => len,
-            Ok(httparse::Status::Partial) => return Ok(None),
-            Err(httparse::Error::TooManyHeaders) => return Err(Overflow::TooManyFields),
-            Err(_) => return Err(Error::Invalid("malformed response head").into()),
-        };
-        if len > MAX_HEAD {
-            return Err(Error::Invalid("response head larger than 64 KiB").into());
-        }
-        let status = response
-            .code
-            .and_then(|code| StatusCode::from_u16(code).ok())
-            .ok_or(Error::Invalid("status code"))?;
-        if status == StatusCode::SWITCHING_PROTOCOLS {
-            return Err(Error::Invalid("101 Switching Protocols, never asked for").into());
-        }
-        if status.is_informational() {
-            // 100 Continue, 103 Early Hints: the answer is still to come.
-            buf.advance(len);
-            continue;
-        }
-        let version = match response.version {
-            Some(0) => Version::HTTP_10,
-            _ => Version::HTTP_11,
-        };
-        // httparse hands out slices of `buf`; note where they are, so that
-        // the values can point into the head once it is frozen.
-        let within = &buf[..len];
-        let mut spans = [const {
-            Span {
-                name: 0..0,
-                value: 0..0,
-            }
-        }; N];
-        let count = response.headers.len();
-        for (span, header) in spans.iter_mut().zip(response.headers.iter()) {
-            *span = Span {
-                name: place(within, header.name.as_bytes())
-                    .ok_or(Error::Invalid("header field"))?,
-                value: place(within, header.value).ok_or(Error::Invalid("header field"))?,
-            };
-        }
-        let head = buf.split_to(len).freeze();
-        let mut headers = std::mem::take(spare);
-        headers.clear();
-        headers.reserve(count + ROOM_TO_ADD);
-        let mut hop = HopFields::default();
-        for span in &spans[..count] {
-            let name = field_name(&head[span.name.clone()])
-                .map_err(|_| Error::Invalid("header field name"))?;
-            let value = &head[span.value.clone()];
-            if name == CONNECTION {
-                if hop.note_connection(value) {
-                    // Only options for this hop, which the relay would
-                    // strip anyway; a field that names others stays, so
-                    // that the relay strips those too.
-                    continue;
-                }
-            } else if name == TRANSFER_ENCODING {
-                hop.note_transfer_encoding(value);
-            } else if name == CONTENT_LENGTH {
-                hop.note_content_length(value);
-            }
-            append_field(&mut headers, name, &head, span.value.clone())
-                .map_err(|_| Error::Invalid("header field value"))?;
-        }
-        if hop.chunked_last.is_some() {
-            // With Transfer-Encoding, a Content-Length is not the body's
-            // length (RFC 9112 §6.3): relayed beside the decoded body, it
-            // would frame the client's answer wrong.
-            headers.remove(CONTENT_LENGTH);
-        }
-        return Ok(Some(Head {
-            status,
-            version,
-            headers,
-            hop,
-        }));
-    }
 }
 
 /// How the response body is delimited (RFC 9112 §6.3), and whether that
@@ -915,180 +725,19 @@ impl http_body::Body for Body {
 
 #[cfg(test)]
 pub(super) mod tests {
-    use std::collections::VecDeque;
-    use std::net::SocketAddr;
-    use std::sync::{Arc, Mutex};
     use std::time::Duration;
 
+    use http::StatusCode;
     use http_body_util::BodyExt;
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::io::AsyncWriteExt;
     use tokio::net::TcpListener;
     use tokio::sync::mpsc;
 
     use super::*;
     use crate::upstream::full_body;
-
-    /// What the test upstream answers one request with: bytes written in
-    /// parts (a pause between them, so that they arrive in separate reads),
-    /// then the connection closed or kept for the next request.
-    pub(in crate::upstream) struct Answer {
-        parts: Vec<Vec<u8>>,
-        close: bool,
-    }
-
-    pub(in crate::upstream) fn answer(bytes: &str) -> Answer {
-        Answer {
-            parts: vec![bytes.as_bytes().to_vec()],
-            close: false,
-        }
-    }
-
-    /// An answer written in `parts`, each in its own write after a pause.
-    pub(in crate::upstream) fn answer_in_parts(parts: &[&str]) -> Answer {
-        Answer {
-            parts: parts.iter().map(|part| part.as_bytes().to_vec()).collect(),
-            close: false,
-        }
-    }
-
-    pub(in crate::upstream) fn answer_then_close(bytes: &str) -> Answer {
-        Answer {
-            close: true,
-            ..answer(bytes)
-        }
-    }
-
-    /// A request as the upstream read it: on which accepted connection
-    /// (counted from 0), and its bytes exactly.
-    pub(in crate::upstream) struct Received {
-        pub(in crate::upstream) connection: usize,
-        pub(in crate::upstream) bytes: Vec<u8>,
-    }
-
-    /// A hand-written upstream on loopback: reads whole requests, answers
-    /// each with the next of its answers.
-    pub(in crate::upstream) struct Upstream {
-        pub(in crate::upstream) addr: SocketAddr,
-        received: mpsc::UnboundedReceiver<Received>,
-    }
-
-    impl Upstream {
-        pub(in crate::upstream) async fn start(answers: Vec<Answer>) -> Self {
-            let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-            let addr = listener.local_addr().unwrap();
-            let (received, received_rx) = mpsc::unbounded_channel();
-            let answers = Arc::new(Mutex::new(VecDeque::from(answers)));
-            tokio::spawn(async move {
-                let mut accepted = 0;
-                while let Ok((mut stream, _)) = listener.accept().await {
-                    let connection = accepted;
-                    accepted += 1;
-                    let (received, answers) = (received.clone(), answers.clone());
-                    tokio::spawn(async move {
-                        let mut pending = Vec::new();
-                        while let Some(bytes) = read_request(&mut stream, &mut pending).await {
-                            let _ = received.send(Received { connection, bytes });
-                            let Some(answer) = answers.lock().unwrap().pop_front() else {
-                                return;
-                            };
-                            for (i, part) in answer.parts.iter().enumerate() {
-                                if i > 0 {
-                                    tokio::time::sleep(Duration::from_millis(5)).await;
-                                }
-                                stream.write_all(part).await.unwrap();
-                            }
-                            if answer.close {
-                                return;
-                            }
-                        }
-                    });
-                }
-            });
-            Upstream {
-                addr,
-                received: received_rx,
-            }
-        }
-
-        async fn connect(&self) -> Connection {
-            let tcp = TcpStream::connect(self.addr).await.unwrap();
-            Connection::new(MaybeHttpsStream::Http(TokioIo::new(tcp)))
-        }
-
-        /// Whether no further request has reached the upstream (after a
-        /// moment for one in flight to arrive).
-        pub(in crate::upstream) async fn got_nothing_more(&mut self) -> bool {
-            tokio::time::sleep(Duration::from_millis(100)).await;
-            self.received.try_recv().is_err()
-        }
-
-        pub(in crate::upstream) async fn next(&mut self) -> Received {
-            tokio::time::timeout(PATIENCE, self.received.recv())
-                .await
-                .expect("a request reaches the upstream")
-                .expect("the upstream runs")
-        }
-    }
-
-    /// Reads one whole request (head, then a content-length or chunked
-    /// body) off the stream; `None` once the client closed it.
-    async fn read_request(stream: &mut TcpStream, pending: &mut Vec<u8>) -> Option<Vec<u8>> {
-        loop {
-            if let Some(len) = request_len(pending) {
-                return Some(pending.drain(..len).collect());
-            }
-            let mut chunk = vec![0u8; 64 << 10];
-            let read = stream.read(&mut chunk).await.ok()?;
-            if read == 0 {
-                return None;
-            }
-            pending.extend_from_slice(&chunk[..read]);
-        }
-    }
-
-    fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
-        haystack
-            .windows(needle.len())
-            .position(|window| window == needle)
-    }
-
-    /// The length of the complete request at the front of `bytes`, if it
-    /// is all there.
-    fn request_len(bytes: &[u8]) -> Option<usize> {
-        let head_len = find(bytes, b"\r\n\r\n")? + 4;
-        let head = String::from_utf8_lossy(&bytes[..head_len]).to_ascii_lowercase();
-        if head.contains("\r\ntransfer-encoding: chunked\r\n") {
-            let (_, body_len) = dechunk(&bytes[head_len..])?;
-            return Some(head_len + body_len);
-        }
-        let length = head
-            .lines()
-            .find_map(|line| line.strip_prefix("content-length: "))
-            .map_or(0, |length| length.trim().parse::<usize>().unwrap());
-        (bytes.len() >= head_len + length).then_some(head_len + length)
-    }
-
-    /// The test's own reading of a chunked body: its data and its length on
-    /// the wire, once complete.
-    fn dechunk(mut wire: &[u8]) -> Option<(Vec<u8>, usize)> {
-        let total = wire.len();
-        let mut data = Vec::new();
-        loop {
-            let line = find(wire, b"\r\n")?;
-            let size = std::str::from_utf8(&wire[..line]).unwrap();
-            let size = usize::from_str_radix(size.split(';').next().unwrap(), 16).unwrap();
-            wire = &wire[line + 2..];
-            if size == 0 {
-                assert!(wire.starts_with(b"\r\n") || wire.len() < 2, "no trailers");
-                wire = wire.get(2..)?;
-                return Some((data, total - wire.len()));
-            }
-            let chunk = wire.get(..size + 2)?;
-            assert_eq!(&chunk[size..], b"\r\n");
-            data.extend_from_slice(&chunk[..size]);
-            wire = &wire[size + 2..];
-        }
-    }
+    use crate::upstream::test_upstream::{
+        Answer, PATIENCE, Upstream, answer, answer_then_close, dechunk, find,
+    };
 
     fn host() -> HeaderValue {
         HeaderValue::from_static("upstream.test")
@@ -1098,16 +747,15 @@ pub(super) mod tests {
         Request::get(path).body(full_body(Bytes::new())).unwrap()
     }
 
-    /// A test that goes wrong fails instead of hanging.
-    const PATIENCE: Duration = Duration::from_secs(5);
-
     /// A request deadline the tests' own patience runs out before.
     pub(crate) fn far() -> Instant {
         Instant::now() + 2 * PATIENCE
     }
 
     async fn send(connection: Connection, request: Request<ProxyBody>) -> Response<Body> {
-        match tokio::time::timeout(PATIENCE, connection.send(request, &host(), far())).await {
+        match tokio::time::timeout(PATIENCE, connection.send(Box::new(request), &host(), far()))
+            .await
+        {
             Ok(Ok(response)) => response,
             Ok(Err(failure)) => panic!("request failed: {failure:?}"),
             Err(_) => panic!("no response head in time"),
@@ -1118,7 +766,7 @@ pub(super) mod tests {
         connection: Connection,
         request: Request<ProxyBody>,
     ) -> Result<Response<Body>, Failure> {
-        tokio::time::timeout(PATIENCE, connection.send(request, &host(), far()))
+        tokio::time::timeout(PATIENCE, connection.send(Box::new(request), &host(), far()))
             .await
             .expect("an answer or an error in time")
     }
@@ -1270,35 +918,6 @@ pub(super) mod tests {
         let mut body = response.into_body();
         assert_eq!(read_all(&mut body).await.unwrap().0, b"ok");
         assert!(body.take_reusable().is_some());
-    }
-
-    #[test]
-    fn heads_with_many_fields_parse_up_to_the_limit() {
-        let head_with = |fields: usize| {
-            let mut head = String::from("HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 200 OK\r\n");
-            for n in 0..fields {
-                head.push_str(&format!("x-field-{n}: value {n}\r\n"));
-            }
-            BytesMut::from(format!("{head}\r\n").as_bytes())
-        };
-        for fields in [
-            FEW_HEADERS - 1,
-            FEW_HEADERS,
-            FEW_HEADERS + 1,
-            60,
-            MAX_HEADERS,
-        ] {
-            let head = parse_head(&mut head_with(fields), &mut HeaderMap::new())
-                .unwrap_or_else(|_| panic!("{fields} fields"))
-                .expect("a whole head");
-            assert_eq!(head.headers.len(), fields);
-            let last = format!("x-field-{}", fields - 1);
-            assert_eq!(head.headers[last.as_str()], format!("value {}", fields - 1));
-        }
-        assert!(matches!(
-            parse_head(&mut head_with(MAX_HEADERS + 1), &mut HeaderMap::new()),
-            Err(Error::Invalid("more than 100 header fields"))
-        ));
     }
 
     #[tokio::test]
@@ -1636,8 +1255,7 @@ pub(super) mod tests {
             if why == "long" {
                 // The bytes past the announced length never went out, so
                 // the upstream never got a request it could answer.
-                tokio::time::sleep(Duration::from_millis(50)).await;
-                assert!(upstream.received.try_recv().is_err(), "{why}");
+                assert!(upstream.got_nothing_more().await, "{why}");
             }
         }
     }
