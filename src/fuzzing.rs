@@ -320,6 +320,21 @@ fn disguised_send(data: &[u8]) {
     }
 }
 
+/// The request-head parser of the server loop.
+pub fn request_head(data: &[u8]) {
+    crate::server::check_request_head(data);
+}
+
+/// The response-head parser of the upstream client.
+pub fn response_head(data: &[u8]) {
+    crate::upstream::check_response_head(data);
+}
+
+/// Chunked decoding and body encoding, both directions.
+pub fn chunked(data: &[u8]) {
+    crate::http1::check_chunked(data);
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -426,6 +441,46 @@ mod tests {
                 b"\x01/?batch=[{\"method\":\"POST\",\"relative_url\":\"1/messages\"}]",
                 b"\x00\x01\x02\x03\x04\x05\x06\x07\x08\x09\x0a\x0b\x0c",
                 b"\x02\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff",
+            ],
+        );
+    }
+
+    #[test]
+    fn request_heads_hold_their_invariants() {
+        run(
+            request_head,
+            &[
+                b"POST /v21.0/1/messages HTTP/1.1\r\nhost: a\r\ncontent-length: 2\r\n\r\n{}",
+                b"GET / HTTP/1.1\r\nconnection: close, x\r\nx: \x80\r\n\r\nGET / HTTP/1.1\r\n\r\n",
+                b"POST / HTTP/1.1\r\ncontent-length: 1\r\ncontent-length: 1\r\n\r\n",
+                b"HEAD / HTTP/1.1\r\n\r\n",
+            ],
+        );
+    }
+
+    #[test]
+    fn response_heads_hold_their_invariants() {
+        run(
+            response_head,
+            &[
+                b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\n{}",
+                b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\ncontent-length: 5\r\n\r\n",
+                b"HTTP/1.0 200 OK\r\nconnection: keep-alive\r\ncontent-length: 1, 1\r\n\r\n",
+                b"HTTP/1.1 204 No Content\r\nconnection: close, x-a\r\nx-a: 1\r\n\r\n",
+            ],
+        );
+    }
+
+    #[test]
+    fn chunked_bodies_read_back_what_was_framed() {
+        run(
+            chunked,
+            &[
+                b"\x03hello world",
+                b"\x005\r\nhello\r\n0\r\n\r\n",
+                b"\x07a;ext=1\r\n0123456789\r\n0\r\ntrailer: x\r\n\r\nafter",
+                b"\x01ffffffffffffffffff\r\n",
+                b"\x0f3\r\nabc\n0\r\n\r\n",
             ],
         );
     }

@@ -122,6 +122,77 @@ pub(crate) fn append_field(
     Ok(())
 }
 
+/// The body framing's invariants (the `chunked` fuzz target). The first
+/// byte picks sizes, the rest is the body: decoding it does not depend on
+/// how its bytes arrive; what the encoder frames in chunks, the decoder
+/// reads back whole; and a length encoder takes exactly its length.
+#[cfg(any(test, fuzzing))]
+pub(crate) fn check_chunked(data: &[u8]) {
+    use encode::{Encoder, Overrun, Short};
+    let Some((&first, body)) = data.split_first() else {
+        return;
+    };
+    let whole = decode_in_pieces(body, body.len().max(1));
+    assert_eq!(whole, decode_in_pieces(body, usize::from(first % 16) + 1));
+
+    let part_size = usize::from(first) + 1;
+    let mut framed = Vec::new();
+    let mut chunked = Encoder::Chunked;
+    for part in body.chunks(part_size) {
+        chunked
+            .encode(part, &mut framed)
+            .expect("chunks have no limit");
+    }
+    chunked.finish(&mut framed).expect("chunks have no length");
+    let read_back = decode_in_pieces(&framed, part_size);
+    assert_eq!(read_back, (body.to_vec(), Ok(true), Vec::new()));
+
+    let mut sent = Vec::new();
+    let mut length = Encoder::Length(body.len() as u64);
+    for part in body.chunks(part_size) {
+        length.encode(part, &mut sent).expect("within the length");
+    }
+    assert_eq!(sent, body);
+    assert_eq!(length.encode(b"x", &mut sent), Err(Overrun));
+    assert_eq!(length.finish(&mut sent), Ok(()));
+    let mut short = Encoder::Length(body.len() as u64 + 1);
+    short.encode(body, &mut sent).expect("within the length");
+    assert_eq!(short.finish(&mut sent), Err(Short));
+}
+
+/// Decodes `bytes` as a chunked body arriving `piece` bytes at a time:
+/// the data, whether the body ended (or why it is invalid), and the bytes
+/// after its end.
+#[cfg(any(test, fuzzing))]
+fn decode_in_pieces(
+    bytes: &[u8],
+    piece: usize,
+) -> (Vec<u8>, Result<bool, decode::Invalid>, Vec<u8>) {
+    use decode::{ChunkedDecoder, Decoded};
+    let mut decoder = ChunkedDecoder::new();
+    let mut buf = bytes::BytesMut::new();
+    let mut data = Vec::new();
+    let mut pieces = bytes.chunks(piece);
+    loop {
+        match decoder.decode(&mut buf) {
+            Ok(Decoded::Data(part)) => {
+                assert!(!part.is_empty(), "a data step with no data");
+                data.extend_from_slice(&part);
+            }
+            Ok(Decoded::End) => {
+                let mut after = buf.to_vec();
+                pieces.for_each(|more| after.extend_from_slice(more));
+                return (data, Ok(true), after);
+            }
+            Ok(Decoded::NeedMore) => match pieces.next() {
+                Some(more) => buf.extend_from_slice(more),
+                None => return (data, Ok(false), Vec::new()),
+            },
+            Err(why) => return (data, Err(why), Vec::new()),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

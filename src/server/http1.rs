@@ -258,6 +258,7 @@ const BAD_REQUEST: &[u8] =
 
 /// A request head this loop takes, with its parts as places in the buffer
 /// (they stay valid while the body is read, whereas the bytes may move).
+#[derive(Debug, PartialEq)]
 struct Head {
     method: Method,
     target: Range<usize>,
@@ -572,6 +573,34 @@ fn parse_head(buffer: &[u8], fields_out: &mut Vec<(HeaderName, Range<usize>)>) -
         body_len: body_len.unwrap_or(0),
         keep_alive,
     })
+}
+
+/// The request-head parser's invariants (the `request_head` fuzz target):
+/// a head it takes lies within the bytes it was given, with an
+/// origin-form target, a bounded body and a method this loop serves; it
+/// depends on its own bytes only, and is not taken before its last byte.
+#[cfg(any(test, fuzzing))]
+pub(crate) fn check_request_head(data: &[u8]) {
+    let mut fields = Vec::new();
+    let Parsed::Complete(head) = parse_head(data, &mut fields) else {
+        return;
+    };
+    let within = |range: &Range<usize>| range.start <= range.end && range.end <= head.head_len;
+    assert!(head.head_len <= data.len());
+    assert!(within(&head.target) && data[head.target.clone()].starts_with(b"/"));
+    assert!(fields.iter().all(|(_, value)| within(value)));
+    assert!(head.body_len <= MAX_BODY);
+    assert!(head.method != Method::HEAD && head.method != Method::CONNECT);
+    let mut alone = Vec::new();
+    let Parsed::Complete(same) = parse_head(&data[..head.head_len], &mut alone) else {
+        panic!("a head is taken without the bytes after it");
+    };
+    assert_eq!(same, head);
+    assert_eq!(alone, fields);
+    assert!(!matches!(
+        parse_head(&data[..head.head_len - 1], &mut alone),
+        Parsed::Complete(_)
+    ));
 }
 
 /// Writes `body` after the head already in `out`, coalescing what is ready

@@ -49,6 +49,9 @@ mod fd_limit;
 mod http1;
 mod registry;
 
+#[cfg(any(test, fuzzing))]
+pub(crate) use http1::check_request_head;
+
 pub use fd_limit::{Raised, default_max_connections, raise_to_hard as raise_fd_limit};
 pub use registry::Timeouts;
 

@@ -11,6 +11,9 @@ mod pool;
 #[cfg(test)]
 mod test_upstream;
 
+#[cfg(any(test, fuzzing))]
+pub(crate) use http1::check_response_head;
+
 pub use pool::UpstreamBody;
 
 use std::error::Error;

@@ -241,6 +241,43 @@ fn parse_head_within<const N: usize>(
     }
 }
 
+/// The response-head parser's invariants (the `response_head` fuzz
+/// target): it takes the head and nothing after it, never stops at an
+/// interim one, never relays a length beside chunked framing, gives the
+/// same head for the head's bytes alone and none for them cut short; and
+/// the body framing it leads to is decided without a panic.
+#[cfg(any(test, fuzzing))]
+pub(crate) fn check_response_head(data: &[u8]) {
+    let mut buf = BytesMut::from(data);
+    let Ok(Some(head)) = parse_head(&mut buf, &mut HeaderMap::new()) else {
+        return;
+    };
+    let used = data.len() - buf.len();
+    assert_eq!(&data[used..], &buf[..]);
+    assert!(!head.status.is_informational());
+    if head.hop.chunked_last.is_some() {
+        assert!(!head.headers.contains_key(CONTENT_LENGTH));
+    }
+    for method in [http::Method::GET, http::Method::HEAD] {
+        let _ = super::response_framing(&method, &head);
+    }
+    let mut alone = BytesMut::from(&data[..used]);
+    let same = parse_head(&mut alone, &mut HeaderMap::new())
+        .ok()
+        .flatten()
+        .expect("a head is taken without the bytes after it");
+    assert!(alone.is_empty());
+    assert_eq!(
+        (same.status, same.version, same.headers),
+        (head.status, head.version, head.headers)
+    );
+    let mut cut = BytesMut::from(&data[..used - 1]);
+    assert!(!matches!(
+        parse_head(&mut cut, &mut HeaderMap::new()),
+        Ok(Some(_))
+    ));
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -47,6 +47,9 @@ mod head;
 
 use head::{Head, MAX_HEAD, parse_head};
 
+#[cfg(any(test, fuzzing))]
+pub(crate) use head::check_response_head;
+
 /// A first body frame up to this size is copied behind the head so that the
 /// whole request goes out in one write; a larger one is written apart.
 const INLINE_BODY: usize = 16 << 10;
