@@ -24,8 +24,8 @@ use std::time::Duration;
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use serde_json::Value;
 
+use sendgate::identifier::{IdClass, classify};
 use sendgate::send::facts_of;
-use sendgate::send::identifier::{IdClass, classify};
 use sendgate::send::payload::{Member, SendPayload, Target};
 use sendgate::send::policy::{
     Addressing, BlockReason, Decision, Facts, MessageKind, Policy, Recipient, address, decide,

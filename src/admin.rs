@@ -15,7 +15,8 @@ use http::{HeaderValue, Method, Request, Response, StatusCode, header};
 use serde_json::{Value, json};
 use subtle::ConstantTimeEq;
 
-use crate::App;
+use crate::app::App;
+use crate::body::{ProxyBody, local_response, read_whole};
 use crate::client::{self, Sender};
 use crate::config::check_portfolio_name;
 use crate::headers::CLIENT_HEADER;
@@ -26,7 +27,6 @@ use crate::route::{Endpoint, SendRoute};
 use crate::send;
 use crate::server::Handler;
 use crate::templates::LookupContext;
-use crate::upstream::{ProxyBody, local_response, read_whole};
 
 /// The most an import request may carry.
 const MAX_IMPORT_BYTES: usize = 256 << 20;

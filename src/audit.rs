@@ -16,30 +16,30 @@ use std::io::{self, BufRead, BufWriter, Write};
 
 use crate::config::{Category, Config};
 use crate::csv_rows::{Fields, Rows};
+use crate::identifier::classify;
 use crate::identity::{Identities, Scope};
-use crate::send::identifier::classify;
 use crate::send::payload::Target;
 use crate::send::policy::{
     Addressing, Decision, Facts, MessageKind, Policy, Recipient, address, decide,
 };
 
 /// Everything a verdict depends on besides the recipient itself.
-pub struct AuditContext<'a> {
-    pub identities: &'a Identities,
+pub(crate) struct AuditContext<'a> {
+    pub(crate) identities: &'a Identities,
     /// The scope of the business number the campaign goes out from: BSUIDs
     /// only resolve within it.
-    pub scope: Scope<'a>,
+    pub(crate) scope: Scope<'a>,
     /// The business number itself, whose own claims count when
     /// `identity.learn_from_sends` is on.
-    pub number: &'a str,
-    pub learn_from_sends: bool,
-    pub kind: MessageKind,
-    pub policy: Policy,
+    pub(crate) number: &'a str,
+    pub(crate) learn_from_sends: bool,
+    pub(crate) kind: MessageKind,
+    pub(crate) policy: Policy,
 }
 
 impl<'a> AuditContext<'a> {
     /// The context of a campaign from `number_id`, optionally with one template.
-    pub fn new(
+    pub(crate) fn new(
         config: &'a Config,
         identities: &'a Identities,
         number_id: &'a str,
@@ -59,7 +59,7 @@ impl<'a> AuditContext<'a> {
 /// A campaign send, authentication when config says the template is one.
 /// `serve` would also ask Meta for an unlisted template's category; the
 /// audit stays offline, so an unlisted template is only a campaign send.
-pub fn campaign_kind(config: &Config, template: Option<&str>) -> MessageKind {
+pub(crate) fn campaign_kind(config: &Config, template: Option<&str>) -> MessageKind {
     let category = template.and_then(|name| config.templates.get(name));
     MessageKind {
         authentication: category == Some(&Category::Authentication),
@@ -70,7 +70,7 @@ pub fn campaign_kind(config: &Config, template: Option<&str>) -> MessageKind {
 
 /// What sendgate would do with one recipient.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Verdict {
+pub(crate) enum Verdict {
     /// A phone number: the send goes to it.
     SendToPhone,
     /// A BSUID with no known phone that policy lets through: the send goes
@@ -87,7 +87,7 @@ pub enum Verdict {
 
 /// The kind of a [`Verdict`], for counting and for the ACTION column.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Action {
+pub(crate) enum Action {
     SendToPhone,
     SendToBsuid,
     ResolvedToPhone,
@@ -97,7 +97,7 @@ pub enum Action {
 
 impl Action {
     /// Every action, in the order the summary lists them.
-    pub const ALL: [Action; 5] = [
+    pub(crate) const ALL: [Action; 5] = [
         Action::SendToPhone,
         Action::SendToBsuid,
         Action::ResolvedToPhone,
@@ -106,7 +106,7 @@ impl Action {
     ];
 
     /// The words in the ACTION column and the summary.
-    pub fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             Action::SendToPhone => "send to phone",
             Action::SendToBsuid => "send to BSUID",
@@ -121,7 +121,7 @@ impl Action {
 const ACTION_WIDTH: usize = 23;
 
 impl Verdict {
-    pub fn action(&self) -> Action {
+    pub(crate) fn action(&self) -> Action {
         match self {
             Verdict::SendToPhone => Action::SendToPhone,
             Verdict::SendToBsuid => Action::SendToBsuid,
@@ -132,7 +132,7 @@ impl Verdict {
     }
 
     /// The DETAIL column: the resolved phone, the block reason, or nothing.
-    pub fn detail(&self) -> &str {
+    pub(crate) fn detail(&self) -> &str {
         match self {
             Verdict::ResolvedToPhone { phone } => phone,
             Verdict::Blocked { reason } => reason,
@@ -145,7 +145,7 @@ impl Verdict {
 /// Decides one recipient as a send with the value in `to` would be decided.
 /// The identity store behind `ctx.identities` is the only thing consulted,
 /// and only for a BSUID.
-pub fn audit_one(value: &str, ctx: &AuditContext<'_>) -> Verdict {
+pub(crate) fn audit_one(value: &str, ctx: &AuditContext<'_>) -> Verdict {
     let facts = Facts {
         group: false,
         to: Some(Recipient {
@@ -188,21 +188,21 @@ pub fn audit_one(value: &str, ctx: &AuditContext<'_>) -> Verdict {
 }
 
 /// Header names of the recipient column of a CSV list.
-pub const RECIPIENT_COLUMNS: [&str; 4] = ["recipient", "to", "phone", "bsuid"];
+pub(crate) const RECIPIENT_COLUMNS: [&str; 4] = ["recipient", "to", "phone", "bsuid"];
 
 /// One recipient read from a list.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Entry<'a> {
+pub(crate) struct Entry<'a> {
     /// 1-based line number in the file (of the row's first line).
-    pub line: u64,
-    pub value: &'a str,
+    pub(crate) line: u64,
+    pub(crate) value: &'a str,
     /// Bytes of the input read so far, for progress.
-    pub offset: u64,
+    pub(crate) offset: u64,
 }
 
 /// Why reading a list stopped.
 #[derive(Debug)]
-pub enum ListError {
+pub(crate) enum ListError {
     /// The input could not be read.
     Read(String),
     /// The callback failed (writing the output).
@@ -211,7 +211,7 @@ pub enum ListError {
 
 /// How a list was read.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum ListShape {
+pub(crate) enum ListShape {
     /// A CSV whose header names this recipient column.
     Csv { column: String },
     /// One recipient per line.
@@ -228,7 +228,7 @@ pub enum ListShape {
 /// Blank lines (and CSV rows of empty cells) are skipped. Values are
 /// trimmed of surrounding whitespace, which a spreadsheet export or a CRLF
 /// file adds and no identifier has.
-pub fn read_list<R: BufRead>(
+pub(crate) fn read_list<R: BufRead>(
     input: R,
     mut each: impl FnMut(Entry<'_>) -> io::Result<()>,
 ) -> Result<ListShape, ListError> {
@@ -294,15 +294,15 @@ fn utf8(bytes: &[u8]) -> Cow<'_, str> {
 
 /// Counts of what an audit decided.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Tally {
-    pub recipients: u64,
+pub(crate) struct Tally {
+    pub(crate) recipients: u64,
     actions: [u64; Action::ALL.len()],
     /// Block reason → count, in the order first seen (there are only a few).
     reasons: Vec<(&'static str, u64)>,
 }
 
 impl Tally {
-    pub fn add(&mut self, verdict: &Verdict) {
+    pub(crate) fn add(&mut self, verdict: &Verdict) {
         self.recipients += 1;
         self.actions[verdict.action() as usize] += 1;
         if let Verdict::Blocked { reason } = verdict {
@@ -313,11 +313,12 @@ impl Tally {
         }
     }
 
-    pub fn count(&self, action: Action) -> u64 {
+    pub(crate) fn count(&self, action: Action) -> u64 {
         self.actions[action as usize]
     }
 
-    pub fn blocked_for(&self, reason: &str) -> u64 {
+    #[cfg(test)]
+    fn blocked_for(&self, reason: &str) -> u64 {
         self.reasons
             .iter()
             .find(|(seen, _)| *seen == reason)
@@ -327,7 +328,7 @@ impl Tally {
     /// The summary block: every action (`send unchanged` only when it
     /// happened: it needs a policy switched off), then each block reason,
     /// most frequent first.
-    pub fn write_summary(&self, out: &mut impl Write) -> io::Result<()> {
+    pub(crate) fn write_summary(&self, out: &mut impl Write) -> io::Result<()> {
         writeln!(out, "{:<28}{:>9}", "recipients", self.recipients)?;
         for action in Action::ALL {
             let count = self.count(action);
@@ -354,7 +355,7 @@ enum Sink<W: Write> {
 }
 
 /// Writes one row per recipient, as an aligned table or as CSV, and counts.
-pub struct Report<W: Write> {
+pub(crate) struct Report<W: Write> {
     sink: Sink<W>,
     tally: Tally,
     /// Reused to format line numbers for the CSV writer.
@@ -370,7 +371,7 @@ const LINE_WIDTH: usize = 6;
 
 impl<W: Write> Report<W> {
     /// An aligned table for people, with its header line.
-    pub fn table(out: W) -> io::Result<Self> {
+    pub(crate) fn table(out: W) -> io::Result<Self> {
         let mut out = BufWriter::with_capacity(64 * 1024, out);
         writeln!(
             out,
@@ -381,7 +382,7 @@ impl<W: Write> Report<W> {
     }
 
     /// CSV (`line,recipient,action,detail`) for programs.
-    pub fn csv(out: W) -> io::Result<Self> {
+    pub(crate) fn csv(out: W) -> io::Result<Self> {
         let mut out = csv::WriterBuilder::new()
             .buffer_capacity(64 * 1024)
             .from_writer(out);
@@ -398,7 +399,7 @@ impl<W: Write> Report<W> {
         }
     }
 
-    pub fn row(&mut self, line: u64, recipient: &str, verdict: &Verdict) -> io::Result<()> {
+    pub(crate) fn row(&mut self, line: u64, recipient: &str, verdict: &Verdict) -> io::Result<()> {
         self.tally.add(verdict);
         let action = verdict.action().as_str();
         let detail = verdict.detail();
@@ -429,7 +430,7 @@ impl<W: Write> Report<W> {
     }
 
     /// Flushes the rows and returns the counts.
-    pub fn finish(self) -> io::Result<Tally> {
+    pub(crate) fn finish(self) -> io::Result<Tally> {
         match self.sink {
             Sink::Table(mut out) => out.flush()?,
             Sink::Csv(mut out) => out.flush()?,
@@ -678,10 +679,7 @@ mod tests {
         })
         .unwrap();
         assert_eq!(seen, ["US.1\u{fffd}"]);
-        assert_eq!(
-            classify(&seen[0]),
-            crate::send::identifier::IdClass::Invalid
-        );
+        assert_eq!(classify(&seen[0]), crate::identifier::IdClass::Invalid);
     }
 
     #[test]

@@ -15,134 +15,17 @@
 //! tokens (config validation says so).
 
 use std::borrow::Cow;
-use std::cell::RefCell;
-use std::fmt;
-use std::str::FromStr;
 
 use http::{HeaderMap, header};
-use ring::hmac;
-use serde::{Deserialize, Deserializer};
-use thread_local::ThreadLocal;
 
 use crate::config::Config;
+use crate::fingerprint::Fingerprint;
 use crate::query::query_pairs;
-
-/// The key fingerprints are made with when `SENDGATE_FINGERPRINT_KEY` is
-/// unset. Tokens are long random strings, so even under a known key a
-/// fingerprint cannot be turned back into one; a secret key also stops
-/// anyone from telling whether a token they hold is one config names.
-const DEFAULT_KEY: &[u8] = b"sendgate client fingerprint v1";
-
-/// Hex digits shown of a fingerprint: 64 bits, plenty to tell tenants apart.
-const SHOWN_BYTES: usize = 8;
-
-/// A sender's fingerprint: the first 64 bits of the HMAC of its token.
-#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub struct Fingerprint([u8; SHOWN_BYTES]);
-
-impl Fingerprint {
-    /// The bits as one number, for keying a limiter.
-    pub fn as_u64(self) -> u64 {
-        u64::from_be_bytes(self.0)
-    }
-}
-
-impl fmt::Display for Fingerprint {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        for byte in self.0 {
-            write!(f, "{byte:02x}")?;
-        }
-        Ok(())
-    }
-}
-
-impl fmt::Debug for Fingerprint {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "Fingerprint({self})")
-    }
-}
-
-/// Not 16 hex digits.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct BadFingerprint;
-
-impl fmt::Display for BadFingerprint {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("a fingerprint is 16 hex digits, as `sendgate fingerprint` prints it")
-    }
-}
-
-impl FromStr for Fingerprint {
-    type Err = BadFingerprint;
-
-    fn from_str(text: &str) -> Result<Self, Self::Err> {
-        let text = text.trim();
-        if text.len() != SHOWN_BYTES * 2 {
-            return Err(BadFingerprint);
-        }
-        let mut bytes = [0; SHOWN_BYTES];
-        for (slot, pair) in bytes.iter_mut().zip(text.as_bytes().chunks(2)) {
-            let digit = |b: u8| char::from(b).to_digit(16).ok_or(BadFingerprint);
-            *slot = (digit(pair[0])? << 4 | digit(pair[1])?) as u8;
-        }
-        Ok(Fingerprint(bytes))
-    }
-}
-
-impl<'de> Deserialize<'de> for Fingerprint {
-    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        let text = String::deserialize(deserializer)?;
-        text.parse().map_err(serde::de::Error::custom)
-    }
-}
-
-/// Makes fingerprints under one key.
-pub struct Fingerprinter {
-    key: hmac::Key,
-    /// Each worker thread's last few tokens and their fingerprints: a
-    /// sender sends many requests with one token, and comparing it with a
-    /// remembered one costs a tenth of the HMAC (about 230 ns).
-    recent: ThreadLocal<RefCell<Vec<Remembered>>>,
-}
-
-/// A token a thread saw lately, and its fingerprint.
-type Remembered = (Box<str>, Fingerprint);
-
-/// Tokens each thread remembers.
-const RECENT_TOKENS: usize = 8;
-
-impl Fingerprinter {
-    /// Fingerprints under `secret` (`SENDGATE_FINGERPRINT_KEY`), or the
-    /// fixed key when there is none.
-    pub fn new(secret: Option<&str>) -> Self {
-        let key = secret.map_or(DEFAULT_KEY, str::as_bytes);
-        Fingerprinter {
-            key: hmac::Key::new(hmac::HMAC_SHA256, key),
-            recent: ThreadLocal::new(),
-        }
-    }
-
-    pub fn of(&self, token: &str) -> Fingerprint {
-        let mut recent = self.recent.get_or_default().borrow_mut();
-        if let Some((_, fingerprint)) = recent.iter().find(|(known, _)| **known == *token) {
-            return *fingerprint;
-        }
-        let tag = hmac::sign(&self.key, token.as_bytes());
-        let mut bytes = [0; SHOWN_BYTES];
-        bytes.copy_from_slice(&tag.as_ref()[..SHOWN_BYTES]);
-        let fingerprint = Fingerprint(bytes);
-        if recent.len() == RECENT_TOKENS {
-            recent.remove(0);
-        }
-        recent.push((token.into(), fingerprint));
-        fingerprint
-    }
-}
 
 /// The access token a request carries: the credentials of
 /// `Authorization: Bearer <token>` (or Graph's older `OAuth <token>`),
 /// else an `access_token` query parameter.
-pub fn token<'a>(headers: &'a HeaderMap, query: Option<&str>) -> Option<Cow<'a, str>> {
+pub(crate) fn token<'a>(headers: &'a HeaderMap, query: Option<&str>) -> Option<Cow<'a, str>> {
     if let Some(value) = headers.get(header::AUTHORIZATION) {
         return token_in(value.to_str().ok()?).map(Cow::Borrowed);
     }
@@ -155,7 +38,7 @@ pub fn token<'a>(headers: &'a HeaderMap, query: Option<&str>) -> Option<Cow<'a, 
 /// The token in an `Authorization` value: after a `Bearer` or `OAuth`
 /// scheme, else the whole value. Surrounding space is not part of it, so
 /// spacing cannot make one token look like two.
-pub fn token_in(value: &str) -> Option<&str> {
+pub(crate) fn token_in(value: &str) -> Option<&str> {
     let text = value.trim();
     let (scheme, rest) = text.split_once(' ').unwrap_or((text, ""));
     let credentials =
@@ -168,20 +51,20 @@ pub fn token_in(value: &str) -> Option<&str> {
 
 /// Who sent a request, as the policies and the client limit see it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub struct Sender<'a> {
+pub(crate) struct Sender<'a> {
     /// The fingerprint of its token; `None` for a request without one.
-    pub fingerprint: Option<Fingerprint>,
+    pub(crate) fingerprint: Option<Fingerprint>,
     /// The configured client the token is tied to: its share and policy apply.
-    pub tied: Option<&'a str>,
+    pub(crate) tied: Option<&'a str>,
     /// A configured client without tokens that the header named: only its
     /// `campaign` applies.
-    pub label: Option<&'a str>,
+    pub(crate) label: Option<&'a str>,
 }
 
 impl<'a> Sender<'a> {
     /// Identifies a sender from its token's fingerprint and the client it
     /// declares in `x-sendgate-client`.
-    pub fn identify(
+    pub(crate) fn identify(
         config: &'a Config,
         fingerprint: Option<Fingerprint>,
         declared: Option<&str>,
@@ -208,7 +91,7 @@ impl<'a> Sender<'a> {
     }
 
     /// True when a client this sender is, or labels itself as, is a campaign tool.
-    pub fn is_campaign(&self, config: &Config) -> bool {
+    pub(crate) fn is_campaign(&self, config: &Config) -> bool {
         [self.tied, self.label]
             .into_iter()
             .flatten()
@@ -217,12 +100,12 @@ impl<'a> Sender<'a> {
 
     /// The key of its client-limit bucket: one per token (tokenless
     /// requests share one).
-    pub fn bucket(&self) -> u64 {
+    pub(crate) fn bucket(&self) -> u64 {
         self.fingerprint.map_or(0, Fingerprint::as_u64)
     }
 
     /// The name logs show: the client it is, else its fingerprint.
-    pub fn name(&self) -> Cow<'a, str> {
+    pub(crate) fn name(&self) -> Cow<'a, str> {
         match (self.tied.or(self.label), self.fingerprint) {
             (Some(name), _) => Cow::Borrowed(name),
             (None, Some(fingerprint)) => Cow::Owned(format!("token:{fingerprint}")),
@@ -234,6 +117,7 @@ impl<'a> Sender<'a> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::fingerprint::Fingerprinter;
 
     fn headers(authorization: &str) -> HeaderMap {
         let mut headers = HeaderMap::new();

@@ -15,10 +15,9 @@ use http::Uri;
 use serde::{Deserialize, Serialize};
 use toml::{Table, Value};
 
-use crate::client::Fingerprint;
+use crate::fingerprint::Fingerprint;
 use crate::identity::{NUMBER_SCOPE_PREFIX, Scope};
 use crate::send::policy::Policy;
-use crate::server::{ConnectionLimits, Timeouts};
 
 /// The documented defaults, every key present.
 pub const DEFAULTS: &str = include_str!("../config/sendgate.toml");
@@ -180,21 +179,6 @@ pub struct ConnectionsConfig {
 }
 
 impl ConnectionsConfig {
-    /// The limits the listener applies; `derived_max` is the cap when
-    /// `max` leaves it to the descriptor limit.
-    pub fn limits(&self, derived_max: impl FnOnce() -> usize) -> ConnectionLimits {
-        ConnectionLimits {
-            timeouts: Timeouts {
-                header: Duration::from_millis(self.header_timeout_ms),
-                keepalive: Duration::from_millis(self.keepalive_timeout_ms),
-            },
-            max_connections: match self.max {
-                0 => derived_max(),
-                max => max,
-            },
-        }
-    }
-
     fn validate(&self) -> Result<(), ConfigError> {
         // The registry's clock counts milliseconds in 32 bits.
         const A_DAY_MS: u64 = 24 * 3600 * 1000;

@@ -10,7 +10,7 @@ use std::borrow::Cow;
 use std::io::{self, BufRead};
 
 /// Reads the non-blank rows of a text input, counting lines.
-pub struct Rows<R> {
+pub(crate) struct Rows<R> {
     input: R,
     /// Lines read so far.
     line: u64,
@@ -23,7 +23,7 @@ pub struct Rows<R> {
 
 impl<R: BufRead> Rows<R> {
     /// Rows of one line each until [`Rows::quoted_rows`] says otherwise.
-    pub fn new(input: R) -> Self {
+    pub(crate) fn new(input: R) -> Self {
         Rows {
             input,
             line: 0,
@@ -33,24 +33,24 @@ impl<R: BufRead> Rows<R> {
     }
 
     /// From now on, a row with an open quote continues on the next line.
-    pub fn quoted_rows(&mut self, quoted: bool) {
+    pub(crate) fn quoted_rows(&mut self, quoted: bool) {
         self.quoted = quoted;
     }
 
     /// Lines read so far.
-    pub fn line(&self) -> u64 {
+    pub(crate) fn line(&self) -> u64 {
         self.line
     }
 
     /// Bytes read so far, for progress.
-    pub fn offset(&self) -> u64 {
+    pub(crate) fn offset(&self) -> u64 {
         self.offset
     }
 
     /// Reads the next non-blank row into `record`, trimmed of surrounding
     /// white space (and of a UTF-8 byte order mark on the first line), and
     /// returns the line it starts on; `None` at the end of the input.
-    pub fn next_row(&mut self, record: &mut Vec<u8>) -> io::Result<Option<u64>> {
+    pub(crate) fn next_row(&mut self, record: &mut Vec<u8>) -> io::Result<Option<u64>> {
         loop {
             record.clear();
             let start = self.line + 1;
@@ -101,13 +101,13 @@ impl<R: BufRead> Rows<R> {
 /// The cells of one CSV row (RFC 4180: `,` separates, `"` quotes, `""` is a
 /// quote inside quotes), each trimmed of surrounding whitespace. A cell is
 /// borrowed from the row unless it has an escaped quote to undo.
-pub struct Fields<'a> {
+pub(crate) struct Fields<'a> {
     /// What is left of the row; `None` after the last cell.
     rest: Option<&'a [u8]>,
 }
 
 impl<'a> Fields<'a> {
-    pub fn new(row: &'a [u8]) -> Self {
+    pub(crate) fn new(row: &'a [u8]) -> Self {
         Fields { rest: Some(row) }
     }
 }

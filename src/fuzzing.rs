@@ -7,12 +7,12 @@
 use http::Method;
 use serde_json::Value;
 
+use crate::identifier::{
+    IdClass, classify, is_username_not_group, looks_like_recased_bsuid, phone_digits,
+};
 use crate::logging::{Escaped, mask};
 use crate::route::{self, Route};
 use crate::send::facts_of;
-use crate::send::identifier::{
-    IdClass, classify, is_username_not_group, looks_like_recased_bsuid, phone_digits,
-};
 use crate::send::payload::{PayloadError, SendPayload, Target};
 use crate::send::policy::{self, Addressing, Decision, MessageKind, Policy};
 use crate::webhook::learn;

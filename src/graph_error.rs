@@ -1,8 +1,8 @@
-//! Local errors shaped like Graph API errors (design.md §3).
+//! Local errors shaped like Graph API errors (docs/design.md §3).
 //!
 //! Cloud API SDKs recognise an error only when it is a 4xx/5xx with a JSON
 //! content type, an integer `error.code` and a string `error.message`
-//! (cloud-api.md §3), so every response sendgate makes up itself has exactly
+//! (docs/cloud-api.md §3), so every response sendgate makes up itself has exactly
 //! that shape. Each error is tagged by the side that caused it, which fixes
 //! its HTTP status.
 
@@ -12,28 +12,29 @@ use bytes::Bytes;
 use http::{Response, StatusCode};
 use serde_json::json;
 
+use crate::body::{ProxyBody, local_response};
 use crate::limits::LimitKind;
 use crate::route::Unsendable;
 use crate::send::policy::BlockReason;
-use crate::upstream::{ProxyBody, local_response};
+use crate::upstream::UpstreamError;
 
 /// A Graph-shaped error made by sendgate.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct GraphError {
-    pub status: StatusCode,
+pub(crate) struct GraphError {
+    pub(crate) status: StatusCode,
     /// `error.code`, the integer SDKs switch on.
-    pub code: u32,
+    pub(crate) code: u32,
     /// `error.type`, as Meta spells it for the same kind of failure.
-    pub kind: &'static str,
+    pub(crate) kind: &'static str,
     /// `error.message`: what was wrong and what to do, never a secret.
-    pub message: String,
+    pub(crate) message: String,
     /// The machine-readable reason, first part of `error_data.details`.
-    pub reason: &'static str,
+    pub(crate) reason: &'static str,
 }
 
 impl GraphError {
     /// A send refused by the decision table.
-    pub fn blocked(reason: BlockReason) -> Self {
+    pub(crate) fn blocked(reason: BlockReason) -> Self {
         GraphError {
             status: StatusCode::BAD_REQUEST,
             code: reason.code(),
@@ -44,7 +45,7 @@ impl GraphError {
     }
 
     /// The client sent something that is not a usable send body (code 100).
-    pub fn invalid_request(reason: &'static str, message: impl Into<String>) -> Self {
+    pub(crate) fn invalid_request(reason: &'static str, message: impl Into<String>) -> Self {
         GraphError {
             status: StatusCode::BAD_REQUEST,
             code: 100,
@@ -56,7 +57,7 @@ impl GraphError {
 
     /// A limit refused the send (429). Code 130429 for a number's throughput,
     /// 131056 for a pair, 4 for a client's share, as Meta would answer.
-    pub fn rate_limited(limit: LimitKind, retry_after: std::time::Duration) -> Self {
+    pub(crate) fn rate_limited(limit: LimitKind, retry_after: std::time::Duration) -> Self {
         let what = match limit {
             LimitKind::Number => {
                 "This business number is sending faster than its throughput allows."
@@ -84,13 +85,13 @@ impl GraphError {
     }
 
     /// A request that could be a send but cannot be inspected (400, code 100).
-    pub fn unsendable(why: Unsendable) -> Self {
+    pub(crate) fn unsendable(why: Unsendable) -> Self {
         Self::invalid_request(why.reason(), why.message())
     }
 
     /// A sender whose token the business number is not configured to take
     /// (403, code 10: Meta's "permission denied").
-    pub fn number_not_allowed() -> Self {
+    pub(crate) fn number_not_allowed() -> Self {
         GraphError {
             status: StatusCode::FORBIDDEN,
             code: 10,
@@ -104,13 +105,13 @@ impl GraphError {
 
     /// The client broke off while sending its body, or framed it wrong
     /// (400: the client's fault, whichever route it took).
-    pub fn unreadable_body() -> Self {
+    pub(crate) fn unreadable_body() -> Self {
         Self::invalid_request("unreadable_body", "The request body could not be read.")
     }
 
     /// A method sendgate does not forward (405). CONNECT asks a proxy for a
     /// tunnel; this one only relays the Cloud API's own requests.
-    pub fn method_not_allowed(method: &http::Method) -> Self {
+    pub(crate) fn method_not_allowed(method: &http::Method) -> Self {
         GraphError {
             status: StatusCode::METHOD_NOT_ALLOWED,
             code: 100,
@@ -124,7 +125,7 @@ impl GraphError {
     }
 
     /// The send body is over the configured cap.
-    pub fn body_too_large(limit: usize) -> Self {
+    pub(crate) fn body_too_large(limit: usize) -> Self {
         GraphError {
             status: StatusCode::PAYLOAD_TOO_LARGE,
             code: 100,
@@ -138,7 +139,7 @@ impl GraphError {
 
     /// The upstream could not be reached or broke off (502). Code 2 is Meta's
     /// "service temporarily unavailable", which SDKs treat as transient.
-    pub fn upstream_unavailable() -> Self {
+    pub(crate) fn upstream_unavailable() -> Self {
         GraphError {
             status: StatusCode::BAD_GATEWAY,
             code: 2,
@@ -150,7 +151,7 @@ impl GraphError {
     }
 
     /// The upstream did not answer in time (504).
-    pub fn upstream_timeout() -> Self {
+    pub(crate) fn upstream_timeout() -> Self {
         GraphError {
             status: StatusCode::GATEWAY_TIMEOUT,
             code: 2,
@@ -162,7 +163,7 @@ impl GraphError {
     }
 
     /// Every connection sendgate may hold is busy (503, code 2: transient).
-    pub fn too_many_connections() -> Self {
+    pub(crate) fn too_many_connections() -> Self {
         GraphError {
             status: StatusCode::SERVICE_UNAVAILABLE,
             code: 2,
@@ -172,20 +173,9 @@ impl GraphError {
         }
     }
 
-    /// Something inside sendgate failed (500).
-    pub fn internal() -> Self {
-        GraphError {
-            status: StatusCode::INTERNAL_SERVER_ERROR,
-            code: 1,
-            kind: "OAuthException",
-            message: "(#1) sendgate failed to handle this request. Retry later.".into(),
-            reason: "internal_error",
-        }
-    }
-
     /// The JSON body, with `request_id` as `fbtrace_id` so a sender's log line
     /// can be matched to sendgate's.
-    pub fn body(&self, request_id: impl fmt::Display) -> Bytes {
+    pub(crate) fn body(&self, request_id: impl fmt::Display) -> Bytes {
         let details = format!("{}: {}", self.reason, self.message);
         let body = json!({
             "error": {
@@ -200,8 +190,19 @@ impl GraphError {
     }
 
     /// The whole response.
-    pub fn into_response(self, request_id: impl fmt::Display) -> Response<ProxyBody> {
+    pub(crate) fn into_response(self, request_id: impl fmt::Display) -> Response<ProxyBody> {
         local_response(self.status, "application/json", self.body(request_id))
+    }
+}
+
+/// What the client is told when the upstream could not be asked.
+impl From<&UpstreamError> for GraphError {
+    fn from(error: &UpstreamError) -> Self {
+        match error {
+            UpstreamError::Unavailable(_) => GraphError::upstream_unavailable(),
+            UpstreamError::Timeout => GraphError::upstream_timeout(),
+            UpstreamError::ClientBody(_) => GraphError::unreadable_body(),
+        }
     }
 }
 

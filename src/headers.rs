@@ -26,18 +26,18 @@ const HOP_BY_HOP: [HeaderName; 6] = [
 
 /// The header a sender uses to name itself to sendgate; it is addressed to
 /// this proxy, not to Meta.
-pub const CLIENT_HEADER: HeaderName = HeaderName::from_static("x-sendgate-client");
+pub(crate) const CLIENT_HEADER: HeaderName = HeaderName::from_static("x-sendgate-client");
 
 /// The header that tells the sender what sendgate did with a send.
-pub const DECISION_HEADER: HeaderName = HeaderName::from_static("x-sendgate-decision");
+pub(crate) const DECISION_HEADER: HeaderName = HeaderName::from_static("x-sendgate-decision");
 
 /// Room an upstream response's header map keeps for the field sendgate adds
 /// to it (a send's `x-sendgate-decision`): a map sized to exactly the fields
 /// parsed reallocates and rehashes on the first insert.
-pub const ROOM_TO_ADD: usize = 1;
+pub(crate) const ROOM_TO_ADD: usize = 1;
 
 /// Removes hop-by-hop fields, including those listed in `Connection`.
-pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
+pub(crate) fn strip_hop_by_hop(headers: &mut HeaderMap) {
     // One pass over the names (comparing known names is cheap) finds the
     // few hop-by-hop fields a message has, typically none or an upstream's
     // `Connection: keep-alive`, so that only those cost a hashed removal.
@@ -73,7 +73,7 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
 /// name outside `http`'s standard set (such as [`CLIENT_HEADER`]) on a
 /// request's handful of fields this costs less than `HeaderMap::get`,
 /// which hashes the name's bytes first.
-pub fn find_field<'a>(headers: &'a HeaderMap, name: &HeaderName) -> Option<&'a HeaderValue> {
+pub(crate) fn find_field<'a>(headers: &'a HeaderMap, name: &HeaderName) -> Option<&'a HeaderValue> {
     headers
         .iter()
         .find_map(|(field, value)| (field == name).then_some(value))
@@ -85,7 +85,7 @@ pub fn find_field<'a>(headers: &'a HeaderMap, name: &HeaderName) -> Option<&'a H
 /// changed), and sendgate's own control header stops here. Each client
 /// leaves these out as it writes the request, which costs less than taking
 /// them out of the map first.
-pub const NOT_FORWARDED: [HeaderName; 4] = [
+pub(crate) const NOT_FORWARDED: [HeaderName; 4] = [
     header::HOST,
     header::CONTENT_LENGTH,
     header::TRANSFER_ENCODING,

@@ -10,66 +10,81 @@
 //!
 //! # Layout
 //!
-//! - [`config`]: typed configuration over the embedded defaults, env overrides, validation.
-//! - [`server`]: listeners, worker threads with a runtime each, graceful
-//!   shutdown; `server::http1` serves plain HTTP/1.1 requests itself and
-//!   hands everything else (HTTP/2 included) to hyper.
-//! - [`proxy`]: shared state and routing; passthrough streaming.
-//! - [`route`]: which requests are sends, in every spelling, and batches.
-//! - [`client`]: who a sender is: its token's fingerprint, its client.
-//! - [`upstream`]: the rustls client to the Cloud API, timeouts, 502/504;
-//!   `upstream::pool` keeps its connections per thread; `upstream::http1`
-//!   speaks HTTP/1.1 on them in the request's own task.
-//! - [`query`]: percent-decoding of query strings and path segments.
-//! - [`headers`]: hop-by-hop rules (RFC 9110 §7.6.1) and sendgate's own headers.
-//! - `http1`: HTTP/1.1 on the wire, for both of sendgate's own loops: field
-//!   names, lengths, the body encoder and chunked decoder, heads into maps.
-//! - [`send`]: the send path; `send::identifier` (classification),
-//!   `send::payload` (facts and byte-preserving rewrite), `send::policy` (the
-//!   decision table).
-//! - [`identity`]: phone ↔ BSUID mappings per portfolio.
-//! - [`templates`]: template categories from config and Meta, cached.
-//! - [`graph_error`]: local errors shaped like Graph errors.
-//! - [`limits`]: per-number, per-pair and per-client rate limits (governor),
-//!   back-offs from Meta's answers, reloadable.
-//! - [`metrics`]: Prometheus metrics.
-//! - [`prehashed`]: the hasher of maps keyed by 64-bit hashes.
-//! - [`logging`]: log setup and identifier masking.
+//! From the binary's commands down to the pieces everything stands on; no
+//! two files import each other, directly or around a circle
+//! (`scripts/import-cycles.py`, run by CI).
+//!
+//! - [`cli`]: the binary's commands (`serve`, `import`, `audit`, …) as
+//!   library code; `main.rs` only parses the command line.
+//! - [`server`]: listeners, worker threads with a runtime each, connection
+//!   limits and graceful shutdown; `server::http1` serves plain HTTP/1.1
+//!   requests itself and hands everything else (HTTP/2 included) to hyper.
+//! - [`admin`]: the admin API: health, readiness, identities, dry run.
+//! - `proxy`: the router: sends, the webhook path, batches, passthrough.
+//! - [`send`]: the send path; `send::payload` (facts and byte-preserving
+//!   rewrite, with `send::scan`), `send::policy` (the decision table),
+//!   `send::batch` (Graph batch requests).
 //! - [`webhook`]: the webhook relay: verify, learn durably, forward;
 //!   `webhook::learn` reads what a payload teaches.
-//! - [`admin`]: the admin API: health, readiness, identities, dry run.
-//! - [`csv_rows`]: CSV rows with true line numbers, for import and audit.
-//! - [`audit`]: `sendgate audit`: a campaign list judged offline, row by row.
+//! - [`app`]: the shared state every handler uses, forwarding and request ids.
+//! - `relay`: an upstream answer on its way back to the client.
+//! - `route`: which requests are sends, in every spelling, and batches.
+//! - `client`: who a sender is: its token (by its fingerprint), its client.
+//! - [`fingerprint`]: keyed hashes of access tokens.
+//! - `templates`: template categories from config and Meta, cached.
+//! - [`limits`]: per-number, per-pair and per-client rate limits (governor),
+//!   back-offs from Meta's answers, reloadable.
+//! - [`identity`]: phone ↔ BSUID mappings per scope, store and cache.
+//! - `audit`: a campaign list judged offline, row by row; `csv_rows`: CSV
+//!   rows with true line numbers, for import and audit.
 //! - [`sandbox`]: a simulated Cloud API for development and tests.
+//! - `upstream`: the client to the Cloud API (rustls, per-thread pool,
+//!   sendgate's own HTTP/1.1 client, hyper for HTTP/2), timeouts.
+//! - `graph_error`: local errors shaped like Graph errors.
+//! - [`config`]: typed configuration over the embedded defaults, env
+//!   overrides, validation.
+//! - [`identifier`]: pure classification of recipient identifiers.
+//! - [`body`]: the body type both directions use, and its helpers.
+//! - `http1`: HTTP/1.1 on the wire, for both of sendgate's own loops: field
+//!   names, lengths, the body encoder and chunked decoder, heads into maps.
+//! - `headers`: hop-by-hop rules (RFC 9110 §7.6.1) and sendgate's own headers.
+//! - `query`: percent-decoding of query strings and path segments.
+//! - `metrics`: Prometheus metrics; `logging`: log setup, masking, escaping;
+//!   `prehashed`: the hasher of maps keyed by 64-bit hashes; `stall`: the
+//!   body stall timer.
 //! - `fuzzing` (tests and fuzz builds only): the invariants the fuzz
 //!   targets in `fuzz/` check.
 
-#![forbid(unsafe_code)]
-
 pub mod admin;
-pub mod audit;
-pub mod client;
+pub mod app;
+mod audit;
+pub mod body;
+pub mod cli;
+mod client;
 pub mod config;
-pub mod csv_rows;
+mod csv_rows;
+pub mod fingerprint;
 #[cfg(any(test, fuzzing))]
 pub mod fuzzing;
-pub mod graph_error;
-pub mod headers;
+mod graph_error;
+mod headers;
 mod http1;
+pub mod identifier;
 pub mod identity;
 pub mod limits;
-pub mod logging;
-pub mod metrics;
-pub mod prehashed;
-pub mod proxy;
-pub mod query;
-pub mod route;
+mod logging;
+mod metrics;
+mod prehashed;
+mod proxy;
+mod query;
+mod relay;
+mod route;
 pub mod sandbox;
 pub mod send;
 pub mod server;
 mod stall;
-pub mod templates;
-pub mod upstream;
+mod templates;
+mod upstream;
 pub mod webhook;
 
 use std::future::Future;
@@ -78,11 +93,11 @@ use std::sync::Arc;
 use http::{Request, Response};
 use tokio::net::TcpListener;
 
+pub use app::App;
 pub use config::Config;
-pub use proxy::App;
 
+use crate::body::ProxyBody;
 use crate::server::Handler;
-use crate::upstream::ProxyBody;
 
 impl Handler for App {
     /// Not an async fn: that would be one more future holding the request
@@ -109,7 +124,7 @@ pub async fn run(
         threads: config.worker_threads,
         pin_cpus: config.worker_pin_cpus,
     };
-    let limits = config.connections.limits(server::default_max_connections);
+    let limits = server::ConnectionLimits::from(&config.connections);
     tracing::info!(
         max_connections = limits.max_connections,
         backlog = config.connections.backlog,

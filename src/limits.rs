@@ -1,4 +1,4 @@
-//! Rate limits (design.md §5): per business number, per recipient pair, per
+//! Rate limits (docs/design.md §5): per business number, per recipient pair, per
 //! client, each a keyed GCRA limiter from governor.
 //!
 //! - **Number**: Meta's throughput per business phone number (80/s standard,

@@ -12,7 +12,7 @@ use tracing_subscriber::EnvFilter;
 use crate::config::{LogConfig, LogFormat};
 
 /// Installs the global subscriber. `RUST_LOG`, when set, wins over `log.level`.
-pub fn init(config: &LogConfig) {
+pub(crate) fn init(config: &LogConfig) {
     let filter =
         EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(&config.level));
     let builder = tracing_subscriber::fmt()
@@ -30,7 +30,7 @@ const VISIBLE_TAIL: usize = 4;
 /// An identifier as it may appear in a log line, escaped ([`Escaped`]):
 /// the value itself when `show` is on, else its class-revealing head and
 /// last four characters, e.g. `US.…1918` or `…1234`.
-pub fn mask(value: &str, show: bool) -> String {
+pub(crate) fn mask(value: &str, show: bool) -> String {
     if show {
         return Escaped(value).to_string();
     }
@@ -54,7 +54,7 @@ pub fn mask(value: &str, show: bool) -> String {
 /// backslashes and the invisible or direction-changing characters of
 /// Unicode are written as escapes (`\n`, `\u{1b}`, `\"`). The same text
 /// goes into text and JSON logs alike.
-pub struct Escaped<'a>(pub &'a str);
+pub(crate) struct Escaped<'a>(pub &'a str);
 
 impl fmt::Display for Escaped<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {

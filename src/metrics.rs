@@ -14,14 +14,14 @@ use prometheus_client::registry::Registry;
 
 /// A request, by route and what sendgate decided.
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct RequestLabels {
+pub(crate) struct RequestLabels {
     /// `send` or `passthrough`.
-    pub route: &'static str,
+    pub(crate) route: &'static str,
     /// The decision's verb: `forwarded`, `rewritten`, `resolved`, `blocked`,
     /// `limited`, `would-block`, … (`none` for passthrough).
-    pub decision: &'static str,
+    pub(crate) decision: &'static str,
     /// The block reason or rewrite, `none` when there is none.
-    pub reason: &'static str,
+    pub(crate) reason: &'static str,
 }
 
 /// Every decision verb and reason a label can carry. Labels are matched
@@ -77,47 +77,47 @@ fn label_word(word: &str) -> &'static str {
 }
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct StatusLabels {
-    pub status: u16,
+pub(crate) struct StatusLabels {
+    pub(crate) status: u16,
 }
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct CodeLabels {
-    pub code: u32,
+pub(crate) struct CodeLabels {
+    pub(crate) code: u32,
 }
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct LimitLabels {
+pub(crate) struct LimitLabels {
     /// `number`, `pair` or `client`.
-    pub limit: String,
+    pub(crate) limit: String,
 }
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct OutcomeLabels {
-    pub outcome: String,
+pub(crate) struct OutcomeLabels {
+    pub(crate) outcome: String,
 }
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct ResultLabels {
+pub(crate) struct ResultLabels {
     /// `hit` or `miss`.
-    pub result: &'static str,
+    pub(crate) result: &'static str,
 }
 
 /// Every metric sendgate exports.
-pub struct Metrics {
+pub(crate) struct Metrics {
     registry: Registry,
-    pub requests: Family<RequestLabels, Counter>,
-    pub upstream_responses: Family<StatusLabels, Counter>,
-    pub meta_errors: Family<CodeLabels, Counter>,
-    pub upstream_latency: Histogram,
-    pub limit_rejections: Family<LimitLabels, Counter>,
-    pub limit_waits: Family<LimitLabels, Counter>,
-    pub limit_wait_seconds: Histogram,
-    pub limiter_keys: Family<LimitLabels, Gauge>,
-    pub identity_cache: Family<ResultLabels, Counter>,
-    pub identities: Gauge,
-    pub webhook_relays: Family<OutcomeLabels, Counter>,
-    pub config_reloads: Family<OutcomeLabels, Counter>,
+    pub(crate) requests: Family<RequestLabels, Counter>,
+    pub(crate) upstream_responses: Family<StatusLabels, Counter>,
+    pub(crate) meta_errors: Family<CodeLabels, Counter>,
+    pub(crate) upstream_latency: Histogram,
+    pub(crate) limit_rejections: Family<LimitLabels, Counter>,
+    pub(crate) limit_waits: Family<LimitLabels, Counter>,
+    pub(crate) limit_wait_seconds: Histogram,
+    pub(crate) limiter_keys: Family<LimitLabels, Gauge>,
+    pub(crate) identity_cache: Family<ResultLabels, Counter>,
+    pub(crate) identities: Gauge,
+    pub(crate) webhook_relays: Family<OutcomeLabels, Counter>,
+    pub(crate) config_reloads: Family<OutcomeLabels, Counter>,
     /// The series nearly every request counts in, looked up once here
     /// instead of hashed into a family per request.
     hot: HotSeries,
@@ -148,7 +148,7 @@ impl Default for Metrics {
 }
 
 impl Metrics {
-    pub fn new() -> Self {
+    pub(crate) fn new() -> Self {
         let mut registry = Registry::with_prefix("sendgate");
         let requests = Family::<RequestLabels, Counter>::default();
         registry.register(
@@ -257,7 +257,7 @@ impl Metrics {
 
     /// Counts a request by route and decision label (`blocked: username_target`,
     /// `rewritten: to->recipient, resolved: bsuid->phone`, `forwarded`, …).
-    pub fn request(&self, route: &'static str, label: &str) {
+    pub(crate) fn request(&self, route: &'static str, label: &str) {
         let hot = self
             .hot
             .requests
@@ -274,7 +274,7 @@ impl Metrics {
 
     /// Counts an upstream response (or the local error that stood for one)
     /// by HTTP status.
-    pub fn upstream_response(&self, status: u16) {
+    pub(crate) fn upstream_response(&self, status: u16) {
         match status {
             200 => {
                 self.hot.upstream_ok.inc();
@@ -287,7 +287,7 @@ impl Metrics {
         }
     }
 
-    pub fn outcome(family: &Family<OutcomeLabels, Counter>, outcome: &str) {
+    pub(crate) fn outcome(family: &Family<OutcomeLabels, Counter>, outcome: &str) {
         family
             .get_or_create(&OutcomeLabels {
                 outcome: outcome.to_owned(),
@@ -295,7 +295,7 @@ impl Metrics {
             .inc();
     }
 
-    pub fn limit(family: &Family<LimitLabels, Counter>, limit: &str) {
+    pub(crate) fn limit(family: &Family<LimitLabels, Counter>, limit: &str) {
         family
             .get_or_create(&LimitLabels {
                 limit: limit.to_owned(),
@@ -304,7 +304,7 @@ impl Metrics {
     }
 
     /// The text exposition format.
-    pub fn render(&self) -> String {
+    pub(crate) fn render(&self) -> String {
         let mut text = String::new();
         // Writing to a String cannot fail.
         let _ = encode(&mut text, &self.registry);

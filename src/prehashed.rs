@@ -5,7 +5,7 @@
 use std::hash::{BuildHasher, Hasher};
 
 #[derive(Debug, Clone, Copy, Default)]
-pub struct PreHashed;
+pub(crate) struct PreHashed;
 
 impl BuildHasher for PreHashed {
     type Hasher = PreHashedKey;
@@ -17,7 +17,7 @@ impl BuildHasher for PreHashed {
 
 /// The hasher of one `u64` key: the key itself.
 #[derive(Debug)]
-pub struct PreHashedKey(u64);
+pub(crate) struct PreHashedKey(u64);
 
 impl Hasher for PreHashedKey {
     fn finish(&self) -> u64 {

@@ -2,7 +2,7 @@
 //! encoding, plus `+` for space as HTML forms and Meta's handshake use it).
 
 /// `a=1&b=x%20y` → pairs, percent- and `+`-decoded.
-pub fn query_pairs(query: &str) -> impl Iterator<Item = (String, String)> + '_ {
+pub(crate) fn query_pairs(query: &str) -> impl Iterator<Item = (String, String)> + '_ {
     query
         .split('&')
         .filter(|pair| !pair.is_empty())
@@ -13,12 +13,12 @@ pub fn query_pairs(query: &str) -> impl Iterator<Item = (String, String)> + '_ {
 }
 
 /// A query value: `%XX` escapes and `+` as space.
-pub fn percent_decode(text: &str) -> String {
+pub(crate) fn percent_decode(text: &str) -> String {
     decode(text, true)
 }
 
 /// A path segment: `%XX` escapes only (`+` is a plus sign, as in `+1631…`).
-pub fn decode_path_segment(text: &str) -> String {
+pub(crate) fn decode_path_segment(text: &str) -> String {
     decode(text, false)
 }
 
@@ -46,7 +46,7 @@ fn decode(text: &str, plus_is_space: bool) -> String {
 }
 
 /// The value of one hex digit.
-pub fn hex_value(byte: u8) -> Option<u8> {
+pub(crate) fn hex_value(byte: u8) -> Option<u8> {
     match byte {
         b'0'..=b'9' => Some(byte - b'0'),
         b'a'..=b'f' => Some(byte - b'a' + 10),

@@ -39,7 +39,7 @@ pub enum Endpoint {
 }
 
 impl Endpoint {
-    pub fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             Endpoint::Messages => "messages",
             Endpoint::MarketingMessages => "marketing_messages",
@@ -51,15 +51,15 @@ impl Endpoint {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct SendRoute<'a> {
     /// `v21.0`; Graph also accepts unversioned paths.
-    pub version: Option<&'a str>,
+    pub(crate) version: Option<&'a str>,
     /// Digits, no leading zero.
-    pub phone_number_id: &'a str,
-    pub endpoint: Endpoint,
+    pub(crate) phone_number_id: &'a str,
+    pub(crate) endpoint: Endpoint,
 }
 
 /// Why a request that could be a send is refused rather than inspected.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Unsendable {
+pub(crate) enum Unsendable {
     /// The method and a `method=` override disagree about being a POST, or
     /// the override is given twice.
     MethodOverride,
@@ -74,7 +74,7 @@ pub enum Unsendable {
 
 impl Unsendable {
     /// The machine-readable reason, as in `error_data.details`.
-    pub fn reason(self) -> &'static str {
+    pub(crate) fn reason(self) -> &'static str {
         match self {
             Unsendable::MethodOverride => "method_override",
             Unsendable::UnsupportedMethod => "unsupported_method",
@@ -84,7 +84,7 @@ impl Unsendable {
     }
 
     /// What was wrong, in plain words.
-    pub fn message(self) -> &'static str {
+    pub(crate) fn message(self) -> &'static str {
         match self {
             Unsendable::MethodOverride => {
                 "A send must be a POST, and a `method` query parameter may not make another method a send or a send another method. Send a plain POST."
@@ -104,7 +104,7 @@ impl Unsendable {
 
 /// What a request is, as far as sendgate cares.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Route<'a> {
+pub(crate) enum Route<'a> {
     /// A send at its canonical path: inspect it as it is.
     Send(SendRoute<'a>),
     /// A send written another way: inspect it, and forward it as a POST
@@ -124,7 +124,7 @@ pub enum Route<'a> {
 const MAX_DECODINGS: usize = 4;
 
 /// Recognises a request by its method, path, query and whether it has a body.
-pub fn recognize<'a>(
+pub(crate) fn recognize<'a>(
     method: &Method,
     path: &'a str,
     query: Option<&str>,
@@ -262,7 +262,7 @@ fn contains_ignore_case(text: &str, needle: &str) -> bool {
 /// `/{version}/{phone-number-id}/(marketing_)messages` or unversioned. The
 /// version is `v` and digits with dots; the id is digits with no leading
 /// zero. Anything else is for [`canonical_send_path`] to judge.
-pub fn send_route(path: &str) -> Option<SendRoute<'_>> {
+pub(crate) fn send_route(path: &str) -> Option<SendRoute<'_>> {
     // Cut at the last two slashes: most paths are not sends, and the last
     // segment alone tells.
     let rest = path.strip_prefix('/')?;
@@ -310,8 +310,9 @@ fn is_version(text: &str) -> bool {
 }
 
 /// The canonical path of whatever spelling of a send `path` is, or `None`
-/// when no lenient reading makes it one.
-pub fn canonical_send_path(path: &str) -> Option<String> {
+/// when no lenient reading makes it one (the fuzz target's oracle).
+#[cfg(any(test, fuzzing))]
+pub(crate) fn canonical_send_path(path: &str) -> Option<String> {
     if let Some(route) = send_route(path) {
         return Some(canonical(&route));
     }
@@ -496,18 +497,18 @@ fn canonical_version(segment: &str) -> Option<String> {
 
 /// One request inside a Graph batch.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct BatchEntry {
+pub(crate) struct BatchEntry {
     /// As given; Graph's default is GET.
-    pub method: String,
-    pub relative_url: String,
+    pub(crate) method: String,
+    pub(crate) relative_url: String,
     /// The entry's parameters, form-encoded as Graph takes them.
-    pub body: Option<String>,
+    pub(crate) body: Option<String>,
 }
 
 impl BatchEntry {
     /// What this entry is, read like a request of its own.
     /// Owned, since the entry's path may need a leading slash added.
-    pub fn route(&self) -> Route<'static> {
+    pub(crate) fn route(&self) -> Route<'static> {
         let method = Method::from_bytes(self.method.trim().as_bytes()).unwrap_or(Method::GET);
         let url = self.relative_url.trim();
         let (path, query) = match url.split_once('?') {
@@ -532,14 +533,14 @@ impl BatchEntry {
 
 /// Why a batch could not be read.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct UnreadableBatch(pub String);
+pub(crate) struct UnreadableBatch(pub String);
 
 /// The entries of a Graph batch request, if the request is one: the
 /// `batch` parameter of the query, of a form-encoded body, or of a JSON
 /// body (an array, or a string holding one). `Ok(None)` when no `batch` is
 /// given at all; an error when one is given but cannot be read, or is given
 /// twice.
-pub fn batch_entries(
+pub(crate) fn batch_entries(
     query: Option<&str>,
     body: &[u8],
 ) -> Result<Option<Vec<BatchEntry>>, UnreadableBatch> {

@@ -1,6 +1,6 @@
 //! A simulated Cloud API to develop and test against, with no Meta account.
 //!
-//! It answers sends the way Meta does (cloud-api.md §2): `contacts[].input`
+//! It answers sends the way Meta does (docs/cloud-api.md §2): `contacts[].input`
 //! with `wa_id` for a phone send and `user_id` for a BSUID send, and a
 //! `wamid.` id. Like Meta, it accepts a BSUID placed in `to` with a 200 and
 //! then never delivers it: the sandbox records such a send as *dropped*. It
@@ -17,9 +17,9 @@ use http_body_util::BodyExt;
 use serde::Serialize;
 use serde_json::{Value, json};
 
-use crate::send::identifier::{classify, phone_digits};
+use crate::body::{ProxyBody, local_response};
+use crate::identifier::{classify, phone_digits};
 use crate::server::Handler;
-use crate::upstream::{ProxyBody, local_response};
 
 /// The business phone number id the sandbox walkthrough uses.
 pub const PHONE_NUMBER_ID: &str = "106540352242922";

@@ -1,4 +1,4 @@
-//! Where a template's category comes from (cloud-api.md §5).
+//! Where a template's category comes from (docs/cloud-api.md §5).
 //!
 //! A send names its template but not its category, and the category decides
 //! whether a BSUID may receive it. The answer comes from config overrides
@@ -18,16 +18,17 @@ use moka::Expiry;
 use moka::future::Cache;
 use serde::Deserialize;
 
+use crate::body::{BoxError, full_body, read_whole};
 use crate::config::{CacheConfig, Category, Config};
 use crate::logging::Escaped;
 use crate::send::payload::TemplateRef;
-use crate::upstream::{BoxError, Upstream, full_body, read_whole};
+use crate::upstream::Upstream;
 
 /// The most of a template listing sendgate reads.
 const MAX_LISTING_BYTES: usize = 1 << 20;
 
 /// Template categories from config and from Meta.
-pub struct TemplateCategories {
+pub(crate) struct TemplateCategories {
     /// `waba \0 name \0 language` → the category, or `None` when Meta did not say.
     cache: Cache<String, Option<Category>>,
     upstream: Arc<Upstream>,
@@ -55,17 +56,17 @@ impl Expiry<String, Option<Category>> for CategoryExpiry {
 }
 
 /// Where to ask and with whose token.
-pub struct LookupContext<'a> {
-    pub phone_number_id: &'a str,
+pub(crate) struct LookupContext<'a> {
+    pub(crate) phone_number_id: &'a str,
     /// The Graph API version of the send's path, e.g. `v21.0`, reused for the lookup.
-    pub version: Option<&'a str>,
+    pub(crate) version: Option<&'a str>,
     /// The sender's header fields: a lookup sends its `Authorization` on.
     /// Looked up only when a lookup is made, which few sends need.
-    pub sender_headers: &'a HeaderMap,
+    pub(crate) sender_headers: &'a HeaderMap,
 }
 
 impl TemplateCategories {
-    pub fn new(cache: &CacheConfig, upstream: Arc<Upstream>) -> Self {
+    pub(crate) fn new(cache: &CacheConfig, upstream: Arc<Upstream>) -> Self {
         let expiry = CategoryExpiry {
             found: Duration::from_secs(cache.template_ttl_secs),
             missing: Duration::from_secs(cache.template_negative_ttl_secs),
@@ -81,7 +82,7 @@ impl TemplateCategories {
 
     /// The category of `template` sent from a business number, or `None` when
     /// neither config nor Meta tells.
-    pub async fn category(
+    pub(crate) async fn category(
         &self,
         config: &Config,
         template: &TemplateRef,

@@ -3,7 +3,7 @@
 //! `#[path]`).
 
 /// Resident memory of this process in bytes, from /proc (Linux; 0 elsewhere).
-pub fn rss_bytes() -> u64 {
+pub(crate) fn rss_bytes() -> u64 {
     let statm = std::fs::read_to_string("/proc/self/statm").unwrap_or_default();
     let pages: u64 = statm
         .split_whitespace()

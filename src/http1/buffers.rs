@@ -1,7 +1,8 @@
-//! Read buffers lent per thread: a connection holds one only while bytes
-//! are coming in or waiting to be used, so that an idle keep-alive client
-//! connection, or an upstream connection waiting for its answer, holds none
-//! (nginx frees its buffers on idle connections the same way).
+//! Read buffers lent per thread to the server loop: a client connection
+//! holds one only while bytes are coming in or waiting to be used, so that
+//! an idle keep-alive connection holds none (nginx frees its buffers on
+//! idle connections the same way). The upstream client reads a response's
+//! first bytes onto the stack instead (`upstream::http1`).
 //!
 //! Each worker thread keeps a few spares; under load they go round at once,
 //! and a quiet thread holds their memory for nobody.

@@ -41,7 +41,7 @@ impl Encoder {
 
     /// Counts `len` more body bytes and writes what goes before them.
     // Inlined into both loops' writers: as a call, the response writer lost
-    // its own inlining and cost about 400 instructions more per request.
+    // its own inlining (BENCHMARKS.md, "Design choices").
     #[inline]
     pub(crate) fn begin(&mut self, len: usize, out: &mut Vec<u8>) -> Result<(), Overrun> {
         match self {

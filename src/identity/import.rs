@@ -14,7 +14,7 @@ use serde::Deserialize;
 use super::{Identities, IdentityEvent, Observation, Source, StoreError};
 use crate::config::{Config, check_portfolio_name};
 use crate::csv_rows::{Fields, Rows};
-use crate::send::identifier::{IdClass, classify, phone_digits};
+use crate::identifier::{IdClass, classify, phone_digits};
 
 /// Rows per store transaction: large enough to amortise the commit's fsync,
 /// small enough to report progress and bound memory.

@@ -22,7 +22,7 @@
 
 mod cache;
 pub mod import;
-mod model;
+pub(crate) mod model;
 mod scope;
 mod store;
 
@@ -78,7 +78,7 @@ impl Identities {
     }
 
     /// Counts cache hits and misses in this metric family from now on.
-    pub fn count_cache_in(&self, family: Family<ResultLabels, Counter>) {
+    pub(crate) fn count_cache_in(&self, family: Family<ResultLabels, Counter>) {
         let series = |result| family.get_or_create(&ResultLabels { result }).clone();
         let _ = self.cache_counters.set(CacheCounters {
             hit: series("hit"),

@@ -32,7 +32,7 @@ use redb::{
 };
 
 use super::model::{Claim, ClaimKey, IdentityEvent, Observation, Record, Source};
-use crate::send::identifier::{IdClass, classify, phone_digits};
+use crate::identifier::{IdClass, classify, phone_digits};
 
 const RECORDS: TableDefinition<&str, &[u8]> = TableDefinition::new("records");
 const PHONES: TableDefinition<&str, &str> = TableDefinition::new("phones");

@@ -18,16 +18,16 @@ use serde_json::{Map, Value};
 use super::{
     error_response, judge, limited_response, read_body, refusal_label, set_decision_header,
 };
+use crate::app::{App, RequestId};
+use crate::body::{ProxyBody, full_body};
 use crate::client::{self, Sender};
 use crate::config::{BatchPolicy, Mode};
 use crate::graph_error::GraphError;
 use crate::headers::{self, CLIENT_HEADER};
 use crate::limits::{Admission, ClientBucket};
-use crate::proxy::{App, RequestId};
 use crate::query::query_pairs;
 use crate::route::{self, BatchEntry, Route, UnreadableBatch};
 use crate::templates::LookupContext;
-use crate::upstream::{ProxyBody, full_body};
 
 /// Handles a request to the Graph root.
 pub async fn handle(app: &App, mut request: Box<Request<ProxyBody>>) -> Response<ProxyBody> {

@@ -4,10 +4,9 @@
 //! Phases, each a plain function: read the body (bounded) → parse the facts →
 //! classify → resolve what the decision needs → decide → rewrite if asked →
 //! forward → learn from the response. The pure phases live in
-//! [`identifier`], [`payload`] and [`policy`].
+//! [`crate::identifier`], [`payload`] and [`policy`].
 
 pub mod batch;
-pub mod identifier;
 pub mod payload;
 pub mod policy;
 mod scan;
@@ -20,25 +19,31 @@ use bytes::Bytes;
 use http::{HeaderValue, Request, Response, header};
 use http_body_util::BodyExt;
 
+use crate::app::{App, RequestId};
+use crate::body::{ProxyBody, ReadBodyError, full_body, read_whole};
 use crate::client::{self, Sender};
 use crate::config::{Category, Config, LimitMode, Mode, UnknownCategory};
 use crate::graph_error::GraphError;
 use crate::headers::{self, CLIENT_HEADER, DECISION_HEADER};
+use crate::identifier::{IdClass, classify, phone_digits};
 use crate::identity::Scope;
 use crate::limits::{Admission, ClientBucket, Refusal};
 use crate::logging::{Escaped, mask};
 use crate::metrics::{CodeLabels, Metrics};
-use crate::proxy::{App, RequestId, body_failed, relay};
+use crate::relay::{body_failed, relay};
 pub use crate::route::{Endpoint, SendRoute};
 use crate::templates::LookupContext;
-use crate::upstream::{ProxyBody, ReadBodyError, UpstreamBody, full_body, read_whole};
-use identifier::{IdClass, classify, phone_digits};
+use crate::upstream::UpstreamBody;
 use payload::{FieldValue, Member, PayloadError, SendPayload};
 use policy::{Actions, Addressing, Decision, Facts, MessageKind, Person, Recipient};
 
 /// Refuses a request that could be a send before reading it: counted and
 /// labelled like a blocked send.
-pub fn refuse(app: &App, error: GraphError, request_id: &RequestId<'_>) -> Response<ProxyBody> {
+pub(crate) fn refuse(
+    app: &App,
+    error: GraphError,
+    request_id: &RequestId<'_>,
+) -> Response<ProxyBody> {
     let label = refusal_label(error.reason, Mode::Enforce);
     tracing::info!(
         target: "sendgate::decision",
@@ -175,7 +180,7 @@ pub async fn handle(
             limits.feedback(route.phone_number_id, person, code, false);
             response
         }
-        Err(error) => error.to_graph_error().into_response(request_id),
+        Err(error) => GraphError::from(&error).into_response(request_id),
     };
     set_decision_header(&mut response, label);
     response
@@ -234,14 +239,14 @@ async fn read_error_code(response: Response<UpstreamBody>) -> (Response<ProxyBod
 }
 
 /// What the send path concluded about one body.
-pub struct Verdict {
+pub(crate) struct Verdict {
     /// Why enforce mode refuses the send (report mode forwards it anyway).
-    pub refusal: Option<GraphError>,
+    pub(crate) refusal: Option<GraphError>,
     /// The rewritten body, in enforce mode, when the table rewrote it.
-    pub rewritten: Option<Vec<u8>>,
+    pub(crate) rewritten: Option<Vec<u8>>,
     /// The (phone digits, BSUID) pair a successful forward of this send
     /// claims, when `identity.learn_from_sends` is on.
-    pub learned: Option<(String, String)>,
+    pub(crate) learned: Option<(String, String)>,
     /// The `x-sendgate-decision` value.
     pub label: Cow<'static, str>,
     /// Who the pair limit counts this send against: the person's BSUID when
@@ -251,7 +256,7 @@ pub struct Verdict {
 
 /// Parses, classifies, resolves and decides; logs the decision. Used by the
 /// send path and by the admin API's dry run.
-pub async fn judge(
+pub(crate) async fn judge(
     app: &App,
     config: &Config,
     body: &[u8],
@@ -388,7 +393,7 @@ pub fn facts_of<'a>(payload: &'a SendPayload<'_>) -> Facts<'a> {
     }
 }
 
-/// What kind of message this is, for rows 9 and 10. Asks for the template's
+/// What kind of message this is, for rows 9 and 10 (docs/design.md §2). Asks for the template's
 /// category only here, i.e. only for a BSUID-only send.
 async fn message_kind(
     app: &App,

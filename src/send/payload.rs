@@ -18,7 +18,7 @@ use serde::de::{self, MapAccess, Visitor};
 use serde::{Deserialize, Deserializer as _};
 use serde_json::value::RawValue;
 
-use super::scan;
+use super::scan::{self, RawMember};
 
 /// Why a body could not be read as a send.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -511,14 +511,6 @@ impl<'de> Deserialize<'de> for Key {
         let raw = <&RawValue>::deserialize(deserializer)?;
         Ok(decode_str(raw.get()).map_or(Key::Other, |name| Key::from_name(&name)))
     }
-}
-
-/// One top-level member of a send body, its key read as `K`: a [`Key`] for
-/// the decision, the key's text as [`scan`] finds it.
-pub(super) struct RawMember<'a, K> {
-    pub key: K,
-    /// The value's raw JSON, borrowed from the body.
-    pub value: &'a str,
 }
 
 /// Every top-level member of `body` as serde_json reads it, in order and

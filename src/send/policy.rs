@@ -1,4 +1,4 @@
-//! The send decision of design.md §2, as pure functions over plain values.
+//! The send decision of docs/design.md §2, as pure functions over plain values.
 //!
 //! Deciding happens in two steps because the second needs facts that cost
 //! something to get: [`address`] looks only at the two recipient fields
@@ -8,8 +8,8 @@
 
 use std::fmt;
 
-use super::identifier::IdClass;
 use super::payload::Target;
+use crate::identifier::IdClass;
 
 /// The switches of `[policy]` that shape a decision.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -122,7 +122,7 @@ pub enum BlockReason {
     ConflictingRecipients,
     /// Row 9.
     AuthTemplateNeedsPhone,
-    /// Row 9, for the other message Meta refuses to a BSUID (cloud-api.md §2).
+    /// Row 9, for the other message Meta refuses to a BSUID (docs/cloud-api.md §2).
     BidSpecNeedsPhone,
     /// Row 10.
     CampaignNeedsPhone,
@@ -233,7 +233,7 @@ pub fn address<'a>(facts: &Facts<'a>, policy: &Policy) -> Addressing<'a> {
         // does this for any value that is not all digits).
         let username = facts
             .to
-            .is_some_and(|to| super::identifier::is_username_not_group(to.value));
+            .is_some_and(|to| crate::identifier::is_username_not_group(to.value));
         return if username && policy.block_usernames {
             Addressing::Blocked(BlockReason::UsernameTarget {
                 recased_bsuid: false,
@@ -253,7 +253,7 @@ pub fn address<'a>(facts: &Facts<'a>, policy: &Policy) -> Addressing<'a> {
         if !policy.block_usernames {
             return Addressing::Untouched;
         }
-        let recased_bsuid = super::identifier::looks_like_recased_bsuid(username.value);
+        let recased_bsuid = crate::identifier::looks_like_recased_bsuid(username.value);
         return Addressing::Blocked(BlockReason::UsernameTarget { recased_bsuid });
     }
     if present().any(|(r, _)| r.class == IdClass::Invalid) {
@@ -354,7 +354,7 @@ fn needs_phone(kind: MessageKind, policy: &Policy) -> Option<BlockReason> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::send::identifier::classify;
+    use crate::identifier::classify;
 
     const PHONE: &str = "+1 (631) 555-1234";
     const PHONE_DIGITS: &str = "16315551234";

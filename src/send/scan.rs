@@ -1,8 +1,8 @@
 //! The fast path for finding a send body's top-level members.
 //!
-//! serde_json costs about 5,000 instructions to hand over the members of a
-//! short text send (each value is buffered as a `RawValue`, then checked as
-//! UTF-8 again), a fifth of what nginx spends on a whole request. This scanner
+//! serde_json is costly at handing over the members of a short text send
+//! (each value is buffered as a `RawValue`, then checked as UTF-8 again;
+//! BENCHMARKS.md, "Design choices"). This scanner
 //! walks the bytes once, allocates nothing but the member list, and accepts
 //! only what is certainly valid JSON. It is stricter than serde_json, never
 //! looser: anything it is unsure of (a key with escapes, nesting deeper than
@@ -10,11 +10,18 @@
 //! serde_json, which has the last word and writes the error message. A
 //! differential test holds the two to the same answers.
 
-use super::payload::RawMember;
-
 /// Containers nested inside a member's value beyond which the scanner leaves
 /// the body to serde_json (whose own limit is 128).
 const MAX_DEPTH: u32 = 64;
+
+/// One top-level member of a send body, its key read as `K`: the key's
+/// text as [`object_members`] finds it, or the payload's `Key` for the
+/// decision.
+pub(super) struct RawMember<'a, K> {
+    pub key: K,
+    /// The value's raw JSON, borrowed from the body.
+    pub value: &'a str,
+}
 
 /// The members of `body` if it is one JSON object (with white space around
 /// it) that this scanner vouches for; `None` leaves the verdict to serde_json.

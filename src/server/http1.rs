@@ -2,10 +2,11 @@
 //! nearly all of its traffic.
 //!
 //! hyper's server connection costs more per request than everything nginx
-//! does for one (see BENCHMARKS.md), so a connection starts here: one task
-//! reads a request head with `httparse` into a buffer the connection keeps,
-//! takes the body from the same buffer, calls the handler and writes the
-//! response head and a small body in one write.
+//! does for one (BENCHMARKS.md, "Design choices"), so a connection starts
+//! here: one task reads a request head with `httparse` into a buffer it
+//! borrows from its thread while bytes come in (`http1::buffers`), takes
+//! the body from the same buffer, calls the handler and writes the response
+//! head and a small body in one write.
 //!
 //! It takes only the simple case: an HTTP/1.1 request in origin form, any
 //! method but `HEAD` and `CONNECT`, a body given by one `Content-Length` of
@@ -38,7 +39,8 @@ use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::net::TcpStream;
 
 use super::registry::{Activity, Entry, Phase, Signal};
-use super::{CLIENT_WRITE_STALL, Handler, Shared};
+use super::shared::{CLIENT_WRITE_STALL, Handler, Shared};
+use crate::body::{ProxyBody, full_body};
 use crate::http1::buffers;
 use crate::http1::encode::Encoder;
 use crate::http1::{
@@ -46,7 +48,6 @@ use crate::http1::{
     field_name, place, status_has_no_body,
 };
 use crate::stall::Stall;
-use crate::upstream::{ProxyBody, full_body};
 
 /// Longest request head taken here; hyper takes longer ones.
 const MAX_HEAD: usize = 16 * 1024;
@@ -61,7 +62,7 @@ pub(super) const MAX_BODY: usize = 64 * 1024;
 /// connection's largest.
 const SPARE_HEADERS: usize = 24;
 /// How much the read buffer grows by when it is full.
-const READ_CHUNK: usize = 8 * 1024;
+const READ_CHUNK: usize = buffers::SIZE;
 /// A request up to this size is copied out of the read buffer, so that the
 /// buffer goes back to the thread's spares while the request is in flight
 /// (a send waits on Meta for 100 ms to seconds); a larger one keeps it.

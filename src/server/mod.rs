@@ -19,64 +19,45 @@
 //! core are to produce: in the load benchmark whole runs went that way, at
 //! a lower rate and a higher CPU cost a request, and no pinned run did.
 //! Beside other busy processes a pinned worker cannot move away from them,
-//! so it is not the default. BENCHMARKS.md (twelfth pass) has the figures.
+//! so it is not the default. BENCHMARKS.md ("Design choices") has the figures.
 
-use std::convert::Infallible;
 use std::future::{Future, poll_fn};
 use std::io;
 use std::net::SocketAddr;
-use std::pin::Pin;
 use std::sync::Arc;
-use std::task::{Context, Poll};
+use std::task::Poll;
 use std::time::Duration;
 
-use bytes::Bytes;
-use http::{Request, Response};
-use http_body_util::BodyExt;
-use hyper::body::Incoming;
-use hyper::service::service_fn;
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::rt::{TokioExecutor, TokioTimer};
 use hyper_util::server::conn::auto;
 use tokio::net::{TcpListener, TcpSocket, TcpStream};
 use tokio::sync::{mpsc, oneshot};
 
+use crate::config::ConnectionsConfig;
 use crate::graph_error::GraphError;
-use crate::upstream::{BoxError, ClientBodyError, ProxyBody};
-use registry::{Cap, Entry, HyperRequest, Phase, Registry, Signal};
+use registry::{Cap, Registry};
 
 mod affinity;
 mod fd_limit;
 mod http1;
 mod registry;
+mod shared;
 
 #[cfg(any(test, fuzzing))]
 pub(crate) use http1::check_request_head;
 
 pub use fd_limit::{Raised, default_max_connections, raise_to_hard as raise_fd_limit};
 pub use registry::Timeouts;
+pub use shared::Handler;
 
-/// How long a client may take nothing of its response before its
-/// connection is closed (nginx's `send_timeout` default).
-const CLIENT_WRITE_STALL: Duration = Duration::from_secs(60);
+use shared::Shared;
+
 /// How long in-flight requests may run after shutdown begins.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
 /// Pause after a failed accept (e.g. out of file descriptors) so the loop does not spin.
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(50);
-/// How long a connection hyper serves may take to close gracefully once
-/// it has no request in flight.
-const CLOSE_GRACE: Duration = Duration::from_secs(1);
 /// How long a refused connection is kept to read what its client sent.
 const REFUSAL_LINGER: Duration = Duration::from_secs(1);
-
-/// Something that answers requests: the proxy, the sandbox, the admin API.
-pub trait Handler: Send + Sync + 'static {
-    /// Borrows the handler: a connection holds it for its lifetime, so a
-    /// request costs no reference count shared by every worker thread.
-    fn call(
-        &self,
-        request: Request<ProxyBody>,
-    ) -> impl Future<Output = Response<ProxyBody>> + Send + '_;
-}
 
 /// How client connections are limited.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -93,6 +74,23 @@ impl Default for ConnectionLimits {
         ConnectionLimits {
             timeouts: Timeouts::default(),
             max_connections: default_max_connections(),
+        }
+    }
+}
+
+impl From<&ConnectionsConfig> for ConnectionLimits {
+    /// The limits `[connections]` sets; a `max` of 0 leaves the cap to the
+    /// descriptor limit.
+    fn from(config: &ConnectionsConfig) -> Self {
+        ConnectionLimits {
+            timeouts: Timeouts {
+                header: Duration::from_millis(config.header_timeout_ms),
+                keepalive: Duration::from_millis(config.keepalive_timeout_ms),
+            },
+            max_connections: match config.max {
+                0 => default_max_connections(),
+                max => max,
+            },
         }
     }
 }
@@ -120,9 +118,19 @@ pub async fn serve<H: Handler>(
     handler: Arc<H>,
     shutdown: impl Future<Output = ()>,
 ) {
-    let limits = ConnectionLimits::default();
+    serve_with_limits(listener, handler, ConnectionLimits::default(), shutdown).await;
+}
+
+/// [`serve`] with `limits`.
+pub async fn serve_with_limits<H: Handler>(
+    listener: TcpListener,
+    handler: Arc<H>,
+    limits: ConnectionLimits,
+    shutdown: impl Future<Output = ()>,
+) {
     let cap = Arc::new(Cap::new(limits.max_connections));
     let connections = Connections::new(handler, limits.timeouts, cap.clone());
+    connections.shared.registry.spawn_sweeper();
     let registries = [connections.shared.registry.clone()];
     let admitted = Admitted {
         cap: &cap,
@@ -206,7 +214,11 @@ pub async fn serve_on_workers<H: Handler>(
         // non-blocking, and the worker registers it with its own reactor.
         match stream.into_std() {
             Ok(stream) => {
-                let _ = queues[next].send(stream);
+                if queues[next].send(stream).is_err() {
+                    // That worker has stopped: its slot is free again.
+                    cap.release();
+                    tracing::warn!(worker = next, "a worker has stopped; connection dropped");
+                }
                 next = (next + 1) % queues.len();
             }
             Err(err) => {
@@ -266,6 +278,17 @@ impl Admitted<'_> {
             .filter_map(|registry| Some((registry.longest_idle()?, registry)))
             .max_by_key(|(idle_for, _)| *idle_for);
         if longest.is_some_and(|(_, registry)| registry.evict_oldest_idle()) {
+            return true;
+        }
+        // Connections told to close (evicted a moment ago, their tasks not
+        // yet run) give their room back soon: a newcomer may take it now
+        // rather than be refused while the cap is only slow to catch up.
+        let closing: usize = self
+            .registries
+            .iter()
+            .map(|registry| registry.closing())
+            .sum();
+        if self.cap.open() <= self.cap.max() + closing {
             return true;
         }
         self.cap.release();
@@ -343,10 +366,12 @@ async fn accept_until(
                         accept_one(stream);
                     }
                 }
+                // A client gone before it was accepted: nothing to wait for.
+                Err(err) if err.kind() == io::ErrorKind::ConnectionAborted => {}
                 Err(err) => {
                     tracing::warn!(error = %err, "accept failed");
                     // Out of descriptors: an idle connection makes room.
-                    if admitted.cap.open() > 0 {
+                    if out_of_descriptors(&err) && admitted.cap.open() > 0 {
                         let _ = admitted.registries.iter().any(|registry| registry.evict_oldest_idle());
                     }
                     tokio::time::sleep(ACCEPT_BACKOFF).await;
@@ -357,17 +382,15 @@ async fn accept_until(
     }
 }
 
+/// Whether an accept failed for want of a file descriptor (EMFILE for the
+/// process, ENFILE for the system: 24 and 23 on Linux and the BSDs alike).
+fn out_of_descriptors(err: &io::Error) -> bool {
+    matches!(err.raw_os_error(), Some(23 | 24))
+}
+
 /// The connections served on one runtime.
 struct Connections<H> {
     shared: Arc<Shared<H>>,
-}
-
-/// What every connection of a runtime uses.
-struct Shared<H> {
-    handler: Arc<H>,
-    /// Serves the connections (and requests) that `http1` hands over.
-    hyper: auto::Builder<TokioExecutor>,
-    registry: Arc<Registry>,
 }
 
 impl<H: Handler> Connections<H> {
@@ -409,109 +432,13 @@ impl<H: Handler> Connections<H> {
     }
 }
 
-impl<H: Handler> Shared<H> {
-    /// Serves the rest of a connection with hyper (HTTP/2, upgrades and
-    /// whatever `http1` leaves to it), `io` starting with the bytes already
-    /// read from it. Shuts down gracefully when the registry says close
-    /// (idle too long, evicted at the cap, or shutdown).
-    async fn serve_with_hyper<I>(&self, io: I, entry: Entry)
-    where
-        I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
-    {
-        let handler = self.handler.clone();
-        let registry = self.registry.clone();
-        let activity = entry.activity().clone();
-        let service = service_fn(move |request: Request<Incoming>| {
-            let handler = handler.clone();
-            let registry = registry.clone();
-            let in_flight = activity.hyper_request(&registry);
-            // A failure of the client's body is the client's, whoever
-            // reads it (the send path, or the upstream client streaming it).
-            let request = request.map(|body| {
-                body.map_err(|err| BoxError::from(ClientBodyError(err.into())))
-                    .boxed()
-            });
-            async move {
-                let response = handler.call(request).await;
-                Ok::<_, Infallible>(response.map(|body| CountedBody {
-                    body,
-                    _in_flight: in_flight,
-                }))
-            }
-        });
-        if !entry.enter(Phase::Hyper) {
-            return;
-        }
-        let connection = self.hyper.serve_connection(TokioIo::new(io), service);
-        tokio::pin!(connection);
-        let activity = entry.activity();
-        let ended = poll_fn(|cx| {
-            if let Poll::Ready(ended) = connection.as_mut().poll(cx) {
-                return Poll::Ready(Some(ended));
-            }
-            match activity.poll_signal(cx) {
-                Poll::Ready(Signal::Close) => Poll::Ready(None),
-                Poll::Ready(Signal::Park) | Poll::Pending => Poll::Pending,
-            }
-        })
-        .await;
-        let ended = match ended {
-            Some(ended) => ended,
-            None => {
-                connection.as_mut().graceful_shutdown();
-                // HTTP/2's graceful close waits for the client to answer a
-                // ping; one that does not is let go once it has nothing in
-                // flight.
-                loop {
-                    match tokio::time::timeout(CLOSE_GRACE, connection.as_mut()).await {
-                        Ok(ended) => break ended,
-                        Err(_) if !activity.in_flight() => return,
-                        Err(_) => {}
-                    }
-                }
-            }
-        };
-        if let Err(err) = ended {
-            tracing::debug!(error = %err, "connection ended with an error");
-        }
-    }
-}
-
-/// A response body of a connection hyper serves, its request counted in
-/// flight until the body has been sent or dropped: a long download is not
-/// an idle connection.
-struct CountedBody {
-    body: ProxyBody,
-    /// Held for its drop.
-    _in_flight: HyperRequest,
-}
-
-impl http_body::Body for CountedBody {
-    type Data = Bytes;
-    type Error = BoxError;
-
-    fn poll_frame(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<http_body::Frame<Bytes>, BoxError>>> {
-        Pin::new(&mut self.body).poll_frame(cx)
-    }
-
-    fn is_end_stream(&self) -> bool {
-        self.body.is_end_stream()
-    }
-
-    fn size_hint(&self) -> http_body::SizeHint {
-        self.body.size_hint()
-    }
-}
-
 #[cfg(all(test, target_os = "linux"))]
 mod tests {
+    use http::{Request, Response};
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
     use super::*;
-    use crate::upstream::full_body;
+    use crate::body::{ProxyBody, full_body};
 
     /// Answers with the CPUs that the thread running it may use.
     struct AllowedCpus;
@@ -584,5 +511,33 @@ mod tests {
         })
         .await;
         assert_eq!(answers, vec![format!("{allowed:?}"); 2]);
+    }
+
+    /// `serve` (the admin API's and the sandbox's listener) applies the
+    /// timeouts too: a client that never sends a byte is closed.
+    #[tokio::test]
+    async fn a_silent_client_of_the_single_runtime_server_is_closed() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let address = listener.local_addr().unwrap();
+        let limits = ConnectionLimits {
+            timeouts: Timeouts {
+                header: Duration::from_millis(200),
+                keepalive: Duration::from_millis(200),
+            },
+            max_connections: 16,
+        };
+        tokio::spawn(serve_with_limits(
+            listener,
+            Arc::new(AllowedCpus),
+            limits,
+            std::future::pending(),
+        ));
+        let mut client = TcpStream::connect(address).await.unwrap();
+        let mut byte = [0; 1];
+        let read = tokio::time::timeout(Duration::from_secs(5), client.read(&mut byte)).await;
+        assert!(
+            matches!(read, Ok(Ok(0)) | Ok(Err(_))),
+            "the connection is closed, not left open: {read:?}"
+        );
     }
 }

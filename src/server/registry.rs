@@ -47,9 +47,9 @@ impl Default for Timeouts {
 }
 
 impl Timeouts {
-    /// How often the sweeper looks: often enough that a timeout is kept to
-    /// within a quarter of itself, and that an idle connection puts its
-    /// state away within half a second.
+    /// How often the sweeper looks: often enough that a timeout fires at
+    /// most two periods (half of itself) late, and that an idle connection
+    /// puts its state away within half a second.
     fn tick(&self) -> Duration {
         (self.header.min(self.keepalive) / 4).clamp(Duration::from_millis(10), PARK_TICK)
     }
@@ -123,6 +123,10 @@ pub(super) struct Activity {
     in_flight: AtomicU32,
     /// The connection's task while it waits.
     waker: AtomicWaker,
+    /// When it last went idle, as a count of its registry's idle
+    /// transitions: the coarse clock gives connections that went idle
+    /// within one sweep the same time, and this orders them.
+    idle_order: AtomicU32,
 }
 
 impl Activity {
@@ -131,6 +135,7 @@ impl Activity {
             state: AtomicU64::new(state_of(Phase::Opening, since)),
             in_flight: AtomicU32::new(0),
             waker: AtomicWaker::new(),
+            idle_order: AtomicU32::new(0),
         }
     }
 
@@ -286,6 +291,10 @@ impl Cap {
     pub(super) fn open(&self) -> usize {
         self.open.load(Ordering::Acquire)
     }
+
+    pub(super) fn max(&self) -> usize {
+        self.max
+    }
 }
 
 /// The connections of one runtime.
@@ -301,6 +310,8 @@ pub(super) struct Registry {
     emptied: Notify,
     /// Idle connections that hold their request state (see [`Self::hold`]).
     holding: AtomicUsize,
+    /// Idle transitions so far (see [`Activity::idle_order`]).
+    idle_transitions: AtomicU32,
 }
 
 /// Most idle connections of a runtime that keep their request state
@@ -333,6 +344,7 @@ impl Registry {
             stopping: Default::default(),
             emptied: Notify::new(),
             holding: AtomicUsize::new(0),
+            idle_transitions: AtomicU32::new(0),
         })
     }
 
@@ -376,13 +388,14 @@ impl Registry {
 
     /// Looks at every connection: closes the ones past their timeout and
     /// asks the ones idle since the last look to park.
-    fn sweep(&self, now: u32, tick: u32) {
-        // A phase's start is read from the clock as of the last tick, so
-        // it may be up to a tick early: a tick more keeps a timeout from
-        // ever closing a connection before its time.
-        let header = self.timeouts.header.as_millis() as u32 + tick;
-        let keepalive = self.timeouts.keepalive.as_millis() as u32 + tick;
-        let park_after = tick;
+    fn sweep(&self, now: u32, since_last: u32) {
+        // A phase's start is read from the clock as of the last sweep, so
+        // it may be early by as long as the sweeps were apart (a tick, or
+        // more when the worker was busy): that much more keeps a timeout
+        // from ever closing a connection before its time.
+        let header = self.timeouts.header.as_millis() as u32 + since_last;
+        let keepalive = self.timeouts.keepalive.as_millis() as u32 + since_last;
+        let park_after = since_last;
         for (_, activity) in self.lock().iter() {
             let state = activity.state.load(Ordering::Acquire);
             if state & CLOSE_BIT != 0 {
@@ -405,17 +418,31 @@ impl Registry {
     /// Closes the connection idle the longest, if one is; true if it did.
     pub(super) fn evict_oldest_idle(&self) -> bool {
         let now = self.now();
+        let transitions = self.idle_transitions.load(Ordering::Relaxed);
         let entries = self.lock();
         let oldest = entries
             .iter()
             .filter_map(|(_, activity)| {
                 let state = activity.state.load(Ordering::Acquire);
                 let since = activity.idle_since(state)?;
-                Some((now.wrapping_sub(since), state, activity))
+                let order = activity.idle_order.load(Ordering::Relaxed);
+                // Longest idle first; within one tick of the clock, the
+                // one that went idle first.
+                let age = (now.wrapping_sub(since), transitions.wrapping_sub(order));
+                Some((age, state, activity))
             })
-            .max_by_key(|(idle_for, ..)| *idle_for);
+            .max_by_key(|(age, ..)| *age);
         oldest
             .is_some_and(|(_, state, activity)| activity.signal_if_unchanged(state, Signal::Close))
+    }
+
+    /// How many connections have been told to close and are still open:
+    /// room the cap is about to get back.
+    pub(super) fn closing(&self) -> usize {
+        self.lock()
+            .iter()
+            .filter(|(_, activity)| activity.closing())
+            .count()
     }
 
     /// The longest any connection here has been idle, if any is.
@@ -465,14 +492,15 @@ impl Registry {
 async fn sweep_every(registry: Weak<Registry>, tick: Duration) {
     let mut interval = tokio::time::interval(tick);
     interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let tick_ms = tick.as_millis() as u32;
+    let mut last = 0;
     loop {
         interval.tick().await;
         let Some(registry) = registry.upgrade() else {
             return;
         };
         let now = registry.clock.advance();
-        registry.sweep(now, tick_ms);
+        registry.sweep(now, now.wrapping_sub(last));
+        last = now;
     }
 }
 
@@ -490,6 +518,13 @@ impl Entry {
 
     /// Moves the connection to `phase` from now; false when it is to close.
     pub(super) fn enter(&self, phase: Phase) -> bool {
+        if phase == Phase::Idle {
+            let order = self
+                .registry
+                .idle_transitions
+                .fetch_add(1, Ordering::Relaxed);
+            self.activity.idle_order.store(order, Ordering::Relaxed);
+        }
         self.activity.enter(phase, self.registry.now())
     }
 }

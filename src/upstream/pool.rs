@@ -41,7 +41,8 @@ use tokio::net::TcpStream;
 use tower_service::Service;
 
 use super::http1;
-use super::{BoxError, ProxyBody, TCP_KEEPALIVE, timed_out};
+use super::http1::timed_out;
+use crate::body::{BoxError, ProxyBody};
 use crate::headers::NOT_FORWARDED;
 use crate::stall::Stall;
 
@@ -69,6 +70,9 @@ impl TryError {
         }
     }
 }
+
+/// When an idle upstream connection starts TCP keep-alive probes.
+pub(super) const TCP_KEEPALIVE: Duration = Duration::from_secs(60);
 
 /// The connections of one upstream.
 pub(super) struct Pool {
@@ -399,7 +403,7 @@ impl Pool {
 
 /// A response body from the upstream, streamed. Its HTTP/1.1 connection goes
 /// back to the pool once the body has been read to the end.
-pub struct UpstreamBody {
+pub(crate) struct UpstreamBody {
     kind: Kind,
     /// The limit on the upstream going silent in the middle of the body.
     stall: Stall,
@@ -485,10 +489,10 @@ mod tests {
     use http_body_util::BodyExt;
     use hyper_rustls::HttpsConnectorBuilder;
 
-    use super::super::full_body;
     use super::super::http1::tests::far;
     use super::super::test_upstream::{Upstream, answer, answer_in_parts};
     use super::*;
+    use crate::body::full_body;
 
     /// A pool of plain-HTTP connections to a test upstream.
     fn pool_to(upstream: &Upstream) -> Arc<Pool> {

@@ -1,4 +1,4 @@
-//! What a WhatsApp webhook payload teaches about people (cloud-api.md §6).
+//! What a WhatsApp webhook payload teaches about people (docs/cloud-api.md §6).
 //!
 //! Meta's webhooks are where phone ↔ BSUID pairs show up: incoming messages,
 //! delivery statuses, shared contacts and the system messages that announce a
@@ -21,8 +21,8 @@
 use serde::Deserialize;
 use serde_json::Value;
 
-use crate::identity::{IdentityEvent, Observation};
-use crate::send::identifier::{IdClass, classify, phone_digits};
+use crate::identifier::{IdClass, classify, phone_digits};
+use crate::identity::model::{IdentityEvent, Observation};
 
 /// One identity change and the business number whose webhook reported it.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -1,6 +1,6 @@
 //! The webhook relay: Meta → sendgate → the business's own webhook endpoint.
 //!
-//! Webhooks are where phone ↔ BSUID pairs appear (cloud-api.md §6), so
+//! Webhooks are where phone ↔ BSUID pairs appear (docs/cloud-api.md §6), so
 //! sendgate sits on the webhook path too. A delivery is verified (HMAC-SHA256
 //! of the raw body with the app secret), learned from (durably, before
 //! anything is acknowledged), and forwarded byte for byte with its signature
@@ -16,10 +16,12 @@ use http::{Method, Request, Response, StatusCode};
 use ring::hmac;
 use subtle::ConstantTimeEq;
 
+use crate::body::{ProxyBody, full_body, local_response, read_whole};
 use crate::config::{Config, ConfigError, Secrets};
+use crate::graph_error::GraphError;
 use crate::identity::{Identities, IdentityEvent, Source};
 use crate::query::{hex_value, query_pairs};
-use crate::upstream::{ProxyBody, Upstream, full_body, local_response, read_whole};
+use crate::upstream::Upstream;
 
 /// The header Meta signs every delivery with: `sha256=<hex>`.
 pub const SIGNATURE_HEADER: &str = "x-hub-signature-256";
@@ -182,7 +184,7 @@ impl Relay {
         {
             Ok(response) => {
                 let success = response.status().is_success();
-                match (crate::proxy::relay(response).await, success) {
+                match (crate::relay::relay(response).await, success) {
                     (Ok(relayed), true) => (Outcome::Relayed, relayed),
                     (Ok(relayed), false) => (Outcome::DownstreamFailed, relayed),
                     (Err(err), _) => {
@@ -193,8 +195,8 @@ impl Relay {
                 }
             }
             Err(err) => {
-                tracing::warn!(error = ?err, "webhook downstream unreachable");
-                let status = err.to_graph_error().status;
+                tracing::warn!(error = %err, "webhook downstream unreachable");
+                let status = GraphError::from(&err).status;
                 (
                     Outcome::DownstreamFailed,
                     plain(status, "webhook downstream unavailable"),

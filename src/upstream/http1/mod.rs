@@ -3,8 +3,8 @@
 //!
 //! hyper's `client::conn::http1` runs every connection in a task of its own
 //! and hands each request and response across a channel to it; that task
-//! and the hand-off cost about 3 µs a request, a large share of what the
-//! proxy spends on a send. Here, as nginx does with its upstreams, the task
+//! and the hand-off were a large share of what the proxy spent on a send
+//! (BENCHMARKS.md, "Design choices"). Here, as nginx does with its upstreams, the task
 //! that makes the request writes it on a pooled socket and reads the answer
 //! itself: the response body reads the socket when it is polled, and the
 //! connection goes back to the pool (`pool`) once the body has been read to
@@ -37,7 +37,7 @@ use tokio::net::TcpStream;
 use tokio::time::{Instant, Sleep};
 use tokio_util::either::Either;
 
-use super::{BoxError, Prepended, ProxyBody, timed_out};
+use crate::body::{BoxError, Prepended, ProxyBody};
 use crate::headers::NOT_FORWARDED;
 use crate::http1::decode::{ChunkedDecoder, Decoded};
 use crate::http1::encode::Encoder;
@@ -46,9 +46,6 @@ use crate::http1::{connection_closes, status_has_no_body};
 mod head;
 
 use head::{Head, MAX_HEAD, parse_head};
-
-#[cfg(any(test, fuzzing))]
-pub(crate) use head::check_response_head;
 
 /// A first body frame up to this size is copied behind the head so that the
 /// whole request goes out in one write; a larger one is written apart.
@@ -63,7 +60,7 @@ const FIRST_READ: usize = 2 << 10;
 /// A connection's byte stream: plain TCP read and written directly, or
 /// TLS as the connector hands it over. (Through the connector's
 /// `MaybeHttpsStream` a plain stream crossed two adapters, tokio's traits
-/// to hyper's and back, on every call: about 240 instructions a read.)
+/// to hyper's and back, on every call; BENCHMARKS.md, "Design choices".)
 /// The TLS variant is boxed apart: a TLS stream is over half a kilobyte,
 /// which every plain connection would otherwise hold too.
 type Io = Either<TcpStream, Box<TokioIo<MaybeHttpsStream<TokioIo<TcpStream>>>>>;
@@ -71,9 +68,8 @@ type Io = Either<TcpStream, Box<TokioIo<MaybeHttpsStream<TokioIo<TcpStream>>>>>;
 /// One HTTP/1.1 connection to the upstream, idle between requests.
 pub(super) struct Connection {
     /// Boxed: the connection moves between the pool, the request and the
-    /// response body, and a pointer moves for less (with only the TLS
-    /// variant boxed, a plain connection cost about 250 instructions a
-    /// request more to move).
+    /// response body, and a pointer moves for less (held inline, a plain
+    /// connection cost more to move: BENCHMARKS.md, "Design choices").
     io: Box<Io>,
     /// Bytes read and not yet used. Empty whenever the connection is
     /// idle, and then without an allocation.
@@ -81,8 +77,8 @@ pub(super) struct Connection {
     /// The deadline of the request in progress, made for the first request
     /// and moved on for each next one: a registered timer pushed later is
     /// one atomic update, where a new timer per request was put in the
-    /// runtime's timer wheel and taken out again (about 170 instructions
-    /// more a request). Between requests it may fire once for the last
+    /// runtime's timer wheel and taken out again (BENCHMARKS.md, "Design
+    /// choices"). Between requests it may fire once for the last
     /// deadline and wake the task that set it, which then finds nothing.
     deadline: Option<Pin<Box<Sleep>>>,
 }
@@ -398,7 +394,7 @@ impl Connection {
     /// its fields go into `spare`'s allocation.
     async fn read_head(&mut self, spare: &mut HeaderMap) -> Result<Head, Error> {
         loop {
-            if let Some(head) = parse_head(&mut self.buf, spare)? {
+            if let Some(head) = parse_head(&mut self.buf, spare).map_err(Error::Invalid)? {
                 return Ok(head);
             }
             if self.buf.len() >= MAX_HEAD {
@@ -440,6 +436,12 @@ impl Connection {
         }
         pin!(self.io.read_buf(&mut self.buf)).poll(cx)
     }
+}
+
+/// The error of a request that ran out of time, as the client's caller
+/// recognises a timeout: an I/O `TimedOut` in the error's chain.
+pub(super) fn timed_out() -> io::Error {
+    io::ErrorKind::TimedOut.into()
 }
 
 /// Writes all of `bufs` and flushes them (which TLS needs, so that nothing
@@ -582,6 +584,43 @@ fn response_framing(method: &Method, head: &Head) -> Result<(State, bool), Error
         Some(length) => Ok((State::Length(length), true)),
         None => Ok((State::UntilClose, false)),
     }
+}
+
+/// The response-head parser's invariants (the `response_head` fuzz
+/// target): it takes the head and nothing after it, never stops at an
+/// interim one, never relays a length beside chunked framing, gives the
+/// same head for the head's bytes alone and none for them cut short; and
+/// the body framing it leads to is decided without a panic.
+#[cfg(any(test, fuzzing))]
+pub(crate) fn check_response_head(data: &[u8]) {
+    let mut buf = BytesMut::from(data);
+    let Ok(Some(head)) = parse_head(&mut buf, &mut HeaderMap::new()) else {
+        return;
+    };
+    let used = data.len() - buf.len();
+    assert_eq!(&data[used..], &buf[..]);
+    assert!(!head.status.is_informational());
+    if head.hop.chunked_last.is_some() {
+        assert!(!head.headers.contains_key(CONTENT_LENGTH));
+    }
+    for method in [http::Method::GET, http::Method::HEAD] {
+        let _ = response_framing(&method, &head);
+    }
+    let mut alone = BytesMut::from(&data[..used]);
+    let same = parse_head(&mut alone, &mut HeaderMap::new())
+        .ok()
+        .flatten()
+        .expect("a head is taken without the bytes after it");
+    assert!(alone.is_empty());
+    assert_eq!(
+        (same.status, same.version, same.headers),
+        (head.status, head.version, head.headers)
+    );
+    let mut cut = BytesMut::from(&data[..used - 1]);
+    assert!(!matches!(
+        parse_head(&mut cut, &mut HeaderMap::new()),
+        Ok(Some(_))
+    ));
 }
 
 /// Where the reading of a response body is.
@@ -737,7 +776,7 @@ pub(super) mod tests {
     use tokio::sync::mpsc;
 
     use super::*;
-    use crate::upstream::full_body;
+    use crate::body::full_body;
     use crate::upstream::test_upstream::{
         Answer, PATIENCE, Upstream, answer, answer_then_close, dechunk, find,
     };

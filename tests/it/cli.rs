@@ -1,19 +1,17 @@
 //! The binary as an operator and a newcomer use it: `check-config`, and the
 //! README's `serve --sandbox` walkthrough (issue acceptance), over real sockets.
 
-mod support;
-
 use std::net::SocketAddr;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
+use crate::support::{Answer, free_port, serve_sandbox};
 use bytes::Bytes;
 use http::Request;
 use http_body_util::{BodyExt, Full};
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 use serde_json::Value;
-use support::{Answer, free_port, serve_sandbox};
 
 const BIN: &str = env!("CARGO_BIN_EXE_sendgate");
 const BSUID: &str = "US.13491208655302741918";
@@ -229,7 +227,11 @@ async fn sighup_reloads_the_config_file_and_refuses_a_broken_one() {
     )
     .unwrap();
     let config = path.to_str().unwrap();
-    let env = [("SENDGATE_ADMIN_TOKEN", "cli-admin-token")];
+    let admin_listen = admin.to_string();
+    let env = [
+        ("SENDGATE_ADMIN_TOKEN", "cli-admin-token"),
+        ("SENDGATE_ADMIN__LISTEN", admin_listen.as_str()),
+    ];
     let mut served = serve_sandbox(&["--config", config], &env, Some(admin)).await;
     let throughput = |limits: &Value| limits["limits"]["number"]["throughput"].clone();
     assert_eq!(throughput(&admin_get(admin, "/admin/limits").await), "high");
@@ -292,4 +294,57 @@ async fn sighup_reloads_the_config_file_and_refuses_a_broken_one() {
         r#"{"messaging_product":"whatsapp","to":"16315551234","type":"text","text":{"body":"hi"}}"#;
     assert_eq!(send(served.addr, text).await.status, 200);
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// The serve wiring in-process, as `main` calls it: the sandbox as the
+/// upstream, a send rewritten on its way, and a clean stop when the
+/// shutdown future completes (no binary, no signal).
+#[tokio::test]
+async fn serve_wiring_runs_in_process_and_stops_on_its_shutdown_future() {
+    use sendgate::cli::serve::{ServeArgs, serve_until};
+    use sendgate::config::Config;
+
+    let addr = free_port();
+    let mut config = Config::from_sources("[store]\npath = \"\"\n", std::iter::empty()).unwrap();
+    config.log.level = "error".into();
+    // Side by side with other tests: no default admin port.
+    config.admin.listen = String::new();
+    let args = ServeArgs {
+        listen: Some(addr.to_string()),
+        sandbox: true,
+        ..ServeArgs::default()
+    };
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let served = tokio::spawn(serve_until(args, config, async move {
+        let _ = stopped.await;
+    }));
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while tokio::net::TcpStream::connect(addr).await.is_err() {
+        assert!(Instant::now() < deadline, "serve did not start listening");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let body = format!(
+        r#"{{"messaging_product":"whatsapp","to":"{BSUID}","type":"text","text":{{"body":"hi"}}}}"#
+    );
+    let answer = send(addr, &body).await;
+    assert_eq!(
+        answer.status,
+        200,
+        "{}",
+        String::from_utf8_lossy(&answer.body)
+    );
+    assert_eq!(answer.decision(), "rewritten: to->recipient");
+    let received = received_sends(addr).await;
+    assert_eq!(
+        received.last().unwrap()["body"],
+        body.replace("\"to\"", "\"recipient\"")
+    );
+
+    stop.send(()).unwrap();
+    let result = tokio::time::timeout(Duration::from_secs(10), served)
+        .await
+        .expect("serve stops once its shutdown future completes")
+        .unwrap();
+    assert!(result.is_ok(), "{result:?}");
+    assert!(tokio::net::TcpStream::connect(addr).await.is_err());
 }

@@ -3,17 +3,15 @@
 //! SIGKILL right after the last acknowledgement, and a new process on the
 //! same store file resolves every one of them.
 
-mod support;
-
 use std::net::SocketAddr;
 use std::path::Path;
 
+use crate::support::{Answer, FakeUpstream, Served, serve_sandbox};
 use bytes::Bytes;
 use http::Request;
 use http_body_util::Full;
 use sendgate::sandbox::PHONE_NUMBER_ID;
 use sendgate::webhook::sign;
-use support::{Answer, FakeUpstream, Served, serve_sandbox};
 
 const SECRET: &str = "durability-secret";
 /// Pairs learned before the kill.

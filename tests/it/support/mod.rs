@@ -2,8 +2,6 @@
 //! start sendgate pointed at it, send with a real HTTP client, and read what
 //! the upstream received.
 
-#![allow(dead_code)] // each test binary uses its own subset
-
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -14,17 +12,17 @@ use http_body_util::{BodyExt, Full};
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
+use sendgate::body::{ProxyBody, full_body};
 use sendgate::config::Secrets;
 use sendgate::sandbox::Sandbox;
 use sendgate::server::{self, Handler};
-use sendgate::upstream::{ProxyBody, full_body};
 use sendgate::{App, Config};
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 
 /// A request as the fake upstream saw it.
 #[derive(Debug, Clone)]
-pub struct Seen {
+pub(crate) struct Seen {
     pub method: Method,
     /// Path and query.
     pub uri: String,
@@ -36,7 +34,7 @@ pub struct Seen {
 type Responder = dyn Fn(&Seen) -> Response<ProxyBody> + Send + Sync;
 
 /// A fake Graph API that records every request and answers with a closure.
-pub struct FakeUpstream {
+pub(crate) struct FakeUpstream {
     pub addr: SocketAddr,
     seen: Arc<Mutex<Vec<Seen>>>,
     connections: Arc<AtomicUsize>,
@@ -75,11 +73,11 @@ impl Handler for FakeHandler {
 
 impl FakeUpstream {
     /// Answers every request as Meta answers a send.
-    pub async fn start() -> Self {
+    pub(crate) async fn start() -> Self {
         Self::with(|_| json(StatusCode::OK, META_OK)).await
     }
 
-    pub async fn with(
+    pub(crate) async fn with(
         respond: impl Fn(&Seen) -> Response<ProxyBody> + Send + Sync + 'static,
     ) -> Self {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -119,15 +117,15 @@ impl FakeUpstream {
         }
     }
 
-    pub fn url(&self) -> String {
+    pub(crate) fn url(&self) -> String {
         format!("http://{}", self.addr)
     }
 
-    pub fn seen(&self) -> Vec<Seen> {
+    pub(crate) fn seen(&self) -> Vec<Seen> {
         self.seen.lock().unwrap().clone()
     }
 
-    pub fn only(&self) -> Seen {
+    pub(crate) fn only(&self) -> Seen {
         let seen = self.seen();
         assert_eq!(
             seen.len(),
@@ -138,15 +136,15 @@ impl FakeUpstream {
     }
 
     /// TCP connections sendgate opened to this upstream.
-    pub fn connections(&self) -> usize {
+    pub(crate) fn connections(&self) -> usize {
         self.connections.load(Ordering::SeqCst)
     }
 }
 
 /// What Meta answers a phone send with.
-pub const META_OK: &str = r#"{"messaging_product":"whatsapp","contacts":[{"input":"16315551234","wa_id":"16315551234"}],"messages":[{"id":"wamid.TEST"}]}"#;
+pub(crate) const META_OK: &str = r#"{"messaging_product":"whatsapp","contacts":[{"input":"16315551234","wa_id":"16315551234"}],"messages":[{"id":"wamid.TEST"}]}"#;
 
-pub fn json(status: StatusCode, body: &'static str) -> Response<ProxyBody> {
+pub(crate) fn json(status: StatusCode, body: &'static str) -> Response<ProxyBody> {
     Response::builder()
         .status(status)
         .header("content-type", "application/json")
@@ -155,14 +153,14 @@ pub fn json(status: StatusCode, body: &'static str) -> Response<ProxyBody> {
 }
 
 /// The in-process sandbox as an upstream.
-pub struct SandboxUpstream {
+pub(crate) struct SandboxUpstream {
     pub sandbox: Arc<Sandbox>,
     pub addr: SocketAddr,
     _stop: oneshot::Sender<()>,
 }
 
 impl SandboxUpstream {
-    pub async fn start() -> Self {
+    pub(crate) async fn start() -> Self {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let sandbox = Sandbox::new();
@@ -177,23 +175,23 @@ impl SandboxUpstream {
         }
     }
 
-    pub fn url(&self) -> String {
+    pub(crate) fn url(&self) -> String {
         format!("http://{}", self.addr)
     }
 }
 
 /// The env override that keeps identities in memory: each test starts from
 /// nothing and leaves no file behind.
-pub fn in_memory_store() -> [(String, String); 1] {
+pub(crate) fn in_memory_store() -> [(String, String); 1] {
     [("SENDGATE_STORE__PATH".to_owned(), String::new())]
 }
 
 /// The secrets every test proxy gets.
-pub const APP_SECRET: &str = "test-app-secret";
-pub const VERIFY_TOKEN: &str = "test-verify-token";
-pub const ADMIN_TOKEN: &str = "test-admin-token";
+pub(crate) const APP_SECRET: &str = "test-app-secret";
+pub(crate) const VERIFY_TOKEN: &str = "test-verify-token";
+pub(crate) const ADMIN_TOKEN: &str = "test-admin-token";
 
-pub fn test_secrets() -> Secrets {
+pub(crate) fn test_secrets() -> Secrets {
     Secrets {
         app_secret: Some(APP_SECRET.to_owned()),
         verify_token: Some(VERIFY_TOKEN.to_owned()),
@@ -203,7 +201,7 @@ pub fn test_secrets() -> Secrets {
 }
 
 /// A running sendgate.
-pub struct Proxy {
+pub(crate) struct Proxy {
     pub addr: SocketAddr,
     pub app: Arc<App>,
     client: Client<HttpConnector, Full<Bytes>>,
@@ -212,7 +210,7 @@ pub struct Proxy {
 }
 
 /// The sandbox walkthrough's business number and WABA, configured as in the README.
-pub fn sandbox_number_config() -> String {
+pub(crate) fn sandbox_number_config() -> String {
     format!(
         "[numbers.\"{}\"]\nwaba_id = \"{}\"\n",
         sendgate::sandbox::PHONE_NUMBER_ID,
@@ -222,23 +220,23 @@ pub fn sandbox_number_config() -> String {
 
 impl Proxy {
     /// Starts sendgate with `config` (TOML) over the defaults, pointed at `upstream`.
-    pub async fn start(upstream: &str, config: &str) -> Self {
+    pub(crate) async fn start(upstream: &str, config: &str) -> Self {
         let mut config =
             Config::from_sources(config, in_memory_store()).expect("test config is valid");
         config.upstream = upstream.to_owned();
         Self::start_with(config).await
     }
 
-    pub async fn start_with(config: Config) -> Self {
+    pub(crate) async fn start_with(config: Config) -> Self {
         Self::start_with_secrets(config, test_secrets()).await
     }
 
-    pub async fn start_with_secrets(config: Config, secrets: Secrets) -> Self {
+    pub(crate) async fn start_with_secrets(config: Config, secrets: Secrets) -> Self {
         let app = Arc::new(App::new(config, secrets).expect("app starts"));
         Self::start_app(app).await
     }
 
-    pub async fn start_app(app: Arc<App>) -> Self {
+    pub(crate) async fn start_app(app: Arc<App>) -> Self {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let (stop, stopped) = oneshot::channel::<()>();
@@ -257,7 +255,7 @@ impl Proxy {
 
     /// Records a pair as a signed webhook to `number` would have (blocking
     /// store write; fine in a test).
-    pub fn attest(&self, number: &str, bsuid: &str, phone: &str) {
+    pub(crate) fn attest(&self, number: &str, bsuid: &str, phone: &str) {
         use sendgate::identity::{IdentityEvent, Observation, Source};
         let scope = self.app.config().scope_of(number).key().into_owned();
         let seen = Observation {
@@ -272,7 +270,7 @@ impl Proxy {
     }
 
     /// Starts the admin API over this proxy's state; returns its address.
-    pub async fn start_admin(&self) -> SocketAddr {
+    pub(crate) async fn start_admin(&self) -> SocketAddr {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let admin = sendgate::admin::Admin::new(self.app.clone());
@@ -281,7 +279,7 @@ impl Proxy {
     }
 
     /// Stops accepting and waits for in-flight requests to finish.
-    pub async fn shutdown(&self) {
+    pub(crate) async fn shutdown(&self) {
         let _ = self.stop.lock().unwrap().take().map(|stop| stop.send(()));
         let done = self.done.lock().unwrap().take();
         if let Some(done) = done {
@@ -289,12 +287,12 @@ impl Proxy {
         }
     }
 
-    pub fn url(&self, path: &str) -> String {
+    pub(crate) fn url(&self, path: &str) -> String {
         format!("http://{}{}", self.addr, path)
     }
 
     /// Sends a request and reads the whole answer.
-    pub async fn request(&self, request: Request<Full<Bytes>>) -> Answer {
+    pub(crate) async fn request(&self, request: Request<Full<Bytes>>) -> Answer {
         let response = self
             .client
             .request(request)
@@ -310,17 +308,17 @@ impl Proxy {
     }
 
     /// POSTs a JSON send to the sandbox number's `/messages`.
-    pub async fn send(&self, body: &str) -> Answer {
+    pub(crate) async fn send(&self, body: &str) -> Answer {
         self.send_with(body, &[]).await
     }
 
-    pub async fn send_with(&self, body: &str, headers: &[(&str, &str)]) -> Answer {
+    pub(crate) async fn send_with(&self, body: &str, headers: &[(&str, &str)]) -> Answer {
         let path = format!("/v21.0/{}/messages", sendgate::sandbox::PHONE_NUMBER_ID);
         self.post(&path, body, headers).await
     }
 
     /// POSTs `body` with `headers`, and the test token unless they name another.
-    pub async fn post(&self, path: &str, body: &str, headers: &[(&str, &str)]) -> Answer {
+    pub(crate) async fn post(&self, path: &str, body: &str, headers: &[(&str, &str)]) -> Answer {
         let mut request = Request::post(self.url(path)).header("content-type", "application/json");
         if !headers
             .iter()
@@ -342,21 +340,21 @@ impl Proxy {
 
 /// A response as the client saw it.
 #[derive(Debug)]
-pub struct Answer {
+pub(crate) struct Answer {
     pub status: StatusCode,
     pub headers: HeaderMap,
     pub body: Bytes,
 }
 
 impl Answer {
-    pub fn decision(&self) -> &str {
+    pub(crate) fn decision(&self) -> &str {
         self.headers
             .get("x-sendgate-decision")
             .map(|v| v.to_str().unwrap())
             .unwrap_or("<none>")
     }
 
-    pub fn json(&self) -> serde_json::Value {
+    pub(crate) fn json(&self) -> serde_json::Value {
         serde_json::from_slice(&self.body).unwrap_or_else(|err| {
             panic!(
                 "not JSON ({err}): {:?}",
@@ -366,7 +364,7 @@ impl Answer {
     }
 
     /// Asserts a Graph-shaped error that SDKs recognise, and returns its code.
-    pub fn graph_error_code(&self) -> i64 {
+    pub(crate) fn graph_error_code(&self) -> i64 {
         assert!(
             self.status.is_client_error() || self.status.is_server_error(),
             "{self:?}"
@@ -382,7 +380,7 @@ impl Answer {
 }
 
 /// One request to a sendgate (or anything else) at `addr`, answer read whole.
-pub async fn call(
+pub(crate) async fn call(
     addr: SocketAddr,
     method: &str,
     path: &str,
@@ -411,7 +409,7 @@ pub async fn call(
 
 /// A hand-written upstream on loopback: for each connection, in turn, reads
 /// the request and hands the stream to `answer`. Returns its base URL.
-pub async fn raw_upstream<F, A>(mut answer: F) -> String
+pub(crate) async fn raw_upstream<F, A>(mut answer: F) -> String
 where
     F: FnMut(tokio::net::TcpStream) -> A + Send + 'static,
     A: std::future::Future<Output = ()> + Send,
@@ -431,7 +429,7 @@ where
 
 /// Writes raw bytes to `addr` and reads until the peer closes; for requests
 /// whose framing a test must control exactly (send with `Connection: close`).
-pub async fn raw_exchange(addr: SocketAddr, request: &[u8]) -> String {
+pub(crate) async fn raw_exchange(addr: SocketAddr, request: &[u8]) -> String {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
     stream.write_all(request).await.unwrap();
@@ -447,7 +445,7 @@ pub async fn raw_exchange(addr: SocketAddr, request: &[u8]) -> String {
 }
 
 /// A `sendgate` process started by a test, killed (SIGKILL) on drop.
-pub struct Served {
+pub(crate) struct Served {
     pub child: std::process::Child,
     /// The proxy listener.
     pub addr: SocketAddr,
@@ -457,7 +455,7 @@ pub struct Served {
 
 impl Served {
     /// What it has logged so far.
-    pub fn logs(&self) -> String {
+    pub(crate) fn logs(&self) -> String {
         let path = self.log.as_ref().expect("started with its logs captured");
         String::from_utf8_lossy(&std::fs::read(path).unwrap_or_default()).into_owned()
     }
@@ -474,7 +472,7 @@ impl Drop for Served {
 }
 
 /// A loopback address nothing listens on right now.
-pub fn free_port() -> SocketAddr {
+pub(crate) fn free_port() -> SocketAddr {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     listener.local_addr().unwrap()
 }
@@ -482,7 +480,7 @@ pub fn free_port() -> SocketAddr {
 /// `sendgate serve --sandbox --listen ADDR ARGS…` with `env`, from the
 /// temporary directory (so no config file is picked up by accident), logs
 /// quiet; returns once `ready` accepts connections (bounded to 20 s).
-pub async fn serve_sandbox(
+pub(crate) async fn serve_sandbox(
     args: &[&str],
     env: &[(&str, &str)],
     ready: Option<SocketAddr>,
@@ -497,7 +495,7 @@ pub async fn serve_sandbox(
 /// directory; its logs (standard output) go to a file when `capture_logs`.
 /// Returns once `ready` (else the listener) accepts connections, bounded to
 /// 20 s.
-pub async fn serve(
+pub(crate) async fn serve(
     args: &[&str],
     env: &[(&str, &str)],
     ready: Option<SocketAddr>,
@@ -508,7 +506,11 @@ pub async fn serve(
 
 /// [`serve`], its logs captured, with both open-file limits (soft and hard)
 /// at `nofile`, as `ulimit -n` sets them.
-pub async fn serve_with_fd_limit(nofile: u32, args: &[&str], env: &[(&str, &str)]) -> Served {
+pub(crate) async fn serve_with_fd_limit(
+    nofile: u32,
+    args: &[&str],
+    env: &[(&str, &str)],
+) -> Served {
     launch(Some(nofile), args, env, None, true).await
 }
 
@@ -538,6 +540,10 @@ async fn launch(
         .args(args)
         .current_dir(std::env::temp_dir())
         .env_remove("SENDGATE_CONFIG")
+        // Tests run side by side in one process: none may take the default
+        // admin port or store file unless it says so in `env`.
+        .env("SENDGATE_ADMIN__LISTEN", "")
+        .env("SENDGATE_STORE__PATH", "")
         .stderr(std::process::Stdio::inherit());
     for (name, value) in env {
         command.env(name, value);

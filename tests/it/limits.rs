@@ -3,20 +3,18 @@
 //! Quotas are chosen so that nothing depends on how fast the test runs
 //! (time-dependent behaviour is covered with paused time in `limits.rs`).
 
-mod support;
-
 use std::sync::Arc;
 
+use crate::support::{ADMIN_TOKEN, FakeUpstream, Proxy, json, test_secrets};
 use bytes::Bytes;
 use http::{Method, Request, StatusCode};
 use http_body_util::{BodyExt, Full};
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
+use sendgate::app::ConfigSource;
 use sendgate::identity::{IdentityEvent, Observation, Source};
-use sendgate::proxy::ConfigSource;
 use sendgate::sandbox::PHONE_NUMBER_ID;
 use sendgate::{App, Config};
-use support::{ADMIN_TOKEN, FakeUpstream, Proxy, json, test_secrets};
 
 const BSUID: &str = "US.13491208655302741918";
 const PHONE: &str = "16315551234";
@@ -97,7 +95,7 @@ async fn phone_and_bsuid_of_one_person_share_a_pair_bucket() {
 #[tokio::test]
 async fn a_token_gets_its_share_whatever_client_it_claims_to_be() {
     let upstream = FakeUpstream::start().await;
-    let fingerprinter = sendgate::client::Fingerprinter::new(None);
+    let fingerprinter = sendgate::fingerprint::Fingerprinter::new(None);
     let big = fingerprinter.of("big-token");
     let config = format!(
         "[limits.client]\nmode = \"reject\"\nper_second = 1\nburst = 5\n\
@@ -151,7 +149,7 @@ async fn a_token_gets_its_share_whatever_client_it_claims_to_be() {
 #[tokio::test]
 async fn a_number_tied_to_tokens_refuses_every_other_sender() {
     let upstream = FakeUpstream::start().await;
-    let owner = sendgate::client::Fingerprinter::new(None).of("owner-token");
+    let owner = sendgate::fingerprint::Fingerprinter::new(None).of("owner-token");
     let config = format!("[numbers.\"{PHONE_NUMBER_ID}\"]\ntokens = [\"{owner}\"]\n");
     let proxy = Proxy::start(&upstream.url(), &config).await;
     let stranger = proxy

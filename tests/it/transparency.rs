@@ -1,16 +1,14 @@
 //! Everything that is not a send passes through untouched: framing, headers,
 //! bodies and connection reuse (after linkerd's transparency suite).
 
-mod support;
-
+use crate::support::{FakeUpstream, Proxy, raw_exchange};
 use bytes::Bytes;
 use http::{Request, StatusCode};
 use http_body_util::{BodyExt, Full, StreamBody};
 use hyper::body::Frame;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
-use sendgate::upstream::full_body;
-use support::{FakeUpstream, Proxy, raw_exchange};
+use sendgate::body::full_body;
 
 async fn proxy_to(upstream: &FakeUpstream) -> Proxy {
     Proxy::start(&upstream.url(), "").await
@@ -212,7 +210,7 @@ async fn one_upstream_connection_serves_sequential_requests() {
 #[tokio::test]
 async fn upstream_chunked_response_stays_chunked() {
     let upstream = FakeUpstream::with(|_| {
-        let frames: Vec<Result<Frame<Bytes>, sendgate::upstream::BoxError>> = vec![
+        let frames: Vec<Result<Frame<Bytes>, sendgate::body::BoxError>> = vec![
             Ok(Frame::data(Bytes::from("ab"))),
             Ok(Frame::data(Bytes::from("cd"))),
         ];

@@ -1,17 +1,15 @@
 //! The webhook relay end to end: Meta (the test) signs and posts, sendgate
 //! verifies, learns and forwards to the business's endpoint (a fake).
 
-mod support;
-
+use crate::support::{
+    APP_SECRET, FakeUpstream, Proxy, SandboxUpstream, VERIFY_TOKEN, in_memory_store, json,
+};
 use bytes::Bytes;
 use http::{Request, StatusCode};
 use http_body_util::Full;
 use sendgate::Config;
 use sendgate::identity::IdentityEvent;
 use sendgate::webhook::{learn, sign};
-use support::{
-    APP_SECRET, FakeUpstream, Proxy, SandboxUpstream, VERIFY_TOKEN, in_memory_store, json,
-};
 
 const FIXTURES: &[&str] = &[
     "text_no_username",
@@ -47,7 +45,11 @@ async fn relay_to(downstream: &FakeUpstream) -> (SandboxUpstream, Proxy) {
     (upstream, Proxy::start_with(config).await)
 }
 
-async fn post_webhook(proxy: &Proxy, body: &[u8], signature: Option<&str>) -> support::Answer {
+async fn post_webhook(
+    proxy: &Proxy,
+    body: &[u8],
+    signature: Option<&str>,
+) -> crate::support::Answer {
     let mut request =
         Request::post(proxy.url("/webhook")).header("content-type", "application/json");
     if let Some(signature) = signature {
@@ -62,7 +64,7 @@ async fn post_webhook(proxy: &Proxy, body: &[u8], signature: Option<&str>) -> su
         .await
 }
 
-async fn campaign_send(proxy: &Proxy, number: &str, bsuid: &str) -> support::Answer {
+async fn campaign_send(proxy: &Proxy, number: &str, bsuid: &str) -> crate::support::Answer {
     let body = format!(
         r#"{{"messaging_product":"whatsapp","recipient":"{bsuid}","type":"text","text":{{"body":"sale"}}}}"#
     );

@@ -1,4 +1,4 @@
-//! Pure classification of recipient identifiers (cloud-api.md §1).
+//! Pure classification of recipient identifiers (docs/cloud-api.md §1).
 //!
 //! The Cloud API knows three kinds of person identifier: a phone number
 //! (`wa_id`), a business-scoped user ID (BSUID, optionally a *parent* BSUID)
@@ -106,7 +106,7 @@ const DOMAIN_ENDINGS: &[&str] = &[
     "online", "site", "shop", "store",
 ];
 
-/// Username rules from cloud-api.md §1: a–z, 0–9, `.`, `_`; 3–35 characters;
+/// Username rules from docs/cloud-api.md §1: a–z, 0–9, `.`, `_`; 3–35 characters;
 /// at least one letter; no leading, trailing or doubled `.`; not starting
 /// with `www`; no domain ending. Case-insensitive.
 fn is_username(value: &str) -> bool {

@@ -385,7 +385,7 @@ fn fingerprint_reads_the_token_from_stdin_and_never_prints_it() {
     );
     assert_eq!(
         plain,
-        sendgate::client::Fingerprinter::new(None)
+        sendgate::fingerprint::Fingerprinter::new(None)
             .of("EAABsecret-token")
             .to_string(),
         "what serve computes"

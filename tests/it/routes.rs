@@ -2,10 +2,8 @@
 //! uninspected; batches that hold sends likewise; and every other request
 //! still streams through byte for byte.
 
-mod support;
-
+use crate::support::{Answer, FakeUpstream, Proxy, call, raw_exchange};
 use http::StatusCode;
-use support::{Answer, FakeUpstream, Proxy, call, raw_exchange};
 
 const NUMBER: &str = "106540352242922";
 const USERNAME_SEND: &str =

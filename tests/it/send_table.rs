@@ -1,11 +1,9 @@
-//! Every row of the decision table (design.md §2), end to end: a real client
+//! Every row of the decision table (docs/design.md §2), end to end: a real client
 //! sends through sendgate to the sandbox, and the tests assert what the
 //! sandbox received and what the client got back.
 
-mod support;
-
+use crate::support::{Proxy, SandboxUpstream, raw_exchange, sandbox_number_config};
 use sendgate::sandbox::{Outcome, PHONE_NUMBER_ID};
-use support::{Proxy, SandboxUpstream, raw_exchange, sandbox_number_config};
 
 const BSUID: &str = "US.13491208655302741918";
 
@@ -256,8 +254,8 @@ async fn attested_pairs_answer_only_in_their_scope() {
 
 #[tokio::test]
 async fn failed_sends_teach_nothing() {
-    let upstream = support::FakeUpstream::with(|_| {
-        support::json(
+    let upstream = crate::support::FakeUpstream::with(|_| {
+        crate::support::json(
             http::StatusCode::BAD_REQUEST,
             r#"{"error":{"message":"(#100) x","type":"OAuthException","code":100}}"#,
         )

@@ -1,16 +1,14 @@
 //! A broken upstream gives the client a Graph-shaped 502 or 504 (or, once a
 //! response body has begun, a response cut short), never a hang.
 
-mod support;
-
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
+use crate::support::{Proxy, raw_upstream};
 use bytes::Bytes;
 use http::{Request, StatusCode};
 use http_body_util::Full;
-use support::{Proxy, raw_upstream};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 

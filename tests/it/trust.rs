@@ -3,13 +3,11 @@
 //! answer only within their scope, and nothing a client sends can forge a
 //! log line.
 
-mod support;
-
 use std::net::SocketAddr;
 
+use crate::support::{Answer, FakeUpstream, Served, call, serve};
 use http::StatusCode;
 use sendgate::webhook::sign;
-use support::{Answer, FakeUpstream, Served, call, serve};
 
 /// Sender B's business number and its own phone (the attacker's, or simply
 /// a wrong pairing).

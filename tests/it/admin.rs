@@ -1,9 +1,8 @@
 //! The admin API: token, health, identity lookup, import, erasure, dry run.
 
-mod support;
-
 use std::net::SocketAddr;
 
+use crate::support::{ADMIN_TOKEN, Proxy, SandboxUpstream, in_memory_store, sandbox_number_config};
 use bytes::Bytes;
 use http::{Method, Request, StatusCode};
 use http_body_util::{BodyExt, Full};
@@ -12,7 +11,6 @@ use hyper_util::rt::TokioExecutor;
 use sendgate::config::Secrets;
 use sendgate::sandbox::PHONE_NUMBER_ID;
 use serde_json::Value;
-use support::{ADMIN_TOKEN, Proxy, SandboxUpstream, in_memory_store, sandbox_number_config};
 
 const BSUID: &str = "US.13491208655302741918";
 
@@ -81,7 +79,7 @@ async fn without_a_configured_token_the_admin_api_is_closed() {
     config.upstream = upstream.url();
     let secrets = Secrets {
         admin_token: None,
-        ..support::test_secrets()
+        ..crate::support::test_secrets()
     };
     let proxy = Proxy::start_with_secrets(config, secrets).await;
     let admin = proxy.start_admin().await;

@@ -2,14 +2,12 @@
 //! reach: each answered as the side at fault would expect, never with an
 //! empty reply, a body whose length lies, or a connection left in doubt.
 
-mod support;
-
 use std::time::Duration;
 
+use crate::support::{FakeUpstream, Proxy, raw_exchange, raw_upstream};
 use bytes::Bytes;
 use http::{Request, StatusCode};
 use http_body_util::Full;
-use support::{FakeUpstream, Proxy, raw_exchange, raw_upstream};
 use tokio::io::AsyncWriteExt;
 
 /// An upstream whose every answer is `raw`, as written, and then closes.

@@ -1,12 +1,11 @@
 //! An HTTPS upstream through rustls: certificate checked against the
 //! configured trust anchors, HTTP/2 negotiated by ALPN, sends still decided.
 
-mod support;
-
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use crate::support::Proxy;
 use http::{Request, Response, Version};
 use hyper::body::Incoming;
 use hyper::service::service_fn;
@@ -15,8 +14,7 @@ use hyper_util::server::conn::auto;
 use rcgen::{BasicConstraints, CertificateParams, IsCa, Issuer, KeyPair};
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
 use sendgate::Config;
-use sendgate::upstream::full_body;
-use support::Proxy;
+use sendgate::body::full_body;
 use tokio::net::TcpListener;
 use tokio_rustls::TlsAcceptor;
 
@@ -84,7 +82,7 @@ async fn tls_upstream(
                         let fields = request.headers().clone();
                         let body = request.into_body().collect().await?.to_bytes();
                         log.lock().unwrap().push((version, body, fields));
-                        Ok::<_, hyper::Error>(Response::new(full_body(support::META_OK)))
+                        Ok::<_, hyper::Error>(Response::new(full_body(crate::support::META_OK)))
                     }
                 });
                 let _ = auto::Builder::new(TokioExecutor::new())
@@ -104,14 +102,14 @@ async fn proxy_trusting(ca_pem: &str, port: u16, config: &str, tag: &str) -> Pro
     let ca_file =
         std::env::temp_dir().join(format!("sendgate-test-ca-{tag}-{}.pem", std::process::id()));
     std::fs::write(&ca_file, ca_pem).unwrap();
-    let mut config = Config::from_sources(config, support::in_memory_store()).unwrap();
+    let mut config = Config::from_sources(config, crate::support::in_memory_store()).unwrap();
     config.upstream = format!("https://localhost:{port}");
     config.upstream_ca_file = ca_file.display().to_string();
     Proxy::start_with(config).await
 }
 
 /// A text send with a BSUID in `to` (so rewritten), from client `crm`.
-async fn send_to_rewrite(proxy: &Proxy) -> support::Answer {
+async fn send_to_rewrite(proxy: &Proxy) -> crate::support::Answer {
     proxy
         .post(
             "/v21.0/123/messages",
@@ -153,7 +151,7 @@ async fn https_upstream_speaking_only_http1() {
         assert_eq!(answer.status, 200, "{answer:?}");
         assert_eq!(
             answer.json(),
-            serde_json::from_str::<serde_json::Value>(support::META_OK).unwrap()
+            serde_json::from_str::<serde_json::Value>(crate::support::META_OK).unwrap()
         );
     }
     let seen = seen.lock().unwrap().clone();

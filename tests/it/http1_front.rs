@@ -2,12 +2,10 @@
 //! are taken by the loop, everything else (on the same connection, from
 //! that request on) by hyper, and a client cannot tell where one ends.
 
-mod support;
-
 use std::time::Duration;
 
+use crate::support::{FakeUpstream, Proxy, json, raw_exchange};
 use http::StatusCode;
-use support::{FakeUpstream, Proxy, json, raw_exchange};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
@@ -29,7 +27,7 @@ async fn three_answered(
     proxy: &Proxy,
     upstream: &FakeUpstream,
     requests: &str,
-) -> Vec<support::Seen> {
+) -> Vec<crate::support::Seen> {
     let response = raw_exchange(proxy.addr, requests.as_bytes()).await;
     assert_eq!(
         status_lines(&response),
@@ -111,7 +109,7 @@ async fn http10_and_head_requests_are_served_by_hyper_rules() {
     let proxy = proxy_to(&upstream).await;
     let response = raw_exchange(proxy.addr, b"GET /v21.0/1 HTTP/1.0\r\nHost: p\r\n\r\n").await;
     assert!(response.starts_with("HTTP/1.0 200 OK"), "{response}");
-    assert!(response.ends_with(support::META_OK), "{response}");
+    assert!(response.ends_with(crate::support::META_OK), "{response}");
 
     let response = raw_exchange(
         proxy.addr,
@@ -244,7 +242,7 @@ impl Recorder {
     async fn record<B>(
         &self,
         request: http::Request<B>,
-    ) -> http::Response<sendgate::upstream::ProxyBody>
+    ) -> http::Response<sendgate::body::ProxyBody>
     where
         B: http_body::Body,
         B::Error: std::fmt::Debug,
@@ -264,15 +262,15 @@ impl Recorder {
             headers,
             body,
         ));
-        http::Response::new(sendgate::upstream::full_body("ok"))
+        http::Response::new(sendgate::body::full_body("ok"))
     }
 }
 
 impl sendgate::server::Handler for Recorder {
     async fn call(
         &self,
-        request: http::Request<sendgate::upstream::ProxyBody>,
-    ) -> http::Response<sendgate::upstream::ProxyBody> {
+        request: http::Request<sendgate::body::ProxyBody>,
+    ) -> http::Response<sendgate::body::ProxyBody> {
         self.record(request).await
     }
 }

@@ -3,14 +3,12 @@
 //! the longest-idle connection, and a process at its file-descriptor limit
 //! that still answers a new client.
 
-mod support;
-
 use std::time::{Duration, Instant};
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-use support::{FakeUpstream, Proxy, raw_upstream, serve_with_fd_limit};
+use crate::support::{FakeUpstream, Proxy, raw_upstream, serve_with_fd_limit};
 
 /// Limits short enough for a test; the sweeper then looks every 75 ms.
 const SHORT: &str = "[connections]\nheader_timeout_ms = 300\nkeepalive_timeout_ms = 500\n";
@@ -266,11 +264,8 @@ async fn at_the_descriptor_limit_a_new_client_is_answered() {
     let mut idle = Vec::new();
     for index in 0..300 {
         let mut client = TcpStream::connect(served.addr).await.unwrap();
-        assert_eq!(
-            exchange(&mut client, send.as_bytes()).await,
-            Some(200),
-            "connection {index}"
-        );
+        let status = exchange(&mut client, send.as_bytes()).await;
+        assert_eq!(status, Some(200), "connection {index}: {}", served.logs());
         idle.push(client);
     }
     let started = Instant::now();

@@ -1,0 +1,167 @@
+//! The commands of the `sendgate` binary, as library code: `main.rs` parses
+//! the command line and calls one of these. Each fails with a [`CliError`],
+//! the one line the binary prints before it exits non-zero.
+//!
+//! - [`serve`]: the proxy (and `sandbox`, the simulated Cloud API alone).
+//! - [`identities`]: `import`, `move-scope` and `fingerprint`, offline
+//!   work on the identity store and on tokens.
+//! - [`audit`]: a campaign list judged offline, row by row.
+
+pub mod audit;
+pub mod identities;
+mod operator;
+pub mod serve;
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+use clap::Subcommand;
+
+use crate::config::Config;
+
+/// Why a command failed: one line for the operator.
+#[derive(Debug)]
+pub struct CliError(String);
+
+impl fmt::Display for CliError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for CliError {}
+
+impl From<String> for CliError {
+    fn from(message: String) -> Self {
+        CliError(message)
+    }
+}
+
+impl From<&str> for CliError {
+    fn from(message: &str) -> Self {
+        CliError(message.to_owned())
+    }
+}
+
+/// The commands, as `sendgate --help` lists them.
+#[derive(Subcommand)]
+pub enum Command {
+    /// Run the proxy.
+    Serve {
+        /// Config file [default: config/sendgate.toml, or the embedded defaults if absent].
+        #[arg(long, env = "SENDGATE_CONFIG")]
+        config: Option<PathBuf>,
+        /// Address to listen on (overrides `listen`).
+        #[arg(long)]
+        listen: Option<String>,
+        /// Upstream base URL (overrides `upstream`).
+        #[arg(long)]
+        upstream: Option<String>,
+        /// Run the simulated Cloud API in-process and use it as the upstream.
+        #[arg(long)]
+        sandbox: bool,
+    },
+    /// Validate a config file and exit (non-zero, naming the bad key, if invalid).
+    CheckConfig {
+        #[arg(long, env = "SENDGATE_CONFIG")]
+        config: Option<PathBuf>,
+    },
+    /// Run only the simulated Cloud API.
+    Sandbox {
+        #[arg(long, default_value = "127.0.0.1:9080")]
+        listen: String,
+    },
+    /// Import known phone <-> BSUID pairs into the identity store.
+    ///
+    /// FILE is CSV whose header names some of bsuid, phone, parent_bsuid,
+    /// username, portfolio, number; or JSON lines with the same fields. A
+    /// row belongs to its number's scope (its portfolio, or the number
+    /// alone), or to the portfolio it names, else to --number's or
+    /// --portfolio's. Bad rows are listed and skipped. The store is the one
+    /// `serve` uses, which holds it while running: stop it first, or use
+    /// POST /admin/identities.
+    Import {
+        /// The CSV or JSON-lines file.
+        file: PathBuf,
+        /// The business phone number id whose scope rows without a number or portfolio go to.
+        #[arg(long, conflicts_with = "portfolio")]
+        number: Option<String>,
+        /// The portfolio rows without a number or portfolio go to.
+        #[arg(long)]
+        portfolio: Option<String>,
+        /// Config file [default: config/sendgate.toml, or the embedded defaults if absent].
+        #[arg(long, env = "SENDGATE_CONFIG")]
+        config: Option<PathBuf>,
+    },
+    /// Print the fingerprint of a sender's token, read from standard input.
+    ///
+    /// The fingerprint is what `[clients.<name>] tokens` and
+    /// `[numbers."<id>"] tokens` list. It is made with SENDGATE_FINGERPRINT_KEY
+    /// (as `serve` makes it), and the token never leaves this process.
+    Fingerprint,
+    /// Move every identity of one scope into another (offline, like import).
+    ///
+    /// Numbers without a portfolio shared the portfolio "default" before
+    /// each became a scope of its own; this moves what they learned then to
+    /// the number (or portfolio) it belongs to. What the target already
+    /// knows wins a conflict, and every conflict is counted.
+    MoveScope {
+        /// The portfolio to empty, e.g. default.
+        #[arg(long)]
+        from: String,
+        /// Move into this business number's scope.
+        #[arg(
+            long,
+            conflicts_with = "to_portfolio",
+            required_unless_present = "to_portfolio"
+        )]
+        to_number: Option<String>,
+        /// Move into this portfolio.
+        #[arg(long)]
+        to_portfolio: Option<String>,
+        /// Config file [default: config/sendgate.toml, or the embedded defaults if absent].
+        #[arg(long, env = "SENDGATE_CONFIG")]
+        config: Option<PathBuf>,
+    },
+    /// Say what sendgate would do with each recipient of a campaign list.
+    ///
+    /// Offline: decided against the identity store `serve` uses, with no
+    /// network call. FILE is a CSV with a recipient, to, phone or bsuid
+    /// column (the leftmost wins; other columns are ignored), or one
+    /// recipient per line. Prints a table and a summary, or with --csv the
+    /// rows as CSV on stdout and the summary on stderr.
+    Audit {
+        /// The recipient list.
+        file: PathBuf,
+        /// The business phone number id the campaign goes out from (it picks the portfolio).
+        #[arg(long)]
+        number: String,
+        /// The template the campaign sends; an AUTHENTICATION override in [templates] needs phones.
+        #[arg(long)]
+        template: Option<String>,
+        /// Write CSV (line,recipient,action,detail) to stdout and the summary to stderr.
+        #[arg(long)]
+        csv: bool,
+        /// Config file [default: config/sendgate.toml, or the embedded defaults if absent].
+        #[arg(long, env = "SENDGATE_CONFIG")]
+        config: Option<PathBuf>,
+    },
+}
+
+/// The documented config path; when it does not exist the embedded defaults apply.
+pub const DEFAULT_CONFIG: &str = "config/sendgate.toml";
+
+/// Loads the named config, or `config/sendgate.toml` if it exists, or the
+/// embedded defaults.
+pub fn load_config(path: Option<&Path>) -> Result<Config, CliError> {
+    Config::load(config_file(path).as_deref())
+        .map_err(|err| CliError(format!("config error: {err}")))
+}
+
+/// The config file in use: the one named, else `config/sendgate.toml` if it
+/// exists, else none (the embedded defaults).
+pub fn config_file(path: Option<&Path>) -> Option<PathBuf> {
+    let default = Path::new(DEFAULT_CONFIG);
+    path.or(default.exists().then_some(default))
+        .map(Path::to_path_buf)
+}
