@@ -14,8 +14,7 @@ use http::{Request, Response};
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use hyper::service::service_fn;
-use hyper_util::rt::TokioExecutor;
-use hyper_util::rt::TokioIo;
+use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto;
 
 use super::registry::{Entry, HyperRequest, Phase, Registry, Signal};
@@ -27,6 +26,7 @@ pub(super) const CLIENT_WRITE_STALL: Duration = Duration::from_secs(60);
 /// How long a connection hyper serves may take to close gracefully once
 /// it has no request in flight.
 const CLOSE_GRACE: Duration = Duration::from_secs(1);
+
 /// Something that answers requests: the proxy, the sandbox, the admin API.
 pub trait Handler: Send + Sync + 'static {
     /// Borrows the handler: a connection holds it for its lifetime, so a
