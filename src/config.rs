@@ -53,6 +53,7 @@ pub struct Config {
     pub identity: IdentityConfig,
     pub cache: CacheConfig,
     pub store: StoreConfig,
+    pub fleet: FleetConfig,
     pub limits: LimitsConfig,
     pub webhook: WebhookConfig,
     pub admin: AdminConfig,
@@ -148,6 +149,63 @@ pub struct ClientLimit {
 pub struct StoreConfig {
     /// The identity store file; empty keeps identities in memory only.
     pub path: String,
+}
+
+/// Fleet mode: replicas sharing identities and limits through Redis.
+#[derive(Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FleetConfig {
+    /// `redis://` or `rediss://`; empty for single-machine mode.
+    pub redis_url: String,
+    /// The URL names a node of a Redis Cluster.
+    pub cluster: bool,
+    /// Replicas sharing the fleet's quotas when Redis cannot be reached.
+    pub expected_replicas: u32,
+    /// Longest one Redis call may take.
+    pub timeout_ms: u64,
+}
+
+impl FleetConfig {
+    /// True when replicas share state through Redis.
+    pub fn enabled(&self) -> bool {
+        !self.redis_url.is_empty()
+    }
+
+    fn validate(&self) -> Result<(), ConfigError> {
+        if self.enabled()
+            && !(self.redis_url.starts_with("redis://") || self.redis_url.starts_with("rediss://"))
+        {
+            return Err(ConfigError::new(
+                "fleet.redis_url",
+                "must start with redis:// or rediss://",
+            ));
+        }
+        if self.expected_replicas == 0 {
+            return Err(ConfigError::new(
+                "fleet.expected_replicas",
+                "must be greater than 0",
+            ));
+        }
+        if !(1..=60_000).contains(&self.timeout_ms) {
+            return Err(ConfigError::new(
+                "fleet.timeout_ms",
+                "must be from 1 to 60000",
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// The URL may carry a password: it is never printed.
+impl fmt::Debug for FleetConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("FleetConfig")
+            .field("redis_url", &if self.enabled() { "<set>" } else { "" })
+            .field("cluster", &self.cluster)
+            .field("expected_replicas", &self.expected_replicas)
+            .field("timeout_ms", &self.timeout_ms)
+            .finish()
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
@@ -480,6 +538,7 @@ impl Config {
     /// Checks what types alone cannot.
     pub fn validate(&self) -> Result<(), ConfigError> {
         self.upstream_uri()?;
+        self.fleet.validate()?;
         let positive = [
             ("connect_timeout_ms", self.connect_timeout_ms),
             ("request_timeout_ms", self.request_timeout_ms),

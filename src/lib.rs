@@ -35,6 +35,8 @@
 //! - [`limits`]: per-number, per-pair and per-client rate limits (governor),
 //!   back-offs from Meta's answers, reloadable.
 //! - [`identity`]: phone ↔ BSUID mappings per scope, store and cache.
+//! - [`fleet`]: the Redis connection replicas share state through, its
+//!   health, and cache invalidation across replicas.
 //! - `audit`: a campaign list judged offline, row by row; `csv_rows`: CSV
 //!   rows with true line numbers, for import and audit.
 //! - [`sandbox`]: a simulated Cloud API for development and tests.
@@ -64,6 +66,7 @@ mod client;
 pub mod config;
 mod csv_rows;
 pub mod fingerprint;
+pub mod fleet;
 #[cfg(any(test, fuzzing))]
 pub mod fuzzing;
 mod graph_error;

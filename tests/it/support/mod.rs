@@ -2,6 +2,8 @@
 //! start sendgate pointed at it, send with a real HTTP client, and read what
 //! the upstream received.
 
+pub(crate) mod redis;
+
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};

@@ -1,0 +1,151 @@
+//! Real `redis-server` processes for fleet tests, each on a free loopback
+//! port with its own directory, stopped (SIGKILL) when dropped. `.ci/run`
+//! installs redis-server from Debian.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use super::free_port;
+
+/// One redis-server.
+pub(crate) struct RedisServer {
+    pub addr: SocketAddr,
+    dir: PathBuf,
+    child: Option<Child>,
+    extra: Vec<String>,
+}
+
+impl RedisServer {
+    /// A server with an append-only file fsynced on every write (what the
+    /// README recommends for the fleet).
+    pub(crate) fn start() -> Self {
+        Self::start_with(&[])
+    }
+
+    pub(crate) fn start_with(extra: &[&str]) -> Self {
+        let addr = free_port();
+        let dir = std::env::temp_dir().join(format!(
+            "sendgate-redis-{}-{}",
+            std::process::id(),
+            addr.port()
+        ));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let mut server = RedisServer {
+            addr,
+            dir,
+            child: None,
+            extra: extra.iter().map(|s| s.to_string()).collect(),
+        };
+        server.launch();
+        server
+    }
+
+    fn launch(&mut self) {
+        let child = Command::new("redis-server")
+            .args(["--port", &self.addr.port().to_string()])
+            .args(["--bind", "127.0.0.1", "--save", "", "--protected-mode", "no"])
+            .args(["--appendonly", "yes", "--appendfsync", "always"])
+            .arg("--dir")
+            .arg(&self.dir)
+            .args(&self.extra)
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("redis-server (apt-get install redis-server)");
+        self.child = Some(child);
+        wait_for_ping(self.addr);
+    }
+
+    pub(crate) fn url(&self) -> String {
+        format!("redis://{}/0", self.addr)
+    }
+
+    /// SIGKILL: no chance to write anything it had not already written.
+    pub(crate) fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Starts again on the same port and directory (its AOF).
+    pub(crate) fn restart(&mut self) {
+        self.kill();
+        self.launch();
+    }
+
+    /// Runs redis-cli against this server and returns its output.
+    pub(crate) fn cli(&self, args: &[&str]) -> String {
+        let output = Command::new("redis-cli")
+            .args(["-h", "127.0.0.1", "-p", &self.addr.port().to_string()])
+            .args(args)
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&output.stdout).trim().to_owned()
+    }
+}
+
+impl Drop for RedisServer {
+    fn drop(&mut self) {
+        self.kill();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+fn wait_for_ping(addr: SocketAddr) {
+    let started = Instant::now();
+    loop {
+        let pong = Command::new("redis-cli")
+            .args(["-h", "127.0.0.1", "-p", &addr.port().to_string(), "ping"])
+            .output()
+            .map(|out| out.stdout.starts_with(b"PONG"))
+            .unwrap_or(false);
+        if pong {
+            return;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "redis-server did not start"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// A three-node Redis Cluster (masters only) on loopback.
+pub(crate) struct RedisCluster {
+    pub nodes: Vec<RedisServer>,
+}
+
+impl RedisCluster {
+    pub(crate) fn start() -> Self {
+        let nodes: Vec<RedisServer> = (0..3)
+            .map(|_| RedisServer::start_with(&["--cluster-enabled", "yes"]))
+            .collect();
+        let addrs: Vec<String> = nodes.iter().map(|n| n.addr.to_string()).collect();
+        let status = Command::new("redis-cli")
+            .args(["--cluster", "create"])
+            .args(&addrs)
+            .args(["--cluster-replicas", "0", "--cluster-yes"])
+            .stdout(Stdio::null())
+            .status()
+            .unwrap();
+        assert!(status.success(), "redis-cli --cluster create failed");
+        let started = Instant::now();
+        while !nodes[0].cli(&["cluster", "info"]).contains("cluster_state:ok") {
+            assert!(
+                started.elapsed() < Duration::from_secs(20),
+                "cluster not ok"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        RedisCluster { nodes }
+    }
+
+    /// A URL naming one node; sendgate learns the rest (`fleet.cluster`).
+    pub(crate) fn url(&self) -> String {
+        format!("redis://{}", self.nodes[0].addr)
+    }
+}
