@@ -20,7 +20,7 @@ use crate::body::{ProxyBody, local_response, read_whole};
 use crate::client::{self, Sender};
 use crate::config::check_portfolio_name;
 use crate::headers::CLIENT_HEADER;
-use crate::identity::Source;
+use crate::identity::{Source, StoreError};
 use crate::identity::import::{self, Destination, Format};
 use crate::query::{decode_path_segment, query_pairs};
 use crate::route::{Endpoint, SendRoute};
@@ -58,7 +58,7 @@ impl Admin {
         }
         let query = request.uri().query().unwrap_or("").to_owned();
         match (request.method().clone(), path.as_str()) {
-            (Method::GET, "/readyz") => self.ready(),
+            (Method::GET, "/readyz") => self.ready().await,
             (Method::GET, "/metrics") => metrics(&self.app),
             (Method::POST, "/admin/reload") => self.reload().await,
             (Method::GET, "/admin/limits") => self.limits(),
@@ -72,7 +72,7 @@ impl Admin {
                     Err(why) => return bad_request(&why),
                 };
                 match method {
-                    Method::GET => self.lookup(&id, scope.as_deref()),
+                    Method::GET => self.lookup(id, scope).await,
                     Method::DELETE => self.erase(id, scope).await,
                     _ => reply(
                         StatusCode::METHOD_NOT_ALLOWED,
@@ -119,20 +119,36 @@ impl Admin {
         Ok(None)
     }
 
-    /// Ready when the identity store answers.
-    fn ready(&self) -> Response<ProxyBody> {
-        match self.app.identities.len() {
-            Ok(known) => reply(
+    /// Ready when the identity store answers; in a fleet, "degraded"
+    /// (still 200: sends flow on local state) while Redis does not.
+    async fn ready(&self) -> Response<ProxyBody> {
+        let identities = self.app.identities.clone();
+        let known = tokio::task::spawn_blocking(move || identities.len()).await;
+        let fleet = self.app.fleet_health();
+        match (known, fleet) {
+            (Ok(Ok(known)), None) => reply(
                 StatusCode::OK,
                 json!({"status": "ready", "identities": known}),
             ),
-            Err(err) => {
+            (Ok(Ok(known)), Some(None)) => reply(
+                StatusCode::OK,
+                json!({"status": "ready", "identities": known, "redis": "up"}),
+            ),
+            (_, Some(Some(reason))) => reply(
+                StatusCode::OK,
+                json!({"status": "degraded: redis", "reason": reason}),
+            ),
+            (Ok(Err(err)), _) => {
                 tracing::error!(error = %err, "readiness: identity store unusable");
                 reply(
                     StatusCode::SERVICE_UNAVAILABLE,
                     json!({"status": "store unavailable"}),
                 )
             }
+            (Err(_), _) => reply(
+                StatusCode::SERVICE_UNAVAILABLE,
+                json!({"status": "store unavailable"}),
+            ),
         }
     }
 
@@ -194,11 +210,15 @@ impl Admin {
     /// The records an identifier names (trusted pairs, with their source
     /// and when Meta last attested them) and the claims sends made about
     /// it (each answering only for the number that sent it).
-    fn lookup(&self, id: &str, scope: Option<&str>) -> Response<ProxyBody> {
-        let identities = &self.app.identities;
-        let found = identities
-            .find(id, scope)
-            .and_then(|records| Ok((records, identities.find_claims(id, scope)?)));
+    async fn lookup(&self, id: String, scope: Option<String>) -> Response<ProxyBody> {
+        let identities = self.app.identities.clone();
+        let found = tokio::task::spawn_blocking(move || {
+            let scope = scope.as_deref();
+            let records = identities.find(&id, scope)?;
+            Ok((records, identities.find_claims(&id, scope)?))
+        })
+        .await
+        .unwrap_or_else(|_| Err(StoreError::new("lookup failed")));
         match found {
             Ok((records, claims)) => {
                 let status = match records.is_empty() && claims.is_empty() {

@@ -20,7 +20,10 @@ use crate::body::ProxyBody;
 use crate::config::{Config, ConfigError, Secrets};
 use crate::fingerprint::Fingerprinter;
 use crate::graph_error::GraphError;
-use crate::identity::{Identities, LEGACY_DEFAULT_SCOPE, Migration, RedbStore, StoreError};
+use crate::fleet::Fleet;
+use crate::identity::{
+    Identities, LEGACY_DEFAULT_SCOPE, Migration, RedbStore, RedisStore, StoreError,
+};
 use crate::limits::Limits;
 use crate::metrics::Metrics;
 use crate::relay::{body_failed, relay};
@@ -55,6 +58,8 @@ pub struct App {
     pub secrets: Secrets,
     /// Names senders by their tokens (`SENDGATE_FINGERPRINT_KEY`).
     pub fingerprinter: Fingerprinter,
+    /// The Redis connection replicas share state through (fleet mode).
+    pub(crate) fleet: Option<Arc<Fleet>>,
     /// Prefix that makes request ids unique across restarts.
     id_prefix: String,
     next_id: AtomicU64,
@@ -64,6 +69,17 @@ impl App {
     /// Builds the state for a validated config, opening the identity store
     /// it names (or an in-memory one for `store.path = ""`).
     pub fn new(config: Config, secrets: Secrets) -> Result<Self, StartError> {
+        if config.fleet.enabled() {
+            let fleet = Fleet::start(&config.fleet).map_err(|err| StartError::Store(err.into()))?;
+            let identities = Identities::shared(
+                RedisStore::new(fleet.clone()),
+                config.cache.identity_capacity,
+                Duration::from_secs(config.cache.identity_ttl_secs),
+            );
+            let mut app = Self::with_identities(config, secrets, identities)?;
+            app.fleet = Some(fleet);
+            return Ok(app);
+        }
         let store = match config.store.path.as_str() {
             "" => RedbStore::in_memory(),
             path => RedbStore::open(Path::new(path)).map(|(store, migration)| {
@@ -111,6 +127,7 @@ impl App {
             webhook,
             fingerprinter: Fingerprinter::new(secrets.fingerprint_key.as_deref()),
             secrets,
+            fleet: None,
             id_prefix: format!("sg{started:x}"),
             next_id: AtomicU64::new(1),
         })
@@ -120,6 +137,14 @@ impl App {
     pub fn with_source(mut self, source: ConfigSource) -> Self {
         self.source = Some(source);
         self
+    }
+
+    /// In fleet mode, `Some(None)` while Redis answers, `Some(Some(why))`
+    /// while it does not; `None` on a single machine.
+    pub fn fleet_health(&self) -> Option<Option<String>> {
+        self.fleet
+            .as_ref()
+            .map(|fleet| fleet.redis().health().degraded())
     }
 
     /// The configuration in force.
@@ -184,6 +209,13 @@ impl App {
                 tokio::time::sleep(interval).await;
                 let Some(app) = app.upgrade() else { return };
                 app.housekeeping();
+                if let Some(store) = app.identities.shared_store() {
+                    // Counted here, off the metrics request: across a
+                    // fleet's scopes it is a round trip each.
+                    if let Ok(known) = store.len().await {
+                        app.metrics.identities.set(known as i64);
+                    }
+                }
             }
         });
     }
@@ -205,7 +237,9 @@ impl App {
                 .get_or_create(&labels)
                 .set(keys as i64);
         }
-        if let Ok(known) = self.identities.len() {
+        if self.fleet.is_none()
+            && let Ok(known) = self.identities.len()
+        {
             self.metrics.identities.set(known as i64);
         }
     }

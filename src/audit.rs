@@ -166,7 +166,7 @@ pub(crate) fn audit_one(value: &str, ctx: &AuditContext<'_>) -> Verdict {
     let known_phone = match person.bsuid {
         Some(bsuid) if person.is_bsuid_only() => {
             ctx.identities
-                .phone_for(ctx.scope, ctx.number, bsuid.value, ctx.learn_from_sends)
+                .phone_for_blocking(ctx.scope, ctx.number, bsuid.value, ctx.learn_from_sends)
         }
         _ => None,
     };

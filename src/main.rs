@@ -75,6 +75,9 @@ fn run(command: Command) -> Result<(), CliError> {
             to_portfolio,
             config,
         } => identities::move_scope(&from, to_number, to_portfolio, config.as_deref()),
+        Command::MigrateStore { from, to, config } => {
+            cli::migrate::migrate_store(from, to, config.as_deref())
+        }
         Command::Audit {
             file,
             number,

@@ -3,9 +3,11 @@
 
 use std::io::{self, IsTerminal, Write};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use super::operator::{
-    identities_over, init_operator_log, open_input, open_store, output_error, progress_bar,
+    fleet_store, identities_over, init_operator_log, open_input, open_store, output_error,
+    progress_bar,
 };
 use super::{CliError, load_config};
 use crate::audit::{self, AuditContext, ListError, ListShape, Report};
@@ -23,10 +25,13 @@ pub struct AuditArgs {
 
 /// The store an audit reads, and a note when it cannot hold any mapping.
 /// A missing store file is not created: an audit only reads.
-fn audit_store(config: &Config) -> Result<(Identities, Option<String>), CliError> {
+fn audit_store(config: &Config) -> Result<(Arc<Identities>, Option<String>), CliError> {
+    if let Some(shared) = fleet_store(config)? {
+        return Ok((shared, None));
+    }
     let in_memory = |note: String| {
         let store = RedbStore::in_memory().map_err(|err| err.to_string())?;
-        Ok((identities_over(store), Some(note)))
+        Ok((Arc::new(identities_over(store)), Some(note)))
     };
     match config.store.path.as_str() {
         "" => in_memory("store.path is empty (in-memory store): no BSUID resolves".into()),
@@ -116,6 +121,7 @@ pub fn run(args: &AuditArgs) -> Result<(), CliError> {
         },
     };
     let store = match config.store.path.as_str() {
+        _ if config.fleet.enabled() => "the fleet's Redis".to_owned(),
         "" => "in memory".to_owned(),
         path => path.to_owned(),
     };

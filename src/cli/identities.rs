@@ -3,7 +3,9 @@
 use std::io::{self, BufRead, IsTerminal, Write};
 use std::path::Path;
 
-use super::operator::{init_operator_log, open_input, open_store, output_error, progress_bar};
+use super::operator::{
+    fleet_store, init_operator_log, open_input, open_store, output_error, progress_bar,
+};
 use super::{CliError, load_config};
 use crate::client;
 use crate::config::{Config, Secrets, check_portfolio_name};
@@ -52,6 +54,7 @@ pub fn import(
         .map_err(|err| format!("cannot read {}: {err}", file.display()))?;
     let format = Format::detect(head);
     let identities = match config.store.path.as_str() {
+        _ if config.fleet.enabled() => fleet_store(&config)?.ok_or("fleet.redis_url is empty")?,
         "" => {
             return Err(
                 "store.path is empty (an in-memory store): an import would be lost at exit".into(),

@@ -6,9 +6,11 @@
 //! - [`identities`]: `import`, `move-scope` and `fingerprint`, offline
 //!   work on the identity store and on tokens.
 //! - [`audit`]: a campaign list judged offline, row by row.
+//! - [`migrate`]: `migrate-store`, a single machine's store into a fleet's.
 
 pub mod audit;
 pub mod identities;
+pub mod migrate;
 mod operator;
 pub mod serve;
 
@@ -119,6 +121,23 @@ pub enum Command {
         /// Move into this portfolio.
         #[arg(long)]
         to_portfolio: Option<String>,
+        /// Config file [default: config/sendgate.toml, or the embedded defaults if absent].
+        #[arg(long, env = "SENDGATE_CONFIG")]
+        config: Option<PathBuf>,
+    },
+    /// Copy a single machine's identity store into the fleet's Redis.
+    ///
+    /// Reads every record, retired BSUID and claim of `store.path` and writes
+    /// it to `fleet.redis_url`, then prints the counts. The file is only
+    /// read; the fleet may serve meanwhile. A BSUID Redis holds as retired
+    /// stays retired.
+    MigrateStore {
+        /// The store to read.
+        #[arg(long, value_enum)]
+        from: migrate::StoreKind,
+        /// The store to write.
+        #[arg(long, value_enum)]
+        to: migrate::StoreKind,
         /// Config file [default: config/sendgate.toml, or the embedded defaults if absent].
         #[arg(long, env = "SENDGATE_CONFIG")]
         config: Option<PathBuf>,

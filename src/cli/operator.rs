@@ -4,12 +4,15 @@
 use std::fs::File;
 use std::io::{self, BufReader};
 use std::path::Path;
+use std::sync::Arc;
 use std::time::Duration;
 
 use indicatif::{ProgressBar, ProgressStyle};
 
 use super::CliError;
-use crate::identity::{Identities, RedbStore};
+use crate::config::Config;
+use crate::fleet::Fleet;
+use crate::identity::{Identities, RedbStore, RedisStore};
 
 /// Sends store errors and the like to stderr. The proxy's own log setup
 /// writes to stdout, which these commands keep for their report.
@@ -56,10 +59,23 @@ pub(super) fn output_error(err: io::Error) -> Result<(), CliError> {
     }
 }
 
+/// The fleet's shared store, when config names a Redis: operators import
+/// and audit against it while the fleet serves.
+pub(super) fn fleet_store(config: &Config) -> Result<Option<Arc<Identities>>, CliError> {
+    if !config.fleet.enabled() {
+        return Ok(None);
+    }
+    let fleet = Fleet::start(&config.fleet).map_err(|err| err.to_string())?;
+    let identities = Identities::shared(RedisStore::new(fleet), 1 << 20, Duration::from_secs(3600));
+    // One round trip first, so that an unreachable Redis is one clear line.
+    identities.len().map_err(|err| err.to_string())?;
+    Ok(Some(identities))
+}
+
 /// Opens the identity store file (failing in one line if `serve` holds it).
-pub(super) fn open_store(path: &Path) -> Result<Identities, CliError> {
+pub(super) fn open_store(path: &Path) -> Result<Arc<Identities>, CliError> {
     let (store, _) = RedbStore::open(path).map_err(|err| err.to_string())?;
-    Ok(identities_over(store))
+    Ok(Arc::new(identities_over(store)))
 }
 
 /// The store behind a cache sized for one run over a list.

@@ -11,8 +11,9 @@
 //! simpler and works the same on one node or a cluster (cluster `PUBLISH`
 //! reaches every node).
 //!
-//! Messages can be missed only while the subscriber is disconnected, so a
-//! (re)connect tells the owner to drop its whole cache. A lookup that read
+//! Messages can be missed only while the subscriber is disconnected, so
+//! each (re)subscription tells the owner to drop its whole cache; while
+//! Redis is away the cache keeps answering, as the fleet's fallback. A lookup that read
 //! Redis just before a write caches nothing if an invalidation arrived
 //! meanwhile (the version check in `identity`).
 
@@ -59,8 +60,9 @@ pub(crate) async fn subscribe(to: SubscribeTo, deliver: impl Fn(Notice) + Send +
             Ok(()) => pause = Duration::from_millis(100),
             Err(err) => tracing::debug!(error = %err, "invalidation subscriber disconnected"),
         }
-        // Whatever was published while away is lost: start from empty.
-        deliver(Notice::Resubscribed);
+        // The cache stays while Redis is away (lookups answer from it);
+        // what was published meanwhile is lost, so the next subscription
+        // empties it.
         tokio::time::sleep(pause).await;
         pause = (pause * 2).min(RECONNECT_MAX);
     }

@@ -15,6 +15,7 @@
 mod health;
 pub(crate) mod invalidation;
 
+use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -51,6 +52,73 @@ impl From<redis::RedisError> for FleetError {
         // A RedisError's text names the failing command and the server's
         // message, never the connection URL.
         FleetError(err.to_string())
+    }
+}
+
+/// Fleet mode's own thread: a small runtime that owns the Redis connection's
+/// tasks (so they run whatever the proxy's workers are doing) and runs the
+/// calls of blocking code (operator commands, the webhook relay's durable
+/// write), which cannot await.
+pub struct Fleet {
+    redis: Redis,
+    runtime: tokio::runtime::Handle,
+    /// Dropping it ends the thread.
+    _stop: tokio::sync::oneshot::Sender<()>,
+}
+
+impl Fleet {
+    /// Starts the fleet thread and prepares the connection (see
+    /// [`Redis::connect`]: nothing waits for Redis).
+    pub fn start(config: &FleetConfig) -> Result<Arc<Fleet>, FleetError> {
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let (ready, started) = std::sync::mpsc::channel();
+        let config = config.clone();
+        std::thread::Builder::new()
+            .name("sendgate-fleet".into())
+            .spawn(move || {
+                let runtime = match tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                {
+                    Ok(runtime) => runtime,
+                    Err(err) => {
+                        let _ = ready.send(Err(FleetError(format!("fleet runtime: {err}"))));
+                        return;
+                    }
+                };
+                let connected = runtime.block_on(async { Redis::connect(&config) });
+                let ok = connected.is_ok();
+                let _ = ready.send(connected.map(|redis| (redis, runtime.handle().clone())));
+                if ok {
+                    let _ = runtime.block_on(stopped);
+                }
+            })
+            .map_err(|err| FleetError(format!("fleet thread: {err}")))?;
+        let (redis, runtime) = started
+            .recv()
+            .map_err(|_| FleetError("fleet thread died".into()))??;
+        Ok(Arc::new(Fleet {
+            redis,
+            runtime,
+            _stop: stop,
+        }))
+    }
+
+    pub fn redis(&self) -> &Redis {
+        &self.redis
+    }
+
+    /// Runs a future to completion on the calling thread, with the fleet
+    /// runtime's timers and connections (driven by the fleet thread). For
+    /// blocking code only (an operator command, `spawn_blocking`): it panics
+    /// on an async worker, as tokio's `block_on` does.
+    pub fn block<T>(&self, future: impl Future<Output = T>) -> T {
+        self.runtime.block_on(future)
+    }
+
+    /// Runs a task on the fleet thread for as long as the process lives.
+    pub fn spawn(&self, future: impl Future<Output = ()> + Send + 'static) {
+        self.runtime.spawn(future);
     }
 }
 

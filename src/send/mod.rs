@@ -297,13 +297,13 @@ pub(crate) async fn judge(
                     route.phone_number_id,
                     bsuid.value,
                     config.identity.learn_from_sends,
-                );
+                ).await;
                 if known_phone.is_none() || !policy.prefer_phone {
                     kind = message_kind(app, config, &payload, route, sender, lookup).await;
                 }
             }
             if config.limits.pair.mode != LimitMode::Off {
-                person_key = Some(person_of(app, scope, &person));
+                person_key = Some(person_of(app, scope, &person).await);
             }
             policy::decide(&person, kind, known_phone.as_deref(), &policy)
         }
@@ -333,7 +333,7 @@ pub(crate) async fn judge(
 
 /// One bucket per person: the BSUID when the send names one or the store
 /// knows the phone's, so phone and BSUID addressing share a bucket.
-fn person_of(app: &App, scope: Scope<'_>, person: &Person<'_>) -> String {
+async fn person_of(app: &App, scope: Scope<'_>, person: &Person<'_>) -> String {
     if let Some(bsuid) = person.bsuid {
         return bsuid.value.to_owned();
     }
@@ -343,6 +343,7 @@ fn person_of(app: &App, scope: Scope<'_>, person: &Person<'_>) -> String {
         .unwrap_or_default();
     app.identities
         .bsuid_for_phone(scope, &digits)
+        .await
         .unwrap_or(digits)
 }
 

@@ -11,6 +11,7 @@ mod cli_ops;
 mod connections;
 mod durability;
 mod edges;
+mod fleet;
 mod http1_front;
 mod limits;
 mod routes;

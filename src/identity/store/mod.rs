@@ -37,7 +37,9 @@ mod write;
 
 // The tables and key helpers are used throughout, as the module's own.
 use schema::*;
-pub use schema::{Applied, Claimed, Erased, LEGACY_DEFAULT_SCOPE, Migration, Moved, StoreError};
+pub use schema::{
+    Applied, Claimed, Erased, Export, LEGACY_DEFAULT_SCOPE, Migration, Moved, StoreError,
+};
 use write::*;
 
 /// The embedded store.
@@ -369,6 +371,33 @@ impl RedbStore {
         }
         txn.commit()?;
         Ok(moved)
+    }
+
+    /// Everything the store holds, for `migrate-store`.
+    pub fn export(&self) -> Result<Export, StoreError> {
+        let txn = self.db.begin_read()?;
+        let mut export = Export::default();
+        for entry in txn.open_table(RECORDS)?.iter()? {
+            let (_, value) = entry?;
+            match decode::<Record>(value.value()) {
+                Some(record) => export.records.push(record),
+                None => export.unreadable += 1,
+            }
+        }
+        for entry in txn.open_table(RETIRED)?.iter()? {
+            let (retired_key, _) = entry?;
+            if let [bsuid, scope] = split_key(retired_key.value())[..] {
+                export.retired.push((scope.to_owned(), bsuid.to_owned()));
+            }
+        }
+        for entry in txn.open_table(CLAIMS)?.iter()? {
+            let (_, value) = entry?;
+            match decode::<Claim>(value.value()) {
+                Some(claim) => export.claims.push(claim),
+                None => export.unreadable += 1,
+            }
+        }
+        Ok(export)
     }
 
     /// How many people the store knows.

@@ -70,6 +70,18 @@ impl fmt::Display for StoreError {
 
 impl std::error::Error for StoreError {}
 
+impl StoreError {
+    pub(crate) fn new(why: impl Into<String>) -> Self {
+        StoreError(why.into())
+    }
+}
+
+impl From<crate::fleet::FleetError> for StoreError {
+    fn from(err: crate::fleet::FleetError) -> Self {
+        StoreError(err.to_string())
+    }
+}
+
 macro_rules! from_redb {
     ($($error:ty),*) => {$(
         impl From<$error> for StoreError {
@@ -133,6 +145,17 @@ pub struct Migration {
 pub struct Erased {
     pub records: Vec<Record>,
     pub claims: Vec<Claim>,
+}
+
+/// Everything an embedded store holds (`migrate-store`).
+#[derive(Debug, Clone, Default)]
+pub struct Export {
+    pub records: Vec<Record>,
+    /// Retired BSUIDs as (scope, BSUID).
+    pub retired: Vec<(String, String)>,
+    pub claims: Vec<Claim>,
+    /// Entries that could not be decoded (counted, never dropped silently).
+    pub unreadable: u64,
 }
 
 /// What moving one scope's identities into another did.

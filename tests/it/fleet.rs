@@ -1,0 +1,306 @@
+//! A fleet through real binaries and a real redis-server: replicas share
+//! what they learn, an erasure or an import on one reaches all within a
+//! second, nothing acknowledged is lost to a replica's or Redis' death, and
+//! sends keep flowing while Redis is away.
+
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use crate::support::redis::{RedisCluster, RedisServer};
+use crate::support::{Answer, FakeUpstream, Served, free_port, serve_sandbox};
+use bytes::Bytes;
+use http::{Method, Request, StatusCode};
+use serde_json::Value;
+use http_body_util::Full;
+use sendgate::sandbox::PHONE_NUMBER_ID;
+use sendgate::webhook::sign;
+
+const SECRET: &str = "fleet-secret";
+const ADMIN_TOKEN: &str = "fleet-admin";
+
+/// One sendgate process in the fleet, with its admin listener.
+struct Replica {
+    served: Served,
+    admin: SocketAddr,
+}
+
+async fn replica(redis_url: &str, cluster: bool, downstream: &FakeUpstream) -> Replica {
+    let admin = free_port();
+    let (admin_listen, forward_to) = (admin.to_string(), format!("{}/hook", downstream.url()));
+    let env = [
+        ("SENDGATE_FLEET__REDIS_URL", redis_url),
+        ("SENDGATE_FLEET__CLUSTER", if cluster { "true" } else { "false" }),
+        ("SENDGATE_ADMIN__LISTEN", admin_listen.as_str()),
+        ("SENDGATE_ADMIN_TOKEN", ADMIN_TOKEN),
+        ("SENDGATE_WEBHOOK__PATH", "/webhook"),
+        ("SENDGATE_WEBHOOK__FORWARD_TO", forward_to.as_str()),
+        ("SENDGATE_APP_SECRET", SECRET),
+        ("SENDGATE_VERIFY_TOKEN", "unused"),
+    ];
+    let served = serve_sandbox(&[], &env, None).await;
+    Replica { served, admin }
+}
+
+async fn fleet_of_three(redis_url: &str, cluster: bool) -> (FakeUpstream, Vec<Replica>) {
+    let downstream = FakeUpstream::start().await;
+    let mut replicas = Vec::new();
+    for _ in 0..3 {
+        replicas.push(replica(redis_url, cluster, &downstream).await);
+    }
+    // Each replica's invalidation subscriber is up once /readyz says so.
+    for replica in &replicas {
+        wait_until(Duration::from_secs(10), || async {
+            let (status, body) = call(replica.admin, Method::GET, "/readyz", "").await;
+            status == StatusCode::OK && body["redis"] == "up"
+        })
+        .await;
+    }
+    (downstream, replicas)
+}
+
+fn bsuid(i: u64) -> String {
+    format!("US.8{i:019}")
+}
+
+fn phone(i: u64) -> String {
+    format!("1650556{i:04}")
+}
+
+/// A signed message webhook from person `i` (phone shared), as Meta sends it.
+fn webhook(i: u64) -> Vec<u8> {
+    format!(
+        r#"{{"object":"whatsapp_business_account","entry":[{{"id":"102290129340398","changes":[{{"field":"messages","value":{{"messaging_product":"whatsapp","metadata":{{"display_phone_number":"15550001111","phone_number_id":"{PHONE_NUMBER_ID}"}},"contacts":[{{"profile":{{"name":"P{i}"}},"wa_id":"{phone}","user_id":"{bsuid}"}}],"messages":[{{"from":"{phone}","from_user_id":"{bsuid}","id":"wamid.F{i}","timestamp":"1763800000","type":"text","text":{{"body":"hi"}}}}]}}}}]}}]}}"#,
+        phone = phone(i),
+        bsuid = bsuid(i),
+    )
+    .into_bytes()
+}
+
+async fn post(addr: SocketAddr, path: &str, body: Vec<u8>, signature: Option<String>) -> Answer {
+    let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+        .build_http();
+    let mut request = Request::post(format!("http://{addr}{path}"))
+        .header("content-type", "application/json")
+        .header("authorization", "Bearer t");
+    if let Some(signature) = signature {
+        request = request.header("x-hub-signature-256", signature);
+    }
+    let response = tokio::time::timeout(
+        Duration::from_secs(10),
+        client.request(request.body(Full::new(Bytes::from(body))).unwrap()),
+    )
+    .await
+    .expect("answered within 10 s")
+    .unwrap();
+    let (parts, body) = response.into_parts();
+    let body = http_body_util::BodyExt::collect(body)
+        .await
+        .unwrap()
+        .to_bytes();
+    Answer {
+        status: parts.status,
+        headers: parts.headers,
+        body,
+    }
+}
+
+/// An admin API call with the token; the answer's status and JSON.
+async fn call(addr: SocketAddr, method: Method, path: &str, body: &str) -> (StatusCode, Value) {
+    let authorization = format!("Bearer {ADMIN_TOKEN}");
+    let answer = crate::support::call(
+        addr,
+        method.as_str(),
+        path,
+        &[("authorization", authorization.as_str())],
+        body.as_bytes(),
+    )
+    .await;
+    let json = serde_json::from_slice(&answer.body).unwrap_or(Value::Null);
+    (answer.status, json)
+}
+
+async fn teach(replica: &Replica, i: u64) -> StatusCode {
+    let body = webhook(i);
+    let signature = sign(SECRET, &body);
+    post(replica.served.addr, "/webhook", body, Some(signature))
+        .await
+        .status
+}
+
+/// A campaign template to person `i` by BSUID alone: resolved when the
+/// fleet knows their phone, blocked when it does not.
+async fn campaign_to(replica: &Replica, i: u64) -> Answer {
+    let body = format!(
+        r#"{{"messaging_product":"whatsapp","recipient":"{}","type":"template","template":{{"name":"spring_sale","language":{{"code":"en_US"}}}}}}"#,
+        bsuid(i)
+    );
+    post(
+        replica.served.addr,
+        &format!("/v21.0/{PHONE_NUMBER_ID}/marketing_messages"),
+        body.into_bytes(),
+        None,
+    )
+    .await
+}
+
+async fn phone_send(replica: &Replica, i: u64) -> Answer {
+    let body = format!(
+        r#"{{"messaging_product":"whatsapp","to":"{}","type":"text","text":{{"body":"hi"}}}}"#,
+        phone(i)
+    );
+    post(
+        replica.served.addr,
+        &format!("/v21.0/{PHONE_NUMBER_ID}/messages"),
+        body.into_bytes(),
+        None,
+    )
+    .await
+}
+
+async fn wait_until<F, Fut>(limit: Duration, mut check: F) -> Duration
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let started = Instant::now();
+    while !check().await {
+        assert!(started.elapsed() < limit, "not within {limit:?}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    started.elapsed()
+}
+
+const RESOLVED: &str = "resolved: bsuid->phone";
+const BLOCKED: &str = "blocked: campaign_needs_phone";
+
+/// The first acceptance point, against one Redis or a cluster.
+async fn replicas_share_what_they_learn(redis_url: &str, cluster: bool) {
+    let (_downstream, replicas) = fleet_of_three(redis_url, cluster).await;
+    let [a, b, c] = &replicas[..] else {
+        unreachable!()
+    };
+    // B asks first, so its cache holds "no phone" for the person.
+    assert_eq!(campaign_to(b, 1).await.decision(), BLOCKED);
+    assert_eq!(teach(a, 1).await, StatusCode::OK);
+    let answer = campaign_to(b, 1).await;
+    assert_eq!(answer.decision(), RESOLVED, "taught to A, resolved by B");
+    assert_eq!(answer.json()["contacts"][0]["wa_id"], phone(1));
+    assert_eq!(campaign_to(a, 1).await.decision(), RESOLVED);
+
+    // Erasure on C: A and B (both with the phone cached) stop within 1 s.
+    let (status, erased) = call(
+        c.admin,
+        Method::DELETE,
+        &format!("/admin/identities/{}", bsuid(1)),
+        "",
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{erased}");
+    assert_eq!(erased["erased"], 1);
+    for replica in [a, b] {
+        let took = wait_until(Duration::from_secs(1), || async {
+            campaign_to(replica, 1).await.decision() == BLOCKED
+        })
+        .await;
+        assert!(took < Duration::from_secs(1));
+    }
+
+    // An import through C is visible on A.
+    let line = format!(
+        "{{\"bsuid\":\"{}\",\"phone\":\"{}\",\"number\":\"{PHONE_NUMBER_ID}\"}}\n",
+        bsuid(2),
+        phone(2)
+    );
+    assert_eq!(campaign_to(a, 2).await.decision(), BLOCKED);
+    let (status, summary) = call(
+        c.admin,
+        Method::POST,
+        "/admin/identities",
+        &line,
+    )
+    .await;
+    assert_eq!((status, summary["imported"].as_u64()), (StatusCode::OK, Some(1)));
+    wait_until(Duration::from_secs(1), || async {
+        campaign_to(a, 2).await.decision() == RESOLVED
+    })
+    .await;
+    let (status, found) = call(
+        a.admin,
+        Method::GET,
+        &format!("/admin/identities/{}", phone(2)),
+        "",
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(found["records"][0]["bsuid"], bsuid(2));
+    assert_eq!(found["records"][0]["source"], "admin");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replicas_share_identities_through_one_redis() {
+    let redis = RedisServer::start();
+    replicas_share_what_they_learn(&redis.url(), false).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replicas_share_identities_through_a_redis_cluster() {
+    let cluster = RedisCluster::start();
+    replicas_share_what_they_learn(&cluster.url(), true).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nothing_acknowledged_is_lost_to_sigkill_or_a_redis_restart() {
+    let mut redis = RedisServer::start();
+    let downstream = FakeUpstream::start().await;
+    let mut first = replica(&redis.url(), false, &downstream).await;
+    const PEOPLE: u64 = 20;
+    for i in 0..PEOPLE {
+        assert_eq!(teach(&first, 100 + i).await, StatusCode::OK, "person {i}");
+    }
+    // The replica that acknowledged dies without a chance to flush, and
+    // Redis too (SIGKILL both): what was acknowledged is in the AOF.
+    first.served.child.kill().unwrap();
+    first.served.child.wait().unwrap();
+    redis.restart();
+    let second = replica(&redis.url(), false, &downstream).await;
+    for i in 0..PEOPLE {
+        let answer = campaign_to(&second, 100 + i).await;
+        assert_eq!(answer.decision(), RESOLVED, "person {i}");
+        assert_eq!(answer.json()["contacts"][0]["wa_id"], phone(100 + i));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sends_flow_while_redis_is_away_and_the_fleet_recovers_by_itself() {
+    let mut redis = RedisServer::start();
+    let downstream = FakeUpstream::start().await;
+    let a = replica(&redis.url(), false, &downstream).await;
+    assert_eq!(teach(&a, 300).await, StatusCode::OK);
+    assert_eq!(campaign_to(&a, 300).await.decision(), RESOLVED);
+
+    redis.kill();
+    // Phone sends keep succeeding, each within the timeouts.
+    for i in 0..20 {
+        let started = Instant::now();
+        let answer = phone_send(&a, i).await;
+        assert_eq!(answer.status, StatusCode::OK, "phone send {i}");
+        assert!(started.elapsed() < Duration::from_secs(2), "send {i} hung");
+    }
+    // The cached pair still answers; an unknown BSUID is "unknown".
+    assert_eq!(campaign_to(&a, 300).await.decision(), RESOLVED);
+    assert_eq!(campaign_to(&a, 301).await.decision(), BLOCKED);
+    // A webhook that cannot be recorded gets a 503, so Meta retries.
+    assert_eq!(teach(&a, 301).await, StatusCode::SERVICE_UNAVAILABLE);
+    let (status, ready) = call(a.admin, Method::GET, "/readyz", "").await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(ready["status"], "degraded: redis", "{ready}");
+
+    redis.restart();
+    wait_until(Duration::from_secs(10), || async {
+        teach(&a, 301).await == StatusCode::OK
+    })
+    .await;
+    let (_, ready) = call(a.admin, Method::GET, "/readyz", "").await;
+    assert_eq!(ready["status"], "ready", "{ready}");
+    assert_eq!(campaign_to(&a, 301).await.decision(), RESOLVED);
+}
