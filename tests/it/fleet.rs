@@ -6,7 +6,7 @@
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use crate::support::redis::{RedisCluster, RedisServer};
+use crate::support::redis::Redis;
 use crate::support::{Answer, FakeUpstream, Served, free_port, serve_sandbox};
 use bytes::Bytes;
 use http::{Method, Request, StatusCode};
@@ -174,8 +174,8 @@ const RESOLVED: &str = "resolved: bsuid->phone";
 const BLOCKED: &str = "blocked: campaign_needs_phone";
 
 /// The first acceptance point, against one Redis or a cluster.
-async fn replicas_share_what_they_learn(redis_url: &str, cluster: bool) {
-    let (_downstream, replicas) = fleet_of_three(redis_url, cluster).await;
+async fn replicas_share_what_they_learn(redis: Redis) {
+    let (_downstream, replicas) = fleet_of_three(&redis.url(), redis.is_cluster()).await;
     let [a, b, c] = &replicas[..] else {
         unreachable!()
     };
@@ -236,23 +236,34 @@ async fn replicas_share_what_they_learn(redis_url: &str, cluster: bool) {
     assert_eq!(found["records"][0]["source"], "admin");
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn replicas_share_identities_through_one_redis() {
-    let redis = RedisServer::start();
-    replicas_share_what_they_learn(&redis.url(), false).await;
+/// Each scenario runs against one Redis and against a three-node cluster.
+macro_rules! on_both {
+    ($scenario:ident: $single:ident, $cluster:ident) => {
+        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+        async fn $single() {
+            $scenario(Redis::start(false)).await;
+        }
+
+        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+        async fn $cluster() {
+            $scenario(Redis::start(true)).await;
+        }
+    };
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn replicas_share_identities_through_a_redis_cluster() {
-    let cluster = RedisCluster::start();
-    replicas_share_what_they_learn(&cluster.url(), true).await;
-}
+on_both!(replicas_share_what_they_learn:
+    replicas_share_identities_through_one_redis,
+    replicas_share_identities_through_a_redis_cluster);
+on_both!(nothing_acknowledged_is_lost:
+    nothing_acknowledged_is_lost_to_sigkill_or_a_redis_restart,
+    nothing_acknowledged_is_lost_in_a_cluster);
+on_both!(sends_flow_while_redis_is_away:
+    sends_flow_while_redis_is_away_and_the_fleet_recovers_by_itself,
+    sends_flow_while_the_cluster_is_away_and_the_fleet_recovers);
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn nothing_acknowledged_is_lost_to_sigkill_or_a_redis_restart() {
-    let mut redis = RedisServer::start();
+async fn nothing_acknowledged_is_lost(mut redis: Redis) {
     let downstream = FakeUpstream::start().await;
-    let mut first = replica(&redis.url(), false, &downstream).await;
+    let mut first = replica(&redis.url(), redis.is_cluster(), &downstream).await;
     const PEOPLE: u64 = 20;
     for i in 0..PEOPLE {
         assert_eq!(teach(&first, 100 + i).await, StatusCode::OK, "person {i}");
@@ -262,7 +273,7 @@ async fn nothing_acknowledged_is_lost_to_sigkill_or_a_redis_restart() {
     first.served.child.kill().unwrap();
     first.served.child.wait().unwrap();
     redis.restart();
-    let second = replica(&redis.url(), false, &downstream).await;
+    let second = replica(&redis.url(), redis.is_cluster(), &downstream).await;
     for i in 0..PEOPLE {
         let answer = campaign_to(&second, 100 + i).await;
         assert_eq!(answer.decision(), RESOLVED, "person {i}");
@@ -270,11 +281,9 @@ async fn nothing_acknowledged_is_lost_to_sigkill_or_a_redis_restart() {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn sends_flow_while_redis_is_away_and_the_fleet_recovers_by_itself() {
-    let mut redis = RedisServer::start();
+async fn sends_flow_while_redis_is_away(mut redis: Redis) {
     let downstream = FakeUpstream::start().await;
-    let a = replica(&redis.url(), false, &downstream).await;
+    let a = replica(&redis.url(), redis.is_cluster(), &downstream).await;
     assert_eq!(teach(&a, 300).await, StatusCode::OK);
     assert_eq!(campaign_to(&a, 300).await.decision(), RESOLVED);
 

@@ -133,19 +133,74 @@ impl RedisCluster {
             .status()
             .unwrap();
         assert!(status.success(), "redis-cli --cluster create failed");
+        let cluster = RedisCluster { nodes };
+        cluster.wait_ok();
+        cluster
+    }
+
+    fn wait_ok(&self) {
         let started = Instant::now();
-        while !nodes[0].cli(&["cluster", "info"]).contains("cluster_state:ok") {
+        while !self
+            .nodes
+            .iter()
+            .all(|node| node.cli(&["cluster", "info"]).contains("cluster_state:ok"))
+        {
             assert!(
                 started.elapsed() < Duration::from_secs(20),
                 "cluster not ok"
             );
             std::thread::sleep(Duration::from_millis(50));
         }
-        RedisCluster { nodes }
     }
 
     /// A URL naming one node; sendgate learns the rest (`fleet.cluster`).
     pub(crate) fn url(&self) -> String {
         format!("redis://{}", self.nodes[0].addr)
+    }
+}
+
+/// What a fleet test runs against: one server or a cluster, so that the
+/// same test proves both.
+pub(crate) enum Redis {
+    Single(RedisServer),
+    Cluster(RedisCluster),
+}
+
+impl Redis {
+    pub(crate) fn start(cluster: bool) -> Self {
+        match cluster {
+            true => Redis::Cluster(RedisCluster::start()),
+            false => Redis::Single(RedisServer::start()),
+        }
+    }
+
+    pub(crate) fn url(&self) -> String {
+        match self {
+            Redis::Single(server) => server.url(),
+            Redis::Cluster(cluster) => cluster.url(),
+        }
+    }
+
+    pub(crate) fn is_cluster(&self) -> bool {
+        matches!(self, Redis::Cluster(_))
+    }
+
+    /// SIGKILL of every node.
+    pub(crate) fn kill(&mut self) {
+        match self {
+            Redis::Single(server) => server.kill(),
+            Redis::Cluster(cluster) => cluster.nodes.iter_mut().for_each(RedisServer::kill),
+        }
+    }
+
+    /// Every node again, from its AOF (and, in a cluster, its nodes.conf).
+    pub(crate) fn restart(&mut self) {
+        match self {
+            Redis::Single(server) => server.restart(),
+            Redis::Cluster(cluster) => {
+                cluster.nodes.iter_mut().for_each(RedisServer::restart);
+                cluster.wait_ok();
+            }
+        }
     }
 }
