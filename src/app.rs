@@ -77,6 +77,7 @@ impl App {
                 Duration::from_secs(config.cache.identity_ttl_secs),
             );
             let mut app = Self::with_identities(config, secrets, identities)?;
+            app.metrics.add_fleet();
             app.fleet = Some(fleet);
             return Ok(app);
         }
@@ -237,10 +238,19 @@ impl App {
                 .get_or_create(&labels)
                 .set(keys as i64);
         }
-        if self.fleet.is_none()
-            && let Ok(known) = self.identities.len()
-        {
-            self.metrics.identities.set(known as i64);
+        match &self.fleet {
+            // The fleet's count is refreshed by housekeeping: a round trip
+            // per scope is no work for a metrics request.
+            Some(fleet) => {
+                if let Some(up) = &self.metrics.fleet_redis_up {
+                    up.set(i64::from(fleet.redis().health().is_up()));
+                }
+            }
+            None => {
+                if let Ok(known) = self.identities.len() {
+                    self.metrics.identities.set(known as i64);
+                }
+            }
         }
     }
 

@@ -116,6 +116,8 @@ pub(crate) struct Metrics {
     pub(crate) limiter_keys: Family<LimitLabels, Gauge>,
     pub(crate) identity_cache: Family<ResultLabels, Counter>,
     pub(crate) identities: Gauge,
+    /// Fleet mode only: 1 while Redis answers, 0 while degraded.
+    pub(crate) fleet_redis_up: Option<Gauge>,
     pub(crate) webhook_relays: Family<OutcomeLabels, Counter>,
     pub(crate) config_reloads: Family<OutcomeLabels, Counter>,
     /// The series nearly every request counts in, looked up once here
@@ -250,9 +252,21 @@ impl Metrics {
             limiter_keys,
             identity_cache,
             identities,
+            fleet_redis_up: None,
             webhook_relays,
             config_reloads,
         }
+    }
+
+    /// Adds the fleet's metric: a single machine has no Redis to report on.
+    pub(crate) fn add_fleet(&mut self) {
+        let up = Gauge::default();
+        self.registry.register(
+            "fleet_redis_up",
+            "1 while the fleet's Redis answers, 0 while sendgate runs degraded on local state",
+            up.clone(),
+        );
+        self.fleet_redis_up = Some(up);
     }
 
     /// Counts a request by route and decision label (`blocked: username_target`,

@@ -119,6 +119,13 @@ async fn call(addr: SocketAddr, method: Method, path: &str, body: &str) -> (Stat
     (answer.status, json)
 }
 
+async fn metrics(replica: &Replica) -> String {
+    let authorization = format!("Bearer {ADMIN_TOKEN}");
+    let headers = [("authorization", authorization.as_str())];
+    let answer = crate::support::call(replica.admin, "GET", "/metrics", &headers, b"").await;
+    String::from_utf8_lossy(&answer.body).into_owned()
+}
+
 async fn teach(replica: &Replica, i: u64) -> StatusCode {
     let body = webhook(i);
     let signature = sign(SECRET, &body);
@@ -303,6 +310,7 @@ async fn sends_flow_while_redis_is_away(mut redis: Redis) {
     let (status, ready) = call(a.admin, Method::GET, "/readyz", "").await;
     assert_eq!(status, StatusCode::OK);
     assert_eq!(ready["status"], "degraded: redis", "{ready}");
+    assert!(metrics(&a).await.contains("sendgate_fleet_redis_up 0"));
 
     redis.restart();
     wait_until(Duration::from_secs(10), || async {
@@ -311,5 +319,6 @@ async fn sends_flow_while_redis_is_away(mut redis: Redis) {
     .await;
     let (_, ready) = call(a.admin, Method::GET, "/readyz", "").await;
     assert_eq!(ready["status"], "ready", "{ready}");
+    assert!(metrics(&a).await.contains("sendgate_fleet_redis_up 1"));
     assert_eq!(campaign_to(&a, 301).await.decision(), RESOLVED);
 }
