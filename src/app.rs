@@ -19,8 +19,8 @@ use http::{Request, Response};
 use crate::body::ProxyBody;
 use crate::config::{Config, ConfigError, Secrets};
 use crate::fingerprint::Fingerprinter;
-use crate::graph_error::GraphError;
 use crate::fleet::Fleet;
+use crate::graph_error::GraphError;
 use crate::identity::{
     Identities, LEGACY_DEFAULT_SCOPE, Migration, RedbStore, RedisStore, StoreError,
 };

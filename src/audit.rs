@@ -164,10 +164,12 @@ pub(crate) fn audit_one(value: &str, ctx: &AuditContext<'_>) -> Verdict {
         Addressing::Person(person) => person,
     };
     let known_phone = match person.bsuid {
-        Some(bsuid) if person.is_bsuid_only() => {
-            ctx.identities
-                .phone_for_blocking(ctx.scope, ctx.number, bsuid.value, ctx.learn_from_sends)
-        }
+        Some(bsuid) if person.is_bsuid_only() => ctx.identities.phone_for_blocking(
+            ctx.scope,
+            ctx.number,
+            bsuid.value,
+            ctx.learn_from_sends,
+        ),
         _ => None,
     };
     match decide(&person, ctx.kind, known_phone.as_deref(), &ctx.policy) {

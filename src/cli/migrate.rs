@@ -44,11 +44,7 @@ pub fn migrate_store(
     let failed = |err: crate::identity::StoreError| format!("migration stopped: {err}");
     let (mut inserted, mut merged, mut dead) = (0u64, 0u64, 0u64);
     for record in &export.records {
-        match redis
-            .block(redis.restore(record))
-            .map_err(failed)?
-            .as_str()
-        {
+        match redis.block(redis.restore(record)).map_err(failed)?.as_str() {
             "inserted" => inserted += 1,
             "merged" => merged += 1,
             _ => dead += 1,

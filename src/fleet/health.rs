@@ -42,7 +42,10 @@ impl Health {
         if !self.down.load(Ordering::Acquire) {
             return None;
         }
-        self.reason.lock().unwrap_or_else(|e| e.into_inner()).clone()
+        self.reason
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
     }
 
     /// True while Redis answers.

@@ -381,9 +381,11 @@ mod tests {
         assert!(summary.rejected[1].reason.contains("not a BSUID"));
         assert!(summary.rejected[3].reason.starts_with("nothing to learn"));
         assert_eq!(
-            futures_util::FutureExt::now_or_never(identities.phone_for_bsuid(Scope::Number("1"), "US.1"))
-                .flatten()
-                .as_deref(),
+            futures_util::FutureExt::now_or_never(
+                identities.phone_for_bsuid(Scope::Number("1"), "US.1")
+            )
+            .flatten()
+            .as_deref(),
             Some("16315551234"),
             "a row without a scope takes the default one"
         );
@@ -451,9 +453,11 @@ mod tests {
         assert_eq!(summary.imported, 2);
         assert_eq!(lines(&summary), [3, 4, 5, 6]);
         assert_eq!(
-            futures_util::FutureExt::now_or_never(identities.phone_for_bsuid(Scope::Portfolio("p"), "US.1"))
-                .flatten()
-                .as_deref(),
+            futures_util::FutureExt::now_or_never(
+                identities.phone_for_bsuid(Scope::Portfolio("p"), "US.1")
+            )
+            .flatten()
+            .as_deref(),
             Some("16315551234")
         );
         assert_eq!(identities.find("US.ENT.5", None).unwrap()[0].bsuid, "US.5");

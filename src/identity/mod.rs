@@ -43,8 +43,7 @@ pub use model::{Claim, ClaimKey, IdentityEvent, Observation, Record, Source};
 pub use redis_store::RedisStore;
 pub use scope::{NUMBER_SCOPE_PREFIX, Scope};
 pub use store::{
-    Applied, Claimed, Erased, Export, LEGACY_DEFAULT_SCOPE, Migration, Moved, RedbStore,
-    StoreError,
+    Applied, Claimed, Erased, Export, LEGACY_DEFAULT_SCOPE, Migration, Moved, RedbStore, StoreError,
 };
 
 /// The identity service shared by the send path, the webhook relay and the
@@ -555,7 +554,11 @@ mod tests {
             "the cached 'no phone' went"
         );
         assert_eq!(now(identities.claimed_phone(P, "123", "US.1")), None);
-        assert_eq!(now(identities.phone_for_bsuid(P, "US.1")), None, "not trusted");
+        assert_eq!(
+            now(identities.phone_for_bsuid(P, "US.1")),
+            None,
+            "not trusted"
+        );
         identities
             .apply(&[seen("US.1", "16505550000")], Source::Webhook)
             .unwrap();

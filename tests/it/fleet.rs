@@ -10,10 +10,10 @@ use crate::support::redis::Redis;
 use crate::support::{Answer, FakeUpstream, Served, free_port, serve_sandbox};
 use bytes::Bytes;
 use http::{Method, Request, StatusCode};
-use serde_json::Value;
 use http_body_util::Full;
 use sendgate::sandbox::PHONE_NUMBER_ID;
 use sendgate::webhook::sign;
+use serde_json::Value;
 
 const SECRET: &str = "fleet-secret";
 const ADMIN_TOKEN: &str = "fleet-admin";
@@ -29,7 +29,10 @@ async fn replica(redis_url: &str, cluster: bool, downstream: &FakeUpstream) -> R
     let (admin_listen, forward_to) = (admin.to_string(), format!("{}/hook", downstream.url()));
     let env = [
         ("SENDGATE_FLEET__REDIS_URL", redis_url),
-        ("SENDGATE_FLEET__CLUSTER", if cluster { "true" } else { "false" }),
+        (
+            "SENDGATE_FLEET__CLUSTER",
+            if cluster { "true" } else { "false" },
+        ),
         ("SENDGATE_ADMIN__LISTEN", admin_listen.as_str()),
         ("SENDGATE_ADMIN_TOKEN", ADMIN_TOKEN),
         ("SENDGATE_WEBHOOK__PATH", "/webhook"),
@@ -219,14 +222,11 @@ async fn replicas_share_what_they_learn(redis: Redis) {
         phone(2)
     );
     assert_eq!(campaign_to(a, 2).await.decision(), BLOCKED);
-    let (status, summary) = call(
-        c.admin,
-        Method::POST,
-        "/admin/identities",
-        &line,
-    )
-    .await;
-    assert_eq!((status, summary["imported"].as_u64()), (StatusCode::OK, Some(1)));
+    let (status, summary) = call(c.admin, Method::POST, "/admin/identities", &line).await;
+    assert_eq!(
+        (status, summary["imported"].as_u64()),
+        (StatusCode::OK, Some(1))
+    );
     wait_until(Duration::from_secs(1), || async {
         campaign_to(a, 2).await.decision() == RESOLVED
     })
@@ -321,4 +321,104 @@ async fn sends_flow_while_redis_is_away(mut redis: Redis) {
     assert_eq!(ready["status"], "ready", "{ready}");
     assert!(metrics(&a).await.contains("sendgate_fleet_redis_up 1"));
     assert_eq!(campaign_to(&a, 301).await.decision(), RESOLVED);
+}
+
+/// Runs the sendgate binary as an operator would, from `dir`.
+fn operator(dir: &std::path::Path, args: &[&str], env: &[(&str, &str)]) -> (bool, String) {
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_sendgate"))
+        .args(args)
+        .current_dir(dir)
+        .env_remove("SENDGATE_CONFIG")
+        .env_remove("RUST_LOG")
+        .envs(env.iter().copied())
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&output.stdout).into_owned()
+        + &String::from_utf8_lossy(&output.stderr);
+    (output.status.success(), text)
+}
+
+/// A single machine's store moves into the fleet, counted; then the
+/// operator imports and audits against Redis while the fleet serves.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_operator_migrates_a_store_and_imports_while_the_fleet_serves() {
+    let redis = Redis::start(false);
+    let url = redis.url();
+    let dir = std::env::temp_dir().join(format!("sendgate-fleet-ops-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let store = dir.join("identities.redb");
+    let store = store.to_str().unwrap();
+    let rows = |people: std::ops::Range<u64>| {
+        people
+            .map(|i| format!("{},{},{PHONE_NUMBER_ID}\n", bsuid(i), phone(i)))
+            .collect::<String>()
+    };
+    std::fs::write(
+        dir.join("old.csv"),
+        "bsuid,phone,number\n".to_owned() + &rows(500..503),
+    )
+    .unwrap();
+    std::fs::write(
+        dir.join("new.csv"),
+        "bsuid,phone,number\n".to_owned() + &rows(600..602),
+    )
+    .unwrap();
+
+    let single = [("SENDGATE_STORE__PATH", store)];
+    let (ok, said) = operator(&dir, &["import", "old.csv"], &single);
+    assert!(ok, "{said}");
+    let both = [
+        ("SENDGATE_STORE__PATH", store),
+        ("SENDGATE_FLEET__REDIS_URL", url.as_str()),
+    ];
+    let (ok, said) = operator(
+        &dir,
+        &["migrate-store", "--from", "redb", "--to", "redis"],
+        &both,
+    );
+    assert!(ok, "{said}");
+    assert!(said.contains("migrated 3 records"), "{said}");
+    assert!(said.contains("3 new"), "{said}");
+
+    let downstream = FakeUpstream::start().await;
+    let a = replica(&url, false, &downstream).await;
+    for i in 500..503 {
+        assert_eq!(
+            campaign_to(&a, i).await.decision(),
+            RESOLVED,
+            "migrated {i}"
+        );
+    }
+    let (_, found) = call(
+        a.admin,
+        Method::GET,
+        &format!("/admin/identities/{}", bsuid(500)),
+        "",
+    )
+    .await;
+    assert_eq!(found["records"][0]["source"], "import", "provenance kept");
+
+    // Import while A serves (its cache already says "no phone" for 600).
+    assert_eq!(campaign_to(&a, 600).await.decision(), BLOCKED);
+    let fleet = [("SENDGATE_FLEET__REDIS_URL", url.as_str())];
+    let (ok, said) = operator(&dir, &["import", "new.csv"], &fleet);
+    assert!(ok, "{said}");
+    wait_until(Duration::from_secs(1), || async {
+        campaign_to(&a, 600).await.decision() == RESOLVED
+    })
+    .await;
+    std::fs::write(
+        dir.join("list.txt"),
+        format!("{}\n{}\n", bsuid(601), bsuid(999)),
+    )
+    .unwrap();
+    let (ok, said) = operator(
+        &dir,
+        &["audit", "list.txt", "--number", PHONE_NUMBER_ID],
+        &fleet,
+    );
+    assert!(ok, "{said}");
+    assert!(said.contains(&phone(601)), "the audit read Redis: {said}");
+    let _ = std::fs::remove_dir_all(&dir);
 }

@@ -46,7 +46,14 @@ impl RedisServer {
     fn launch(&mut self) {
         let child = Command::new("redis-server")
             .args(["--port", &self.addr.port().to_string()])
-            .args(["--bind", "127.0.0.1", "--save", "", "--protected-mode", "no"])
+            .args([
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--protected-mode",
+                "no",
+            ])
             .args(["--appendonly", "yes", "--appendfsync", "always"])
             .arg("--dir")
             .arg(&self.dir)
