@@ -223,6 +223,11 @@ impl Redis {
     }
 
     fn live(&self) -> Result<Live, FleetError> {
+        if !self.health.may_call() {
+            return Err(FleetError(
+                "unreachable: not asked until the next probe".into(),
+            ));
+        }
         match &self.connection {
             Connection::Single(manager) => Ok(Live::Single(manager.clone())),
             Connection::Cluster(slot) => match slot.load_full() {
@@ -240,24 +245,33 @@ impl Redis {
         &self,
         answer: Result<redis::RedisResult<T>, tokio::time::error::Elapsed>,
     ) -> Result<T, FleetError> {
-        let result = match answer {
-            Ok(Ok(value)) => Ok(value),
+        match answer {
+            Ok(Ok(value)) => {
+                self.health.answered();
+                Ok(value)
+            }
             Ok(Err(err)) if is_answer(&err) => {
                 // Redis answered (a script's own error): it is reachable.
                 self.health.answered();
-                return Err(err.into());
+                Err(err.into())
             }
-            Ok(Err(err)) => Err(FleetError::from(err)),
-            Err(_) => Err(FleetError(format!(
-                "no answer within {} ms",
-                self.timeout.as_millis()
-            ))),
-        };
-        match &result {
-            Ok(_) => self.health.answered(),
-            Err(err) => self.health.failed(err),
+            Ok(Err(err)) => {
+                // The connection's own response timeout (set to the same
+                // deadline) may fire first.
+                let timed_out = err.is_timeout();
+                let err = FleetError::from(err);
+                match timed_out {
+                    true => self.health.timed_out(&err),
+                    false => self.health.failed(&err),
+                }
+                Err(err)
+            }
+            Err(_) => {
+                let err = FleetError(format!("no answer within {} ms", self.timeout.as_millis()));
+                self.health.timed_out(&err);
+                Err(err)
+            }
         }
-        result
     }
 }
 

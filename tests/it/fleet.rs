@@ -323,6 +323,41 @@ async fn sends_flow_while_redis_is_away(mut redis: Redis) {
     assert_eq!(campaign_to(&a, 301).await.decision(), RESOLVED);
 }
 
+/// A Redis that stops answering without closing its connections (a hung
+/// server, a partition) costs sends at most one probe's wait now and then,
+/// not a timeout each.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_silent_redis_does_not_slow_every_send() {
+    let redis = Redis::start(false);
+    let downstream = FakeUpstream::start().await;
+    let a = replica(&redis.url(), false, &downstream).await;
+    assert_eq!(campaign_to(&a, 400).await.decision(), BLOCKED);
+    let Redis::Single(server) = &redis else {
+        unreachable!()
+    };
+    server.pause();
+    let mut slow = 0;
+    for i in 0..40 {
+        // A BSUID never asked before: the lookup must go to Redis.
+        let started = Instant::now();
+        let answer = campaign_to(&a, 401 + i).await;
+        let took = started.elapsed();
+        assert_eq!(answer.decision(), BLOCKED, "unknown while Redis is silent");
+        assert!(took < Duration::from_secs(2), "send {i} took {took:?}");
+        if took > Duration::from_millis(100) {
+            slow += 1;
+        }
+    }
+    assert!(slow <= 10, "{slow} of 40 sends waited for the silent Redis");
+    server.resume();
+    // Back within a probe interval (1 s) or so.
+    wait_until(Duration::from_secs(5), || async {
+        teach(&a, 400).await == StatusCode::OK
+    })
+    .await;
+    assert_eq!(campaign_to(&a, 400).await.decision(), RESOLVED);
+}
+
 /// Runs the sendgate binary as an operator would, from `dir`.
 fn operator(dir: &std::path::Path, args: &[&str], env: &[(&str, &str)]) -> (bool, String) {
     let output = std::process::Command::new(env!("CARGO_BIN_EXE_sendgate"))

@@ -78,6 +78,25 @@ impl RedisServer {
         }
     }
 
+    /// SIGSTOP: connections stay open and nothing answers (a hung or
+    /// partitioned server), until [`resume`](Self::resume).
+    pub(crate) fn pause(&self) {
+        self.signal("STOP");
+    }
+
+    pub(crate) fn resume(&self) {
+        self.signal("CONT");
+    }
+
+    fn signal(&self, name: &str) {
+        let pid = self.child.as_ref().expect("running").id().to_string();
+        let status = Command::new("kill")
+            .args(["-s", name, &pid])
+            .status()
+            .unwrap();
+        assert!(status.success());
+    }
+
     /// Starts again on the same port and directory (its AOF).
     pub(crate) fn restart(&mut self) {
         self.kill();
