@@ -163,6 +163,9 @@ pub struct FleetConfig {
     pub expected_replicas: u32,
     /// Longest one Redis call may take.
     pub timeout_ms: u64,
+    /// PEM CA certificates that sign Redis' certificate (`rediss://`);
+    /// empty for the system's roots.
+    pub ca_file: String,
 }
 
 impl FleetConfig {
@@ -186,6 +189,9 @@ impl FleetConfig {
                 "must be greater than 0",
             ));
         }
+        if !self.ca_file.is_empty() && !Path::new(&self.ca_file).is_file() {
+            return Err(ConfigError::new("fleet.ca_file", "no such file"));
+        }
         if !(1..=60_000).contains(&self.timeout_ms) {
             return Err(ConfigError::new(
                 "fleet.timeout_ms",
@@ -204,6 +210,7 @@ impl fmt::Debug for FleetConfig {
             .field("cluster", &self.cluster)
             .field("expected_replicas", &self.expected_replicas)
             .field("timeout_ms", &self.timeout_ms)
+            .field("ca_file", &self.ca_file)
             .finish()
     }
 }

@@ -23,7 +23,7 @@ use arc_swap::ArcSwapOption;
 use redis::aio::{ConnectionLike, ConnectionManager, ConnectionManagerConfig};
 use redis::cluster::ClusterClient;
 use redis::cluster_async::ClusterConnection;
-use redis::{Cmd, FromRedisValue, Pipeline, RedisFuture, Value};
+use redis::{Cmd, FromRedisValue, Pipeline, RedisFuture, TlsCertificates, Value};
 
 use crate::config::FleetConfig;
 
@@ -153,13 +153,31 @@ impl Redis {
         // rediss:// uses rustls with the process's default crypto provider.
         let _ = rustls::crypto::ring::default_provider().install_default();
         let timeout = Duration::from_millis(config.timeout_ms);
-        let client = redis::Client::open(config.redis_url.as_str())
-            .map_err(|err| FleetError(format!("fleet.redis_url: {err}")))?;
+        let certs = match config.ca_file.as_str() {
+            "" => None,
+            path => Some(TlsCertificates {
+                client_tls: None,
+                root_cert: Some(
+                    std::fs::read(path)
+                        .map_err(|err| FleetError(format!("fleet.ca_file: {path}: {err}")))?,
+                ),
+            }),
+        };
+        let url = config.redis_url.as_str();
+        let client = match &certs {
+            Some(certs) => redis::Client::build_with_tls(url, certs.clone()),
+            None => redis::Client::open(url),
+        }
+        .map_err(|err| FleetError(format!("fleet.redis_url: {err}")))?;
         let health = Arc::new(Health::default());
         let connection = if config.cluster {
-            let cluster = ClusterClient::builder([config.redis_url.as_str()])
+            let mut builder = ClusterClient::builder([url])
                 .connection_timeout(timeout)
-                .response_timeout(timeout)
+                .response_timeout(timeout);
+            if let Some(certs) = certs {
+                builder = builder.certs(certs);
+            }
+            let cluster = builder
                 .build()
                 .map_err(|err| FleetError(format!("fleet.redis_url: {err}")))?;
             let slot = Arc::new(ArcSwapOption::empty());

@@ -457,3 +457,68 @@ async fn an_operator_migrates_a_store_and_imports_while_the_fleet_serves() {
     assert!(said.contains(&phone(601)), "the audit read Redis: {said}");
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// `rediss://` with a private CA (`fleet.ca_file`): the fleet works over TLS.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fleet_talks_to_redis_over_tls() {
+    use rcgen::{BasicConstraints, CertificateParams, IsCa, Issuer, KeyPair};
+    let dir = std::env::temp_dir().join(format!("sendgate-fleet-tls-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let ca_key = KeyPair::generate().unwrap();
+    let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    let ca = ca_params.self_signed(&ca_key).unwrap();
+    let issuer = Issuer::new(ca_params, ca_key);
+    let leaf_key = KeyPair::generate().unwrap();
+    let leaf = CertificateParams::new(vec!["localhost".to_owned()])
+        .unwrap()
+        .signed_by(&leaf_key, &issuer)
+        .unwrap();
+    let file = |name: &str, text: String| {
+        let path = dir.join(name);
+        std::fs::write(&path, text).unwrap();
+        path.to_str().unwrap().to_owned()
+    };
+    let (ca_file, cert, key) = (
+        file("ca.pem", ca.pem()),
+        file("redis.pem", leaf.pem()),
+        file("redis.key", leaf_key.serialize_pem()),
+    );
+    let tls_port = free_port().port().to_string();
+    let _redis = crate::support::redis::RedisServer::start_with(&[
+        "--tls-port",
+        &tls_port,
+        "--tls-cert-file",
+        &cert,
+        "--tls-key-file",
+        &key,
+        "--tls-ca-cert-file",
+        &ca_file,
+        "--tls-auth-clients",
+        "no",
+    ]);
+    let url = format!("rediss://localhost:{tls_port}/0");
+    let downstream = FakeUpstream::start().await;
+    let admin = free_port();
+    let (admin_listen, forward_to) = (admin.to_string(), format!("{}/hook", downstream.url()));
+    let env = [
+        ("SENDGATE_FLEET__REDIS_URL", url.as_str()),
+        ("SENDGATE_FLEET__CA_FILE", ca_file.as_str()),
+        ("SENDGATE_ADMIN__LISTEN", admin_listen.as_str()),
+        ("SENDGATE_ADMIN_TOKEN", ADMIN_TOKEN),
+        ("SENDGATE_WEBHOOK__PATH", "/webhook"),
+        ("SENDGATE_WEBHOOK__FORWARD_TO", forward_to.as_str()),
+        ("SENDGATE_APP_SECRET", SECRET),
+        ("SENDGATE_VERIFY_TOKEN", "unused"),
+    ];
+    let a = Replica {
+        served: serve_sandbox(&[], &env, None).await,
+        admin,
+    };
+    assert_eq!(teach(&a, 700).await, StatusCode::OK);
+    assert_eq!(campaign_to(&a, 700).await.decision(), RESOLVED);
+    let (_, ready) = call(a.admin, Method::GET, "/readyz", "").await;
+    assert_eq!(ready["redis"], "up", "{ready}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
