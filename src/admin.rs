@@ -61,7 +61,7 @@ impl Admin {
             (Method::GET, "/readyz") => self.ready().await,
             (Method::GET, "/metrics") => metrics(&self.app),
             (Method::POST, "/admin/reload") => self.reload().await,
-            (Method::GET, "/admin/limits") => self.limits(),
+            (Method::GET, "/admin/limits") => self.limits().await,
             (Method::POST, IDENTITIES) => self.import(request, &query).await,
             (Method::POST, "/admin/fingerprint") => self.fingerprint(request).await,
             (Method::POST, "/admin/dry-run") => self.dry_run(request, &query).await,
@@ -166,7 +166,7 @@ impl Admin {
     }
 
     /// The limits in force and their live state.
-    fn limits(&self) -> Response<ProxyBody> {
+    async fn limits(&self) -> Response<ProxyBody> {
         let live = self.app.live();
         let config = &live.config;
         let numbers: serde_json::Map<String, Value> = config
@@ -199,7 +199,7 @@ impl Admin {
                 "number_per_second_overrides": numbers,
                 "client_overrides": clients,
                 "live": {
-                    "numbers": live.limits.numbers(),
+                    "numbers": live.limits.numbers().await,
                     "pairs_backing_off": live.limits.pairs_backing_off(),
                     "keys": keys,
                 },

@@ -13,6 +13,12 @@
 //! Each limit rejects (429 with `Retry-After`) or shapes (waits up to a bound,
 //! then rejects). Meta's own 130429/131056 answers put the number or the pair
 //! on a back-off. Time comes from tokio's clock, so tests pause and advance it.
+//!
+//! In fleet mode ([`Limits::with_fleet`]) the limits and back-offs live in
+//! Redis, shared by every replica (`fleet::limits`: one call per limit that
+//! is on). The local limiters then hold this replica's share of each quota
+//! (divided by `fleet.expected_replicas`) and decide only while Redis does
+//! not answer, with the back-offs this replica learned.
 
 use std::collections::HashMap;
 use std::hash::{BuildHasher, Hash, Hasher, RandomState};
@@ -30,6 +36,10 @@ use serde::Serialize;
 use tokio::time::Instant;
 
 use crate::config::{Config, LimitMode, Throughput};
+use crate::fleet::Redis;
+use crate::fleet::limits::{
+    MAX_EXPONENT, STRIKES_OUTLIVE_BACKOFF, SharedKey, SharedLimiter, SharedQuota, Verdict,
+};
 use crate::prehashed::PreHashed;
 
 /// governor's clock, read from tokio's so that `tokio::time::pause` and
@@ -121,10 +131,21 @@ struct Limit {
     kind: LimitKind,
     mode: LimitMode,
     max_wait: Duration,
-    default_quota: Quota,
-    default: Arc<Keyed>,
+    default: Bucket,
     /// Keys with a quota of their own (a number's tier, a client's share).
-    overrides: HashMap<String, (Quota, Arc<Keyed>)>,
+    overrides: HashMap<String, Bucket>,
+}
+
+/// One quota of a limit: the local limiter that holds it, and in fleet
+/// mode the quota the whole fleet shares in Redis.
+struct Bucket {
+    /// The local limiter's quota: the configured one on a single machine,
+    /// this replica's share of it in a fleet (the fallback while Redis
+    /// does not answer).
+    quota: Quota,
+    limiter: Arc<Keyed>,
+    /// The configured quota, which Redis enforces for the fleet.
+    shared: SharedQuota,
 }
 
 /// What one limit is configured to do.
@@ -146,66 +167,99 @@ fn throughput_quota(throughput: Throughput) -> Quota {
     per_second(throughput.per_second(), None)
 }
 
-impl Limit {
-    fn new(
-        kind: LimitKind,
-        settings: Settings,
-        overrides: HashMap<String, Quota>,
-        old: Option<&Limit>,
-    ) -> Self {
-        // A limiter whose quota did not change keeps its state across a reload.
-        let reuse = |quota: Quota, previous: Option<&(Quota, Arc<Keyed>)>| match previous {
-            Some((old_quota, limiter)) if *old_quota == quota => limiter.clone(),
+/// One replica's share of a fleet's quota: the rate and the burst divided
+/// by the replicas expected, so that together they stay within it. The
+/// period is multiplied, which divides the rate exactly (80/s over 3 is
+/// 26.7/s, not 26); the burst is at least 1.
+fn share_of(quota: Quota, replicas: u32) -> Quota {
+    if replicas <= 1 {
+        return quota;
+    }
+    let burst = NonZeroU32::new(quota.burst_size().get() / replicas).unwrap_or(NonZeroU32::MIN);
+    Quota::with_period(quota.replenish_interval().saturating_mul(replicas))
+        .unwrap_or(quota)
+        .allow_burst(burst)
+}
+
+impl Bucket {
+    /// The bucket of `quota` (the configured one), reusing `old`'s limiter
+    /// when its quota did not change, so that it keeps its state across a
+    /// reload.
+    fn new(quota: Quota, replicas: u32, old: Option<&Bucket>) -> Self {
+        let shared = SharedQuota::new(quota.replenish_interval(), quota.burst_size().get());
+        let quota = share_of(quota, replicas);
+        let limiter = match old {
+            Some(old) if old.quota == quota => old.limiter.clone(),
             _ => Arc::new(
                 RateLimiter::dashmap_with_clock_and_hasher(quota, TokioClock, PreHashed)
                     .with_middleware(),
             ),
         };
-        let default_quota = settings.quota;
-        let default = match old {
-            Some(old) if old.default_quota == default_quota => old.default.clone(),
-            _ => reuse(default_quota, None),
-        };
+        Bucket {
+            quota,
+            limiter,
+            shared,
+        }
+    }
+}
+
+impl Limit {
+    /// `replicas` divides every quota for the local limiters (1 on a single
+    /// machine).
+    fn new(
+        kind: LimitKind,
+        settings: Settings,
+        overrides: HashMap<String, Quota>,
+        replicas: u32,
+        old: Option<&Limit>,
+    ) -> Self {
+        let default = Bucket::new(settings.quota, replicas, old.map(|old| &old.default));
         let overrides = overrides
             .into_iter()
             .map(|(key, quota)| {
-                let limiter = reuse(quota, old.and_then(|old| old.overrides.get(&key)));
-                (key, (quota, limiter))
+                let previous = old.and_then(|old| old.overrides.get(&key));
+                let bucket = Bucket::new(quota, replicas, previous);
+                (key, bucket)
             })
             .collect();
         Limit {
             kind,
             mode: settings.mode,
             max_wait: Duration::from_millis(settings.max_wait_ms),
-            default_quota,
             default,
             overrides,
         }
     }
 
-    /// Takes one unit for `key`, or says how long until one is available.
-    fn check(&self, scope: &str, key: u64) -> Result<u32, Duration> {
-        let limiter = if self.overrides.is_empty() {
+    fn bucket(&self, scope: &str) -> &Bucket {
+        if self.overrides.is_empty() {
             &self.default
         } else {
-            self.overrides
-                .get(scope)
-                .map_or(&self.default, |(_, limiter)| limiter)
-        };
-        match limiter.check_key(&key) {
+            self.overrides.get(scope).unwrap_or(&self.default)
+        }
+    }
+
+    /// Takes one unit for `key`, or says how long until one is available.
+    fn check(&self, scope: &str, key: u64) -> Result<u32, Duration> {
+        match self.bucket(scope).limiter.check_key(&key) {
             Ok(snapshot) => Ok(snapshot.remaining_burst_capacity()),
             Err(not_until) => Err(not_until.wait_time_from(TokioClock.now())),
         }
     }
 
     fn keys(&self) -> usize {
-        self.default.len() + self.overrides.values().map(|(_, l)| l.len()).sum::<usize>()
+        self.default.limiter.len()
+            + self
+                .overrides
+                .values()
+                .map(|bucket| bucket.limiter.len())
+                .sum::<usize>()
     }
 
     fn retain_recent(&self) {
-        self.default.retain_recent();
-        for (_, limiter) in self.overrides.values() {
-            limiter.retain_recent();
+        self.default.limiter.retain_recent();
+        for bucket in self.overrides.values() {
+            bucket.limiter.retain_recent();
         }
     }
 }
@@ -261,23 +315,89 @@ pub struct Limits {
     /// Remaining burst per number at its last send.
     budgets: Arc<DashMap<String, u32>>,
     hasher: KeyHasher,
+    /// Fleet mode: the limits as every replica shares them in Redis. The
+    /// local limiters above then hold this replica's share of each quota,
+    /// and answer only while Redis does not.
+    fleet: Option<Fleet>,
+}
+
+/// What fleet mode adds to the limits.
+struct Fleet {
+    /// Kept across reloads, with its connection.
+    shared: Arc<SharedLimiter>,
+    /// Pairs that may carry strikes in Redis.
+    struck: Arc<Struck>,
+    /// Configured numbers, which `/admin/limits` shows before any send.
+    configured: Vec<String>,
+}
+
+/// Pairs (by local key) that this replica saw with strikes in Redis, and
+/// when: a success clears Redis' strikes only for them, so that an ordinary
+/// successful send costs no Redis call. A pair missing here (the set full,
+/// another replica's strike this one never saw) keeps its strikes until
+/// they expire in Redis.
+#[derive(Default)]
+struct Struck {
+    pairs: DashMap<u64, Instant>,
+    /// False while `pairs` is empty: a success then skips its locks.
+    any: AtomicBool,
+}
+
+/// Most pairs [`Struck`] remembers.
+const STRUCK_CAPACITY: usize = 10_000;
+
+impl Struck {
+    fn mark(&self, pair: u64) {
+        if self.pairs.len() < STRUCK_CAPACITY || self.pairs.contains_key(&pair) {
+            self.pairs.insert(pair, Instant::now());
+            self.any.store(true, Ordering::Relaxed);
+        }
+    }
+
+    /// True when the pair was marked (and is no longer).
+    fn take(&self, pair: u64) -> bool {
+        self.any.load(Ordering::Relaxed) && self.pairs.remove(&pair).is_some()
+    }
+
+    /// Forgets pairs whose strikes have surely expired in Redis.
+    fn retain_recent(&self, max_exponent: u32) {
+        let longest = Duration::from_secs(4u64.saturating_pow(max_exponent.min(MAX_EXPONENT)))
+            + STRIKES_OUTLIVE_BACKOFF;
+        let now = Instant::now();
+        self.pairs
+            .retain(|_, marked| now.saturating_duration_since(*marked) < longest);
+        self.any.store(!self.pairs.is_empty(), Ordering::Relaxed);
+    }
 }
 
 /// Most numbers whose budget is shown; numbers beyond it are not tracked.
 const BUDGETS_CAPACITY: usize = 10_000;
 
+/// How many numbers `/admin/limits` asks Redis about at once.
+const PEEKS_IN_FLIGHT: usize = 32;
+
 impl Limits {
+    /// The limits of one process on its own.
     pub fn new(config: &Config) -> Self {
-        Self::build(config, None)
+        Self::build(config, None, None)
+    }
+
+    /// Fleet mode: the limits every replica shares through `redis`, with
+    /// local limiters at the fleet's quota divided by
+    /// `fleet.expected_replicas` for when Redis does not answer.
+    pub fn with_fleet(config: &Config, redis: Redis) -> Self {
+        Self::build(config, None, Some(Arc::new(SharedLimiter::new(redis))))
     }
 
     /// The limits of a new config, keeping the state of every limiter whose
-    /// quota did not change and every back-off in force.
+    /// quota did not change, every back-off in force and, in fleet mode,
+    /// the Redis connection (`fleet.*` changes need a restart).
     pub fn reconfigured(&self, config: &Config) -> Self {
-        Self::build(config, Some(self))
+        let shared = self.fleet.as_ref().map(|fleet| fleet.shared.clone());
+        Self::build(config, Some(self), shared)
     }
 
-    fn build(config: &Config, old: Option<&Limits>) -> Self {
+    fn build(config: &Config, old: Option<&Limits>, shared: Option<Arc<SharedLimiter>>) -> Self {
         let limits = &config.limits;
         let number_overrides = config
             .numbers
@@ -317,18 +437,39 @@ impl Limits {
             quota: per_second(limits.client.per_second, Some(limits.client.burst)),
         };
         let backoffs = old.map(|old| old.backoffs.clone()).unwrap_or_default();
+        let fleet = shared.map(|shared| Fleet {
+            shared,
+            struck: old
+                .and_then(|old| old.fleet.as_ref())
+                .map(|fleet| fleet.struck.clone())
+                .unwrap_or_default(),
+            configured: config.numbers.keys().cloned().collect(),
+        });
+        // The local limiters are a fallback in a fleet: each replica's share.
+        let replicas = match fleet {
+            Some(_) => config.fleet.expected_replicas.max(1),
+            None => 1,
+        };
         Limits {
             number: Limit::new(
                 LimitKind::Number,
                 number,
                 number_overrides,
+                replicas,
                 old.map(|o| &o.number),
             ),
-            pair: Limit::new(LimitKind::Pair, pair, HashMap::new(), old.map(|o| &o.pair)),
+            pair: Limit::new(
+                LimitKind::Pair,
+                pair,
+                HashMap::new(),
+                replicas,
+                old.map(|o| &o.pair),
+            ),
             client: Limit::new(
                 LimitKind::Client,
                 client,
                 client_overrides,
+                replicas,
                 old.map(|o| &o.client),
             ),
             number_backoff: Duration::from_secs(limits.number.backoff_secs),
@@ -337,6 +478,7 @@ impl Limits {
             budgets: old.map(|o| o.budgets.clone()).unwrap_or_default(),
             // Reused limiters hold keys hashed with the old seed.
             hasher: old.map(|o| o.hasher.clone()).unwrap_or_default(),
+            fleet,
         }
     }
 
@@ -356,15 +498,27 @@ impl Limits {
                 // Before the key: a limit that is off costs no hashing.
                 continue;
             }
-            let (scope, key) = match limit.kind {
-                LimitKind::Client => (client.share.unwrap_or(""), client.key),
+            let (scope, key, shared) = match limit.kind {
+                LimitKind::Client => {
+                    let share = client.share.unwrap_or("");
+                    let token = client.key;
+                    (share, token, SharedKey::Client { share, token })
+                }
                 LimitKind::Pair => match person {
-                    Some(person) => (number, self.pair_key(number, person)),
+                    Some(person) => (
+                        number,
+                        self.pair_key(number, person),
+                        SharedKey::Pair { number, person },
+                    ),
                     None => continue,
                 },
-                LimitKind::Number => (number, self.hasher.key(&[number])),
+                LimitKind::Number => (
+                    number,
+                    self.hasher.key(&[number]),
+                    SharedKey::Number(number),
+                ),
             };
-            match self.pass(limit, scope, key, report).await {
+            match self.pass(limit, scope, key, shared, report).await {
                 Ok(wait) => waited += wait,
                 Err(refusal) if report => return Admission::WouldLimit(refusal.limit),
                 Err(refusal) => return Admission::Refused(refusal),
@@ -373,15 +527,17 @@ impl Limits {
         Admission::Admitted { waited }
     }
 
-    /// One limit that is not off: a back-off first, then the limiter; in
-    /// shape mode, wait (bounded by `max_wait`) for the unit instead of
-    /// refusing. Returns how long it waited. The clock is read only when a
-    /// unit is not free.
+    /// One limit that is not off: in Redis in fleet mode, else (or while
+    /// Redis does not answer) a local back-off first, then the local
+    /// limiter; in shape mode, wait (bounded by `max_wait`) for the unit
+    /// instead of refusing. Returns how long it waited. The clock is read
+    /// only when a unit is not free.
     async fn pass(
         &self,
         limit: &Limit,
         scope: &str,
         key: u64,
+        shared: SharedKey<'_>,
         report: bool,
     ) -> Result<Duration, Refusal> {
         let patience = if limit.mode == LimitMode::Shape {
@@ -393,17 +549,28 @@ impl Limits {
         // Each round either succeeds or sleeps until a unit is due; a handful
         // of rounds covers contention, and `patience` bounds them anyway.
         for _ in 0..16 {
-            let wait = match self.backoff_left(limit.kind, key) {
-                Some(left) => Err(left),
-                None => limit.check(scope, key),
-            };
-            let wait = match wait {
-                Ok(budget) => {
-                    if limit.kind == LimitKind::Number {
-                        self.record_budget(scope, budget);
-                    }
-                    return Ok(waited);
+            let answer = match &self.fleet {
+                // Boxed: a single machine's sends keep a small future.
+                Some(fleet) => {
+                    Box::pin(self.attempt_shared(fleet, limit, scope, key, shared)).await
                 }
+                None => None,
+            };
+            // One place for the local check, so that it stays inlined into
+            // a single machine's path (~10% of an admit in benches/limits.rs).
+            let answer = match answer {
+                Some(answer) => answer,
+                None => match self.backoff_left(limit.kind, key) {
+                    Some(left) => Err(left),
+                    None => limit.check(scope, key),
+                },
+            };
+            if limit.kind == LimitKind::Number {
+                // A number refused is one seen, with nothing left now.
+                self.record_budget(scope, *answer.as_ref().unwrap_or(&0));
+            }
+            let wait = match answer {
+                Ok(_) => return Ok(waited),
                 Err(wait) => wait,
             };
             if report || waited + wait > patience {
@@ -418,6 +585,38 @@ impl Limits {
         Err(Refusal {
             limit: limit.kind,
             retry_after: limit.max_wait,
+        })
+    }
+
+    /// Takes one unit in Redis; `None` when Redis does not answer (the
+    /// caller then asks the local limiter). Back-offs and strikes Redis
+    /// reports are remembered here too, so that they still apply if Redis
+    /// goes away.
+    async fn attempt_shared(
+        &self,
+        fleet: &Fleet,
+        limit: &Limit,
+        scope: &str,
+        key: u64,
+        shared: SharedKey<'_>,
+    ) -> Option<Result<u32, Duration>> {
+        let quota = limit.bucket(scope).shared;
+        let verdict = fleet.shared.check(shared, quota).await.ok()?;
+        Some(match verdict {
+            Verdict::Admitted { remaining, strikes } => {
+                if strikes > 0 && limit.kind == LimitKind::Pair {
+                    fleet.struck.mark(key);
+                }
+                Ok(remaining)
+            }
+            Verdict::Limited { retry_after } => Err(retry_after),
+            Verdict::BackingOff { left, strikes } => {
+                if strikes > 0 && limit.kind == LimitKind::Pair {
+                    fleet.struck.mark(key);
+                }
+                self.learn_backoff(limit.kind, key, left, strikes);
+                Err(left)
+            }
         })
     }
 
@@ -450,10 +649,27 @@ impl Limits {
         (!left.is_zero()).then_some(left)
     }
 
+    /// Puts a number or pair on a local back-off of `wait`.
+    fn learn_backoff(&self, kind: LimitKind, key: u64, wait: Duration, strikes: u32) {
+        let backoffs = match kind {
+            LimitKind::Number => &self.backoffs.numbers,
+            LimitKind::Pair => &self.backoffs.pairs,
+            LimitKind::Client => return,
+        };
+        let Some(until) = Instant::now().checked_add(wait) else {
+            return;
+        };
+        backoffs.insert(key, Backoff { until, strikes });
+        self.backoffs.any.store(true, Ordering::Relaxed);
+    }
+
     /// What Meta answered a send: 130429 pauses the number, 131056 the pair
     /// for 4^n seconds (n growing with each consecutive answer), and a
-    /// success clears the pair's count.
-    pub fn feedback(
+    /// success clears the pair's count. In fleet mode each pause is written
+    /// to Redis too (one call, awaited, so that no replica sends for the
+    /// number once this send's answer is out); a success costs a call only
+    /// for a pair this replica saw with strikes.
+    pub async fn feedback(
         &self,
         number: &str,
         person: Option<&str>,
@@ -464,35 +680,45 @@ impl Limits {
         // send comes through here.
         match meta_code {
             Some(130429) => {
-                let backoff = Backoff {
-                    until: Instant::now() + self.number_backoff,
-                    strikes: 1,
-                };
-                self.backoffs
-                    .numbers
-                    .insert(self.hasher.key(&[number]), backoff);
-                self.backoffs.any.store(true, Ordering::Relaxed);
+                let key = self.hasher.key(&[number]);
+                self.learn_backoff(LimitKind::Number, key, self.number_backoff, 1);
+                if let Some(fleet) = &self.fleet {
+                    let pause = fleet.shared.pause_number(number, self.number_backoff);
+                    // Redis unreachable: the local back-off above still holds.
+                    let _ = Box::pin(pause).await;
+                }
             }
             Some(131056) => {
                 let Some(person) = person else { return };
                 let key = self.pair_key(number, person);
-                let strikes = self.backoffs.pairs.get(&key).map_or(0, |b| b.strikes) + 1;
-                let exponent = strikes.min(self.pair_backoff_max_exponent);
-                let wait = Duration::from_secs(4u64.saturating_pow(exponent));
-                self.backoffs.pairs.insert(
-                    key,
-                    Backoff {
-                        until: Instant::now() + wait,
-                        strikes,
-                    },
-                );
-                self.backoffs.any.store(true, Ordering::Relaxed);
+                let shared = match &self.fleet {
+                    Some(fleet) => {
+                        let max = self.pair_backoff_max_exponent;
+                        let strike = fleet.shared.strike_pair(number, person, max);
+                        let struck = Box::pin(strike).await.ok();
+                        fleet.struck.mark(key);
+                        struck
+                    }
+                    None => None,
+                };
+                let (strikes, wait) = shared.unwrap_or_else(|| {
+                    let strikes = self.backoffs.pairs.get(&key).map_or(0, |b| b.strikes) + 1;
+                    let exponent = strikes.min(self.pair_backoff_max_exponent);
+                    let exponent = exponent.min(MAX_EXPONENT);
+                    (strikes, Duration::from_secs(4u64.saturating_pow(exponent)))
+                });
+                self.learn_backoff(LimitKind::Pair, key, wait, strikes);
             }
             _ if success => {
-                if let Some(person) = person
-                    && self.backoffs.any.load(Ordering::Relaxed)
-                {
+                let Some(person) = person else { return };
+                if self.backoffs.any.load(Ordering::Relaxed) {
                     self.backoffs.pairs.remove(&self.pair_key(number, person));
+                }
+                if let Some(fleet) = &self.fleet
+                    && fleet.struck.any.load(Ordering::Relaxed)
+                    && fleet.struck.take(self.pair_key(number, person))
+                {
+                    let _ = Box::pin(fleet.shared.clear_strikes(number, person)).await;
                 }
             }
             _ => {}
@@ -500,7 +726,8 @@ impl Limits {
     }
 
     /// Drops limiter state of keys idle long enough to be indistinguishable
-    /// from fresh ones; run periodically so memory stays bounded.
+    /// from fresh ones; run periodically so memory stays bounded. (Redis'
+    /// keys expire by themselves.)
     pub fn retain_recent(&self) {
         for limit in [&self.number, &self.pair, &self.client] {
             limit.retain_recent();
@@ -512,9 +739,13 @@ impl Limits {
         self.backoffs.pairs.retain(|_, backoff| backoff.until > now);
         let any = !self.backoffs.numbers.is_empty() || !self.backoffs.pairs.is_empty();
         self.backoffs.any.store(any, Ordering::Relaxed);
+        if let Some(fleet) = &self.fleet {
+            fleet.struck.retain_recent(self.pair_backoff_max_exponent);
+        }
     }
 
-    /// Live keys per limit, for metrics.
+    /// Live keys per limit, for metrics (in fleet mode, the local
+    /// fallback's).
     pub fn keys(&self) -> [(LimitKind, usize); 3] {
         [
             (LimitKind::Number, self.number.keys()),
@@ -523,8 +754,20 @@ impl Limits {
         ]
     }
 
-    /// Per-number live state for the admin API.
-    pub fn numbers(&self) -> Vec<NumberState> {
+    /// Per-number live state for the admin API. In fleet mode, the
+    /// fleet-wide state as Redis holds it, for every configured number and
+    /// every number this replica has sent for; this replica's own view
+    /// while Redis does not answer.
+    pub async fn numbers(&self) -> Vec<NumberState> {
+        if let Some(fleet) = &self.fleet
+            && let Some(numbers) = self.numbers_shared(fleet).await
+        {
+            return numbers;
+        }
+        self.numbers_local()
+    }
+
+    fn numbers_local(&self) -> Vec<NumberState> {
         let now = Instant::now();
         let mut numbers: Vec<NumberState> = self
             .budgets
@@ -544,7 +787,39 @@ impl Limits {
         numbers
     }
 
-    /// Pairs currently backing off after Meta's 131056.
+    /// The numbers' state in Redis, a few calls at a time; `None` when a
+    /// call fails.
+    async fn numbers_shared(&self, fleet: &Fleet) -> Option<Vec<NumberState>> {
+        let mut wanted: Vec<String> = fleet.configured.clone();
+        wanted.extend(self.budgets.iter().map(|entry| entry.key().clone()));
+        wanted.sort();
+        wanted.dedup();
+        let mut numbers = Vec::with_capacity(wanted.len());
+        for chunk in wanted.chunks(PEEKS_IN_FLIGHT) {
+            let mut peeks = tokio::task::JoinSet::new();
+            for number in chunk {
+                let shared = fleet.shared.clone();
+                let quota = self.number.bucket(number).shared;
+                let number = number.clone();
+                peeks.spawn(async move {
+                    let peeked = shared.peek_number(&number, quota).await;
+                    peeked.map(|peeked| NumberState {
+                        number,
+                        budget: peeked.remaining,
+                        backoff_secs: peeked.backoff.map(|left| left.as_secs_f64()),
+                    })
+                });
+            }
+            while let Some(peeked) = peeks.join_next().await {
+                numbers.push(peeked.ok()?.ok()?);
+            }
+        }
+        numbers.sort_by(|a, b| a.number.cmp(&b.number));
+        Some(numbers)
+    }
+
+    /// Pairs currently backing off after Meta's 131056 (in fleet mode, those
+    /// this replica heard of).
     pub fn pairs_backing_off(&self) -> usize {
         let now = Instant::now();
         self.backoffs
@@ -747,7 +1022,7 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn meta_answers_impose_back_offs() {
         let limits = build("[limits.number]\nbackoff_secs = 30\n");
-        limits.feedback(NUMBER, None, Some(130429), false);
+        limits.feedback(NUMBER, None, Some(130429), false).await;
         let refusal = refused(
             limits
                 .admit(NUMBER, None, ClientBucket::default(), false)
@@ -765,7 +1040,9 @@ mod tests {
         );
 
         // 131056: 4 s, then 16 s, growing; a success resets the count.
-        limits.feedback(NUMBER, Some("US.1"), Some(131056), false);
+        limits
+            .feedback(NUMBER, Some("US.1"), Some(131056), false)
+            .await;
         assert_eq!(
             refused(
                 limits
@@ -775,7 +1052,9 @@ mod tests {
             .retry_after,
             Duration::from_secs(4)
         );
-        limits.feedback(NUMBER, Some("US.1"), Some(131056), false);
+        limits
+            .feedback(NUMBER, Some("US.1"), Some(131056), false)
+            .await;
         assert_eq!(
             refused(
                 limits
@@ -796,8 +1075,10 @@ mod tests {
                 .admit(NUMBER, Some("US.1"), ClientBucket::default(), false)
                 .await,
         );
-        limits.feedback(NUMBER, Some("US.1"), None, true);
-        limits.feedback(NUMBER, Some("US.1"), Some(131056), false);
+        limits.feedback(NUMBER, Some("US.1"), None, true).await;
+        limits
+            .feedback(NUMBER, Some("US.1"), Some(131056), false)
+            .await;
         assert_eq!(
             refused(
                 limits
@@ -880,5 +1161,198 @@ mod tests {
         tokio::time::advance(Duration::from_secs(271)).await;
         limits.retain_recent();
         assert_eq!(limits.keys()[1], (LimitKind::Pair, 0));
+    }
+
+    /// Fleet mode against a real redis-server, in real time (Redis' clock
+    /// is the one that counts).
+    mod fleet {
+        use super::*;
+        use crate::fleet::limits::tests::LocalRedis;
+
+        /// A replica: `text` over the defaults, its own Redis connection.
+        fn replica(redis: &LocalRedis, text: &str, fleet: &str) -> Limits {
+            let text = format!("{text}\n[fleet]\nredis_url = \"{}\"\n{fleet}", redis.url());
+            let config = Config::from_sources(&text, std::iter::empty()).unwrap();
+            Limits::with_fleet(&config, redis.connect())
+        }
+
+        async fn exists(redis: &LocalRedis, key: &str) -> bool {
+            let mut cmd = redis::cmd("EXISTS");
+            cmd.arg(key);
+            redis.connect().query::<bool>(&cmd).await.unwrap()
+        }
+
+        async fn send(limits: &Limits, person: Option<&str>) -> Admission {
+            limits
+                .admit(NUMBER, person, ClientBucket::default(), false)
+                .await
+        }
+
+        #[tokio::test]
+        async fn replicas_share_one_number_budget() {
+            let redis = LocalRedis::start();
+            let text = "[limits.number]\nthroughput = 10\n";
+            let replicas = [replica(&redis, text, ""), replica(&redis, text, "")];
+            let mut admitted = 0;
+            let mut refusal = None;
+            for i in 0..20 {
+                match send(&replicas[i % 2], None).await {
+                    Admission::Admitted { .. } => admitted += 1,
+                    Admission::Refused(refused) => refusal = Some(refused),
+                    other => panic!("{other:?}"),
+                }
+            }
+            // 10 at once; at 10/s, one more if the loop took 100 ms.
+            assert!((10..=11).contains(&admitted), "{admitted}");
+            let refusal = refusal.unwrap();
+            assert_eq!(refusal.limit, LimitKind::Number);
+            assert!(refusal.retry_after <= Duration::from_millis(100));
+        }
+
+        #[tokio::test]
+        async fn without_redis_each_replica_keeps_to_its_share() {
+            let mut redis = LocalRedis::start();
+            let limits = replica(
+                &redis,
+                "[limits.number]\nthroughput = 20\n",
+                "expected_replicas = 4\ntimeout_ms = 200\n",
+            );
+            redis.kill();
+            let started = std::time::Instant::now();
+            let mut admitted = 0;
+            let mut refusal = None;
+            for _ in 0..20 {
+                match send(&limits, None).await {
+                    Admission::Admitted { .. } => admitted += 1,
+                    Admission::Refused(refused) => refusal = Some(refused),
+                    other => panic!("{other:?}"),
+                }
+            }
+            assert!(
+                started.elapsed() < Duration::from_millis(400),
+                "no send waits for a dead Redis past its deadline: {:?}",
+                started.elapsed()
+            );
+            // 20/s over 4 replicas: a burst of 5, then one per 200 ms.
+            assert!((5..=6).contains(&admitted), "{admitted}");
+            assert!(refusal.unwrap().retry_after <= Duration::from_millis(200));
+
+            // Back: shared limiting resumes by itself (the fleet's burst of 20).
+            redis.restart();
+            let started = std::time::Instant::now();
+            loop {
+                send(&limits, None).await;
+                // Written by the send, gone 50 ms later: ask at once.
+                if exists(&redis, "sg:lim:{n:106540352242922}").await {
+                    break;
+                }
+                assert!(started.elapsed() < Duration::from_secs(8), "never resumed");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            // The sends while it came back took what they took: start full.
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            let mut admitted = 0;
+            for _ in 0..15 {
+                if let Admission::Admitted { .. } = send(&limits, None).await {
+                    admitted += 1;
+                }
+            }
+            assert!(admitted >= 10, "more than the local share of 5: {admitted}");
+        }
+
+        #[tokio::test]
+        async fn metas_answers_through_one_replica_hold_on_another() {
+            let redis = LocalRedis::start();
+            let a = replica(&redis, "", "");
+            let b = replica(&redis, "", "");
+            a.feedback(NUMBER, None, Some(130429), false).await;
+            let paused = refused(send(&b, None).await);
+            assert_eq!(paused.limit, LimitKind::Number);
+            assert!(paused.retry_after > Duration::from_secs(59));
+
+            let pair = "sg:str:{p:106540352242922:US.1}";
+            a.feedback("777", Some("US.1"), Some(131056), false).await;
+            a.feedback(NUMBER, Some("US.1"), Some(131056), false).await;
+            let refusal = refused(
+                b.admit("777", Some("US.1"), ClientBucket::default(), false)
+                    .await,
+            );
+            assert_eq!(refusal.limit, LimitKind::Pair);
+            assert!(refusal.retry_after > Duration::from_secs(3));
+            // The back-off over (as if 4 s had passed), B sends and sees the
+            // strike, so its success clears it, for every replica.
+            let mut del = redis::cmd("DEL");
+            del.arg("sg:off:{p:777:US.1}").arg("sg:off:{n:777}");
+            redis.connect().query::<()>(&del).await.unwrap();
+            admitted(
+                b.admit("777", Some("US.1"), ClientBucket::default(), false)
+                    .await,
+            );
+            assert!(exists(&redis, "sg:str:{p:777:US.1}").await);
+            b.feedback("777", Some("US.1"), None, true).await;
+            assert!(!exists(&redis, "sg:str:{p:777:US.1}").await);
+            // A struck the other pair itself: its own success clears it.
+            assert!(exists(&redis, pair).await);
+            a.feedback(NUMBER, Some("US.1"), None, true).await;
+            assert!(!exists(&redis, pair).await);
+            // Nothing left that a success would clear.
+            assert!(b.fleet.as_ref().unwrap().struck.pairs.is_empty());
+        }
+
+        #[tokio::test]
+        async fn shape_and_report_modes_read_the_fleets_budget() {
+            let redis = LocalRedis::start();
+            let text = "[limits.number]\nthroughput = 5\nmode = \"shape\"\nmax_wait_ms = 1000\n";
+            let a = replica(&redis, text, "");
+            let b = replica(&redis, text, "");
+            for _ in 0..5 {
+                admitted(send(&a, None).await);
+            }
+            let waited = admitted(send(&b, None).await);
+            assert!(
+                waited > Duration::from_millis(100) && waited <= Duration::from_millis(250),
+                "{waited:?}"
+            );
+            let report = b.admit(NUMBER, None, ClientBucket::default(), true).await;
+            assert_eq!(report, Admission::WouldLimit(LimitKind::Number));
+        }
+
+        #[tokio::test]
+        async fn admin_state_is_the_fleets_and_survives_a_reload() {
+            let redis = LocalRedis::start();
+            let text = "[numbers.\"106540352242922\"]\nthroughput = 10\n[numbers.\"777\"]\n";
+            let a = replica(&redis, text, "");
+            let b = replica(&redis, text, "");
+            for _ in 0..3 {
+                admitted(send(&a, None).await);
+            }
+            a.feedback(NUMBER, None, Some(130429), false).await;
+            // B never sent: it shows what Redis holds for the configured numbers.
+            let numbers = b.numbers().await;
+            assert_eq!(numbers.len(), 2, "{numbers:?}");
+            assert_eq!((numbers[0].number.as_str(), numbers[0].budget), (NUMBER, 7));
+            assert!(numbers[0].backoff_secs.unwrap() > 59.0);
+            assert_eq!(
+                (
+                    numbers[1].number.as_str(),
+                    numbers[1].budget,
+                    numbers[1].backoff_secs
+                ),
+                ("777", 80, None)
+            );
+            // A reload keeps the connection: the budget spent is still spent.
+            let reloaded = b.reconfigured(
+                &Config::from_sources(
+                    &format!("{text}[fleet]\nredis_url = \"{}\"\n", redis.url()),
+                    std::iter::empty(),
+                )
+                .unwrap(),
+            );
+            assert_eq!(
+                refused(send(&reloaded, None).await).limit,
+                LimitKind::Number
+            );
+            assert_eq!(reloaded.numbers().await[0].budget, 7);
+        }
     }
 }

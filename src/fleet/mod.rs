@@ -14,6 +14,7 @@
 
 mod health;
 pub(crate) mod invalidation;
+pub(crate) mod limits;
 
 use std::future::Future;
 use std::sync::Arc;

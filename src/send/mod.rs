@@ -153,7 +153,9 @@ pub async fn handle(
     *request.body_mut() = full_body(body);
     let mut response = match app.forward(request).await {
         Ok(response) if response.status().is_success() => {
-            limits.feedback(route.phone_number_id, person, None, true);
+            limits
+                .feedback(route.phone_number_id, person, None, true)
+                .await;
             if let Some((phone, bsuid)) = verdict.learned {
                 let scope = config.scope_of(route.phone_number_id);
                 // Written in the background: the response does not wait.
@@ -177,7 +179,9 @@ pub async fn handle(
                     .get_or_create(&CodeLabels { code })
                     .inc();
             }
-            limits.feedback(route.phone_number_id, person, code, false);
+            limits
+                .feedback(route.phone_number_id, person, code, false)
+                .await;
             response
         }
         Err(error) => GraphError::from(&error).into_response(request_id),

@@ -12,6 +12,7 @@ mod connections;
 mod durability;
 mod edges;
 mod fleet;
+mod fleet_limits;
 mod http1_front;
 mod limits;
 mod routes;
