@@ -76,7 +76,8 @@ impl App {
                 config.cache.identity_capacity,
                 Duration::from_secs(config.cache.identity_ttl_secs),
             );
-            let mut app = Self::with_identities(config, secrets, identities)?;
+            let limits = Limits::with_fleet(&config, fleet.redis().clone());
+            let mut app = Self::with_identities(config, secrets, identities, limits)?;
             app.metrics.add_fleet();
             app.fleet = Some(fleet);
             return Ok(app);
@@ -94,14 +95,17 @@ impl App {
             config.cache.identity_capacity,
             Duration::from_secs(config.cache.identity_ttl_secs),
         ));
-        Self::with_identities(config, secrets, identities)
+        let limits = Limits::new(&config);
+        Self::with_identities(config, secrets, identities, limits)
     }
 
-    /// Builds the state around an identity service already open.
+    /// Builds the state around an identity service already open and the
+    /// limits (in-process, or the fleet's).
     fn with_identities(
         config: Config,
         secrets: Secrets,
         identities: Arc<Identities>,
+        limits: Limits,
     ) -> Result<Self, StartError> {
         let upstream = Arc::new(Upstream::new(&config).map_err(StartError::Config)?);
         let templates = TemplateCategories::new(&config.cache, upstream.clone());
@@ -114,7 +118,7 @@ impl App {
             .map_or(0, |elapsed| elapsed.as_secs());
         let metrics = Metrics::new();
         identities.count_cache_in(metrics.identity_cache.clone());
-        let limits = Arc::new(Limits::new(&config));
+        let limits = Arc::new(limits);
         Ok(App {
             live: ArcSwap::from_pointee(Live {
                 config: Arc::new(config),
