@@ -16,6 +16,7 @@ use serde::{Deserialize, Serialize};
 use toml::{Table, Value};
 
 use crate::fingerprint::Fingerprint;
+pub use crate::fleet::FleetConfig;
 use crate::identity::{NUMBER_SCOPE_PREFIX, Scope};
 use crate::send::policy::Policy;
 
@@ -151,68 +152,33 @@ pub struct StoreConfig {
     pub path: String,
 }
 
-/// Fleet mode: replicas sharing identities and limits through Redis.
-#[derive(Clone, PartialEq, Eq, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct FleetConfig {
-    /// `redis://` or `rediss://`; empty for single-machine mode.
-    pub redis_url: String,
-    /// The URL names a node of a Redis Cluster.
-    pub cluster: bool,
-    /// Replicas sharing the fleet's quotas when Redis cannot be reached.
-    pub expected_replicas: u32,
-    /// Longest one Redis call may take.
-    pub timeout_ms: u64,
-    /// PEM CA certificates that sign Redis' certificate (`rediss://`);
-    /// empty for the system's roots.
-    pub ca_file: String,
-}
-
-impl FleetConfig {
-    /// True when replicas share state through Redis.
-    pub fn enabled(&self) -> bool {
-        !self.redis_url.is_empty()
+/// `[fleet]`: the URL's scheme, a positive replica count, a CA file that
+/// exists, a sane deadline.
+fn validate_fleet(fleet: &FleetConfig) -> Result<(), ConfigError> {
+    if fleet.enabled()
+        && !(fleet.redis_url.starts_with("redis://") || fleet.redis_url.starts_with("rediss://"))
+    {
+        return Err(ConfigError::new(
+            "fleet.redis_url",
+            "must start with redis:// or rediss://",
+        ));
     }
-
-    fn validate(&self) -> Result<(), ConfigError> {
-        if self.enabled()
-            && !(self.redis_url.starts_with("redis://") || self.redis_url.starts_with("rediss://"))
-        {
-            return Err(ConfigError::new(
-                "fleet.redis_url",
-                "must start with redis:// or rediss://",
-            ));
-        }
-        if self.expected_replicas == 0 {
-            return Err(ConfigError::new(
-                "fleet.expected_replicas",
-                "must be greater than 0",
-            ));
-        }
-        if !self.ca_file.is_empty() && !Path::new(&self.ca_file).is_file() {
-            return Err(ConfigError::new("fleet.ca_file", "no such file"));
-        }
-        if !(1..=60_000).contains(&self.timeout_ms) {
-            return Err(ConfigError::new(
-                "fleet.timeout_ms",
-                "must be from 1 to 60000",
-            ));
-        }
-        Ok(())
+    if fleet.expected_replicas == 0 {
+        return Err(ConfigError::new(
+            "fleet.expected_replicas",
+            "must be greater than 0",
+        ));
     }
-}
-
-/// The URL may carry a password: it is never printed.
-impl fmt::Debug for FleetConfig {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("FleetConfig")
-            .field("redis_url", &if self.enabled() { "<set>" } else { "" })
-            .field("cluster", &self.cluster)
-            .field("expected_replicas", &self.expected_replicas)
-            .field("timeout_ms", &self.timeout_ms)
-            .field("ca_file", &self.ca_file)
-            .finish()
+    if !fleet.ca_file.is_empty() && !Path::new(&fleet.ca_file).is_file() {
+        return Err(ConfigError::new("fleet.ca_file", "no such file"));
     }
+    if !(1..=60_000).contains(&fleet.timeout_ms) {
+        return Err(ConfigError::new(
+            "fleet.timeout_ms",
+            "must be from 1 to 60000",
+        ));
+    }
+    Ok(())
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
@@ -545,7 +511,7 @@ impl Config {
     /// Checks what types alone cannot.
     pub fn validate(&self) -> Result<(), ConfigError> {
         self.upstream_uri()?;
-        self.fleet.validate()?;
+        validate_fleet(&self.fleet)?;
         let positive = [
             ("connect_timeout_ms", self.connect_timeout_ms),
             ("request_timeout_ms", self.request_timeout_ms),
@@ -705,6 +671,7 @@ impl Config {
             ),
             ("cache", self.cache != new.cache),
             ("store", self.store != new.store),
+            ("fleet", self.fleet != new.fleet),
             ("webhook", self.webhook != new.webhook),
             ("admin", self.admin != new.admin),
             ("log", self.log != new.log),
@@ -1030,5 +997,18 @@ mod tests {
     fn unknown_key_error_says_which() {
         let err = Config::from_sources("lisen = \"x\"", env(&[])).unwrap_err();
         assert!(err.reason.contains("lisen"), "{err}");
+    }
+
+    #[test]
+    fn the_fleet_keys_change_only_with_a_restart() {
+        let before = Config::from_sources("", env(&[])).unwrap();
+        let after = Config::from_sources(
+            "[fleet]\nredis_url = \"redis://127.0.0.1:6379/0\"\n",
+            env(&[]),
+        )
+        .unwrap();
+        assert_eq!(before.restart_only_changes(&after), ["fleet"]);
+        let err = Config::from_sources("[fleet]\nredis_url = \"http://x\"\n", env(&[]));
+        assert_eq!(err.unwrap_err().key, "fleet.redis_url");
     }
 }

@@ -22,7 +22,7 @@ use std::time::Duration;
 use futures_util::StreamExt;
 use serde::Deserialize;
 
-use super::{RECONNECT_MAX, SubscribeTo};
+use super::connection::{RECONNECT_MAX, SubscribeTo};
 
 /// The channel every identity write publishes on.
 pub(crate) const CHANNEL: &str = "sg:invalidate";

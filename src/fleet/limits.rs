@@ -56,25 +56,17 @@
 //! A call that fails or takes longer than `fleet.timeout_ms` returns an
 //! error and the caller falls back to its local limiters, which hold the
 //! fleet's quota divided by `fleet.expected_replicas` (`limits.rs`). After
-//! a failure, calls are not even tried for `PROBE_EVERY` (200 ms): one send
-//! then tries Redis again (the sends meanwhile, and those while it is in
-//! flight, stay local), and the first answer resumes shared limiting. The
-//! [`Redis`] handle gates calls after a timeout itself, but not after a
-//! refused connection, which is not fast: the connection manager's
-//! reconnect attempt makes each such call take ~150 ms, several per send.
+//! a failure the [`Redis`] handle does not even try calls for a probe
+//! interval (`fleet::health`): one send then tries Redis again (the sends
+//! meanwhile stay local), and the first answer resumes shared limiting.
 
 use std::sync::LazyLock;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use redis::Script;
-use tokio::time::Instant;
 
-use super::{FleetError, Redis};
-
-/// How long sends use the local limiters after a failed call before one of
-/// them tries Redis again.
-pub(crate) const PROBE_EVERY: Duration = Duration::from_millis(200);
+use super::connection::Redis;
+use super::error::FleetError;
 
 /// How long a pair's strikes are remembered after its back-off ends: a
 /// 131056 within this counts as consecutive with the one before.
@@ -208,15 +200,11 @@ pub(crate) struct Peeked {
 /// config reloads (quotas come with each call).
 pub(crate) struct SharedLimiter {
     redis: Redis,
-    gate: Gate,
 }
 
 impl SharedLimiter {
     pub(crate) fn new(redis: Redis) -> Self {
-        SharedLimiter {
-            redis,
-            gate: Gate::new(),
-        }
+        SharedLimiter { redis }
     }
 
     /// Takes one unit for `key` under `quota`, unless its back-off is in
@@ -239,7 +227,7 @@ impl SharedLimiter {
         }
         invocation.arg(quota.interval_us).arg(quota.burst);
         let (status, wait_ms, remaining, strikes): (i64, u64, u32, u32) =
-            self.guarded(self.redis.script(&invocation)).await?;
+            self.redis.script(&invocation).await?;
         let wait = Duration::from_millis(wait_ms);
         Ok(match status {
             1 => Verdict::Admitted { remaining, strikes },
@@ -264,7 +252,7 @@ impl SharedLimiter {
         let tag = SharedKey::Number(number).tag();
         let mut cmd = redis::cmd("SET");
         cmd.arg(key_of("off", &tag)).arg(1).arg("PX").arg(millis);
-        self.guarded(self.redis.query::<()>(&cmd)).await
+        self.redis.query::<()>(&cmd).await
     }
 
     /// Meta's 131056: one more strike for the pair, and its back-off of
@@ -280,7 +268,7 @@ impl SharedLimiter {
         invocation.key(key_of("off", &tag));
         let outlive = u64::try_from(STRIKES_OUTLIVE_BACKOFF.as_millis()).unwrap_or(u64::MAX);
         invocation.arg(max_exponent.min(MAX_EXPONENT)).arg(outlive);
-        let (strikes, wait_ms): (u32, u64) = self.guarded(self.redis.script(&invocation)).await?;
+        let (strikes, wait_ms): (u32, u64) = self.redis.script(&invocation).await?;
         Ok((strikes, Duration::from_millis(wait_ms)))
     }
 
@@ -289,7 +277,7 @@ impl SharedLimiter {
         let tag = SharedKey::Pair { number, person }.tag();
         let mut cmd = redis::cmd("DEL");
         cmd.arg(key_of("str", &tag));
-        self.guarded(self.redis.query::<()>(&cmd)).await
+        self.redis.query::<()>(&cmd).await
     }
 
     /// A number's budget and back-off as Redis holds them, taking nothing.
@@ -302,7 +290,7 @@ impl SharedLimiter {
         let mut invocation = PEEK.key(key_of("lim", &tag));
         invocation.key(key_of("off", &tag));
         invocation.arg(quota.interval_us).arg(quota.burst);
-        let (remaining, off_ms): (u32, i64) = self.guarded(self.redis.script(&invocation)).await?;
+        let (remaining, off_ms): (u32, i64) = self.redis.script(&invocation).await?;
         Ok(Peeked {
             remaining,
             backoff: u64::try_from(off_ms)
@@ -311,84 +299,11 @@ impl SharedLimiter {
                 .map(Duration::from_millis),
         })
     }
-
-    /// Runs `call` unless Redis failed lately (then fails at once), and
-    /// notes how it went.
-    async fn guarded<T>(
-        &self,
-        call: impl Future<Output = Result<T, FleetError>>,
-    ) -> Result<T, FleetError> {
-        if !self.gate.lets_through() {
-            return Err(FleetError(
-                "not tried: redis failed less than a probe interval ago".into(),
-            ));
-        }
-        let result = call.await;
-        self.gate.record(result.is_ok());
-        result
-    }
 }
 
 /// `sg:<kind>:{<tag>}`: every key of one limit and key in one slot.
 fn key_of(kind: &str, tag: &str) -> String {
     format!("sg:{kind}:{tag}")
-}
-
-/// Lets calls through while Redis answers; after a failure, one call per
-/// `PROBE_EVERY`.
-struct Gate {
-    epoch: Instant,
-    /// Milliseconds since `epoch` before which no call is tried; 0 while
-    /// Redis answers (the one load a send pays).
-    closed_until: AtomicU64,
-}
-
-impl Gate {
-    fn new() -> Self {
-        Gate {
-            epoch: Instant::now(),
-            closed_until: AtomicU64::new(0),
-        }
-    }
-
-    fn now_ms(&self) -> u64 {
-        u64::try_from(self.epoch.elapsed().as_millis()).unwrap_or(u64::MAX)
-    }
-
-    fn reopen_at(&self) -> u64 {
-        let probe = u64::try_from(PROBE_EVERY.as_millis()).unwrap_or(u64::MAX);
-        self.now_ms().saturating_add(probe).max(1)
-    }
-
-    fn lets_through(&self) -> bool {
-        let until = self.closed_until.load(Ordering::Relaxed);
-        if until == 0 {
-            return true;
-        }
-        if self.now_ms() < until {
-            return false;
-        }
-        // This call is the probe; the others keep to the local limiters
-        // until it answers or another interval passes.
-        self.closed_until
-            .compare_exchange(
-                until,
-                self.reopen_at(),
-                Ordering::Relaxed,
-                Ordering::Relaxed,
-            )
-            .is_ok()
-    }
-
-    fn record(&self, answered: bool) {
-        if answered {
-            if self.closed_until.load(Ordering::Relaxed) != 0 {
-                self.closed_until.store(0, Ordering::Relaxed);
-            }
-        } else {
-            self.closed_until.store(self.reopen_at(), Ordering::Relaxed);
-        }
-    }
 }
 
 #[cfg(test)]
@@ -397,7 +312,7 @@ pub(crate) mod tests {
     use std::process::{Child, Command, Stdio};
 
     use super::*;
-    use crate::config::FleetConfig;
+    use crate::fleet::settings::FleetConfig;
 
     /// A redis-server of a test's own on a free loopback port, killed on drop.
     pub(crate) struct LocalRedis {
