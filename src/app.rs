@@ -217,7 +217,7 @@ impl App {
                 if let Some(store) = app.identities.shared_store() {
                     // Counted here, off the metrics request: across a
                     // fleet's scopes it is a round trip each.
-                    if let Ok(known) = store.len().await {
+                    if let Ok(known) = store.count().await {
                         app.metrics.identities.set(known as i64);
                     }
                 }

@@ -4,17 +4,8 @@
 use std::path::Path;
 
 use super::operator::{fleet_store, init_operator_log};
-use super::{CliError, load_config};
+use super::{CliError, StoreKind, load_config};
 use crate::identity::RedbStore;
-
-/// Which store a migration reads or writes.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-pub enum StoreKind {
-    /// The embedded file named by `store.path`.
-    Redb,
-    /// The fleet's Redis named by `fleet.redis_url`.
-    Redis,
-}
 
 /// Copies every record, retired BSUID and claim of `store.path` into
 /// `fleet.redis_url`. The file is only read; Redis may be serving a fleet

@@ -134,10 +134,10 @@ pub enum Command {
     MigrateStore {
         /// The store to read.
         #[arg(long, value_enum)]
-        from: migrate::StoreKind,
+        from: StoreKind,
         /// The store to write.
         #[arg(long, value_enum)]
-        to: migrate::StoreKind,
+        to: StoreKind,
         /// Config file [default: config/sendgate.toml, or the embedded defaults if absent].
         #[arg(long, env = "SENDGATE_CONFIG")]
         config: Option<PathBuf>,
@@ -165,6 +165,15 @@ pub enum Command {
         #[arg(long, env = "SENDGATE_CONFIG")]
         config: Option<PathBuf>,
     },
+}
+
+/// Which store a migration reads or writes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum StoreKind {
+    /// The embedded file named by `store.path`.
+    Redb,
+    /// The fleet's Redis named by `fleet.redis_url`.
+    Redis,
 }
 
 /// The documented config path; when it does not exist the embedded defaults apply.

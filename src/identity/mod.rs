@@ -399,7 +399,7 @@ impl Identities {
 
     /// How many people the store knows (blocking).
     pub fn len(&self) -> Result<u64, StoreError> {
-        self.run(|store| store.len(), async |store| store.len().await)
+        self.run(|store| store.len(), async |store| store.count().await)
     }
 
     /// True when the store knows nobody (blocking).
@@ -571,5 +571,166 @@ mod tests {
             now(identities.phone_for_bsuid(P, "US.1")).as_deref(),
             Some("16505550000")
         );
+    }
+
+    mod with_redis {
+        //! The same histories through the embedded store and through Redis:
+        //! both must end knowing the same.
+
+        use std::time::Duration;
+
+        use super::super::*;
+        use crate::fleet::Fleet;
+        use crate::fleet::limits::tests::LocalRedis;
+
+        const P: Scope<'static> = Scope::Portfolio("p");
+
+        fn both(redis: &LocalRedis) -> [Arc<Identities>; 2] {
+            let fleet = Fleet::start(&redis.fleet_config(2000)).unwrap();
+            let ttl = Duration::from_secs(60);
+            [
+                Arc::new(Identities::new(RedbStore::in_memory().unwrap(), 100, ttl)),
+                Identities::shared(RedisStore::new(fleet), 100, ttl),
+            ]
+        }
+
+        fn seen(bsuid: &str, phone: Option<&str>, parent: Option<&str>) -> (String, IdentityEvent) {
+            let observation = Observation {
+                bsuid: bsuid.into(),
+                phone: phone.map(Into::into),
+                parent_bsuid: parent.map(Into::into),
+                username: None,
+            };
+            ("p".to_owned(), IdentityEvent::Seen(observation))
+        }
+
+        fn retired(bsuid: &str) -> (String, IdentityEvent) {
+            let bsuid = bsuid.into();
+            ("p".to_owned(), IdentityEvent::Retired { bsuid })
+        }
+
+        /// Everything a store says about a few identifiers, times left out.
+        fn knowledge(identities: &Identities) -> Vec<String> {
+            let mut lines = Vec::new();
+            for id in [
+                "US.1",
+                "US.2",
+                "US.3",
+                "US.ENT.9",
+                "16315551234",
+                "16505550000",
+            ] {
+                for mut record in identities.find(id, None).unwrap() {
+                    (record.first_seen, record.last_seen) = (0, 0);
+                    record.attested_at = record.attested_at.map(|_| 1);
+                    lines.push(format!("{id}: {record:?}"));
+                }
+                for mut claim in identities.find_claims(id, None).unwrap() {
+                    (claim.first_seen, claim.last_seen) = (0, 0);
+                    lines.push(format!("{id}: {claim:?}"));
+                }
+            }
+            lines
+        }
+
+        async fn on_blocking<T: Send + 'static>(work: impl FnOnce() -> T + Send + 'static) -> T {
+            tokio::task::spawn_blocking(work).await.unwrap()
+        }
+
+        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+        async fn redis_and_the_embedded_store_agree_on_every_history() {
+            let redis = LocalRedis::start();
+            let [local, shared] = both(&redis);
+            let mut answers = Vec::new();
+            for identities in [local, shared] {
+                let history = identities.clone();
+                let told = on_blocking(move || {
+                    let identities = history;
+                    let mut told = Vec::new();
+                    let mut apply = |events: &[(String, IdentityEvent)], source| {
+                        let applied = identities.apply(events, source).unwrap();
+                        told.push((applied.inserted, applied.updated, applied.unchanged));
+                        told.push((applied.retired, applied.claims_dropped.len() as u64, 0));
+                    };
+                    apply(
+                        &[seen("US.1", Some("16315551234"), Some("US.ENT.9"))],
+                        Source::Webhook,
+                    );
+                    apply(&[seen("US.1", Some("16315551234"), None)], Source::Webhook);
+                    // The number is recycled: US.2 takes the phone from US.1.
+                    apply(&[seen("US.2", Some("16315551234"), None)], Source::Import);
+                    // US.3 is retired, and a later sighting cannot bring it back.
+                    apply(&[seen("US.3", Some("16505550000"), None)], Source::Admin);
+                    apply(&[retired("US.3")], Source::Webhook);
+                    apply(&[seen("US.3", Some("16505550000"), None)], Source::Webhook);
+                    told.push((identities.len().unwrap(), 0, 0));
+                    let knowledge = knowledge(&identities);
+                    (told, knowledge)
+                })
+                .await;
+                answers.push((told, identities));
+            }
+            let (shared_told, shared) = answers.pop().unwrap();
+            let (local_told, local) = answers.pop().unwrap();
+            assert_eq!(shared_told, local_told);
+            assert!(
+                shared_told.1.iter().any(|line| line.contains("US.2")),
+                "the history left something to compare: {:?}",
+                shared_told.1
+            );
+            for identities in [&local, &shared] {
+                assert_eq!(identities.phone_for_bsuid(P, "US.1").await, None);
+                assert_eq!(
+                    identities.phone_for_bsuid(P, "US.2").await.as_deref(),
+                    Some("16315551234")
+                );
+                assert_eq!(
+                    identities.phone_for_bsuid(P, "US.ENT.9").await,
+                    None,
+                    "the parent's person lost the phone"
+                );
+                assert_eq!(identities.phone_for_bsuid(P, "US.3").await, None);
+                assert_eq!(
+                    identities
+                        .bsuid_for_phone(P, "16315551234")
+                        .await
+                        .as_deref(),
+                    Some("US.2")
+                );
+            }
+        }
+
+        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+        async fn claims_and_erasure_agree_too() {
+            let redis = LocalRedis::start();
+            let [local, shared] = both(&redis);
+            let mut seen_by = Vec::new();
+            for identities in [local, shared] {
+                identities
+                    .learn_from_send(P, "999", "16315551234".into(), "US.1".into())
+                    .await
+                    .unwrap();
+                let claimed = identities.claimed_phone(P, "999", "US.1").await;
+                let other = identities.claimed_phone(P, "123", "US.1").await;
+                let history = identities.clone();
+                let (after_webhook, erased, left) = on_blocking(move || {
+                    let identities = history;
+                    identities
+                        .apply(&[seen("US.1", Some("16505550000"), None)], Source::Webhook)
+                        .unwrap();
+                    let after_webhook = knowledge(&identities);
+                    let erased = identities.erase("16505550000", None).unwrap();
+                    (after_webhook, erased.records.len(), knowledge(&identities))
+                })
+                .await;
+                let trusted = identities.phone_for_bsuid(P, "US.1").await;
+                seen_by.push((claimed, other, after_webhook, erased, left, trusted));
+            }
+            assert_eq!(seen_by[0], seen_by[1]);
+            let (claimed, other, _, erased, left, trusted) = &seen_by[1];
+            assert_eq!(claimed.as_deref(), Some("16315551234"));
+            assert_eq!(*other, None);
+            assert_eq!((*erased, left.len(), trusted), (1, 0, &None));
+        }
     }
 }

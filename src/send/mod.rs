@@ -296,12 +296,15 @@ pub(crate) async fn judge(
             let mut kind = MessageKind::default();
             let mut known_phone = None;
             if let Some(bsuid) = person.bsuid.filter(|_| person.is_bsuid_only()) {
-                known_phone = app.identities.phone_for(
-                    scope,
-                    route.phone_number_id,
-                    bsuid.value,
-                    config.identity.learn_from_sends,
-                ).await;
+                known_phone = app
+                    .identities
+                    .phone_for(
+                        scope,
+                        route.phone_number_id,
+                        bsuid.value,
+                        config.identity.learn_from_sends,
+                    )
+                    .await;
                 if known_phone.is_none() || !policy.prefer_phone {
                     kind = message_kind(app, config, &payload, route, sender, lookup).await;
                 }

@@ -32,7 +32,7 @@ use std::sync::{Arc, LazyLock};
 use redis::Script;
 use serde::Deserialize;
 
-use super::model::{Claim, IdentityEvent, Observation, Record, Source};
+use super::model::{Claim, ClaimKey, IdentityEvent, Observation, Record, Source};
 use super::store::{Applied, Claimed, Erased, StoreError};
 use crate::fleet::{Fleet, Redis};
 use crate::identifier::{IdClass, classify, phone_digits};
@@ -188,7 +188,10 @@ impl RedisStore {
             return Ok(self.redis().script(&invocation).await?);
         }
         let key = format!("{}r:{bsuid}", prefix(scope));
-        Ok(self.redis().query(redis::cmd("HGET").arg(key).arg("phone")).await?)
+        Ok(self
+            .redis()
+            .query(redis::cmd("HGET").arg(key).arg("phone"))
+            .await?)
     }
 
     /// The BSUID a phone (digits) belongs to in a scope.
@@ -230,7 +233,10 @@ impl RedisStore {
     async fn scopes(&self, scope: Option<&str>) -> Result<Vec<String>, StoreError> {
         match scope {
             Some(scope) => Ok(vec![scope.to_owned()]),
-            None => Ok(self.redis().query(redis::cmd("SMEMBERS").arg(SCOPES)).await?),
+            None => Ok(self
+                .redis()
+                .query(redis::cmd("SMEMBERS").arg(SCOPES))
+                .await?),
         }
     }
 
@@ -286,13 +292,13 @@ impl RedisStore {
             applied
                 .touched
                 .extend(written.t.into_iter().map(|bsuid| (scope.clone(), bsuid)));
-            applied.claims_dropped.extend(written.d.into_iter().map(|(number, bsuid)| {
-                super::ClaimKey {
+            applied
+                .claims_dropped
+                .extend(written.d.into_iter().map(|(number, bsuid)| ClaimKey {
                     scope: scope.clone(),
                     number,
                     bsuid,
-                }
-            }));
+                }));
         }
         Ok(applied)
     }
@@ -307,11 +313,7 @@ impl RedisStore {
     ) -> Result<Claimed, StoreError> {
         self.remember_scope(scope).await?;
         let mut invocation = on_scope(&CLAIM, scope, bsuid);
-        invocation
-            .arg(number)
-            .arg(bsuid)
-            .arg(phone)
-            .arg(unix_now());
+        invocation.arg(number).arg(bsuid).arg(phone).arg(unix_now());
         let written: Written = parse(&self.redis().script::<String>(&invocation).await?)?;
         Ok(match written.st.as_str() {
             "kept" => Claimed::Kept {
@@ -368,7 +370,7 @@ impl RedisStore {
     }
 
     /// How many people the fleet knows, across scopes.
-    pub async fn len(&self) -> Result<u64, StoreError> {
+    pub async fn count(&self) -> Result<u64, StoreError> {
         let mut total = 0u64;
         for scope in self.scopes(None).await? {
             let count: Option<i64> = self
@@ -410,8 +412,8 @@ impl RedisStore {
     /// True when kept.
     pub async fn restore_claim(&self, claim: &Claim) -> Result<bool, StoreError> {
         self.remember_scope(&claim.scope).await?;
-        let json = serde_json::to_string(claim)
-            .map_err(|err| StoreError::new(format!("claim: {err}")))?;
+        let json =
+            serde_json::to_string(claim).map_err(|err| StoreError::new(format!("claim: {err}")))?;
         let mut invocation = on_scope(&RESTORE_CLAIM, &claim.scope, &claim.bsuid);
         invocation
             .arg(&claim.number)
