@@ -78,7 +78,7 @@ impl App {
             );
             let limits = Limits::with_fleet(&config, fleet.redis().clone());
             let mut app = Self::with_identities(config, secrets, identities, limits)?;
-            app.metrics.add_fleet();
+            fleet.redis().count_calls_in(app.metrics.add_fleet());
             app.fleet = Some(fleet);
             return Ok(app);
         }

@@ -38,7 +38,8 @@ use tokio::time::Instant;
 use crate::config::{Config, LimitMode, Throughput};
 use crate::fleet::Redis;
 use crate::fleet::limits::{
-    MAX_EXPONENT, STRIKES_OUTLIVE_BACKOFF, SharedKey, SharedLimiter, SharedQuota, Verdict,
+    LEASE_FOR, MAX_EXPONENT, STRIKES_OUTLIVE_BACKOFF, SharedKey, SharedLimiter, SharedQuota,
+    Verdict,
 };
 use crate::prehashed::PreHashed;
 
@@ -325,10 +326,23 @@ pub struct Limits {
 struct Fleet {
     /// Kept across reloads, with its connection.
     shared: Arc<SharedLimiter>,
+    /// Units Redis granted ahead, per (limit, scope, key): a fast quota
+    /// costs a Redis call per lease, not per send (`fleet::limits`).
+    leases: Arc<DashMap<(LimitKind, u64, u64), Lease>>,
+    /// `fleet.expected_replicas`: a lease is at most a share of a burst.
+    replicas: u32,
     /// Pairs that may carry strikes in Redis.
     struck: Arc<Struck>,
     /// Configured numbers, which `/admin/limits` shows before any send.
     configured: Vec<String>,
+}
+
+/// Units taken from Redis ahead of the sends that will spend them.
+#[derive(Debug, Clone, Copy)]
+struct Lease {
+    left: u32,
+    /// Unspent units lapse then (`fleet::limits::LEASE_FOR`).
+    until: Instant,
 }
 
 /// Pairs (by local key) that this replica saw with strikes in Redis, and
@@ -439,6 +453,8 @@ impl Limits {
         let backoffs = old.map(|old| old.backoffs.clone()).unwrap_or_default();
         let fleet = shared.map(|shared| Fleet {
             shared,
+            leases: Arc::default(),
+            replicas: config.fleet.expected_replicas.max(1),
             struck: old
                 .and_then(|old| old.fleet.as_ref())
                 .map(|fleet| fleet.struck.clone())
@@ -601,11 +617,37 @@ impl Limits {
         shared: SharedKey<'_>,
     ) -> Option<Result<u32, Duration>> {
         let quota = limit.bucket(scope).shared;
-        let verdict = fleet.shared.check(shared, quota).await.ok()?;
+        let wanted = quota.lease(fleet.replicas);
+        let lease_key = (limit.kind, self.hasher.key(&[scope]), key);
+        if wanted > 1 {
+            // A back-off Meta imposed outranks units already leased.
+            if let Some(left) = self.backoff_left(limit.kind, key) {
+                return Some(Err(left));
+            }
+            if let Some(mut lease) = fleet.leases.get_mut(&lease_key)
+                && lease.left > 0
+                && Instant::now() < lease.until
+            {
+                lease.left -= 1;
+                return Some(Ok(lease.left));
+            }
+        }
+        let verdict = fleet.shared.check(shared, quota, wanted).await.ok()?;
         Some(match verdict {
-            Verdict::Admitted { remaining, strikes } => {
+            Verdict::Admitted {
+                remaining,
+                strikes,
+                granted,
+            } => {
                 if strikes > 0 && limit.kind == LimitKind::Pair {
                     fleet.struck.mark(key);
+                }
+                if granted > 1 {
+                    let lease = Lease {
+                        left: granted - 1,
+                        until: Instant::now() + LEASE_FOR,
+                    };
+                    fleet.leases.insert(lease_key, lease);
                 }
                 Ok(remaining)
             }
@@ -740,6 +782,8 @@ impl Limits {
         let any = !self.backoffs.numbers.is_empty() || !self.backoffs.pairs.is_empty();
         self.backoffs.any.store(any, Ordering::Relaxed);
         if let Some(fleet) = &self.fleet {
+            let now = Instant::now();
+            fleet.leases.retain(|_, lease| lease.until > now);
             fleet.struck.retain_recent(self.pair_backoff_max_exponent);
         }
     }

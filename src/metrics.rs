@@ -258,8 +258,9 @@ impl Metrics {
         }
     }
 
-    /// Adds the fleet's metric: a single machine has no Redis to report on.
-    pub(crate) fn add_fleet(&mut self) {
+    /// Adds the fleet's metrics: a single machine has no Redis to report
+    /// on. Returns the counter of Redis calls, for the connection to count in.
+    pub(crate) fn add_fleet(&mut self) -> Counter {
         let up = Gauge::default();
         self.registry.register(
             "fleet_redis_up",
@@ -267,6 +268,13 @@ impl Metrics {
             up.clone(),
         );
         self.fleet_redis_up = Some(up);
+        let calls = Counter::default();
+        self.registry.register(
+            "fleet_redis_calls",
+            "Calls made to the fleet's Redis (a script or a command each)",
+            calls.clone(),
+        );
+        calls
     }
 
     /// Counts a request by route and decision label (`blocked: username_target`,

@@ -1,10 +1,11 @@
 //! The connection every Redis call goes through: a deadline on each call,
 //! its outcome told to [`Health`], a connection that comes back by itself.
 
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use arc_swap::ArcSwapOption;
+use prometheus_client::metrics::counter::Counter;
 use redis::aio::{ConnectionLike, ConnectionManager, ConnectionManagerConfig};
 use redis::cluster::ClusterClient;
 use redis::cluster_async::ClusterConnection;
@@ -24,6 +25,8 @@ const RECONNECT_MIN: Duration = Duration::from_millis(100);
 #[derive(Clone)]
 pub struct Redis {
     connection: Connection,
+    /// Where calls are counted, once metrics exist (`count_calls_in`).
+    calls: Arc<OnceLock<Counter>>,
     timeout: Duration,
     health: Arc<Health>,
     /// What the invalidation subscriber connects with.
@@ -92,6 +95,7 @@ impl Redis {
         };
         Ok(Redis {
             connection,
+            calls: Arc::default(),
             timeout,
             health,
             client: SubscribeTo(client),
@@ -154,11 +158,20 @@ impl Redis {
         self.settle(answer.await)
     }
 
+    /// Counts every call made (not those the health gate skips) in this
+    /// metric from now on.
+    pub(crate) fn count_calls_in(&self, counter: Counter) {
+        let _ = self.calls.set(counter);
+    }
+
     fn live(&self) -> Result<Live, FleetError> {
         if !self.health.may_call() {
             return Err(FleetError(
                 "unreachable: not asked until the next probe".into(),
             ));
+        }
+        if let Some(calls) = self.calls.get() {
+            calls.inc();
         }
         match &self.connection {
             Connection::Single(manager) => Ok(Live::Single(manager.clone())),

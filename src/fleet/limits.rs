@@ -78,7 +78,7 @@ pub(crate) const MAX_EXPONENT: u32 = 15;
 
 /// KEYS: GCRA state, [back-off], [strikes]. ARGV: interval (µs), burst.
 /// Answers {status (1 admitted, 0 over the limit, 2 backing off), wait (ms),
-/// burst left, strikes}.
+/// burst left, strikes, units granted}.
 static ADMIT: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         r"
@@ -86,7 +86,7 @@ local strikes = 0
 if KEYS[3] then strikes = tonumber(redis.call('GET', KEYS[3]) or '0') end
 if KEYS[2] then
   local off = redis.call('PTTL', KEYS[2])
-  if off > 0 then return {2, off, 0, strikes} end
+  if off > 0 then return {2, off, 0, strikes, 0} end
 end
 local time = redis.call('TIME')
 local now = tonumber(time[1]) * 1000000 + tonumber(time[2])
@@ -94,14 +94,17 @@ local interval = tonumber(ARGV[1])
 local tau = interval * (tonumber(ARGV[2]) - 1)
 local tat = tonumber(redis.call('GET', KEYS[1]) or '0')
 if tat < now then tat = now end
-if now < tat - tau then
-  return {0, math.ceil((tat - tau - now) / 1000), 0, strikes}
+-- Units that may go now; up to ARGV[3] of them are granted (a lease).
+local free = math.floor((now + tau + interval - tat) / interval)
+if free < 1 then
+  return {0, math.ceil((tat - tau - now) / 1000), 0, strikes, 0}
 end
-local new_tat = tat + interval
+local granted = math.min(free, tonumber(ARGV[3]))
+local new_tat = tat + granted * interval
 -- %.0f: a Lua number as an argument is written with 14 digits, too few.
 redis.call('SET', KEYS[1], string.format('%.0f', new_tat),
   'PX', string.format('%.0f', math.ceil((new_tat - now) / 1000)))
-return {1, 0, math.floor((now + tau + interval - new_tat) / interval), strikes}
+return {1, 0, free - granted, strikes, granted}
 ",
     )
 });
@@ -138,6 +141,14 @@ return {left, redis.call('PTTL', KEYS[2])}
     )
 });
 
+/// How long units taken ahead (a lease) may be spent before they lapse:
+/// short, so that in any window longer than this the fleet sends no more
+/// than Redis granted, while a fast quota (1,000/s and more) costs a Redis
+/// call per lease instead of per send.
+pub(crate) const LEASE_FOR: Duration = Duration::from_millis(20);
+/// Most units one lease holds.
+pub(crate) const LEASE_MAX: u32 = 1024;
+
 /// A fleet-wide quota as the script reads it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct SharedQuota {
@@ -148,6 +159,16 @@ pub(crate) struct SharedQuota {
 }
 
 impl SharedQuota {
+    /// How many units one call asks for: what the quota refills in
+    /// [`LEASE_FOR`], at most a share of the burst (so that replicas leave
+    /// each other room) and [`LEASE_MAX`]; 1, no lease, for slow quotas
+    /// such as a number's 80/s or a pair's 1 per 6 s.
+    pub(crate) fn lease(&self, replicas: u32) -> u32 {
+        let refill = LEASE_FOR.as_micros() as u64 / self.interval_us;
+        let share = u64::from(self.burst) / (2 * u64::from(replicas.max(1)));
+        u32::try_from(refill.min(share).min(u64::from(LEASE_MAX))).map_or(1, |n| n.max(1))
+    }
+
     pub(crate) fn new(interval: Duration, burst: u32) -> Self {
         SharedQuota {
             interval_us: u64::try_from(interval.as_micros())
@@ -180,8 +201,13 @@ impl SharedKey<'_> {
 /// What Redis decided for one unit.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Verdict {
-    /// Taken; `remaining` more could go now.
-    Admitted { remaining: u32, strikes: u32 },
+    /// Taken: `granted` units (one for this send, the rest a lease);
+    /// `remaining` more could go now.
+    Admitted {
+        remaining: u32,
+        strikes: u32,
+        granted: u32,
+    },
     /// Over the limit: a unit is due after `retry_after`.
     Limited { retry_after: Duration },
     /// Meta put the key on a back-off with this much left.
@@ -207,12 +233,13 @@ impl SharedLimiter {
         SharedLimiter { redis }
     }
 
-    /// Takes one unit for `key` under `quota`, unless its back-off is in
-    /// force. One `EVALSHA`.
+    /// Takes up to `wanted` units (at least one) for `key` under `quota`,
+    /// unless its back-off is in force. One `EVALSHA`.
     pub(crate) async fn check(
         &self,
         key: SharedKey<'_>,
         quota: SharedQuota,
+        wanted: u32,
     ) -> Result<Verdict, FleetError> {
         let tag = key.tag();
         let mut invocation = ADMIT.key(key_of("lim", &tag));
@@ -225,12 +252,19 @@ impl SharedLimiter {
             }
             SharedKey::Client { .. } => {}
         }
-        invocation.arg(quota.interval_us).arg(quota.burst);
-        let (status, wait_ms, remaining, strikes): (i64, u64, u32, u32) =
+        invocation
+            .arg(quota.interval_us)
+            .arg(quota.burst)
+            .arg(wanted.max(1));
+        let (status, wait_ms, remaining, strikes, granted): (i64, u64, u32, u32, u32) =
             self.redis.script(&invocation).await?;
         let wait = Duration::from_millis(wait_ms);
         Ok(match status {
-            1 => Verdict::Admitted { remaining, strikes },
+            1 => Verdict::Admitted {
+                remaining,
+                strikes,
+                granted: granted.max(1),
+            },
             2 => Verdict::BackingOff {
                 left: wait,
                 strikes,
@@ -413,6 +447,38 @@ pub(crate) mod tests {
     }
 
     #[tokio::test]
+    async fn a_lease_takes_what_is_free_up_to_what_was_asked() {
+        let server = LocalRedis::start();
+        let limiter = SharedLimiter::new(server.connect());
+        let quota = per_second(5, 5);
+        let taken = limiter.check(SharedKey::Number(NUMBER), quota, 3).await;
+        assert!(matches!(
+            taken.unwrap(),
+            Verdict::Admitted {
+                remaining: 2,
+                granted: 3,
+                ..
+            }
+        ));
+        let taken = limiter.check(SharedKey::Number(NUMBER), quota, 3).await;
+        assert!(matches!(
+            taken.unwrap(),
+            Verdict::Admitted {
+                remaining: 0,
+                granted: 2,
+                ..
+            }
+        ));
+        let taken = limiter.check(SharedKey::Number(NUMBER), quota, 3).await;
+        assert!(matches!(taken.unwrap(), Verdict::Limited { .. }));
+        // Slow quotas lease nothing; fast ones a share of the burst, capped.
+        assert_eq!(per_second(80, 80).lease(3), 1);
+        assert_eq!(per_second(1000, 1000).lease(3), 20);
+        assert_eq!(per_second(1000, 30).lease(3), 5);
+        assert_eq!(per_second(1_000_000, 1_000_000).lease(1), LEASE_MAX);
+    }
+
+    #[tokio::test]
     async fn a_burst_goes_then_the_next_unit_waits_its_interval() {
         let server = LocalRedis::start();
         let limiter = SharedLimiter::new(server.connect());
@@ -420,17 +486,18 @@ pub(crate) mod tests {
         for left in (0..5).rev() {
             assert_eq!(
                 limiter
-                    .check(SharedKey::Number(NUMBER), quota)
+                    .check(SharedKey::Number(NUMBER), quota, 1)
                     .await
                     .unwrap(),
                 Verdict::Admitted {
                     remaining: left,
-                    strikes: 0
+                    strikes: 0,
+                    granted: 1
                 }
             );
         }
         let Verdict::Limited { retry_after } = limiter
-            .check(SharedKey::Number(NUMBER), quota)
+            .check(SharedKey::Number(NUMBER), quota, 1)
             .await
             .unwrap()
         else {
@@ -443,7 +510,7 @@ pub(crate) mod tests {
         tokio::time::sleep(retry_after).await;
         assert!(matches!(
             limiter
-                .check(SharedKey::Number(NUMBER), quota)
+                .check(SharedKey::Number(NUMBER), quota, 1)
                 .await
                 .unwrap(),
             Verdict::Admitted { .. }
@@ -462,7 +529,7 @@ pub(crate) mod tests {
         ];
         for other in others {
             assert!(matches!(
-                limiter.check(other, quota).await.unwrap(),
+                limiter.check(other, quota, 1).await.unwrap(),
                 Verdict::Admitted { remaining: 4, .. }
             ));
         }
@@ -481,7 +548,7 @@ pub(crate) mod tests {
         let mut admitted = 0;
         for round in 0..10 {
             for replica in &replicas {
-                let verdict = replica.check(SharedKey::Number(NUMBER), quota).await;
+                let verdict = replica.check(SharedKey::Number(NUMBER), quota, 1).await;
                 if matches!(verdict.unwrap(), Verdict::Admitted { .. }) {
                     admitted += 1;
                 }
@@ -500,7 +567,7 @@ pub(crate) mod tests {
         let quota = per_second(100, 3);
         for _ in 0..3 {
             limiter
-                .check(SharedKey::Number(NUMBER), quota)
+                .check(SharedKey::Number(NUMBER), quota, 1)
                 .await
                 .unwrap();
         }
@@ -521,7 +588,7 @@ pub(crate) mod tests {
             .await
             .unwrap();
         let Verdict::BackingOff { left, strikes: 0 } =
-            b.check(SharedKey::Number(NUMBER), quota).await.unwrap()
+            b.check(SharedKey::Number(NUMBER), quota, 1).await.unwrap()
         else {
             panic!("the number is paused");
         };
@@ -533,7 +600,7 @@ pub(crate) mod tests {
         );
         tokio::time::sleep(left).await;
         assert!(matches!(
-            b.check(SharedKey::Number(NUMBER), quota).await.unwrap(),
+            b.check(SharedKey::Number(NUMBER), quota, 1).await.unwrap(),
             Verdict::Admitted { .. }
         ));
 
@@ -554,7 +621,8 @@ pub(crate) mod tests {
                 (3, Duration::from_secs(16))
             ]
         );
-        let Verdict::BackingOff { left, strikes: 3 } = b.check(pair, quota).await.unwrap() else {
+        let Verdict::BackingOff { left, strikes: 3 } = b.check(pair, quota, 1).await.unwrap()
+        else {
             panic!("the pair is paused");
         };
         assert!(left > Duration::from_secs(15));
@@ -585,7 +653,7 @@ pub(crate) mod tests {
         );
         for _ in 0..5 {
             limiter
-                .check(SharedKey::Number(NUMBER), quota)
+                .check(SharedKey::Number(NUMBER), quota, 1)
                 .await
                 .unwrap();
         }
@@ -625,14 +693,14 @@ pub(crate) mod tests {
         let limiter = SharedLimiter::new(Redis::connect(&server.fleet_config(200)).unwrap());
         let quota = per_second(10, 10);
         limiter
-            .check(SharedKey::Number(NUMBER), quota)
+            .check(SharedKey::Number(NUMBER), quota, 1)
             .await
             .unwrap();
         server.kill();
         let started = std::time::Instant::now();
         assert!(
             limiter
-                .check(SharedKey::Number(NUMBER), quota)
+                .check(SharedKey::Number(NUMBER), quota, 1)
                 .await
                 .is_err()
         );
@@ -645,7 +713,7 @@ pub(crate) mod tests {
         for _ in 0..100 {
             assert!(
                 limiter
-                    .check(SharedKey::Number(NUMBER), quota)
+                    .check(SharedKey::Number(NUMBER), quota, 1)
                     .await
                     .is_err()
             );
@@ -660,7 +728,7 @@ pub(crate) mod tests {
         let started = std::time::Instant::now();
         loop {
             if limiter
-                .check(SharedKey::Number(NUMBER), quota)
+                .check(SharedKey::Number(NUMBER), quota, 1)
                 .await
                 .is_ok()
             {
@@ -671,7 +739,7 @@ pub(crate) mod tests {
         }
         assert!(
             limiter
-                .check(SharedKey::Number(NUMBER), quota)
+                .check(SharedKey::Number(NUMBER), quota, 1)
                 .await
                 .is_ok()
         );
