@@ -39,7 +39,7 @@ use crate::config::{Config, LimitMode, Throughput};
 use crate::fleet::Redis;
 use crate::fleet::limits::{
     LEASE_FOR, MAX_EXPONENT, STRIKES_OUTLIVE_BACKOFF, SharedKey, SharedLimiter, SharedQuota,
-    Verdict,
+    TaggedKey, Verdict,
 };
 use crate::prehashed::PreHashed;
 
@@ -328,7 +328,7 @@ struct Fleet {
     shared: Arc<SharedLimiter>,
     /// Units Redis granted ahead, per (limit, scope, key): a fast quota
     /// costs a Redis call per lease, not per send (`fleet::limits`).
-    leases: Arc<DashMap<(LimitKind, u64, u64), Lease>>,
+    leases: Arc<DashMap<LeaseKey, Lease>>,
     /// `fleet.expected_replicas`: a lease is at most a share of a burst.
     replicas: u32,
     /// Pairs that may carry strikes in Redis.
@@ -343,7 +343,53 @@ struct Lease {
     left: u32,
     /// Unspent units lapse then (`fleet::limits::LEASE_FOR`).
     until: Instant,
+    /// A call for more is on its way (one at a time).
+    refreshing: bool,
+    /// Redis said no unit is free before then: sends until then are
+    /// refused here without asking (GCRA frees none sooner).
+    refused_until: Instant,
 }
+
+impl Lease {
+    fn new(now: Instant) -> Self {
+        Lease {
+            left: 0,
+            until: now,
+            refreshing: false,
+            refused_until: now,
+        }
+    }
+
+    /// Adds what Redis granted: to what is left if it has not lapsed.
+    fn add(&mut self, granted: u32, now: Instant) {
+        if self.until <= now {
+            self.left = 0;
+        }
+        self.left = self.left.saturating_add(granted);
+        self.until = now + LEASE_FOR;
+    }
+}
+
+impl Fleet {
+    /// Asks Redis for the next lease of a key in the background; what it
+    /// grants joins the lease. A failure leaves the lease to lapse, and the
+    /// next send asks (and meets the health gate) itself.
+    fn refresh(&self, lease_key: LeaseKey, key: TaggedKey, quota: SharedQuota, wanted: u32) {
+        let (shared, leases) = (self.shared.clone(), self.leases.clone());
+        tokio::spawn(async move {
+            let verdict = shared.check_tagged(&key, quota, wanted).await;
+            if let Some(mut lease) = leases.get_mut(&lease_key) {
+                lease.refreshing = false;
+                if let Ok(Verdict::Admitted { granted, .. }) = verdict {
+                    lease.add(granted, Instant::now());
+                }
+            }
+        });
+    }
+}
+
+/// A lease's key: the limit, a hash of the quota's scope, the key's hash.
+type LeaseKey = (LimitKind, u64, u64);
 
 /// Pairs (by local key) that this replica saw with strikes in Redis, and
 /// when: a success clears Redis' strikes only for them, so that an ordinary
@@ -619,17 +665,26 @@ impl Limits {
         let quota = limit.bucket(scope).shared;
         let wanted = quota.lease(fleet.replicas);
         let lease_key = (limit.kind, self.hasher.key(&[scope]), key);
-        if wanted > 1 {
-            // A back-off Meta imposed outranks units already leased.
-            if let Some(left) = self.backoff_left(limit.kind, key) {
-                return Some(Err(left));
+        let now = Instant::now();
+        if let Some(mut lease) = fleet.leases.get_mut(&lease_key) {
+            if now < lease.refused_until {
+                return Some(Err(lease.refused_until - now));
             }
-            if let Some(mut lease) = fleet.leases.get_mut(&lease_key)
-                && lease.left > 0
-                && Instant::now() < lease.until
-            {
+            if wanted > 1 && lease.left > 0 && now < lease.until {
+                // A back-off Meta imposed outranks units already leased.
+                if let Some(left) = self.backoff_left(limit.kind, key) {
+                    return Some(Err(left));
+                }
                 lease.left -= 1;
-                return Some(Ok(lease.left));
+                let left = lease.left;
+                // Half spent: fetch the next lease while this one lasts, so
+                // that a steady stream of sends never waits for Redis.
+                if left <= wanted / 2 && !lease.refreshing {
+                    lease.refreshing = true;
+                    drop(lease);
+                    fleet.refresh(lease_key, shared.tagged(), quota, wanted);
+                }
+                return Some(Ok(left));
             }
         }
         let verdict = fleet.shared.check(shared, quota, wanted).await.ok()?;
@@ -643,15 +698,27 @@ impl Limits {
                     fleet.struck.mark(key);
                 }
                 if granted > 1 {
-                    let lease = Lease {
-                        left: granted - 1,
-                        until: Instant::now() + LEASE_FOR,
-                    };
-                    fleet.leases.insert(lease_key, lease);
+                    let now = Instant::now();
+                    fleet
+                        .leases
+                        .entry(lease_key)
+                        .or_insert_with(|| Lease::new(now))
+                        .add(granted - 1, now);
                 }
                 Ok(remaining)
             }
-            Verdict::Limited { retry_after } => Err(retry_after),
+            Verdict::Limited { retry_after } => {
+                let now = Instant::now();
+                let mut lease = fleet
+                    .leases
+                    .entry(lease_key)
+                    .or_insert_with(|| Lease::new(now));
+                // A leasing quota asks again once half a lease is free, not
+                // for every unit that trickles back at saturation.
+                let gather = quota.interval() * (wanted / 2).saturating_sub(1);
+                lease.refused_until = now + retry_after + gather;
+                Err(retry_after + gather)
+            }
             Verdict::BackingOff { left, strikes } => {
                 if strikes > 0 && limit.kind == LimitKind::Pair {
                     fleet.struck.mark(key);
@@ -783,7 +850,9 @@ impl Limits {
         self.backoffs.any.store(any, Ordering::Relaxed);
         if let Some(fleet) = &self.fleet {
             let now = Instant::now();
-            fleet.leases.retain(|_, lease| lease.until > now);
+            fleet
+                .leases
+                .retain(|_, lease| lease.until > now || lease.refused_until > now);
             fleet.struck.retain_recent(self.pair_backoff_max_exponent);
         }
     }
@@ -1230,6 +1299,62 @@ mod tests {
             limits
                 .admit(NUMBER, person, ClientBucket::default(), false)
                 .await
+        }
+
+        /// A fast quota leases: two replicas sending as fast as they can
+        /// for 300 ms stay within what the fleet may send (the burst and
+        /// 5% over the rate, plus a lease each that may lapse unspent), at
+        /// a Redis call per many sends.
+        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+        async fn a_fast_quota_leases_and_still_holds_across_replicas() {
+            let redis = LocalRedis::start();
+            let text = "[limits.number]\nmode = \"reject\"\nthroughput = 2000\n\
+                        [limits.pair]\nmode = \"off\"";
+            let fleet = "expected_replicas = 2";
+            let connections = [redis.connect(), redis.connect()];
+            let calls = prometheus_client::metrics::counter::Counter::<u64>::default();
+            let replicas: Vec<Arc<Limits>> = connections
+                .into_iter()
+                .map(|connection| {
+                    connection.count_calls_in(calls.clone());
+                    let text = format!("{text}\n[fleet]\nredis_url = \"{}\"\n{fleet}", redis.url());
+                    let config = Config::from_sources(&text, std::iter::empty()).unwrap();
+                    Arc::new(Limits::with_fleet(&config, connection))
+                })
+                .collect();
+            let started = std::time::Instant::now();
+            let mut tasks = tokio::task::JoinSet::new();
+            for replica in replicas {
+                tasks.spawn(async move {
+                    let (mut admitted, mut asked) = (0u64, 0u64);
+                    while started.elapsed() < Duration::from_millis(300) {
+                        asked += 1;
+                        if matches!(send(&replica, None).await, Admission::Admitted { .. }) {
+                            admitted += 1;
+                        }
+                    }
+                    (admitted, asked)
+                });
+            }
+            let (mut admitted, mut asked) = (0, 0);
+            while let Some(done) = tasks.join_next().await {
+                let (a, b) = done.unwrap();
+                (admitted, asked) = (admitted + a, asked + b);
+            }
+            let elapsed = started.elapsed().as_secs_f64();
+            // Burst 2,000 (one second of rate), 2,000/s; a lease is 20 ms
+            // of rate (40 units).
+            let allowed = 2000.0 + 2000.0 * 1.05 * elapsed + 2.0 * 40.0;
+            assert!(
+                admitted as f64 <= allowed,
+                "{admitted} admitted, {allowed} allowed"
+            );
+            assert!(admitted >= 2000, "the burst went: {admitted}");
+            assert!(
+                calls.get() * 10 <= admitted,
+                "{} Redis calls for {admitted} admitted of {asked}",
+                calls.get()
+            );
         }
 
         #[tokio::test]
