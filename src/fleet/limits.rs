@@ -48,9 +48,11 @@
 //! the defaults, number + pair, 2); a limit that is off costs nothing. They
 //! go one after another, client, pair, number, as the local limits do, so
 //! a refused send does not take the number's unit. A fast quota costs less:
-//! the script grants up to [`SharedQuota::lease`] units at once, which the
-//! replica spends locally within [`LEASE_FOR`] (then they lapse), so a
-//! 1,000/s number costs a call per 20 units; a number at 80/s or a pair at
+//! the script grants up to [`SharedQuota::lease`] units at once (what the
+//! quota refills in [`LEASE_REFILL`]), which the replica spends locally
+//! (within [`LEASE_FOR`], then they lapse), fetching the next lease in the
+//! background once half is spent, so a 1,000/s number costs a call per 20
+//! units and a send rarely waits for Redis; a number at 80/s or a pair at
 //! 1 per 6 s leases nothing. A success costs nothing more, unless this
 //! replica has seen strikes on its pair (see `limits.rs`), then one `DEL`.
 //! Meta's throttling answers cost one call.
@@ -145,11 +147,16 @@ return {left, redis.call('PTTL', KEYS[2])}
     )
 });
 
-/// How long units taken ahead (a lease) may be spent before they lapse:
-/// short, so that in any window longer than this the fleet sends no more
-/// than Redis granted, while a fast quota (1,000/s and more) costs a Redis
-/// call per lease instead of per send.
-pub(crate) const LEASE_FOR: Duration = Duration::from_millis(20);
+/// A lease holds what the quota refills in this long (at most): a fast
+/// quota (1,000/s and more) costs a Redis call per lease instead of per
+/// send. Units are granted only when GCRA has them free, and a replica
+/// asks for the next lease only once half of one is spent, so at any time
+/// the fleet holds at most a lease per replica and key that it has not
+/// sent: over any window, it sends at most that much more than the quota.
+pub(crate) const LEASE_REFILL: Duration = Duration::from_millis(20);
+/// How long a lease's units may wait to be spent before they lapse (a
+/// replica that went quiet does not keep them).
+pub(crate) const LEASE_FOR: Duration = Duration::from_secs(1);
 /// Most units one lease holds.
 pub(crate) const LEASE_MAX: u32 = 1024;
 
@@ -164,11 +171,11 @@ pub(crate) struct SharedQuota {
 
 impl SharedQuota {
     /// How many units one call asks for: what the quota refills in
-    /// [`LEASE_FOR`], at most a share of the burst (so that replicas leave
+    /// [`LEASE_REFILL`], at most a share of the burst (so that replicas leave
     /// each other room) and [`LEASE_MAX`]; 1, no lease, for slow quotas
     /// such as a number's 80/s or a pair's 1 per 6 s.
     pub(crate) fn lease(&self, replicas: u32) -> u32 {
-        let refill = LEASE_FOR.as_micros() as u64 / self.interval_us;
+        let refill = LEASE_REFILL.as_micros() as u64 / self.interval_us;
         let share = u64::from(self.burst) / (2 * u64::from(replicas.max(1)));
         u32::try_from(refill.min(share).min(u64::from(LEASE_MAX))).map_or(1, |n| n.max(1))
     }
