@@ -6,10 +6,7 @@
 use std::net::SocketAddr;
 use std::path::Path;
 
-use crate::support::{Answer, FakeUpstream, Served, serve_sandbox};
-use bytes::Bytes;
-use http::Request;
-use http_body_util::Full;
+use crate::support::{Answer, FakeUpstream, Served, message_webhook, post_json, serve_sandbox};
 use sendgate::sandbox::PHONE_NUMBER_ID;
 use sendgate::webhook::sign;
 
@@ -25,15 +22,8 @@ fn phone(i: u64) -> String {
     format!("1650555{i:04}")
 }
 
-/// A message webhook from person `i`, as Meta sends it for a username user
-/// whose phone is still shared.
 fn webhook(i: u64) -> Vec<u8> {
-    format!(
-        r#"{{"object":"whatsapp_business_account","entry":[{{"id":"102290129340398","changes":[{{"field":"messages","value":{{"messaging_product":"whatsapp","metadata":{{"display_phone_number":"15550001111","phone_number_id":"{PHONE_NUMBER_ID}"}},"contacts":[{{"profile":{{"name":"P{i}","username":"@person{i}"}},"wa_id":"{phone}","user_id":"{bsuid}"}}],"messages":[{{"from":"{phone}","from_user_id":"{bsuid}","id":"wamid.D{i}","timestamp":"1763800000","type":"text","text":{{"body":"hi"}}}}]}}}}]}}]}}"#,
-        phone = phone(i),
-        bsuid = bsuid(i),
-    )
-    .into_bytes()
+    message_webhook(&bsuid(i), &phone(i), &format!("wamid.D{i}"))
 }
 
 async fn serve(store: &Path, downstream: &FakeUpstream) -> Served {
@@ -49,37 +39,12 @@ async fn serve(store: &Path, downstream: &FakeUpstream) -> Served {
     serve_sandbox(&[], &env, None).await
 }
 
-async fn post(addr: SocketAddr, path: &str, body: Vec<u8>, signature: Option<String>) -> Answer {
-    let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
-        .build_http();
-    let mut request = Request::post(format!("http://{addr}{path}"))
-        .header("content-type", "application/json")
-        .header("authorization", "Bearer t");
-    if let Some(signature) = signature {
-        request = request.header("x-hub-signature-256", signature);
-    }
-    let response = client
-        .request(request.body(Full::new(Bytes::from(body))).unwrap())
-        .await
-        .unwrap();
-    let (parts, body) = response.into_parts();
-    let body = http_body_util::BodyExt::collect(body)
-        .await
-        .unwrap()
-        .to_bytes();
-    Answer {
-        status: parts.status,
-        headers: parts.headers,
-        body,
-    }
-}
-
 async fn campaign_to(addr: SocketAddr, i: u64) -> Answer {
     let body = format!(
         r#"{{"messaging_product":"whatsapp","recipient":"{}","type":"template","template":{{"name":"spring_sale","language":{{"code":"en_US"}}}}}}"#,
         bsuid(i)
     );
-    post(
+    post_json(
         addr,
         &format!("/v21.0/{PHONE_NUMBER_ID}/marketing_messages"),
         body.into_bytes(),
@@ -104,7 +69,7 @@ async fn learned_pairs_survive_sigkill() {
     for i in 0..PEOPLE {
         let body = webhook(i);
         let signature = sign(SECRET, &body);
-        let answer = post(addr, "/webhook", body, Some(signature)).await;
+        let answer = post_json(addr, "/webhook", body, Some(&signature)).await;
         assert_eq!(answer.status, 200, "webhook {i} acknowledged");
     }
     // SIGKILL right after the last acknowledgement: no shutdown, no flush.

@@ -7,10 +7,10 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use crate::support::redis::Redis;
-use crate::support::{Answer, FakeUpstream, Served, free_port, serve_sandbox};
-use bytes::Bytes;
-use http::{Method, Request, StatusCode};
-use http_body_util::Full;
+use crate::support::{
+    Answer, FakeUpstream, Served, free_port, message_webhook, post_json, serve_sandbox,
+};
+use http::{Method, StatusCode};
 use sendgate::sandbox::PHONE_NUMBER_ID;
 use sendgate::webhook::sign;
 use serde_json::Value;
@@ -69,42 +69,9 @@ fn phone(i: u64) -> String {
     format!("1650556{i:04}")
 }
 
-/// A signed message webhook from person `i` (phone shared), as Meta sends it.
+/// A message webhook from person `i` (phone shared), as Meta sends it.
 fn webhook(i: u64) -> Vec<u8> {
-    format!(
-        r#"{{"object":"whatsapp_business_account","entry":[{{"id":"102290129340398","changes":[{{"field":"messages","value":{{"messaging_product":"whatsapp","metadata":{{"display_phone_number":"15550001111","phone_number_id":"{PHONE_NUMBER_ID}"}},"contacts":[{{"profile":{{"name":"P{i}"}},"wa_id":"{phone}","user_id":"{bsuid}"}}],"messages":[{{"from":"{phone}","from_user_id":"{bsuid}","id":"wamid.F{i}","timestamp":"1763800000","type":"text","text":{{"body":"hi"}}}}]}}}}]}}]}}"#,
-        phone = phone(i),
-        bsuid = bsuid(i),
-    )
-    .into_bytes()
-}
-
-async fn post(addr: SocketAddr, path: &str, body: Vec<u8>, signature: Option<String>) -> Answer {
-    let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
-        .build_http();
-    let mut request = Request::post(format!("http://{addr}{path}"))
-        .header("content-type", "application/json")
-        .header("authorization", "Bearer t");
-    if let Some(signature) = signature {
-        request = request.header("x-hub-signature-256", signature);
-    }
-    let response = tokio::time::timeout(
-        Duration::from_secs(10),
-        client.request(request.body(Full::new(Bytes::from(body))).unwrap()),
-    )
-    .await
-    .expect("answered within 10 s")
-    .unwrap();
-    let (parts, body) = response.into_parts();
-    let body = http_body_util::BodyExt::collect(body)
-        .await
-        .unwrap()
-        .to_bytes();
-    Answer {
-        status: parts.status,
-        headers: parts.headers,
-        body,
-    }
+    message_webhook(&bsuid(i), &phone(i), &format!("wamid.F{i}"))
 }
 
 /// An admin API call with the token; the answer's status and JSON.
@@ -132,7 +99,7 @@ async fn metrics(replica: &Replica) -> String {
 async fn teach(replica: &Replica, i: u64) -> StatusCode {
     let body = webhook(i);
     let signature = sign(SECRET, &body);
-    post(replica.served.addr, "/webhook", body, Some(signature))
+    post_json(replica.served.addr, "/webhook", body, Some(&signature))
         .await
         .status
 }
@@ -144,7 +111,7 @@ async fn campaign_to(replica: &Replica, i: u64) -> Answer {
         r#"{{"messaging_product":"whatsapp","recipient":"{}","type":"template","template":{{"name":"spring_sale","language":{{"code":"en_US"}}}}}}"#,
         bsuid(i)
     );
-    post(
+    post_json(
         replica.served.addr,
         &format!("/v21.0/{PHONE_NUMBER_ID}/marketing_messages"),
         body.into_bytes(),
@@ -158,7 +125,7 @@ async fn phone_send(replica: &Replica, i: u64) -> Answer {
         r#"{{"messaging_product":"whatsapp","to":"{}","type":"text","text":{{"body":"hi"}}}}"#,
         phone(i)
     );
-    post(
+    post_json(
         replica.served.addr,
         &format!("/v21.0/{PHONE_NUMBER_ID}/messages"),
         body.into_bytes(),
@@ -461,27 +428,17 @@ async fn an_operator_migrates_a_store_and_imports_while_the_fleet_serves() {
 /// `rediss://` with a private CA (`fleet.ca_file`): the fleet works over TLS.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_fleet_talks_to_redis_over_tls() {
-    use rcgen::{BasicConstraints, CertificateParams, IsCa, Issuer, KeyPair};
     let dir = std::env::temp_dir().join(format!("sendgate-fleet-tls-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();
-    let ca_key = KeyPair::generate().unwrap();
-    let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
-    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    let ca = ca_params.self_signed(&ca_key).unwrap();
-    let issuer = Issuer::new(ca_params, ca_key);
-    let leaf_key = KeyPair::generate().unwrap();
-    let leaf = CertificateParams::new(vec!["localhost".to_owned()])
-        .unwrap()
-        .signed_by(&leaf_key, &issuer)
-        .unwrap();
+    let (ca, leaf, leaf_key) = crate::support::localhost_certificate();
     let file = |name: &str, text: String| {
         let path = dir.join(name);
         std::fs::write(&path, text).unwrap();
         path.to_str().unwrap().to_owned()
     };
     let (ca_file, cert, key) = (
-        file("ca.pem", ca.pem()),
+        file("ca.pem", ca),
         file("redis.pem", leaf.pem()),
         file("redis.key", leaf_key.serialize_pem()),
     );

@@ -581,3 +581,50 @@ async fn launch(
     }
     served
 }
+
+/// A message webhook from a username user whose phone is still shared, as
+/// Meta sends it for the sandbox number: `contacts[]` with both ids.
+pub(crate) fn message_webhook(bsuid: &str, phone: &str, message_id: &str) -> Vec<u8> {
+    format!(
+        r#"{{"object":"whatsapp_business_account","entry":[{{"id":"102290129340398","changes":[{{"field":"messages","value":{{"messaging_product":"whatsapp","metadata":{{"display_phone_number":"15550001111","phone_number_id":"{number}"}},"contacts":[{{"profile":{{"name":"P"}},"wa_id":"{phone}","user_id":"{bsuid}"}}],"messages":[{{"from":"{phone}","from_user_id":"{bsuid}","id":"{message_id}","timestamp":"1763800000","type":"text","text":{{"body":"hi"}}}}]}}}}]}}]}}"#,
+        number = sendgate::sandbox::PHONE_NUMBER_ID,
+    )
+    .into_bytes()
+}
+
+/// POSTs a JSON body (with a sender's token, and a webhook signature when
+/// given), answer read whole within 10 s.
+pub(crate) async fn post_json(
+    addr: SocketAddr,
+    path: &str,
+    body: Vec<u8>,
+    signature: Option<&str>,
+) -> Answer {
+    let mut headers = vec![
+        ("content-type", "application/json"),
+        ("authorization", "Bearer t"),
+    ];
+    headers.extend(signature.map(|signature| ("x-hub-signature-256", signature)));
+    tokio::time::timeout(
+        std::time::Duration::from_secs(10),
+        call(addr, "POST", path, &headers, &body),
+    )
+    .await
+    .expect("answered within 10 s")
+}
+
+/// A CA (as PEM) and a `localhost` certificate it signed, with its key.
+pub(crate) fn localhost_certificate() -> (String, rcgen::Certificate, rcgen::KeyPair) {
+    use rcgen::{BasicConstraints, CertificateParams, IsCa, Issuer, KeyPair};
+    let ca_key = KeyPair::generate().unwrap();
+    let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    let ca_cert = ca_params.self_signed(&ca_key).unwrap();
+    let issuer = Issuer::new(ca_params, ca_key);
+    let leaf_key = KeyPair::generate().unwrap();
+    let leaf = CertificateParams::new(vec!["localhost".to_owned()])
+        .unwrap()
+        .signed_by(&leaf_key, &issuer)
+        .unwrap();
+    (ca_cert.pem(), leaf, leaf_key)
+}
