@@ -144,14 +144,6 @@ impl App {
         self
     }
 
-    /// In fleet mode, `Some(None)` while Redis answers, `Some(Some(why))`
-    /// while it does not; `None` on a single machine.
-    pub fn fleet_health(&self) -> Option<Option<String>> {
-        self.fleet
-            .as_ref()
-            .map(|fleet| fleet.redis().health().degraded())
-    }
-
     /// The configuration in force.
     pub fn config(&self) -> Arc<Config> {
         self.live.load().config.clone()

@@ -109,7 +109,7 @@ impl Redis {
         let started = tokio::time::Instant::now();
         match &self.connection {
             Connection::Single(_) => {
-                let _ = self.query::<()>(&redis::cmd("PING")).await;
+                let _ = self.ping().await;
             }
             Connection::Cluster(slot) => {
                 while slot.load().is_none() && started.elapsed() < self.timeout {
@@ -117,6 +117,11 @@ impl Redis {
                 }
             }
         }
+    }
+
+    /// One round trip, for readiness.
+    pub(crate) async fn ping(&self) -> Result<(), FleetError> {
+        self.query(&redis::cmd("PING")).await
     }
 
     /// Whether Redis answered the last call, and why not.
