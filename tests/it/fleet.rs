@@ -6,7 +6,7 @@
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use crate::support::redis::Redis;
+use crate::support::redis::{Redis, on_both};
 use crate::support::{
     Answer, FakeUpstream, Served, free_port, message_webhook, post_json, serve_sandbox,
 };
@@ -208,21 +208,6 @@ async fn replicas_share_what_they_learn(redis: Redis) {
     assert_eq!(status, StatusCode::OK);
     assert_eq!(found["records"][0]["bsuid"], bsuid(2));
     assert_eq!(found["records"][0]["source"], "admin");
-}
-
-/// Each scenario runs against one Redis and against a three-node cluster.
-macro_rules! on_both {
-    ($scenario:ident: $single:ident, $cluster:ident) => {
-        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-        async fn $single() {
-            $scenario(Redis::start(false)).await;
-        }
-
-        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-        async fn $cluster() {
-            $scenario(Redis::start(true)).await;
-        }
-    };
 }
 
 on_both!(replicas_share_what_they_learn:

@@ -11,7 +11,7 @@
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use crate::support::redis::{RedisCluster, RedisServer};
+use crate::support::redis::{Redis, on_both};
 use crate::support::{ADMIN_TOKEN, FakeUpstream, Served, call, free_port, json, serve};
 use http::StatusCode;
 use sendgate::sandbox::PHONE_NUMBER_ID;
@@ -148,19 +148,35 @@ async fn wait_until_shared(replicas: &[SocketAddr], round: usize, exists: impl F
     }
 }
 
-fn exists_in(server: &RedisServer, key: &str) -> bool {
-    server.cli(&["-c", "EXISTS", key]) == "1"
+fn exists_in(redis: &Redis, key: &str) -> bool {
+    redis.cli(&["EXISTS", key]) == "1"
+}
+
+/// The replicas' settings for `redis`: a cluster is named so.
+fn on(redis: &Redis) -> Vec<(&'static str, &'static str)> {
+    match redis.is_cluster() {
+        true => vec![("SENDGATE_FLEET__CLUSTER", "true")],
+        false => Vec::new(),
+    }
 }
 
 fn addrs(replicas: &[Served]) -> Vec<SocketAddr> {
     replicas.iter().map(|served| served.addr).collect()
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn three_replicas_on_one_redis_send_no_more_than_one_number_may() {
-    let redis = RedisServer::start();
+on_both!(three_replicas_send_no_more_than_one_number_may:
+    three_replicas_on_one_redis_send_no_more_than_one_number_may,
+    three_replicas_on_a_redis_cluster_send_no_more_than_one_number_may);
+on_both!(a_130429_through_one_replica_stops_the_number_on_another:
+    metas_130429_through_one_replica_stops_the_number_on_another_on_one_redis,
+    metas_130429_through_one_replica_stops_the_number_on_another_on_a_cluster);
+on_both!(an_outage_limits_each_replica_at_its_share_until_redis_is_back:
+    a_redis_outage_limits_each_replica_at_its_share_until_redis_is_back,
+    a_cluster_outage_limits_each_replica_at_its_share_until_it_is_back);
+
+async fn three_replicas_send_no_more_than_one_number_may(redis: Redis) {
     let upstream = FakeUpstream::start().await;
-    let replicas = replicas(&redis.url(), &upstream, &[]).await;
+    let replicas = replicas(&redis.url(), &upstream, &on(&redis)).await;
     let addrs = addrs(&replicas);
     wait_until_shared(&addrs, 0, |key| exists_in(&redis, key)).await;
     let before = upstream.seen().len();
@@ -180,20 +196,15 @@ async fn three_replicas_on_one_redis_send_no_more_than_one_number_may() {
     );
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn metas_130429_through_one_replica_stops_the_number_on_another() {
-    let redis = RedisServer::start();
+async fn a_130429_through_one_replica_stops_the_number_on_another(redis: Redis) {
     let upstream_a = FakeUpstream::with(|_| json(StatusCode::BAD_REQUEST, META_130429)).await;
     let upstream_b = FakeUpstream::start().await;
-    let a = replica(&redis.url(), &upstream_a, &[]).await;
+    let a = replica(&redis.url(), &upstream_a, &on(&redis)).await;
     let admin = free_port();
     let admin_listen = admin.to_string();
-    let b = replica(
-        &redis.url(),
-        &upstream_b,
-        &[("SENDGATE_ADMIN__LISTEN", &admin_listen)],
-    )
-    .await;
+    let mut env = on(&redis);
+    env.push(("SENDGATE_ADMIN__LISTEN", &admin_listen));
+    let b = replica(&redis.url(), &upstream_b, &env).await;
 
     let (status, body) = send(a.addr, PHONE_NUMBER_ID, "16315551234").await;
     assert_eq!(
@@ -242,37 +253,14 @@ async fn metas_130429_through_one_replica_stops_the_number_on_another() {
     assert!(number["backoff_secs"].as_f64().unwrap() > 50.0, "{number}");
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn three_replicas_on_a_redis_cluster_send_no_more_than_one_number_may() {
-    let cluster = RedisCluster::start();
-    let upstream = FakeUpstream::start().await;
-    let replicas = replicas(
-        &cluster.url(),
-        &upstream,
-        &[("SENDGATE_FLEET__CLUSTER", "true")],
-    )
-    .await;
-    let addrs = addrs(&replicas);
-    wait_until_shared(&addrs, 0, |key| exists_in(&cluster.nodes[0], key)).await;
-
-    let burst = burst(&addrs, 300).await;
-    assert_eq!(burst.ok + burst.limited, 300);
-    assert!(
-        (20..=fleet_allows(burst.elapsed)).contains(&burst.ok),
-        "{burst:?}"
-    );
-    assert!(burst.elapsed < Duration::from_secs(5), "{burst:?}");
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_redis_outage_limits_each_replica_at_its_share_until_redis_is_back() {
-    let mut redis = RedisServer::start();
+async fn an_outage_limits_each_replica_at_its_share_until_redis_is_back(mut redis: Redis) {
     let upstream = FakeUpstream::start().await;
     // Two replicas expected: on its own each keeps to 10/s with a burst of 10.
-    let env = [
+    let mut env = on(&redis);
+    env.extend([
         ("SENDGATE_FLEET__EXPECTED_REPLICAS", "2"),
         ("SENDGATE_FLEET__TIMEOUT_MS", "200"),
-    ];
+    ]);
     let replicas = replicas(&redis.url(), &upstream, &env).await;
     let addrs = addrs(&replicas);
     wait_until_shared(&addrs, 0, |key| exists_in(&redis, key)).await;

@@ -207,6 +207,14 @@ impl Redis {
         }
     }
 
+    /// redis-cli against the server, or a cluster node following moves.
+    pub(crate) fn cli(&self, args: &[&str]) -> String {
+        match self {
+            Redis::Single(server) => server.cli(args),
+            Redis::Cluster(cluster) => cluster.nodes[0].cli(&[&["-c"], args].concat()),
+        }
+    }
+
     pub(crate) fn is_cluster(&self) -> bool {
         matches!(self, Redis::Cluster(_))
     }
@@ -230,3 +238,20 @@ impl Redis {
         }
     }
 }
+
+/// Runs a scenario (an `async fn(Redis)`) as two tests: against one Redis
+/// and against a three-node cluster.
+macro_rules! on_both {
+    ($scenario:ident: $single:ident, $cluster:ident) => {
+        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+        async fn $single() {
+            $scenario($crate::support::redis::Redis::start(false)).await;
+        }
+
+        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+        async fn $cluster() {
+            $scenario($crate::support::redis::Redis::start(true)).await;
+        }
+    };
+}
+pub(crate) use on_both;
