@@ -6,8 +6,9 @@
 //! reachable, which `/readyz` and the metrics report. The connection comes
 //! back by itself after an outage (redis-rs' connection manager, or a
 //! reconnect loop for a cluster), with a back-off bounded at
-//! `connection::RECONNECT_MAX`. Nothing waits for Redis at start: a replica that
-//! starts while Redis is down serves degraded until it can connect.
+//! `connection::RECONNECT_MAX`. At start a replica waits at most one deadline
+//! for Redis: one that starts while Redis is down serves degraded until it
+//! can connect.
 //!
 //! Keys all begin with `sg:`; a `{…}` part is the Redis Cluster hash tag,
 //! so the keys one script touches live in one slot.
@@ -40,7 +41,7 @@ pub struct Fleet {
 
 impl Fleet {
     /// Starts the fleet thread and prepares the connection (see
-    /// [`Redis::connect`]: nothing waits for Redis).
+    /// [`Redis::connect`]), waiting at most one deadline for a first answer.
     pub fn start(config: &FleetConfig) -> Result<Arc<Fleet>, FleetError> {
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
         let (ready, started) = std::sync::mpsc::channel();
