@@ -6,6 +6,7 @@
 //! reaches a log line ([`Escaped`]), so no value can forge one.
 
 use std::fmt::{self, Write as _};
+use std::io::IsTerminal;
 
 use tracing_subscriber::EnvFilter;
 
@@ -17,11 +18,20 @@ pub(crate) fn init(config: &LogConfig) {
         EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(&config.level));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(colour(std::io::stdout().is_terminal()))
         .with_target(true);
     let _ = match config.format {
         LogFormat::Text => builder.try_init(),
         LogFormat::Json => builder.json().flatten_event(true).try_init(),
     };
+}
+
+/// Whether a log stream gets colours: only for a person at a terminal (in a
+/// file or a log collector the escape codes are noise), and never with
+/// `NO_COLOR` set (https://no-color.org).
+pub(crate) fn colour(terminal: bool) -> bool {
+    let no_color = std::env::var_os("NO_COLOR").is_some_and(|value| !value.is_empty());
+    terminal && !no_color
 }
 
 /// How many trailing characters of an identifier a masked log keeps.

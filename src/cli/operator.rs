@@ -2,7 +2,7 @@
 //! output handling, and the identity store they open.
 
 use std::fs::File;
-use std::io::{self, BufReader};
+use std::io::{self, BufReader, IsTerminal};
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
@@ -21,6 +21,7 @@ pub(super) fn init_operator_log() {
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(crate::logging::colour(io::stderr().is_terminal()))
         .with_writer(io::stderr)
         .try_init();
 }

@@ -285,3 +285,33 @@ async fn no_identifier_or_header_forges_a_log_line_in_text_or_json() {
         assert!(!logs.contains('\u{202e}'), "{format}: a direction override");
     }
 }
+
+/// Logs written to a file (not a terminal) carry no colour codes, with no
+/// NO_COLOR set: an operator's log collector gets plain text.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn logs_to_a_file_carry_no_colour_codes() {
+    let upstream = FakeUpstream::start().await;
+    let env = [
+        ("SENDGATE_LOG__LEVEL", "info"),
+        ("RUST_LOG", "info"),
+        // Empty is unset (no-color.org), whatever the test runner's is.
+        ("NO_COLOR", ""),
+    ];
+    let url = upstream.url();
+    let served = serve(&["--upstream", &url], &env, None, true).await;
+    let answer = send(
+        served.addr,
+        "123",
+        "t",
+        r#"{"messaging_product":"whatsapp","to":"16315551234","type":"text","text":{"body":"hi"}}"#,
+    )
+    .await;
+    assert_eq!(answer.status, 200);
+    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    let logs = served.logs();
+    assert!(logs.contains("send decision"), "{logs}");
+    assert!(
+        !logs.contains('\u{1b}'),
+        "colour codes in a file:\n{logs:?}"
+    );
+}
