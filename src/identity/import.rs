@@ -217,10 +217,17 @@ fn csv_rows(input: impl BufRead + 'static) -> impl Iterator<Item = (u64, Result<
                 CSV_COLUMNS.join(", ")
             )
         });
+    // A header that names an unknown column makes no row readable: it is
+    // reported once, on its own line (1), and the rows are not read.
     let mut failed = false;
+    let mut header_error = header_error;
     std::iter::from_fn(move || {
         if failed {
             return None;
+        }
+        if let Some(error) = header_error.take() {
+            failed = true;
+            return Some((1, Err(error)));
         }
         let line = match rows.next_row(&mut record) {
             Ok(Some(line)) => line,
@@ -231,9 +238,6 @@ fn csv_rows(input: impl BufRead + 'static) -> impl Iterator<Item = (u64, Result<
                 return Some((rows.line() + 1, Err(format!("unreadable: {err}"))));
             }
         };
-        if let Some(error) = &header_error {
-            return Some((line, Err(error.clone())));
-        }
         let cells: Vec<_> = Fields::new(&record).collect();
         if cells.len() != header.len() {
             let reason = format!(
@@ -472,10 +476,10 @@ mod tests {
     }
 
     #[test]
-    fn an_unknown_csv_column_rejects_every_row() {
-        let (summary, _) = run("phone,bsuid,email\n16315551234,US.1,a@b.c\n");
+    fn an_unknown_csv_column_is_reported_on_the_header_line_and_nothing_imported() {
+        let (summary, _) = run("phone,bsuid,email\n16315551234,US.1,a@b.c\n16315551235,US.2,\n");
         assert_eq!(summary.imported, 0);
-        assert_eq!(lines(&summary), [2]);
+        assert_eq!(lines(&summary), [1]);
         assert!(
             summary.rejected[0]
                 .reason
