@@ -83,7 +83,7 @@ pub enum Command {
     /// `serve` uses, which holds it while running: stop it first, or use
     /// POST /admin/identities.
     Import {
-        /// The CSV or JSON-lines file.
+        /// The CSV or JSON-lines file ("-" for standard input).
         file: PathBuf,
         /// The business phone number id whose scope rows without a number or portfolio go to.
         #[arg(long, conflicts_with = "portfolio")]
@@ -150,7 +150,7 @@ pub enum Command {
     /// recipient per line. Prints a table and a summary, or with --csv the
     /// rows as CSV on stdout and the summary on stderr.
     Audit {
-        /// The recipient list.
+        /// The recipient list ("-" for standard input).
         file: PathBuf,
         /// The business phone number id the campaign goes out from (it picks the portfolio).
         #[arg(long)]

@@ -2,7 +2,7 @@
 //! output handling, and the identity store they open.
 
 use std::fs::File;
-use std::io::{self, BufReader, IsTerminal};
+use std::io::{self, BufRead, BufReader, IsTerminal};
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
@@ -29,7 +29,7 @@ pub(super) fn init_operator_log() {
 /// A progress bar on stderr over `len` input bytes, or a hidden one when
 /// `show` is false (not a terminal: a bar would only litter a log).
 pub(super) fn progress_bar(len: u64, show: bool) -> ProgressBar {
-    if !show {
+    if !show || len == 0 {
         return ProgressBar::hidden();
     }
     let bar = ProgressBar::new(len);
@@ -44,11 +44,18 @@ pub(super) fn progress_bar(len: u64, show: bool) -> ProgressBar {
 }
 
 /// Opens a file to read, with the one line of error an operator needs.
-pub(super) fn open_input(file: &Path) -> Result<(BufReader<File>, u64), CliError> {
+/// `-` is standard input, whose size is unknown (0: no progress bar).
+pub(super) fn open_input(file: &Path) -> Result<(Box<dyn BufRead>, u64), CliError> {
+    if file == Path::new("-") {
+        return Ok((
+            Box::new(BufReader::with_capacity(64 * 1024, io::stdin())),
+            0,
+        ));
+    }
     let cannot = |err: io::Error| format!("cannot read {}: {err}", file.display());
     let input = File::open(file).map_err(cannot)?;
     let size = input.metadata().map_err(cannot)?.len();
-    Ok((BufReader::with_capacity(64 * 1024, input), size))
+    Ok((Box::new(BufReader::with_capacity(64 * 1024, input)), size))
 }
 
 /// Maps a failure to write the report; a closed pipe (`| head`) is not one.

@@ -57,6 +57,32 @@ fn text(bytes: &[u8]) -> String {
     String::from_utf8(bytes.to_vec()).unwrap()
 }
 
+/// Runs with `input` on standard input and expects success; returns
+/// (stdout, stderr).
+fn ok_with_stdin(scratch: &Scratch, args: &[&str], input: &str) -> (String, String) {
+    use std::io::Write;
+    let mut child = Command::new(BIN)
+        .args(args)
+        .current_dir(&scratch.dir)
+        .env_remove("SENDGATE_CONFIG")
+        .env_remove("RUST_LOG")
+        .env("SENDGATE_STORE__PATH", scratch.store())
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(input.as_bytes())
+        .unwrap();
+    let output = child.wait_with_output().unwrap();
+    assert!(output.status.success(), "{args:?}: {output:?}");
+    (text(&output.stdout), text(&output.stderr))
+}
+
 /// Runs and expects success; returns (stdout, stderr).
 fn ok(scratch: &Scratch, args: &[&str]) -> (String, String) {
     let output = scratch.run(args);
@@ -179,6 +205,21 @@ fn audit_of_a_csv_list_says_what_happens_to_each_recipient() {
     assert_eq!(count(&stderr, "campaign_needs_phone"), 1);
     assert_eq!(count(&stderr, "username_target"), 1);
     assert_eq!(count(&stderr, "invalid_recipient"), 1);
+}
+
+#[test]
+fn audit_reads_standard_input_as_dash() {
+    let scratch = imported("audit-stdin");
+    let args = ["audit", "-", "--number", "1", "--csv"];
+    let (stdout, _) = ok_with_stdin(&scratch, &args, "US.1002\nlucia.m\n");
+    assert_eq!(
+        stdout,
+        concat!(
+            "line,recipient,action,detail\n",
+            "1,US.1002,resolved BSUID to phone,16505550000\n",
+            "2,lucia.m,blocked,username_target\n",
+        )
+    );
 }
 
 #[test]
