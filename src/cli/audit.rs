@@ -135,6 +135,13 @@ pub fn run(args: &AuditArgs) -> Result<(), CliError> {
              also ask Meta for its category, and an AUTHENTICATION one needs phones"
         ));
     }
+    if !config.numbers.contains_key(&args.number) {
+        notes.push(format!(
+            "number {} is not in [numbers]: audited in a scope of its own ({}), with no \
+             portfolio's identities; check the number if this was not meant",
+            args.number, ctx.scope
+        ));
+    }
     if config.policy.mode == Mode::Report {
         notes.push(
             "policy.mode = report: serve forwards every send unchanged; these are the actions \

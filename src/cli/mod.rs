@@ -65,6 +65,7 @@ pub enum Command {
     },
     /// Validate a config file and exit (non-zero, naming the bad key, if invalid).
     CheckConfig {
+        /// Config file [default: config/sendgate.toml, or the embedded defaults if absent].
         #[arg(long, env = "SENDGATE_CONFIG")]
         config: Option<PathBuf>,
     },

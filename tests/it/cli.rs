@@ -31,6 +31,33 @@ fn check_config(text: &str) -> std::process::Output {
         .unwrap()
 }
 
+/// Every command that takes `--config` says what it is in its help.
+#[test]
+fn every_config_option_has_help_text() {
+    for command in [
+        "serve",
+        "check-config",
+        "import",
+        "move-scope",
+        "migrate-store",
+        "audit",
+    ] {
+        let output = Command::new(BIN)
+            .args([command, "--help"])
+            .output()
+            .unwrap();
+        let help = String::from_utf8_lossy(&output.stdout);
+        let lines: Vec<&str> = help.lines().collect();
+        let at = lines
+            .iter()
+            .position(|line| line.trim_start().starts_with("--config"))
+            .unwrap_or_else(|| panic!("{command}: no --config in\n{help}"));
+        // Beside the option, or under it when clap wraps a long help.
+        let text = lines[at..lines.len().min(at + 2)].join(" ");
+        assert!(text.contains("Config file"), "{command}: {text:?}");
+    }
+}
+
 #[test]
 fn check_config_accepts_the_shipped_file() {
     let output = Command::new(BIN)

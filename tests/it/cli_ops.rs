@@ -211,7 +211,11 @@ fn audit_of_a_csv_list_says_what_happens_to_each_recipient() {
 fn audit_reads_standard_input_as_dash() {
     let scratch = imported("audit-stdin");
     let args = ["audit", "-", "--number", "1", "--csv"];
-    let (stdout, _) = ok_with_stdin(&scratch, &args, "US.1002\nlucia.m\n");
+    let (stdout, stderr) = ok_with_stdin(&scratch, &args, "US.1002\nlucia.m\n");
+    assert!(
+        stderr.contains("number 1 is not in [numbers]"),
+        "an unknown number is said: {stderr}"
+    );
     assert_eq!(
         stdout,
         concat!(
