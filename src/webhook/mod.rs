@@ -40,6 +40,8 @@ pub struct Relay {
 /// How one delivery went, for logs and metrics.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Outcome {
+    /// The subscription handshake answered with its challenge.
+    Verified,
     /// Signature checked, learned, forwarded; Meta gets the downstream's answer.
     Relayed,
     /// Forwarded, but the downstream failed or was unreachable.
@@ -47,7 +49,8 @@ pub enum Outcome {
     /// Forwarded, but the store could not record what it taught: Meta is
     /// asked to retry so the lesson is not lost.
     StoreFailed,
-    /// Missing or wrong signature: not learned, not forwarded.
+    /// Missing or wrong signature (not learned, not forwarded), or a
+    /// handshake with the wrong token.
     Unauthorized,
     /// Over `webhook.max_body_bytes` or unreadable.
     Rejected,
@@ -57,6 +60,7 @@ impl Outcome {
     /// The metric label.
     pub fn as_str(self) -> &'static str {
         match self {
+            Outcome::Verified => "verified",
             Outcome::Relayed => "relayed",
             Outcome::DownstreamFailed => "downstream_failed",
             Outcome::StoreFailed => "store_failed",
@@ -100,10 +104,13 @@ impl Relay {
         request: Request<ProxyBody>,
     ) -> (Outcome, Response<ProxyBody>) {
         match *request.method() {
-            Method::GET => (
-                Outcome::Relayed,
-                self.verify(request.uri().query().unwrap_or("")),
-            ),
+            Method::GET => {
+                let answer = self.verify(request.uri().query().unwrap_or(""));
+                match answer.status() {
+                    StatusCode::OK => (Outcome::Verified, answer),
+                    _ => (Outcome::Unauthorized, answer),
+                }
+            }
             Method::POST => self.deliver(config, identities, request).await,
             _ => (
                 Outcome::Rejected,

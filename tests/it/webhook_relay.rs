@@ -192,6 +192,20 @@ async fn verification_handshake_both_ways() {
         downstream.seen().is_empty(),
         "the handshake is answered, not forwarded"
     );
+    // Counted as what they were, not as relayed deliveries.
+    let metrics = proxy.app.render_metrics();
+    let count = |outcome: &str| {
+        let series = format!("sendgate_webhook_relays_total{{outcome=\"{outcome}\"}} ");
+        metrics
+            .lines()
+            .find_map(|line| line.strip_prefix(series.as_str()))
+            .map_or(0, |n| n.trim().parse::<u64>().unwrap())
+    };
+    assert_eq!(
+        (count("verified"), count("unauthorized"), count("relayed")),
+        (1, 2, 0),
+        "{metrics}"
+    );
 }
 
 #[tokio::test]
