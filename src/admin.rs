@@ -59,7 +59,7 @@ impl Admin {
         let query = request.uri().query().unwrap_or("").to_owned();
         match (request.method().clone(), path.as_str()) {
             (Method::GET, "/readyz") => self.ready().await,
-            (Method::GET, "/metrics") => metrics(&self.app),
+            (Method::GET | Method::HEAD, "/metrics") => metrics(&self.app),
             (Method::POST, "/admin/reload") => self.reload().await,
             (Method::GET, "/admin/limits") => self.limits().await,
             (Method::POST, IDENTITIES) => self.import(request, &query).await,
@@ -409,8 +409,10 @@ impl Handler for Admin {
     }
 }
 
+/// prometheus-client writes OpenMetrics text (`_total` suffixes, `# EOF`),
+/// which Prometheus reads when told so.
 fn metrics(app: &App) -> Response<ProxyBody> {
-    let text = "text/plain; version=0.0.4; charset=utf-8";
+    let text = "application/openmetrics-text; version=1.0.0; charset=utf-8";
     local_response(StatusCode::OK, text, app.render_metrics())
 }
 

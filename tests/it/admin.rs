@@ -228,3 +228,21 @@ async fn dry_run_decides_without_sending() {
         "nothing was forwarded"
     );
 }
+
+/// The metrics say what they are (OpenMetrics text, `# EOF` and all), and
+/// HEAD answers like GET without the body.
+#[tokio::test]
+async fn metrics_are_served_as_openmetrics_to_get_and_head() {
+    let (_upstream, _proxy, admin) = setup().await;
+    let authorization = format!("Bearer {ADMIN_TOKEN}");
+    let headers = [("authorization", authorization.as_str())];
+    let get = crate::support::call(admin, "GET", "/metrics", &headers, b"").await;
+    assert_eq!(get.status, StatusCode::OK);
+    let openmetrics = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+    assert_eq!(get.headers["content-type"], openmetrics);
+    assert!(get.body.ends_with(b"# EOF\n"), "{:?}", get.body);
+    let head = crate::support::call(admin, "HEAD", "/metrics", &headers, b"").await;
+    assert_eq!(head.status, StatusCode::OK);
+    assert_eq!(head.headers["content-type"], openmetrics);
+    assert!(head.body.is_empty());
+}
