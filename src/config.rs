@@ -74,11 +74,52 @@ pub enum LimitMode {
 }
 
 /// Meta's throughput tiers per business number, or an explicit rate.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(untagged)]
 pub enum Throughput {
     PerSecond(u32),
     Tier(Tier),
+}
+
+/// A tier's name or a rate per second, as a number or as digits in a
+/// string (what `SENDGATE_LIMITS__NUMBER__THROUGHPUT=200` gives, the
+/// default being a name), with an error that says what is allowed.
+impl<'de> Deserialize<'de> for Throughput {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Visitor;
+        impl serde::de::Visitor<'_> for Visitor {
+            type Value = Throughput;
+
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("\"standard\", \"high\", \"coexistence\" or messages per second")
+            }
+
+            fn visit_u64<E: serde::de::Error>(self, rate: u64) -> Result<Throughput, E> {
+                u32::try_from(rate)
+                    .map(Throughput::PerSecond)
+                    .map_err(|_| E::custom(format!("{rate} messages per second is too many")))
+            }
+
+            fn visit_i64<E: serde::de::Error>(self, rate: i64) -> Result<Throughput, E> {
+                u64::try_from(rate)
+                    .map_err(|_| E::invalid_value(serde::de::Unexpected::Signed(rate), &self))
+                    .and_then(|rate| self.visit_u64(rate))
+            }
+
+            fn visit_str<E: serde::de::Error>(self, text: &str) -> Result<Throughput, E> {
+                match text {
+                    "standard" => Ok(Throughput::Tier(Tier::Standard)),
+                    "high" => Ok(Throughput::Tier(Tier::High)),
+                    "coexistence" => Ok(Throughput::Tier(Tier::Coexistence)),
+                    digits => match digits.parse::<u64>() {
+                        Ok(rate) => self.visit_u64(rate),
+                        Err(_) => Err(E::invalid_value(serde::de::Unexpected::Str(text), &self)),
+                    },
+                }
+            }
+        }
+        deserializer.deserialize_any(Visitor)
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
@@ -1010,5 +1051,32 @@ mod tests {
         assert_eq!(before.restart_only_changes(&after), ["fleet"]);
         let err = Config::from_sources("[fleet]\nredis_url = \"http://x\"\n", env(&[]));
         assert_eq!(err.unwrap_err().key, "fleet.redis_url");
+    }
+
+    #[test]
+    fn a_throughput_is_a_tier_or_a_rate_in_either_spelling() {
+        let rate = |text: &str, vars: &[(&str, &str)]| {
+            Config::from_sources(text, env(vars)).map(|c| c.limits.number.throughput.per_second())
+        };
+        assert_eq!(rate("", &[]).unwrap(), 80);
+        let by_env = [("SENDGATE_LIMITS__NUMBER__THROUGHPUT", "200")];
+        assert_eq!(
+            rate("", &by_env).unwrap(),
+            200,
+            "the README allows a number"
+        );
+        assert_eq!(rate("[limits.number]\nthroughput = 5\n", &[]).unwrap(), 5);
+        assert_eq!(
+            rate("[limits.number]\nthroughput = \"high\"\n", &[]).unwrap(),
+            1000
+        );
+        let err = rate("[limits.number]\nthroughput = \"fast\"\n", &[]).unwrap_err();
+        assert_eq!(err.key, "limits.number.throughput");
+        let message = err.to_string();
+        assert!(
+            message.contains("\"standard\", \"high\", \"coexistence\""),
+            "{message}"
+        );
+        assert!(!message.contains("untagged"), "{message}");
     }
 }
