@@ -118,7 +118,7 @@ pub async fn serve_until(
         ),
         None => None,
     };
-    tracing::info!(listen = %config.listen, upstream = %config.upstream, mode = ?config.policy.mode, "sendgate started");
+    let (listen, upstream, mode) = (config.listen, config.upstream.clone(), config.policy.mode);
     let secrets = Secrets::from_env(std::env::vars());
     let source = ConfigSource {
         path,
@@ -148,6 +148,8 @@ pub async fn serve_until(
             until_stopped(stopped.clone()),
         ));
     }
+    // Said once the store is open and the secrets checked, not before.
+    tracing::info!(%listen, %upstream, ?mode, "sendgate started");
     crate::run(listener, app, until_stopped(stopped))
         .await
         .map_err(|err| format!("cannot start the worker threads: {err}"))?;

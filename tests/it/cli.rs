@@ -31,6 +31,29 @@ fn check_config(text: &str) -> std::process::Output {
         .unwrap()
 }
 
+/// "started" means started: a serve that fails at start (here a webhook
+/// relay without its secrets) never says it.
+#[test]
+fn a_serve_that_cannot_start_never_says_it_started() {
+    let output = Command::new(BIN)
+        .args(["serve", "--listen", "127.0.0.1:0"])
+        .current_dir(std::env::temp_dir())
+        .env_remove("SENDGATE_CONFIG")
+        .env_remove("SENDGATE_APP_SECRET")
+        .env_remove("SENDGATE_VERIFY_TOKEN")
+        .env("SENDGATE_STORE__PATH", "")
+        .env("SENDGATE_ADMIN__LISTEN", "")
+        .env("SENDGATE_WEBHOOK__PATH", "/webhook")
+        .env("SENDGATE_WEBHOOK__FORWARD_TO", "http://127.0.0.1:9/hook")
+        .env("RUST_LOG", "info")
+        .output()
+        .unwrap();
+    assert!(!output.status.success(), "{output:?}");
+    let said = String::from_utf8_lossy(&output.stdout) + String::from_utf8_lossy(&output.stderr);
+    assert!(said.contains("SENDGATE_APP_SECRET"), "{said}");
+    assert!(!said.contains("sendgate started"), "{said}");
+}
+
 /// Every command that takes `--config` says what it is in its help.
 #[test]
 fn every_config_option_has_help_text() {
