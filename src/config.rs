@@ -23,6 +23,10 @@ use crate::send::policy::Policy;
 /// The documented defaults, every key present.
 pub const DEFAULTS: &str = include_str!("../config/sendgate.toml");
 
+/// `store.path` in [`DEFAULTS`]: the store a plain `serve` keeps, which
+/// `serve --sandbox` leaves alone.
+pub const DEFAULT_STORE_PATH: &str = "sendgate-identities.redb";
+
 /// Prefix of environment variables that override config keys.
 const ENV_PREFIX: &str = "SENDGATE_";
 
@@ -1078,5 +1082,11 @@ mod tests {
             "{message}"
         );
         assert!(!message.contains("untagged"), "{message}");
+    }
+
+    #[test]
+    fn the_default_store_path_is_the_embedded_one() {
+        let config = Config::from_sources("", env(&[])).unwrap();
+        assert_eq!(config.store.path, DEFAULT_STORE_PATH);
     }
 }

@@ -9,7 +9,7 @@ use tokio::net::TcpListener;
 use super::CliError;
 use crate::admin::Admin;
 use crate::app::{App, ConfigSource};
-use crate::config::{Config, NumberConfig, Secrets};
+use crate::config::{Config, DEFAULT_STORE_PATH, NumberConfig, Secrets};
 use crate::sandbox::{self, Sandbox};
 use crate::{logging, server};
 
@@ -89,6 +89,12 @@ pub async fn serve_until(
         }
         if let Some(upstream) = &upstream {
             config.upstream.clone_from(upstream);
+        }
+        if with_sandbox && config.store.path == DEFAULT_STORE_PATH {
+            // Pairs taught while trying the sandbox are not real people:
+            // they stay out of the store a plain `serve` keeps (a path set
+            // in config or the environment is used as given).
+            config.store.path.clear();
         }
         if with_sandbox {
             // The sandbox's number, so template categories are looked up from its WABA.

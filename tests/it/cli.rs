@@ -31,6 +31,50 @@ fn check_config(text: &str) -> std::process::Output {
         .unwrap()
 }
 
+/// Trying the sandbox leaves the store a plain `serve` keeps alone: what
+/// it is taught stays in memory.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_sandbox_keeps_its_pairs_out_of_the_default_store() {
+    let dir = std::env::temp_dir().join(format!("sendgate-sandbox-store-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let (listen, admin) = (free_port(), free_port());
+    let mut child = Command::new(BIN)
+        .args(["serve", "--sandbox", "--listen", &listen.to_string()])
+        .current_dir(&dir)
+        .env_remove("SENDGATE_CONFIG")
+        .env_remove("SENDGATE_STORE__PATH")
+        .env("SENDGATE_ADMIN__LISTEN", admin.to_string())
+        .env("SENDGATE_ADMIN_TOKEN", "try")
+        .env("RUST_LOG", "warn")
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let started = Instant::now();
+    while tokio::net::TcpStream::connect(admin).await.is_err() {
+        assert!(started.elapsed() < Duration::from_secs(20), "no admin API");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let line = format!(r#"{{"bsuid":"{BSUID}","phone":"16315551234","number":"106540352242922"}}"#);
+    let headers = [("authorization", "Bearer try")];
+    let imported = crate::support::call(
+        admin,
+        "POST",
+        "/admin/identities",
+        &headers,
+        line.as_bytes(),
+    )
+    .await;
+    assert_eq!(imported.status, 200, "{:?}", imported.body);
+    let _ = child.kill();
+    let _ = child.wait();
+    assert!(
+        !dir.join("sendgate-identities.redb").exists(),
+        "the sandbox wrote into the default store"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
 /// "started" means started: a serve that fails at start (here a webhook
 /// relay without its secrets) never says it.
 #[test]
