@@ -66,8 +66,9 @@ fn run(command: Command) -> Result<(), CliError> {
             file,
             number,
             portfolio,
+            allow_rejects,
             config,
-        } => identities::import(&file, number, portfolio, config.as_deref()),
+        } => identities::import(&file, number, portfolio, allow_rejects, config.as_deref()),
         Command::Fingerprint => identities::fingerprint(),
         Command::MoveScope {
             from,

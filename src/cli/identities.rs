@@ -41,6 +41,7 @@ pub fn import(
     file: &Path,
     number: Option<String>,
     portfolio: Option<String>,
+    allow_rejects: bool,
     config_path: Option<&Path>,
 ) -> Result<(), CliError> {
     init_operator_log();
@@ -97,7 +98,15 @@ pub fn import(
         }
         out.flush()
     })();
-    written.or_else(output_error)
+    written.or_else(output_error)?;
+    match summary.rejected.len() {
+        0 => Ok(()),
+        _ if allow_rejects => Ok(()),
+        n => Err(format!(
+            "{n} rows rejected (listed above; the others were imported): --allow-rejects exits 0 anyway"
+        )
+        .into()),
+    }
 }
 
 /// `sendgate fingerprint`: the fingerprint of the token on standard input.

@@ -80,7 +80,8 @@ pub enum Command {
     /// username, portfolio, number; or JSON lines with the same fields. A
     /// row belongs to its number's scope (its portfolio, or the number
     /// alone), or to the portfolio it names, else to --number's or
-    /// --portfolio's. Bad rows are listed and skipped. The store is the one
+    /// --portfolio's. Bad rows are listed and skipped, and make the exit
+    /// status non-zero unless --allow-rejects. The store is the one
     /// `serve` uses, which holds it while running: stop it first, or use
     /// POST /admin/identities.
     Import {
@@ -92,6 +93,9 @@ pub enum Command {
         /// The portfolio rows without a number or portfolio go to.
         #[arg(long)]
         portfolio: Option<String>,
+        /// Exit 0 even when rows were rejected (they are listed either way).
+        #[arg(long)]
+        allow_rejects: bool,
         /// Config file [default: config/sendgate.toml, or the embedded defaults if absent].
         #[arg(long, env = "SENDGATE_CONFIG")]
         config: Option<PathBuf>,

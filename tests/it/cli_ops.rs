@@ -118,16 +118,49 @@ fn imported(name: &str) -> Scratch {
     let scratch = Scratch::new(name);
     scratch.file("pairs.csv", PAIRS_CSV);
     scratch.file("pairs.jsonl", PAIRS_JSON);
-    ok(&scratch, &["import", "pairs.csv", "--number", "1"]);
-    ok(&scratch, &["import", "pairs.jsonl", "--number", "1"]);
+    ok(
+        &scratch,
+        &["import", "pairs.csv", "--number", "1", "--allow-rejects"],
+    );
+    ok(
+        &scratch,
+        &["import", "pairs.jsonl", "--number", "1", "--allow-rejects"],
+    );
     scratch
+}
+
+#[test]
+fn an_import_with_rejected_rows_exits_non_zero_unless_allowed() {
+    let scratch = Scratch::new("import-rejects");
+    scratch.file("pairs.csv", PAIRS_CSV);
+    let output = scratch.run(&["import", "pairs.csv", "--number", "1"]);
+    assert!(!output.status.success(), "{output:?}");
+    let (stdout, stderr) = (text(&output.stdout), text(&output.stderr));
+    assert!(
+        stdout.contains("rejected 2"),
+        "the report is printed: {stdout}"
+    );
+    assert!(stderr.contains("2 rows rejected"), "{stderr}");
+    assert!(stderr.contains("--allow-rejects"), "{stderr}");
+    // The good rows went in all the same.
+    let (stdout, _) = ok(
+        &scratch,
+        &["import", "pairs.csv", "--number", "1", "--allow-rejects"],
+    );
+    assert!(
+        stdout.starts_with("imported 0, updated 0, unchanged 3"),
+        "{stdout}"
+    );
 }
 
 #[test]
 fn import_csv_counts_rows_and_lists_rejected_lines() {
     let scratch = Scratch::new("import-csv");
     scratch.file("pairs.csv", PAIRS_CSV);
-    let (stdout, _) = ok(&scratch, &["import", "pairs.csv", "--number", "1"]);
+    let (stdout, _) = ok(
+        &scratch,
+        &["import", "pairs.csv", "--number", "1", "--allow-rejects"],
+    );
     assert_eq!(
         stdout,
         concat!(
@@ -142,7 +175,10 @@ fn import_csv_counts_rows_and_lists_rejected_lines() {
     );
 
     // Run again: the store already knows everyone.
-    let (stdout, _) = ok(&scratch, &["import", "pairs.csv", "--number", "1"]);
+    let (stdout, _) = ok(
+        &scratch,
+        &["import", "pairs.csv", "--number", "1", "--allow-rejects"],
+    );
     assert_eq!(
         stdout.lines().next(),
         Some("imported 0, updated 0, unchanged 3, rejected 2")
@@ -153,7 +189,16 @@ fn import_csv_counts_rows_and_lists_rejected_lines() {
 fn import_json_lines_is_detected_and_judged_per_line() {
     let scratch = Scratch::new("import-json");
     scratch.file("pairs.jsonl", PAIRS_JSON);
-    let (stdout, stderr) = ok(&scratch, &["import", "pairs.jsonl", "--portfolio", "acme"]);
+    let (stdout, stderr) = ok(
+        &scratch,
+        &[
+            "import",
+            "pairs.jsonl",
+            "--portfolio",
+            "acme",
+            "--allow-rejects",
+        ],
+    );
     let lines: Vec<&str> = stdout.lines().collect();
     assert_eq!(lines[0], "imported 2, updated 0, unchanged 0, rejected 1");
     assert_eq!(lines.len(), 2, "{stdout}");
@@ -340,7 +385,10 @@ fn a_store_held_by_another_process_fails_in_one_line() {
     let output = scratch.run(&["import", "pairs.csv", "--number", "1"]);
     fails_with_one_line(&output, &["in use by another sendgate process"]);
     drop(held);
-    let (stdout, _) = ok(&scratch, &["import", "pairs.csv", "--number", "1"]);
+    let (stdout, _) = ok(
+        &scratch,
+        &["import", "pairs.csv", "--number", "1", "--allow-rejects"],
+    );
     assert!(stdout.starts_with("imported 2,"), "{stdout}");
 }
 
@@ -348,7 +396,7 @@ fn a_store_held_by_another_process_fails_in_one_line() {
 fn rows_without_a_scope_are_rejected_and_other_numbers_do_not_see_a_numbers_pairs() {
     let scratch = Scratch::new("scopes");
     scratch.file("pairs.csv", PAIRS_CSV);
-    let (stdout, _) = ok(&scratch, &["import", "pairs.csv"]);
+    let (stdout, _) = ok(&scratch, &["import", "pairs.csv", "--allow-rejects"]);
     assert!(
         stdout.starts_with("imported 0, updated 0, unchanged 0, rejected 5"),
         "{stdout}"
@@ -357,7 +405,10 @@ fn rows_without_a_scope_are_rejected_and_other_numbers_do_not_see_a_numbers_pair
         stdout.contains("line 2: no number or portfolio"),
         "{stdout}"
     );
-    ok(&scratch, &["import", "pairs.csv", "--number", "1"]);
+    ok(
+        &scratch,
+        &["import", "pairs.csv", "--number", "1", "--allow-rejects"],
+    );
     scratch.file("list.txt", "US.1001\n");
     for (number, verdict) in [
         ("1", "resolved BSUID to phone,16315551234"),
@@ -378,7 +429,16 @@ fn rows_without_a_scope_are_rejected_and_other_numbers_do_not_see_a_numbers_pair
 fn move_scope_hands_a_portfolios_identities_to_a_number() {
     let scratch = Scratch::new("move-scope");
     scratch.file("pairs.csv", PAIRS_CSV);
-    ok(&scratch, &["import", "pairs.csv", "--portfolio", "default"]);
+    ok(
+        &scratch,
+        &[
+            "import",
+            "pairs.csv",
+            "--portfolio",
+            "default",
+            "--allow-rejects",
+        ],
+    );
     scratch.file("list.txt", "US.1001\n");
     let audit = || ok(&scratch, &["audit", "list.txt", "--number", "7", "--csv"]).0;
     assert!(audit().ends_with("blocked,campaign_needs_phone\n"));
