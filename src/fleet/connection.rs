@@ -133,11 +133,6 @@ impl Redis {
         &self.client
     }
 
-    /// The longest one call may take.
-    pub fn timeout(&self) -> Duration {
-        self.timeout
-    }
-
     /// Runs one command (or a script invocation's EVALSHA) within the
     /// deadline, and records whether Redis answered.
     pub async fn query<T: FromRedisValue>(&self, cmd: &Cmd) -> Result<T, FleetError> {
@@ -153,13 +148,6 @@ impl Redis {
     ) -> Result<T, FleetError> {
         let mut connection = self.live()?;
         let answer = tokio::time::timeout(self.timeout, invocation.invoke_async(&mut connection));
-        self.settle(answer.await)
-    }
-
-    /// Runs a pipeline within the deadline (single node: one round trip).
-    pub async fn pipeline<T: FromRedisValue>(&self, pipe: &Pipeline) -> Result<T, FleetError> {
-        let mut connection = self.live()?;
-        let answer = tokio::time::timeout(self.timeout, pipe.query_async::<T>(&mut connection));
         self.settle(answer.await)
     }
 

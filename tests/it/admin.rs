@@ -2,40 +2,15 @@
 
 use std::net::SocketAddr;
 
-use crate::support::{ADMIN_TOKEN, Proxy, SandboxUpstream, in_memory_store, sandbox_number_config};
-use bytes::Bytes;
-use http::{Method, Request, StatusCode};
-use http_body_util::{BodyExt, Full};
-use hyper_util::client::legacy::Client;
-use hyper_util::rt::TokioExecutor;
+use crate::support::{
+    ADMIN_TOKEN, Proxy, SandboxUpstream, admin_call as call, in_memory_store, sandbox_number_config,
+};
+use http::{Method, StatusCode};
 use sendgate::config::Secrets;
 use sendgate::sandbox::PHONE_NUMBER_ID;
 use serde_json::Value;
 
 const BSUID: &str = "US.13491208655302741918";
-
-async fn call(
-    addr: SocketAddr,
-    method: Method,
-    path: &str,
-    token: Option<&str>,
-    body: &str,
-) -> (StatusCode, Value) {
-    let client = Client::builder(TokioExecutor::new()).build_http();
-    let mut request = Request::builder()
-        .method(method)
-        .uri(format!("http://{addr}{path}"));
-    if let Some(token) = token {
-        request = request.header("authorization", format!("Bearer {token}"));
-    }
-    let request = request
-        .body(Full::new(Bytes::copy_from_slice(body.as_bytes())))
-        .unwrap();
-    let response = client.request(request).await.unwrap();
-    let status = response.status();
-    let body = response.into_body().collect().await.unwrap().to_bytes();
-    (status, serde_json::from_slice(&body).unwrap_or(Value::Null))
-}
 
 async fn setup() -> (SandboxUpstream, Proxy, SocketAddr) {
     let upstream = SandboxUpstream::start().await;

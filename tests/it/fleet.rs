@@ -8,12 +8,11 @@ use std::time::{Duration, Instant};
 
 use crate::support::redis::{Redis, on_both};
 use crate::support::{
-    Answer, FakeUpstream, Served, free_port, message_webhook, post_json, serve_sandbox,
+    Answer, FakeUpstream, Served, admin_call, free_port, message_webhook, post_json, serve_sandbox,
 };
 use http::{Method, StatusCode};
 use sendgate::sandbox::PHONE_NUMBER_ID;
 use sendgate::webhook::sign;
-use serde_json::Value;
 
 const SECRET: &str = "fleet-secret";
 const ADMIN_TOKEN: &str = "fleet-admin";
@@ -53,7 +52,8 @@ async fn fleet_of_three(redis_url: &str, cluster: bool) -> (FakeUpstream, Vec<Re
     // Each replica's invalidation subscriber is up once /readyz says so.
     for replica in &replicas {
         wait_until(Duration::from_secs(10), || async {
-            let (status, body) = call(replica.admin, Method::GET, "/readyz", "").await;
+            let (status, body) =
+                admin_call(replica.admin, Method::GET, "/readyz", Some(ADMIN_TOKEN), "").await;
             status == StatusCode::OK && body["redis"] == "up"
         })
         .await;
@@ -72,21 +72,6 @@ fn phone(i: u64) -> String {
 /// A message webhook from person `i` (phone shared), as Meta sends it.
 fn webhook(i: u64) -> Vec<u8> {
     message_webhook(&bsuid(i), &phone(i), &format!("wamid.F{i}"))
-}
-
-/// An admin API call with the token; the answer's status and JSON.
-async fn call(addr: SocketAddr, method: Method, path: &str, body: &str) -> (StatusCode, Value) {
-    let authorization = format!("Bearer {ADMIN_TOKEN}");
-    let answer = crate::support::call(
-        addr,
-        method.as_str(),
-        path,
-        &[("authorization", authorization.as_str())],
-        body.as_bytes(),
-    )
-    .await;
-    let json = serde_json::from_slice(&answer.body).unwrap_or(Value::Null);
-    (answer.status, json)
 }
 
 async fn metrics(replica: &Replica) -> String {
@@ -165,10 +150,11 @@ async fn replicas_share_what_they_learn(redis: Redis) {
     assert_eq!(campaign_to(a, 1).await.decision(), RESOLVED);
 
     // Erasure on C: A and B (both with the phone cached) stop within 1 s.
-    let (status, erased) = call(
+    let (status, erased) = admin_call(
         c.admin,
         Method::DELETE,
         &format!("/admin/identities/{}", bsuid(1)),
+        Some(ADMIN_TOKEN),
         "",
     )
     .await;
@@ -189,7 +175,14 @@ async fn replicas_share_what_they_learn(redis: Redis) {
         phone(2)
     );
     assert_eq!(campaign_to(a, 2).await.decision(), BLOCKED);
-    let (status, summary) = call(c.admin, Method::POST, "/admin/identities", &line).await;
+    let (status, summary) = admin_call(
+        c.admin,
+        Method::POST,
+        "/admin/identities",
+        Some(ADMIN_TOKEN),
+        &line,
+    )
+    .await;
     assert_eq!(
         (status, summary["imported"].as_u64()),
         (StatusCode::OK, Some(1))
@@ -198,10 +191,11 @@ async fn replicas_share_what_they_learn(redis: Redis) {
         campaign_to(a, 2).await.decision() == RESOLVED
     })
     .await;
-    let (status, found) = call(
+    let (status, found) = admin_call(
         a.admin,
         Method::GET,
         &format!("/admin/identities/{}", phone(2)),
+        Some(ADMIN_TOKEN),
         "",
     )
     .await;
@@ -259,7 +253,7 @@ async fn sends_flow_while_redis_is_away(mut redis: Redis) {
     assert_eq!(campaign_to(&a, 301).await.decision(), BLOCKED);
     // A webhook that cannot be recorded gets a 503, so Meta retries.
     assert_eq!(teach(&a, 301).await, StatusCode::SERVICE_UNAVAILABLE);
-    let (status, ready) = call(a.admin, Method::GET, "/readyz", "").await;
+    let (status, ready) = admin_call(a.admin, Method::GET, "/readyz", Some(ADMIN_TOKEN), "").await;
     assert_eq!(status, StatusCode::OK);
     assert_eq!(ready["status"], "degraded: redis", "{ready}");
     assert!(metrics(&a).await.contains("sendgate_fleet_redis_up 0"));
@@ -269,7 +263,7 @@ async fn sends_flow_while_redis_is_away(mut redis: Redis) {
         teach(&a, 301).await == StatusCode::OK
     })
     .await;
-    let (_, ready) = call(a.admin, Method::GET, "/readyz", "").await;
+    let (_, ready) = admin_call(a.admin, Method::GET, "/readyz", Some(ADMIN_TOKEN), "").await;
     assert_eq!(ready["status"], "ready", "{ready}");
     assert!(metrics(&a).await.contains("sendgate_fleet_redis_up 1"));
     assert_eq!(campaign_to(&a, 301).await.decision(), RESOLVED);
@@ -377,10 +371,11 @@ async fn an_operator_migrates_a_store_and_imports_while_the_fleet_serves() {
             "migrated {i}"
         );
     }
-    let (_, found) = call(
+    let (_, found) = admin_call(
         a.admin,
         Method::GET,
         &format!("/admin/identities/{}", bsuid(500)),
+        Some(ADMIN_TOKEN),
         "",
     )
     .await;
@@ -460,7 +455,7 @@ async fn a_fleet_talks_to_redis_over_tls() {
     };
     assert_eq!(teach(&a, 700).await, StatusCode::OK);
     assert_eq!(campaign_to(&a, 700).await.decision(), RESOLVED);
-    let (_, ready) = call(a.admin, Method::GET, "/readyz", "").await;
+    let (_, ready) = admin_call(a.admin, Method::GET, "/readyz", Some(ADMIN_TOKEN), "").await;
     assert_eq!(ready["redis"], "up", "{ready}");
     let _ = std::fs::remove_dir_all(&dir);
 }

@@ -29,6 +29,7 @@
 use std::future::Future;
 use std::sync::{Arc, LazyLock};
 
+use dashmap::DashSet;
 use redis::Script;
 use serde::Deserialize;
 
@@ -59,6 +60,9 @@ script!(RESTORE_CLAIM, "restore_claim.lua");
 #[derive(Clone)]
 pub struct RedisStore {
     fleet: Arc<Fleet>,
+    /// Scopes this process has added to [`SCOPES`]: each is added once,
+    /// not on every webhook or claim (a round trip each).
+    listed: Arc<DashSet<String>>,
 }
 
 /// The key prefix of a scope; `{…}` is its hash tag.
@@ -164,7 +168,10 @@ fn fields_of(record: &Record) -> Vec<(&'static str, String)> {
 
 impl RedisStore {
     pub fn new(fleet: Arc<Fleet>) -> Self {
-        RedisStore { fleet }
+        RedisStore {
+            fleet,
+            listed: Arc::default(),
+        }
     }
 
     pub fn fleet(&self) -> &Arc<Fleet> {
@@ -223,10 +230,14 @@ impl RedisStore {
     }
 
     async fn remember_scope(&self, scope: &str) -> Result<(), StoreError> {
+        if self.listed.contains(scope) {
+            return Ok(());
+        }
         let () = self
             .redis()
             .query(redis::cmd("SADD").arg(SCOPES).arg(scope))
             .await?;
+        self.listed.insert(scope.to_owned());
         Ok(())
     }
 
@@ -252,12 +263,8 @@ impl RedisStore {
         }
         let at = unix_now().to_string();
         let mut applied = Applied::default();
-        let mut known_scopes: Vec<&str> = Vec::new();
         for (scope, event) in events {
-            if !known_scopes.contains(&scope.as_str()) {
-                self.remember_scope(scope).await?;
-                known_scopes.push(scope);
-            }
+            self.remember_scope(scope).await?;
             let written: Written = match event {
                 IdentityEvent::Seen(Observation {
                     bsuid,

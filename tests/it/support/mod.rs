@@ -628,3 +628,22 @@ pub(crate) fn localhost_certificate() -> (String, rcgen::Certificate, rcgen::Key
         .unwrap();
     (ca_cert.pem(), leaf, leaf_key)
 }
+
+/// One admin API call, with `Bearer token` when given: the status and the
+/// JSON answer (null when the body is not JSON).
+pub(crate) async fn admin_call(
+    addr: SocketAddr,
+    method: Method,
+    path: &str,
+    token: Option<&str>,
+    body: &str,
+) -> (StatusCode, serde_json::Value) {
+    let authorization = token.map(|token| format!("Bearer {token}"));
+    let headers: Vec<(&str, &str)> = authorization
+        .iter()
+        .map(|value| ("authorization", value.as_str()))
+        .collect();
+    let answer = call(addr, method.as_str(), path, &headers, body.as_bytes()).await;
+    let json = serde_json::from_slice(&answer.body).unwrap_or(serde_json::Value::Null);
+    (answer.status, json)
+}
