@@ -2,9 +2,11 @@
 //! readiness for orchestrators, identity lookup, import and erasure for
 //! operators (GDPR requests), and a dry run of the send decision.
 //!
-//! Every route but `/healthz` needs `Authorization: Bearer <token>` with the
-//! token from `SENDGATE_ADMIN_TOKEN`, compared in constant time. Without a
-//! configured token, those routes are closed. Identifiers are shown in full
+//! Every route but the probes (`/healthz`, `/readyz`, which say a status
+//! word and nothing else without the token) and, with `public_metrics`,
+//! `/metrics`, needs `Authorization: Bearer <token>` with the token from
+//! `SENDGATE_ADMIN_TOKEN`, compared in constant time. Without a configured
+//! token, those routes are closed. Identifiers are shown in full
 //! here: the caller is the authorised operator, and the logs stay masked.
 
 use std::io::Cursor;
@@ -45,10 +47,22 @@ impl Admin {
 
     async fn answer(&self, request: Request<ProxyBody>) -> Response<ProxyBody> {
         let path = request.uri().path().to_owned();
-        if request.method() == Method::GET && path == "/healthz" {
-            return reply(StatusCode::OK, json!({"status": "ok"}));
+        let authorised = self.authorised(request.headers().get(header::AUTHORIZATION));
+        // The probes answer anyone (an orchestrator has no token) and say a
+        // status word; the operator with the token gets the details too.
+        match (request.method(), path.as_str()) {
+            (&Method::GET | &Method::HEAD, "/healthz") => {
+                return reply(StatusCode::OK, json!({"status": "ok"}));
+            }
+            (&Method::GET | &Method::HEAD, "/readyz") => return self.ready(authorised).await,
+            (&Method::GET | &Method::HEAD, "/metrics")
+                if self.app.config().admin.public_metrics =>
+            {
+                return metrics(&self.app);
+            }
+            _ => {}
         }
-        if !self.authorised(request.headers().get(header::AUTHORIZATION)) {
+        if !authorised {
             let message = if self.app.secrets.admin_token.is_some() {
                 "a valid Authorization: Bearer token is required"
             } else {
@@ -58,7 +72,6 @@ impl Admin {
         }
         let query = request.uri().query().unwrap_or("").to_owned();
         match (request.method().clone(), path.as_str()) {
-            (Method::GET, "/readyz") => self.ready().await,
             (Method::GET | Method::HEAD, "/metrics") => metrics(&self.app),
             (Method::POST, "/admin/reload") => self.reload().await,
             (Method::GET, "/admin/limits") => self.limits().await,
@@ -122,16 +135,32 @@ impl Admin {
     /// Ready when the identity store answers; in a fleet, when Redis
     /// answers a PING (a count across the fleet's scopes would be a round
     /// trip per scope: `sendgate_identities` has it), and "degraded" (still
-    /// 200: sends flow on local state) while it does not.
-    async fn ready(&self) -> Response<ProxyBody> {
+    /// 200: sends flow on local state) while it does not. Not ready (503)
+    /// once shutdown has begun. Details (the store's size, why Redis is
+    /// away) only for a caller with the token.
+    async fn ready(&self, authorised: bool) -> Response<ProxyBody> {
+        let (status, mut body) = self.readiness().await;
+        if !authorised && let Some(fields) = body.as_object_mut() {
+            fields.retain(|name, _| name == "status");
+        }
+        reply(status, body)
+    }
+
+    async fn readiness(&self) -> (StatusCode, Value) {
+        if self.app.is_draining() {
+            return (
+                StatusCode::SERVICE_UNAVAILABLE,
+                json!({"status": "draining"}),
+            );
+        }
         if let Some(fleet) = &self.app.fleet {
             let redis = fleet.redis();
             return match redis.ping().await {
-                Ok(()) => reply(StatusCode::OK, json!({"status": "ready", "redis": "up"})),
+                Ok(()) => (StatusCode::OK, json!({"status": "ready", "redis": "up"})),
                 // The failure that took Redis down says more than a skipped PING.
                 Err(err) => {
                     let why = redis.health().degraded().unwrap_or(err.to_string());
-                    reply(
+                    (
                         StatusCode::OK,
                         json!({"status": "degraded: redis", "reason": why}),
                     )
@@ -140,18 +169,18 @@ impl Admin {
         }
         let identities = self.app.identities.clone();
         match tokio::task::spawn_blocking(move || identities.len()).await {
-            Ok(Ok(known)) => reply(
+            Ok(Ok(known)) => (
                 StatusCode::OK,
                 json!({"status": "ready", "identities": known}),
             ),
             Ok(Err(err)) => {
                 tracing::error!(error = %err, "readiness: identity store unusable");
-                reply(
+                (
                     StatusCode::SERVICE_UNAVAILABLE,
                     json!({"status": "store unavailable"}),
                 )
             }
-            Err(_) => reply(
+            Err(_) => (
                 StatusCode::SERVICE_UNAVAILABLE,
                 json!({"status": "store unavailable"}),
             ),

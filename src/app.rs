@@ -10,7 +10,7 @@
 use std::fmt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use arc_swap::ArcSwap;
@@ -63,6 +63,8 @@ pub struct App {
     /// Prefix that makes request ids unique across restarts.
     id_prefix: String,
     next_id: AtomicU64,
+    /// Set when shutdown begins: readiness fails from then on.
+    draining: AtomicBool,
 }
 
 impl App {
@@ -135,7 +137,18 @@ impl App {
             fleet: None,
             id_prefix: format!("sg{started:x}"),
             next_id: AtomicU64::new(1),
+            draining: AtomicBool::new(false),
         })
+    }
+
+    /// Shutdown has begun: `/readyz` fails from now on, so that the
+    /// orchestrator routes new work elsewhere while this keeps serving.
+    pub fn begin_draining(&self) {
+        self.draining.store(true, Ordering::Relaxed);
+    }
+
+    pub(crate) fn is_draining(&self) -> bool {
+        self.draining.load(Ordering::Relaxed)
     }
 
     /// Remembers where the config came from, so that it can be reloaded.

@@ -62,6 +62,7 @@ pub struct Config {
     pub limits: LimitsConfig,
     pub webhook: WebhookConfig,
     pub admin: AdminConfig,
+    pub shutdown: ShutdownConfig,
     pub log: LogConfig,
 }
 
@@ -284,6 +285,44 @@ impl ConnectionsConfig {
 pub struct AdminConfig {
     /// Where the admin API listens; empty disables it.
     pub listen: String,
+    /// `/metrics` without the admin token, for scrapers that cannot send
+    /// one (the counts name no person and no secret).
+    pub public_metrics: bool,
+}
+
+/// How sendgate stops (see `[shutdown]` in the defaults).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ShutdownConfig {
+    /// After the stop signal, how long `/readyz` fails while everything is
+    /// still served, for the orchestrator to stop routing here first.
+    pub delay_ms: u64,
+    /// Then, how long in-flight requests get to finish once the listeners
+    /// have closed.
+    pub drain_timeout_ms: u64,
+}
+
+impl ShutdownConfig {
+    pub fn delay(&self) -> Duration {
+        Duration::from_millis(self.delay_ms)
+    }
+
+    pub fn drain_timeout(&self) -> Duration {
+        Duration::from_millis(self.drain_timeout_ms)
+    }
+
+    fn validate(&self) -> Result<(), ConfigError> {
+        // Longer than an orchestrator waits before it kills the process
+        // anyway (Kubernetes' grace period, systemd's stop timeout).
+        const AN_HOUR_MS: u64 = 3600 * 1000;
+        if self.delay_ms > AN_HOUR_MS || self.drain_timeout_ms > AN_HOUR_MS {
+            return Err(ConfigError::new(
+                "shutdown",
+                "delay_ms and drain_timeout_ms must be at most 3600000 (an hour)",
+            ));
+        }
+        Ok(())
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -609,6 +648,7 @@ impl Config {
         }
         self.admin_listen()?;
         self.connections.validate()?;
+        self.shutdown.validate()?;
         self.validate_limits()?;
         if self
             .log
@@ -719,6 +759,7 @@ impl Config {
             ("fleet", self.fleet != new.fleet),
             ("webhook", self.webhook != new.webhook),
             ("admin", self.admin != new.admin),
+            ("shutdown", self.shutdown != new.shutdown),
             ("log", self.log != new.log),
         ];
         checks

@@ -134,10 +134,23 @@ pub async fn serve_until(
     let app = Arc::new(app.with_source(source));
     tokio::spawn(reload_on_hangup(app.clone()));
 
-    // One signal stops both listeners.
+    // One signal stops both listeners, after the shutdown delay: readiness
+    // fails at once, so that the orchestrator stops routing here while
+    // this still serves what it is sent.
     let (stop, stopped) = tokio::sync::watch::channel(false);
+    let delay = app.config().shutdown.delay();
+    let draining = app.clone();
     tokio::spawn(async move {
         shutdown.await;
+        draining.begin_draining();
+        if !delay.is_zero() {
+            tracing::info!(
+                delay_ms = delay.as_millis() as u64,
+                "shutting down: readiness fails, serving on until the delay is over"
+            );
+            tokio::time::sleep(delay).await;
+        }
+        tracing::info!("shutting down: listeners closed, draining requests in flight");
         let _ = stop.send(true);
     });
     let until_stopped = |mut stopped: tokio::sync::watch::Receiver<bool>| async move {

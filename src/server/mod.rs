@@ -52,7 +52,8 @@ pub use shared::Handler;
 
 use shared::Shared;
 
-/// How long in-flight requests may run after shutdown begins.
+/// How long in-flight requests may run after the listener closes, unless
+/// told otherwise (`[shutdown] drain_timeout_ms`).
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
 /// Pause after a failed accept (e.g. out of file descriptors) so the loop does not spin.
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(50);
@@ -67,6 +68,8 @@ pub struct ConnectionLimits {
     /// cap the longest-idle one is closed for a new one; with none idle the
     /// new one is refused (503).
     pub max_connections: usize,
+    /// How long in-flight requests may run once accepting has stopped.
+    pub drain_timeout: Duration,
 }
 
 impl Default for ConnectionLimits {
@@ -74,6 +77,7 @@ impl Default for ConnectionLimits {
         ConnectionLimits {
             timeouts: Timeouts::default(),
             max_connections: default_max_connections(),
+            drain_timeout: DRAIN_TIMEOUT,
         }
     }
 }
@@ -91,6 +95,7 @@ impl From<&ConnectionsConfig> for ConnectionLimits {
                 0 => default_max_connections(),
                 max => max,
             },
+            drain_timeout: DRAIN_TIMEOUT,
         }
     }
 }
@@ -129,7 +134,7 @@ pub async fn serve_with_limits<H: Handler>(
     shutdown: impl Future<Output = ()>,
 ) {
     let cap = Arc::new(Cap::new(limits.max_connections));
-    let connections = Connections::new(handler, limits.timeouts, cap.clone());
+    let connections = Connections::new(handler, limits, cap.clone());
     connections.shared.registry.spawn_sweeper();
     let registries = [connections.shared.registry.clone()];
     let admitted = Admitted {
@@ -187,7 +192,7 @@ pub async fn serve_on_workers<H: Handler>(
             .build()?;
         let (queue, incoming) = mpsc::unbounded_channel::<std::net::TcpStream>();
         let (done, finished_one) = oneshot::channel::<()>();
-        let connections = Connections::new(handler.clone(), limits.timeouts, cap.clone());
+        let connections = Connections::new(handler.clone(), limits, cap.clone());
         registries.push(connections.shared.registry.clone());
         let cpu = affinity::cpu_for(index, &allowed);
         std::thread::Builder::new()
@@ -391,10 +396,12 @@ fn out_of_descriptors(err: &io::Error) -> bool {
 /// The connections served on one runtime.
 struct Connections<H> {
     shared: Arc<Shared<H>>,
+    drain_timeout: Duration,
 }
 
 impl<H: Handler> Connections<H> {
-    fn new(handler: Arc<H>, timeouts: Timeouts, cap: Arc<Cap>) -> Self {
+    fn new(handler: Arc<H>, limits: ConnectionLimits, cap: Arc<Cap>) -> Self {
+        let timeouts = limits.timeouts;
         let mut hyper = auto::Builder::new(TokioExecutor::new());
         hyper
             .http1()
@@ -414,6 +421,7 @@ impl<H: Handler> Connections<H> {
                 hyper,
                 registry,
             }),
+            drain_timeout: limits.drain_timeout,
         }
     }
 
@@ -426,7 +434,7 @@ impl<H: Handler> Connections<H> {
     /// Asks every connection to finish its in-flight requests and close,
     /// waiting at most the drain timeout.
     async fn drain(self) {
-        if !self.shared.registry.close_all(DRAIN_TIMEOUT).await {
+        if !self.shared.registry.close_all(self.drain_timeout).await {
             tracing::warn!("shutdown: connections still open after the drain timeout");
         }
     }
@@ -525,6 +533,7 @@ mod tests {
                 keepalive: Duration::from_millis(200),
             },
             max_connections: 16,
+            drain_timeout: DRAIN_TIMEOUT,
         };
         tokio::spawn(serve_with_limits(
             listener,

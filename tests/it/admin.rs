@@ -20,15 +20,25 @@ async fn setup() -> (SandboxUpstream, Proxy, SocketAddr) {
 }
 
 #[tokio::test]
-async fn every_route_but_health_needs_the_token() {
+async fn every_route_but_the_probes_needs_the_token() {
     let (_upstream, _proxy, admin) = setup().await;
-    assert_eq!(
-        call(admin, Method::GET, "/healthz", None, "").await.0,
-        StatusCode::OK
-    );
     for token in [None, Some("wrong"), Some("test-admin-toke")] {
+        // An orchestrator has no token: the probes answer it, with a
+        // status word and nothing else.
+        let (status, body) = call(admin, Method::GET, "/healthz", token, "").await;
+        assert_eq!(
+            (status, body),
+            (StatusCode::OK, serde_json::json!({"status": "ok"}))
+        );
+        let (status, body) = call(admin, Method::GET, "/readyz", token, "").await;
+        assert_eq!(
+            (status, body),
+            (StatusCode::OK, serde_json::json!({"status": "ready"}))
+        );
         for (method, path) in [
-            (Method::GET, "/readyz"),
+            (Method::GET, "/metrics"),
+            (Method::POST, "/admin/reload"),
+            (Method::GET, "/admin/limits"),
             (Method::GET, "/admin/identities/US.1"),
             (Method::DELETE, "/admin/identities/US.1"),
             (Method::POST, "/admin/identities"),
@@ -42,9 +52,27 @@ async fn every_route_but_health_needs_the_token() {
             );
         }
     }
+    // With the token, readiness says what it checked.
     let (status, body) = call(admin, Method::GET, "/readyz", Some(ADMIN_TOKEN), "").await;
     assert_eq!(status, StatusCode::OK);
     assert_eq!(body["identities"], 0);
+}
+
+/// `[admin] public_metrics` opens `/metrics` (only it) to scrapers
+/// without the token.
+#[tokio::test]
+async fn public_metrics_opens_the_metrics_route_alone() {
+    let upstream = SandboxUpstream::start().await;
+    let mut config = sendgate::Config::from_sources("", in_memory_store()).unwrap();
+    config.upstream = upstream.url();
+    config.admin.public_metrics = true;
+    let proxy = Proxy::start_with(config).await;
+    let admin = proxy.start_admin().await;
+    let answer = crate::support::call(admin, "GET", "/metrics", &[], b"").await;
+    assert_eq!(answer.status, StatusCode::OK);
+    assert!(String::from_utf8_lossy(&answer.body).contains("# EOF"));
+    let (status, _) = call(admin, Method::GET, "/admin/limits", None, "").await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
 }
 
 #[tokio::test]
@@ -58,7 +86,7 @@ async fn without_a_configured_token_the_admin_api_is_closed() {
     };
     let proxy = Proxy::start_with_secrets(config, secrets).await;
     let admin = proxy.start_admin().await;
-    let (status, body) = call(admin, Method::GET, "/readyz", Some(""), "").await;
+    let (status, body) = call(admin, Method::GET, "/admin/limits", Some(""), "").await;
     assert_eq!(status, StatusCode::UNAUTHORIZED);
     assert!(
         body["error"]

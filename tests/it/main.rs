@@ -14,6 +14,7 @@ mod edges;
 mod fleet;
 mod fleet_limits;
 mod http1_front;
+mod lifecycle;
 mod limits;
 mod routes;
 mod send_table;
