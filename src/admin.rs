@@ -391,7 +391,7 @@ impl Admin {
         let config = self.app.config();
         let fingerprint =
             client::token(&sender_headers, None).map(|t| self.app.fingerprinter.of(&t));
-        let sender = Sender::identify(&config, fingerprint, declared.as_deref());
+        let sender = Sender::identify(&config, fingerprint, declared.as_deref(), None);
         let body = match read(request, config.max_send_body_bytes).await {
             Ok(body) => body,
             Err(response) => return response,

@@ -28,6 +28,7 @@ use crate::limits::Limits;
 use crate::metrics::Metrics;
 use crate::relay::{body_failed, relay};
 use crate::templates::TemplateCategories;
+use crate::tls::{Terminator, TlsError};
 use crate::upstream::{Upstream, UpstreamBody};
 use crate::webhook::Relay;
 
@@ -65,6 +66,8 @@ pub struct App {
     next_id: AtomicU64,
     /// Set when shutdown begins: readiness fails from then on.
     draining: AtomicBool,
+    /// The listeners' certificates, when `[tls]` is on.
+    pub(crate) tls: Option<Arc<Terminator>>,
 }
 
 impl App {
@@ -109,6 +112,7 @@ impl App {
         identities: Arc<Identities>,
         limits: Limits,
     ) -> Result<Self, StartError> {
+        let tls = Terminator::new(&config.tls).map_err(StartError::Tls)?;
         let upstream = Arc::new(Upstream::new(&config).map_err(StartError::Config)?);
         let templates = TemplateCategories::new(&config.cache, upstream.clone());
         let webhook = match config.webhook.enabled() {
@@ -138,6 +142,7 @@ impl App {
             id_prefix: format!("sg{started:x}"),
             next_id: AtomicU64::new(1),
             draining: AtomicBool::new(false),
+            tls,
         })
     }
 
@@ -197,6 +202,10 @@ impl App {
         let needs_restart = current.config.restart_only_changes(&config);
         if !needs_restart.is_empty() {
             return Err(ReloadError::NeedsRestart(needs_restart));
+        }
+        // Renewed certificates are read on every reload, changed config or not.
+        if let Some(tls) = &self.tls {
+            tls.reload(&config.tls).map_err(ReloadError::Tls)?;
         }
         let limits = Arc::new(current.limits.reconfigured(&config));
         self.live.store(Arc::new(Live {
@@ -355,6 +364,8 @@ pub enum ReloadError {
     Invalid(ConfigError),
     /// These keys changed, and only a restart applies them.
     NeedsRestart(Vec<&'static str>),
+    /// The certificate files cannot be used; the ones in use stay.
+    Tls(TlsError),
 }
 
 impl fmt::Display for ReloadError {
@@ -365,6 +376,7 @@ impl fmt::Display for ReloadError {
             ReloadError::NeedsRestart(keys) => {
                 write!(f, "{} changed; restart sendgate to apply", keys.join(", "))
             }
+            ReloadError::Tls(err) => write!(f, "config error: {err}"),
         }
     }
 }
@@ -397,6 +409,7 @@ fn report_migration(config: &Config, migration: &Migration) {
 #[derive(Debug)]
 pub enum StartError {
     Config(ConfigError),
+    Tls(TlsError),
     Store(StoreError),
 }
 
@@ -404,6 +417,7 @@ impl fmt::Display for StartError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             StartError::Config(err) => write!(f, "config error: {err}"),
+            StartError::Tls(err) => write!(f, "config error: {err}"),
             StartError::Store(err) => err.fmt(f),
         }
     }

@@ -18,9 +18,12 @@ use std::borrow::Cow;
 
 use http::{HeaderMap, header};
 
+use siphasher::sip::SipHasher13;
+
 use crate::config::Config;
 use crate::fingerprint::Fingerprint;
 use crate::query::query_pairs;
+use crate::tls::PeerNames;
 
 /// The access token a request carries: the credentials of
 /// `Authorization: Bearer <token>` (or Graph's older `OAuth <token>`),
@@ -59,19 +62,32 @@ pub(crate) struct Sender<'a> {
     /// A configured client without tokens that the header named: only its
     /// `campaign` applies.
     pub(crate) label: Option<&'a str>,
+    /// The configured client its TLS client certificate names: it is
+    /// that client whatever token it sends, and the client's share is
+    /// counted once across its connections and tokens.
+    pub(crate) certified: Option<&'a str>,
 }
 
 impl<'a> Sender<'a> {
-    /// Identifies a sender from its token's fingerprint and the client it
-    /// declares in `x-sendgate-client`.
+    /// Identifies a sender from its token's fingerprint, the client it
+    /// declares in `x-sendgate-client`, and the names of the client
+    /// certificate its connection presented (verified in the handshake).
     pub(crate) fn identify(
         config: &'a Config,
         fingerprint: Option<Fingerprint>,
         declared: Option<&str>,
+        certificate: Option<&PeerNames>,
     ) -> Self {
+        let certified = certificate.and_then(|names| {
+            names
+                .iter()
+                .find_map(|name| config.clients.get_key_value(name))
+                .map(|(name, _)| name.as_str())
+        });
         let declared = declared.and_then(|name| config.clients.get_key_value(name));
         let holds = |tokens: &[Fingerprint]| fingerprint.is_some_and(|fp| tokens.contains(&fp));
         let tied = match declared {
+            _ if certified.is_some() => certified,
             // The header may choose among the clients this token is tied to.
             Some((name, client)) if holds(&client.tokens) => Some(name.as_str()),
             _ => config
@@ -87,6 +103,7 @@ impl<'a> Sender<'a> {
             fingerprint,
             tied,
             label,
+            certified,
         }
     }
 
@@ -98,10 +115,15 @@ impl<'a> Sender<'a> {
             .any(|name| config.is_campaign_client(name))
     }
 
-    /// The key of its client-limit bucket: one per token (tokenless
-    /// requests share one).
+    /// The key of its client-limit bucket: one per certified client, else
+    /// one per token (tokenless requests share one).
     pub(crate) fn bucket(&self) -> u64 {
-        self.fingerprint.map_or(0, Fingerprint::as_u64)
+        match self.certified {
+            // A hash with fixed keys, so that every replica of a fleet
+            // counts a client in the same bucket.
+            Some(name) => SipHasher13::new().hash(name.as_bytes()),
+            None => self.fingerprint.map_or(0, Fingerprint::as_u64),
+        }
     }
 
     /// The name logs show: the client it is, else its fingerprint.
@@ -176,7 +198,7 @@ mod tests {
              [clients.blaster]\ncampaign = true\n"
         );
         let config = Config::from_sources(&text, std::iter::empty()).unwrap();
-        let me = |declared| Sender::identify(&config, Some(mine), declared);
+        let me = |declared| Sender::identify(&config, Some(mine), declared, None);
         assert_eq!(me(None).tied, Some("crm"));
         assert_eq!(me(Some("big")).tied, Some("crm"), "not tied to big");
         assert_eq!(me(Some("crm_bulk")).tied, Some("crm_bulk"), "tied to both");
@@ -189,8 +211,48 @@ mod tests {
         assert!(labelled.is_campaign(&config), "a stricter label applies");
         assert_eq!(me(Some("nobody")).bucket(), me(None).bucket());
         assert_eq!(me(Some("big")).bucket(), me(None).bucket());
-        let stranger = Sender::identify(&config, Some(fingerprinter.of("x")), Some("big"));
+        let stranger = Sender::identify(&config, Some(fingerprinter.of("x")), Some("big"), None);
         assert_eq!((stranger.tied, stranger.label), (None, None));
         assert!(stranger.name().starts_with("token:"));
+    }
+
+    #[test]
+    fn a_client_certificate_names_its_client_whatever_the_token_or_header() {
+        let fingerprinter = Fingerprinter::new(None);
+        let crm_token = fingerprinter.of("crm");
+        // Validation wants the files to exist; only serving reads them.
+        let file = concat!(env!("CARGO_MANIFEST_DIR"), "/Cargo.toml");
+        let text = format!(
+            "[tls]\ncert = \"{file}\"\nkey = \"{file}\"\nclient_ca = \"{file}\"\n\
+             [clients.crm]\ntokens = [\"{crm_token}\"]\n\
+             [clients.\"bulk.example\"]\nper_second = 5\ncampaign = true\n"
+        );
+        let config = Config::from_sources(&text, std::iter::empty()).unwrap();
+        let bulk = PeerNames::from_names(&["other.example", "bulk.example"]);
+        // The certificate wins over the token's client and the header.
+        for (token, declared) in [("crm", Some("crm")), ("a", None), ("b", Some("x"))] {
+            let sender = Sender::identify(
+                &config,
+                Some(fingerprinter.of(token)),
+                declared,
+                Some(&bulk),
+            );
+            assert_eq!(sender.tied, Some("bulk.example"), "{token} {declared:?}");
+            assert!(sender.is_campaign(&config));
+            assert_eq!(sender.name(), "bulk.example");
+        }
+        // One bucket for the client, whichever token it sends.
+        let bucket = |token| {
+            Sender::identify(&config, Some(fingerprinter.of(token)), None, Some(&bulk)).bucket()
+        };
+        assert_eq!(bucket("a"), bucket("b"));
+        assert_ne!(
+            bucket("a"),
+            Sender::identify(&config, Some(fingerprinter.of("a")), None, None).bucket()
+        );
+        // A certificate naming no configured client changes nothing.
+        let stranger = PeerNames::from_names(&["stranger.example"]);
+        let sender = Sender::identify(&config, Some(crm_token), None, Some(&stranger));
+        assert_eq!((sender.tied, sender.certified), (Some("crm"), None));
     }
 }

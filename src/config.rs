@@ -62,6 +62,7 @@ pub struct Config {
     pub limits: LimitsConfig,
     pub webhook: WebhookConfig,
     pub admin: AdminConfig,
+    pub tls: TlsConfig,
     pub shutdown: ShutdownConfig,
     pub log: LogConfig,
 }
@@ -288,6 +289,59 @@ pub struct AdminConfig {
     /// `/metrics` without the admin token, for scrapers that cannot send
     /// one (the counts name no person and no secret).
     pub public_metrics: bool,
+    /// Serve the admin API over TLS too, with `[tls]`'s certificate (and
+    /// no client certificate asked for: probes present none).
+    pub tls: bool,
+}
+
+/// TLS on the listeners (see `[tls]` in the defaults).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsConfig {
+    /// The certificate chain, PEM; with `key`, the proxy speaks HTTPS.
+    pub cert: String,
+    /// The private key, PEM.
+    pub key: String,
+    /// CA certificates, PEM: set, clients must present a certificate one
+    /// of them signed.
+    pub client_ca: String,
+}
+
+impl TlsConfig {
+    pub fn enabled(&self) -> bool {
+        !self.cert.is_empty() || !self.key.is_empty()
+    }
+
+    fn validate(&self) -> Result<(), ConfigError> {
+        if !self.enabled() {
+            if !self.client_ca.is_empty() {
+                return Err(ConfigError::new(
+                    "tls.client_ca",
+                    "needs tls.cert and tls.key: client certificates are asked for over TLS",
+                ));
+            }
+            return Ok(());
+        }
+        for (key, path) in [
+            ("tls.cert", &self.cert),
+            ("tls.key", &self.key),
+            ("tls.client_ca", &self.client_ca),
+        ] {
+            if key == "tls.client_ca" && path.is_empty() {
+                continue;
+            }
+            if path.is_empty() {
+                return Err(ConfigError::new(
+                    key,
+                    "a PEM file is needed (both cert and key)",
+                ));
+            }
+            if !Path::new(path).is_file() {
+                return Err(ConfigError::new(key, format!("no such file: {path}")));
+            }
+        }
+        Ok(())
+    }
 }
 
 /// How sendgate stops (see `[shutdown]` in the defaults).
@@ -649,6 +703,13 @@ impl Config {
         self.admin_listen()?;
         self.connections.validate()?;
         self.shutdown.validate()?;
+        self.tls.validate()?;
+        if self.admin.tls && !self.tls.enabled() {
+            return Err(ConfigError::new(
+                "admin.tls",
+                "needs tls.cert and tls.key: the admin listener uses the same certificate",
+            ));
+        }
         self.validate_limits()?;
         if self
             .log
@@ -696,11 +757,14 @@ impl Config {
                 ));
             }
             let own_share = client.per_second.is_some() || client.burst.is_some();
-            if own_share && client.tokens.is_empty() {
+            // With client certificates, a certificate naming the client is
+            // the proof; a header alone never gets a share.
+            if own_share && client.tokens.is_empty() && self.tls.client_ca.is_empty() {
                 return Err(ConfigError::new(
                     format!("clients.{name}.tokens"),
                     "a client with a share of its own must list its tokens' fingerprints \
-                     (`sendgate fingerprint`), or any sender could claim the share by header",
+                     (`sendgate fingerprint`) or be named by client certificates \
+                     (tls.client_ca), or any sender could claim the share by header",
                 ));
             }
         }
@@ -759,6 +823,7 @@ impl Config {
             ("fleet", self.fleet != new.fleet),
             ("webhook", self.webhook != new.webhook),
             ("admin", self.admin != new.admin),
+            ("tls", self.tls.enabled() != new.tls.enabled()),
             ("shutdown", self.shutdown != new.shutdown),
             ("log", self.log != new.log),
         ];

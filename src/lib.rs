@@ -87,6 +87,7 @@ pub mod send;
 pub mod server;
 mod stall;
 mod templates;
+pub mod tls;
 mod upstream;
 pub mod webhook;
 
@@ -136,5 +137,9 @@ pub async fn run(
         backlog = config.connections.backlog,
         "accepting connections"
     );
-    server::serve_on_workers(listener, app, workers, limits, shutdown).await
+    let tls = match &app.tls {
+        Some(terminator) => server::Tls::Proxy(terminator.clone()),
+        None => server::Tls::Plain,
+    };
+    server::serve_on_workers(listener, app, workers, limits, tls, shutdown).await
 }

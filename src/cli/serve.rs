@@ -161,9 +161,15 @@ pub async fn serve_until(
             tracing::info!(listen = %addr, "admin API started");
         }
         let admin = Admin::new(app.clone());
-        tokio::spawn(server::serve(
+        let tls = match &app.tls {
+            Some(terminator) if app.config().admin.tls => server::Tls::Admin(terminator.clone()),
+            _ => server::Tls::Plain,
+        };
+        tokio::spawn(server::serve_with(
             admin_listener,
             admin,
+            server::ConnectionLimits::default(),
+            tls,
             until_stopped(stopped.clone()),
         ));
     }

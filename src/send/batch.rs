@@ -28,6 +28,7 @@ use crate::limits::{Admission, ClientBucket};
 use crate::query::query_pairs;
 use crate::route::{self, BatchEntry, Route, UnreadableBatch};
 use crate::templates::LookupContext;
+use crate::tls::PeerNames;
 
 /// Handles a request to the Graph root.
 pub async fn handle(app: &App, mut request: Box<Request<ProxyBody>>) -> Response<ProxyBody> {
@@ -117,7 +118,8 @@ async fn inspect(
         headers::find_field(request.headers(), &CLIENT_HEADER).and_then(|v| v.to_str().ok());
     let token = client::token(request.headers(), request.uri().query());
     let fingerprint = token.map(|token| app.fingerprinter.of(&token));
-    let sender = Sender::identify(config, fingerprint, declared);
+    let certificate = request.extensions().get::<PeerNames>();
+    let sender = Sender::identify(config, fingerprint, declared, certificate);
     let at_entry = |index: usize, mut error: GraphError| {
         error.message = format!("{} (batch entry {index})", error.message);
         Refused::Error(error)

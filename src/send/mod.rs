@@ -33,6 +33,7 @@ use crate::metrics::{CodeLabels, Metrics};
 use crate::relay::{body_failed, relay};
 pub use crate::route::{Endpoint, SendRoute};
 use crate::templates::LookupContext;
+use crate::tls::PeerNames;
 use crate::upstream::UpstreamBody;
 use payload::{FieldValue, Member, PayloadError, SendPayload};
 use policy::{Actions, Addressing, Decision, Facts, MessageKind, Person, Recipient};
@@ -93,7 +94,8 @@ pub async fn handle(
             .map(|token| app.fingerprinter.of(&token)),
         false => None,
     };
-    let sender = Sender::identify(config, fingerprint, declared);
+    let certificate = request.extensions().get::<PeerNames>();
+    let sender = Sender::identify(config, fingerprint, declared, certificate);
     if config.number_refuses(route.phone_number_id, fingerprint) {
         let error = GraphError::number_not_allowed();
         let label = refusal_label(error.reason, Mode::Enforce);

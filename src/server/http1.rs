@@ -37,6 +37,7 @@ use http::{HeaderMap, Method, Request, Response, Uri};
 use http_body::Body;
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::net::TcpStream;
+use tokio_rustls::TlsAcceptor;
 
 use super::registry::{Activity, Entry, Phase, Signal};
 use super::shared::{CLIENT_WRITE_STALL, Handler, Shared};
@@ -48,6 +49,7 @@ use crate::http1::{
     field_name, place, status_has_no_body,
 };
 use crate::stall::Stall;
+use crate::tls::PeerNames;
 
 /// Longest request head taken here; hyper takes longer ones.
 const MAX_HEAD: usize = 16 * 1024;
@@ -117,12 +119,46 @@ pub(super) fn serve<H: Handler>(
                     } = connection;
                     stream.unread = buffer.freeze();
                     // Boxed for the same reason: hyper's connection is large.
-                    Box::pin(shared.serve_with_hyper(stream, entry)).await;
+                    Box::pin(shared.serve_with_hyper(stream, entry, None)).await;
                     return;
                 }
             }
         }
     }
+}
+
+/// Serves one TLS connection: the handshake, then hyper. The handshake is
+/// the connection's opening: the head timeout, eviction at the cap and
+/// shutdown close it as they close a client that has sent nothing.
+pub(super) async fn serve_tls<H: Handler>(
+    acceptor: TlsAcceptor,
+    stream: TcpStream,
+    shared: Arc<Shared<H>>,
+    entry: Entry,
+) {
+    let handshake = acceptor.accept(ClientStream::new(stream));
+    tokio::pin!(handshake);
+    let activity = entry.activity();
+    let finished = poll_fn(|cx| {
+        if let Poll::Ready(finished) = handshake.as_mut().poll(cx) {
+            return Poll::Ready(Some(finished));
+        }
+        match activity.poll_signal(cx) {
+            Poll::Ready(Signal::Close) => Poll::Ready(None),
+            Poll::Ready(Signal::Park) | Poll::Pending => Poll::Pending,
+        }
+    })
+    .await;
+    let stream = match finished {
+        Some(Ok(stream)) => stream,
+        Some(Err(err)) => {
+            tracing::debug!(error = %err, "TLS handshake failed");
+            return;
+        }
+        None => return,
+    };
+    let peer = PeerNames::of(stream.get_ref().1);
+    Box::pin(shared.serve_with_hyper(stream, entry, peer)).await;
 }
 
 /// How a busy spell ended.

@@ -35,6 +35,7 @@ use tokio::sync::{mpsc, oneshot};
 
 use crate::config::ConnectionsConfig;
 use crate::graph_error::GraphError;
+use crate::tls::Terminator;
 use registry::{Cap, Registry};
 
 mod affinity;
@@ -100,6 +101,28 @@ impl From<&ConnectionsConfig> for ConnectionLimits {
     }
 }
 
+/// Which TLS a listener speaks, if any: the handshake of each new
+/// connection is made with the certificate in force when it arrives.
+#[derive(Clone)]
+pub enum Tls {
+    Plain,
+    /// The proxy's side of a terminator (asks for client certificates when
+    /// configured to).
+    Proxy(Arc<Terminator>),
+    /// The admin side (never asks for one).
+    Admin(Arc<Terminator>),
+}
+
+impl Tls {
+    fn acceptor(&self) -> Option<tokio_rustls::TlsAcceptor> {
+        match self {
+            Tls::Plain => None,
+            Tls::Proxy(terminator) => Some(terminator.proxy_acceptor()),
+            Tls::Admin(terminator) => Some(terminator.admin_acceptor()),
+        }
+    }
+}
+
 /// Binds a listener with room for `backlog` connections waiting to be
 /// accepted (the kernel caps it at `net.core.somaxconn`): a campaign tool
 /// opening thousands of connections at once otherwise overflows the queue
@@ -133,8 +156,19 @@ pub async fn serve_with_limits<H: Handler>(
     limits: ConnectionLimits,
     shutdown: impl Future<Output = ()>,
 ) {
+    serve_with(listener, handler, limits, Tls::Plain, shutdown).await;
+}
+
+/// [`serve`] with `limits`, speaking `tls`.
+pub async fn serve_with<H: Handler>(
+    listener: TcpListener,
+    handler: Arc<H>,
+    limits: ConnectionLimits,
+    tls: Tls,
+    shutdown: impl Future<Output = ()>,
+) {
     let cap = Arc::new(Cap::new(limits.max_connections));
-    let connections = Connections::new(handler, limits, cap.clone());
+    let connections = Connections::new(handler, limits, tls, cap.clone());
     connections.shared.registry.spawn_sweeper();
     let registries = [connections.shared.registry.clone()];
     let admitted = Admitted {
@@ -169,6 +203,7 @@ pub async fn serve_on_workers<H: Handler>(
     handler: Arc<H>,
     workers: Workers,
     limits: ConnectionLimits,
+    tls: Tls,
     shutdown: impl Future<Output = ()>,
 ) -> io::Result<()> {
     let threads = match workers.threads {
@@ -192,7 +227,7 @@ pub async fn serve_on_workers<H: Handler>(
             .build()?;
         let (queue, incoming) = mpsc::unbounded_channel::<std::net::TcpStream>();
         let (done, finished_one) = oneshot::channel::<()>();
-        let connections = Connections::new(handler.clone(), limits, cap.clone());
+        let connections = Connections::new(handler.clone(), limits, tls.clone(), cap.clone());
         registries.push(connections.shared.registry.clone());
         let cpu = affinity::cpu_for(index, &allowed);
         std::thread::Builder::new()
@@ -396,11 +431,12 @@ fn out_of_descriptors(err: &io::Error) -> bool {
 /// The connections served on one runtime.
 struct Connections<H> {
     shared: Arc<Shared<H>>,
+    tls: Tls,
     drain_timeout: Duration,
 }
 
 impl<H: Handler> Connections<H> {
-    fn new(handler: Arc<H>, limits: ConnectionLimits, cap: Arc<Cap>) -> Self {
+    fn new(handler: Arc<H>, limits: ConnectionLimits, tls: Tls, cap: Arc<Cap>) -> Self {
         let timeouts = limits.timeouts;
         let mut hyper = auto::Builder::new(TokioExecutor::new());
         hyper
@@ -421,14 +457,29 @@ impl<H: Handler> Connections<H> {
                 hyper,
                 registry,
             }),
+            tls,
             drain_timeout: limits.drain_timeout,
         }
     }
 
-    /// Serves one connection on a task of the current runtime.
+    /// Serves one connection on a task of the current runtime. A TLS
+    /// connection is served by hyper after the handshake: sendgate's own
+    /// loop reads the socket's readiness, which TLS records hide.
     fn spawn(&self, stream: TcpStream) {
         let entry = self.shared.registry.register();
-        tokio::spawn(http1::serve(stream, self.shared.clone(), entry));
+        match self.tls.acceptor() {
+            None => {
+                tokio::spawn(http1::serve(stream, self.shared.clone(), entry));
+            }
+            Some(acceptor) => {
+                tokio::spawn(http1::serve_tls(
+                    acceptor,
+                    stream,
+                    self.shared.clone(),
+                    entry,
+                ));
+            }
+        }
     }
 
     /// Asks every connection to finish its in-flight requests and close,
@@ -471,6 +522,7 @@ mod tests {
             Arc::new(AllowedCpus),
             workers,
             ConnectionLimits::default(),
+            Tls::Plain,
             async {
                 let _ = stopped.await;
             },

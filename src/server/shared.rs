@@ -19,6 +19,7 @@ use hyper_util::server::conn::auto;
 
 use super::registry::{Entry, HyperRequest, Phase, Registry, Signal};
 use crate::body::{BoxError, ClientBodyError, ProxyBody};
+use crate::tls::PeerNames;
 
 /// How long a client may take nothing of its response before its
 /// connection is closed (nginx's `send_timeout` default).
@@ -50,7 +51,9 @@ impl<H: Handler> Shared<H> {
     /// whatever `http1` leaves to it), `io` starting with the bytes already
     /// read from it. Shuts down gracefully when the registry says close
     /// (idle too long, evicted at the cap, or shutdown).
-    pub(super) async fn serve_with_hyper<I>(&self, io: I, entry: Entry)
+    /// A TLS client's certificate names (`peer`) go into each request's
+    /// extensions.
+    pub(super) async fn serve_with_hyper<I>(&self, io: I, entry: Entry, peer: Option<PeerNames>)
     where
         I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
     {
@@ -63,10 +66,13 @@ impl<H: Handler> Shared<H> {
             let in_flight = activity.hyper_request(&registry);
             // A failure of the client's body is the client's, whoever
             // reads it (the send path, or the upstream client streaming it).
-            let request = request.map(|body| {
+            let mut request = request.map(|body| {
                 body.map_err(|err| BoxError::from(ClientBodyError(err.into())))
                     .boxed()
             });
+            if let Some(peer) = &peer {
+                request.extensions_mut().insert(peer.clone());
+            }
             async move {
                 let response = handler.call(request).await;
                 Ok::<_, Infallible>(response.map(|body| CountedBody {

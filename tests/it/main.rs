@@ -18,6 +18,7 @@ mod lifecycle;
 mod limits;
 mod routes;
 mod send_table;
+mod tls_listener;
 mod tls_upstream;
 mod transparency;
 mod trust;

@@ -1,0 +1,174 @@
+//! TLS on the listeners: the certificate and key from `[tls]`, client
+//! certificates checked against `client_ca` when it is set, and all of it
+//! read again on reload.
+//!
+//! Senders send their Meta access tokens with every request, so across
+//! hosts the proxy listener must be HTTPS. The files are re-read on every
+//! reload (SIGHUP, `/admin/reload`): a renewed certificate is put in place
+//! and a reload makes new connections use it, while open connections keep
+//! the session they made. Both listeners offer ALPN `h2` and `http/1.1`.
+//!
+//! A client certificate can name a client: a DNS name in it (subject
+//! alternative name) equal to a `[clients.<name>]` table's name makes the
+//! connection's requests that client's ([`PeerNames`], read by
+//! `client::Sender`). The admin listener never asks for one, so that
+//! orchestrators' probes, which present none, get through.
+
+use std::fmt;
+use std::sync::Arc;
+
+use arc_swap::ArcSwap;
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use rustls::server::{ServerConnection, WebPkiClientVerifier};
+use rustls::{RootCertStore, ServerConfig};
+use tokio_rustls::TlsAcceptor;
+
+use crate::config::TlsConfig;
+
+/// Most DNS names of a client certificate kept for naming its client.
+const MAX_PEER_NAMES: usize = 16;
+
+/// Why the `[tls]` files cannot be used.
+#[derive(Debug)]
+pub struct TlsError {
+    key: &'static str,
+    why: String,
+}
+
+impl TlsError {
+    fn new(key: &'static str, why: impl fmt::Display) -> Self {
+        TlsError {
+            key,
+            why: why.to_string(),
+        }
+    }
+}
+
+impl fmt::Display for TlsError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.key, self.why)
+    }
+}
+
+impl std::error::Error for TlsError {}
+
+/// The server configs of both listeners, swapped whole on reload.
+pub struct Terminator {
+    proxy: ArcSwap<ServerConfig>,
+    admin: ArcSwap<ServerConfig>,
+}
+
+impl Terminator {
+    /// Reads the files `config` names; `None` when TLS is off.
+    pub fn new(config: &TlsConfig) -> Result<Option<Arc<Self>>, TlsError> {
+        if !config.enabled() {
+            return Ok(None);
+        }
+        let (proxy, admin) = server_configs(config)?;
+        Ok(Some(Arc::new(Terminator {
+            proxy: ArcSwap::from_pointee(proxy),
+            admin: ArcSwap::from_pointee(admin),
+        })))
+    }
+
+    /// Reads the files again and, if they are good, uses them for new
+    /// connections; if not, the ones in use stay.
+    pub fn reload(&self, config: &TlsConfig) -> Result<(), TlsError> {
+        let (proxy, admin) = server_configs(config)?;
+        self.proxy.store(Arc::new(proxy));
+        self.admin.store(Arc::new(admin));
+        Ok(())
+    }
+
+    /// The handshake of a new proxy connection.
+    pub(crate) fn proxy_acceptor(&self) -> TlsAcceptor {
+        TlsAcceptor::from(self.proxy.load_full())
+    }
+
+    /// The handshake of a new admin connection.
+    pub(crate) fn admin_acceptor(&self) -> TlsAcceptor {
+        TlsAcceptor::from(self.admin.load_full())
+    }
+}
+
+/// The proxy's config (asking for a client certificate when `client_ca`
+/// is set) and the admin listener's (never asking).
+fn server_configs(config: &TlsConfig) -> Result<(ServerConfig, ServerConfig), TlsError> {
+    let chain = CertificateDer::pem_file_iter(&config.cert)
+        .and_then(|certs| certs.collect::<Result<Vec<_>, _>>())
+        .map_err(|err| TlsError::new("tls.cert", err))?;
+    if chain.is_empty() {
+        return Err(TlsError::new("tls.cert", "no certificate in the file"));
+    }
+    let key =
+        PrivateKeyDer::from_pem_file(&config.key).map_err(|err| TlsError::new("tls.key", err))?;
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let builder = || {
+        ServerConfig::builder_with_provider(provider.clone())
+            .with_safe_default_protocol_versions()
+            .map_err(|err| TlsError::new("tls", err))
+    };
+    let proxy_builder = match config.client_ca.as_str() {
+        "" => builder()?.with_no_client_auth(),
+        path => {
+            let mut roots = RootCertStore::empty();
+            for cert in CertificateDer::pem_file_iter(path)
+                .map_err(|err| TlsError::new("tls.client_ca", err))?
+            {
+                let cert = cert.map_err(|err| TlsError::new("tls.client_ca", err))?;
+                roots
+                    .add(cert)
+                    .map_err(|err| TlsError::new("tls.client_ca", err))?;
+            }
+            if roots.is_empty() {
+                return Err(TlsError::new("tls.client_ca", "no certificate in the file"));
+            }
+            let verifier =
+                WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider.clone())
+                    .build()
+                    .map_err(|err| TlsError::new("tls.client_ca", err))?;
+            builder()?.with_client_cert_verifier(verifier)
+        }
+    };
+    let mut proxy = proxy_builder
+        .with_single_cert(chain.clone(), key.clone_key())
+        .map_err(|err| TlsError::new("tls.key", err))?;
+    let mut admin = builder()?
+        .with_no_client_auth()
+        .with_single_cert(chain, key)
+        .map_err(|err| TlsError::new("tls.key", err))?;
+    for config in [&mut proxy, &mut admin] {
+        config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    }
+    Ok((proxy, admin))
+}
+
+/// The DNS names of the certificate a client presented, verified against
+/// `client_ca` in the handshake; put in each of its requests' extensions.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PeerNames(Arc<[Box<str>]>);
+
+impl PeerNames {
+    /// The names of the certificate `connection`'s client presented, if any.
+    pub(crate) fn of(connection: &ServerConnection) -> Option<Self> {
+        let certificate = connection.peer_certificates()?.first()?;
+        // Parsed only for its names: the verifier has checked it already.
+        let parsed = webpki::EndEntityCert::try_from(certificate).ok()?;
+        let names: Arc<[Box<str>]> = parsed
+            .valid_dns_names()
+            .take(MAX_PEER_NAMES)
+            .map(Box::from)
+            .collect();
+        (!names.is_empty()).then_some(PeerNames(names))
+    }
+
+    pub(crate) fn iter(&self) -> impl Iterator<Item = &str> {
+        self.0.iter().map(|name| &**name)
+    }
+
+    #[cfg(test)]
+    pub(crate) fn from_names(names: &[&str]) -> Self {
+        PeerNames(names.iter().map(|name| Box::from(*name)).collect())
+    }
+}
