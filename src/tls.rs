@@ -57,7 +57,18 @@ impl std::error::Error for TlsError {}
 pub struct Terminator {
     proxy: ArcSwap<ServerConfig>,
     admin: ArcSwap<ServerConfig>,
+    /// Session tickets, kept across reloads so that clients resume their
+    /// sessions after a certificate renewal too.
+    tickets: Tickets,
 }
+
+/// Makes stateless session tickets (keys random per process, rotated every
+/// 6 hours by rustls), as nginx's `ssl_session_tickets on` default does: a
+/// client that reconnects resumes its session, and skips the certificate
+/// signature and the server's session memory. rustls' default (tickets that
+/// name a session in a 256-entry cache, each usable once) left a client
+/// that reconnects often with full handshakes nearly every time.
+type Tickets = Arc<dyn rustls::server::ProducesTickets>;
 
 impl Terminator {
     /// Reads the files `config` names; `None` when TLS is off.
@@ -65,17 +76,20 @@ impl Terminator {
         if !config.enabled() {
             return Ok(None);
         }
-        let (proxy, admin) = server_configs(config)?;
+        let tickets =
+            rustls::crypto::ring::Ticketer::new().map_err(|err| TlsError::new("tls", err))?;
+        let (proxy, admin) = server_configs(config, &tickets)?;
         Ok(Some(Arc::new(Terminator {
             proxy: ArcSwap::from_pointee(proxy),
             admin: ArcSwap::from_pointee(admin),
+            tickets,
         })))
     }
 
     /// Reads the files again and, if they are good, uses them for new
     /// connections; if not, the ones in use stay.
     pub fn reload(&self, config: &TlsConfig) -> Result<(), TlsError> {
-        let (proxy, admin) = server_configs(config)?;
+        let (proxy, admin) = server_configs(config, &self.tickets)?;
         self.proxy.store(Arc::new(proxy));
         self.admin.store(Arc::new(admin));
         Ok(())
@@ -94,7 +108,10 @@ impl Terminator {
 
 /// The proxy's config (asking for a client certificate when `client_ca`
 /// is set) and the admin listener's (never asking).
-fn server_configs(config: &TlsConfig) -> Result<(ServerConfig, ServerConfig), TlsError> {
+fn server_configs(
+    config: &TlsConfig,
+    tickets: &Tickets,
+) -> Result<(ServerConfig, ServerConfig), TlsError> {
     let chain = CertificateDer::pem_file_iter(&config.cert)
         .and_then(|certs| certs.collect::<Result<Vec<_>, _>>())
         .map_err(|err| TlsError::new("tls.cert", err))?;
@@ -140,6 +157,7 @@ fn server_configs(config: &TlsConfig) -> Result<(ServerConfig, ServerConfig), Tl
         .map_err(|err| TlsError::new("tls.key", err))?;
     for config in [&mut proxy, &mut admin] {
         config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+        config.ticketer = tickets.clone();
     }
     Ok((proxy, admin))
 }

@@ -14,6 +14,7 @@ use hyper_util::rt::{TokioExecutor, TokioIo};
 use rcgen::{
     BasicConstraints, CertificateParams, DistinguishedName, DnType, IsCa, Issuer, KeyPair,
 };
+use rustls::HandshakeKind;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
 use sendgate::sandbox::PHONE_NUMBER_ID;
@@ -124,6 +125,27 @@ async fn connect(
     alpn: &[&[u8]],
     identity: Option<&(String, String)>,
 ) -> std::io::Result<TlsStream<tokio::net::TcpStream>> {
+    let config = client_config(ca_pem, alpn, identity);
+    connect_with(addr, config).await
+}
+
+async fn connect_with(
+    addr: SocketAddr,
+    config: Arc<rustls::ClientConfig>,
+) -> std::io::Result<TlsStream<tokio::net::TcpStream>> {
+    let tcp = tokio::net::TcpStream::connect(addr).await?;
+    TlsConnector::from(config)
+        .connect(ServerName::try_from("localhost").unwrap(), tcp)
+        .await
+}
+
+/// A client's TLS settings (with its session cache, so that connections
+/// made with one config resume their sessions).
+fn client_config(
+    ca_pem: &str,
+    alpn: &[&[u8]],
+    identity: Option<&(String, String)>,
+) -> Arc<rustls::ClientConfig> {
     let mut roots = rustls::RootCertStore::empty();
     roots
         .add(CertificateDer::from_pem_slice(ca_pem.as_bytes()).unwrap())
@@ -144,10 +166,7 @@ async fn connect(
         None => builder.with_no_client_auth(),
     };
     config.alpn_protocols = alpn.iter().map(|proto| proto.to_vec()).collect();
-    let tcp = tokio::net::TcpStream::connect(addr).await?;
-    TlsConnector::from(Arc::new(config))
-        .connect(ServerName::try_from("localhost").unwrap(), tcp)
-        .await
+    Arc::new(config)
 }
 
 /// An HTTP/1.1 client on a TLS connection, kept open between requests.
@@ -229,6 +248,24 @@ async fn curl_and_an_http2_client_by_alpn_reach_sendgate_over_https() {
     assert!(!untrusted.success());
     let plain = url.replace("https://", "http://");
     assert!(!curl(&plain, &ca_path, &post).starts_with("200"));
+
+    // A client that reconnects resumes its session (no certificate, no
+    // signature), as nginx's default session tickets allow.
+    let config = client_config(&ca.pem, &[], None);
+    for expected in [
+        HandshakeKind::Full,
+        HandshakeKind::Resumed,
+        HandshakeKind::Resumed,
+    ] {
+        let stream = connect_with(served.addr, config.clone()).await.unwrap();
+        assert_eq!(stream.get_ref().1.handshake_kind(), Some(expected));
+        // The tickets come after the handshake: a request reads them.
+        let mut client = Http1::over(stream).await.unwrap();
+        assert_eq!(
+            client.send("16315551234", "t").await.unwrap().0,
+            StatusCode::OK
+        );
+    }
 
     // A client that offers h2 alone by ALPN gets HTTP/2.
     let stream = connect(served.addr, &ca.pem, &[b"h2"], None).await.unwrap();
@@ -423,4 +460,44 @@ async fn a_silent_client_is_closed_before_its_handshake() {
         matches!(read, Ok(Ok(0)) | Ok(Err(_))),
         "closed, not left open: {read:?}"
     );
+}
+
+/// OpenSSL clients (wrk, curl, most SDKs' runtimes) resume with the same
+/// ticket again and again, as a session kept across reconnections: each
+/// such resumption must succeed, not only the first.
+#[tokio::test]
+async fn an_openssl_client_resumes_its_session_with_the_same_ticket_again() {
+    let files = Files::new("tickets");
+    let ca = Ca::new();
+    server_files(&files, &ca);
+    let ca_path = files.write("ca.pem", &ca.pem);
+    let session = files.path("session.pem");
+    let served = start(&files, "", None).await;
+    let connect = format!("localhost:{}", served.addr.port());
+    // The server is another process: blocking this test's thread is fine.
+    let s_client = |session_flag: &str| {
+        let mut child = std::process::Command::new("openssl")
+            .args(["s_client", "-connect", &connect, "-CAfile", &ca_path])
+            .args([session_flag, &session])
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("openssl is installed (.ci/run installs it)");
+        // A request, so that the tickets sent after the handshake are read.
+        let mut stdin = child.stdin.take().unwrap();
+        let request = b"GET /v21.0/me HTTP/1.1\r\nhost: localhost\r\nconnection: close\r\n\r\n";
+        let _ = std::io::Write::write_all(&mut stdin, request);
+        drop(stdin);
+        let output = child.wait_with_output().unwrap();
+        String::from_utf8_lossy(&output.stdout).into_owned()
+    };
+    assert!(s_client("-sess_out").contains("New, TLSv1.3"));
+    for attempt in 0..3 {
+        let said = s_client("-sess_in");
+        assert!(
+            said.contains("Reused, TLSv1.3"),
+            "attempt {attempt}: {said}"
+        );
+    }
 }
