@@ -30,6 +30,51 @@ pub const DEFAULT_STORE_PATH: &str = "sendgate-identities.redb";
 /// Prefix of environment variables that override config keys.
 const ENV_PREFIX: &str = "SENDGATE_";
 
+/// `Deserialize` for an enum config spells as words, with an error that lists
+/// the words whatever the wrong value was: serde's derive lists them for a
+/// wrong word only, and says "invalid type: unit variant, expected string
+/// only" for a number or a boolean.
+macro_rules! words {
+    ($name:ident { $($variant:ident => $word:literal),+ $(,)? }) => {
+        impl $name {
+            /// The words config may spell it with.
+            pub const WORDS: &'static [&'static str] = &[$($word),+];
+        }
+
+        impl<'de> Deserialize<'de> for $name {
+            fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+                struct Visitor;
+                impl serde::de::Visitor<'_> for Visitor {
+                    type Value = $name;
+
+                    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                        f.write_str(&one_of($name::WORDS))
+                    }
+
+                    fn visit_str<E: serde::de::Error>(self, text: &str) -> Result<$name, E> {
+                        match text {
+                            $($word => Ok($name::$variant),)+
+                            _ => Err(E::invalid_value(serde::de::Unexpected::Str(text), &self)),
+                        }
+                    }
+                }
+                deserializer.deserialize_str(Visitor)
+            }
+        }
+    };
+}
+
+/// `"a"`, `"a" or "b"`, `"a", "b" or "c"`: the allowed words, quoted as
+/// they are written in TOML.
+fn one_of(words: &[&str]) -> String {
+    let quoted: Vec<String> = words.iter().map(|word| format!("{word:?}")).collect();
+    match quoted.split_last() {
+        Some((last, [])) => last.clone(),
+        Some((last, rest)) => format!("{} or {last}", rest.join(", ")),
+        None => String::new(),
+    }
+}
+
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Config {
@@ -66,7 +111,7 @@ pub struct Config {
 }
 
 /// How a limit acts when a send is over it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum LimitMode {
     /// Not enforced.
@@ -76,6 +121,8 @@ pub enum LimitMode {
     /// Wait for room up to `max_wait_ms`, then refuse.
     Shape,
 }
+
+words!(LimitMode { Off => "off", Reject => "reject", Shape => "shape" });
 
 /// Meta's throughput tiers per business number, or an explicit rate.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -286,12 +333,13 @@ pub struct AdminConfig {
     pub listen: String,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "lowercase")]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum RootStore {
     Webpki,
     System,
 }
+
+words!(RootStore { Webpki => "webpki", System => "system" });
 
 /// What sendgate believes about phone ↔ BSUID pairs.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
@@ -305,8 +353,7 @@ pub struct IdentityConfig {
 }
 
 /// What becomes of a Graph batch request that holds sends.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "lowercase")]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum BatchPolicy {
     /// Refuse it: senders send one message per request.
     Refuse,
@@ -315,7 +362,9 @@ pub enum BatchPolicy {
     Inspect,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+words!(BatchPolicy { Refuse => "refuse", Inspect => "inspect" });
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Mode {
     /// Rewrite and block.
@@ -324,23 +373,27 @@ pub enum Mode {
     Report,
 }
 
+words!(Mode { Enforce => "enforce", Report => "report" });
+
 /// A template category as Meta names it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize)]
-#[serde(rename_all = "UPPERCASE")]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Category {
     Marketing,
     Utility,
     Authentication,
 }
 
+words!(Category { Marketing => "MARKETING", Utility => "UTILITY", Authentication => "AUTHENTICATION" });
+
 /// What a template of unknown category is treated as.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "lowercase")]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum UnknownCategory {
     Allow,
     Marketing,
     Authentication,
 }
+
+words!(UnknownCategory { Allow => "allow", Marketing => "marketing", Authentication => "authentication" });
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -420,12 +473,13 @@ pub struct LogConfig {
     pub show_identifiers: bool,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "lowercase")]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum LogFormat {
     Text,
     Json,
 }
+
+words!(LogFormat { Text => "text", Json => "json" });
 
 /// Secrets, which come from the environment only, never from the file.
 #[derive(Clone, Default)]
@@ -519,7 +573,8 @@ impl Config {
                 .map_err(|err| ConfigError::new(path.display().to_string(), err.to_string()))?,
             None => String::new(),
         };
-        Self::from_sources(&text, std::env::vars())
+        let origin = path.map_or_else(|| "(file)".into(), |path| path.display().to_string());
+        Self::from_named_sources(&text, &origin, std::env::vars())
     }
 
     /// Builds a config from file text and environment pairs. Tests call this
@@ -528,12 +583,22 @@ impl Config {
         text: &str,
         env: impl IntoIterator<Item = (String, String)>,
     ) -> Result<Self, ConfigError> {
+        Self::from_named_sources(text, "(file)", env)
+    }
+
+    /// [`Config::from_sources`] with the name of the file `text` came from,
+    /// which a syntax error names with the line and column.
+    fn from_named_sources(
+        text: &str,
+        origin: &str,
+        env: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<Self, ConfigError> {
         let defaults: Table = DEFAULTS
             .parse()
             .expect("the embedded defaults are valid TOML");
         let user: Table = text
             .parse()
-            .map_err(|err: toml::de::Error| ConfigError::new("(file)", one_line(err.message())))?;
+            .map_err(|err: toml::de::Error| syntax_error(text, origin, &err))?;
         let mut merged = defaults.clone();
         merge(&mut merged, user);
         for (name, value) in env {
@@ -907,6 +972,28 @@ fn apply_env_override(
     Ok(())
 }
 
+/// A TOML syntax error as `file:line:column: what`, like a compiler's.
+fn syntax_error(text: &str, origin: &str, err: &toml::de::Error) -> ConfigError {
+    let what = err
+        .message()
+        .lines()
+        .map(str::trim)
+        .filter(|line| !line.is_empty())
+        .collect::<Vec<_>>()
+        .join(": ");
+    let Some(at) = err.span().map(|span| span.start.min(text.len())) else {
+        return ConfigError::new(origin, what);
+    };
+    let before = text.get(..at).unwrap_or(text);
+    let line = before.matches('\n').count() + 1;
+    let column = before
+        .rsplit('\n')
+        .next()
+        .map_or(0, |start| start.chars().count())
+        + 1;
+    ConfigError::new(format!("{origin}:{line}:{column}"), what)
+}
+
 fn one_line(text: &str) -> String {
     text.split_whitespace().collect::<Vec<_>>().join(" ")
 }
@@ -996,7 +1083,8 @@ mod tests {
             key_of("[cache]\nidentity_ttl_secs = -1"),
             "cache.identity_ttl_secs"
         );
-        assert_eq!(key_of("listen = "), "(file)");
+        assert_eq!(key_of("listen = "), "(file):1:10");
+        assert_eq!(key_of("[policy]\nmode = report\n"), "(file):2:8");
         assert_eq!(
             key_of("upstream_ca_file = \"/no/such.pem\""),
             "upstream_ca_file"

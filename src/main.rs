@@ -53,14 +53,7 @@ fn run(command: Command) -> Result<(), CliError> {
             };
             serve::block_on(serve::serve(args, loaded))
         }
-        Command::CheckConfig { config } => {
-            let config = cli::load_config(config.as_deref())?;
-            println!(
-                "config OK (listen {}, upstream {})",
-                config.listen, config.upstream
-            );
-            Ok(())
-        }
+        Command::CheckConfig { config } => cli::check::check_config(config.as_deref()),
         Command::Sandbox { listen } => serve::block_on(serve::sandbox(&listen)),
         Command::Import {
             file,

@@ -3,12 +3,14 @@
 //! the one line the binary prints before it exits non-zero.
 //!
 //! - [`serve`]: the proxy (and `sandbox`, the simulated Cloud API alone).
+//! - [`check`]: `check-config`, the checks `serve` runs before it starts.
 //! - [`identities`]: `import`, `move-scope` and `fingerprint`, offline
 //!   work on the identity store and on tokens.
 //! - [`audit`]: a campaign list judged offline, row by row.
 //! - [`migrate`]: `migrate-store`, a single machine's store into a fleet's.
 
 pub mod audit;
+pub mod check;
 pub mod identities;
 pub mod migrate;
 mod operator;
@@ -63,7 +65,13 @@ pub enum Command {
         #[arg(long)]
         sandbox: bool,
     },
-    /// Validate a config file and exit (non-zero, naming the bad key, if invalid).
+    /// Validate a config file as `serve` would before starting, and exit.
+    ///
+    /// Runs every check `serve` runs before it binds a port: the file's
+    /// syntax, keys and values, the SENDGATE_* overrides, the secrets the
+    /// config needs from the environment (SENDGATE_APP_SECRET and
+    /// SENDGATE_VERIFY_TOKEN with a webhook path), the upstream's CA file.
+    /// Exits non-zero with one line naming the problem.
     CheckConfig {
         /// Config file [default: config/sendgate.toml, or the embedded defaults if absent].
         #[arg(long, env = "SENDGATE_CONFIG")]

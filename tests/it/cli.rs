@@ -16,7 +16,8 @@ use serde_json::Value;
 const BIN: &str = env!("CARGO_BIN_EXE_sendgate");
 const BSUID: &str = "US.13491208655302741918";
 
-fn check_config(text: &str) -> std::process::Output {
+/// A config file of its own per text, in a directory of this test run.
+fn config_file(text: &str) -> std::path::PathBuf {
     let dir = std::env::temp_dir().join(format!("sendgate-cli-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let path = dir.join(format!(
@@ -24,11 +25,24 @@ fn check_config(text: &str) -> std::process::Output {
         text.len() * 31 + text.bytes().map(usize::from).sum::<usize>()
     ));
     std::fs::write(&path, text).unwrap();
-    Command::new(BIN)
+    path
+}
+
+fn check_config(text: &str) -> std::process::Output {
+    check_config_with(text, &[], &[])
+}
+
+/// `check-config` on `text` with `set` in its environment and `unset` out of it.
+fn check_config_with(text: &str, set: &[(&str, &str)], unset: &[&str]) -> std::process::Output {
+    let mut command = Command::new(BIN);
+    command
         .args(["check-config", "--config"])
-        .arg(&path)
-        .output()
-        .unwrap()
+        .arg(config_file(text));
+    for name in unset {
+        command.env_remove(name);
+    }
+    command.envs(set.iter().copied());
+    command.output().unwrap()
 }
 
 /// Trying the sandbox leaves the store a plain `serve` keeps alone: what
@@ -153,6 +167,75 @@ fn check_config_names_the_bad_key_in_one_line() {
             .unwrap()
             .contains("cache.identity_capacity")
     );
+}
+
+/// What `serve` would refuse at start, `check-config` refuses too: here a
+/// webhook relay without its secrets, and a CA file that holds no
+/// certificate.
+#[test]
+fn check_config_runs_the_checks_serve_runs_before_it_starts() {
+    let webhook = "[webhook]\npath = \"/webhook\"\nforward_to = \"http://127.0.0.1:9/hook\"\n";
+    let secrets = ["SENDGATE_APP_SECRET", "SENDGATE_VERIFY_TOKEN"];
+    let output = check_config_with(webhook, &[], &secrets);
+    assert!(!output.status.success(), "{output:?}");
+    let stderr = String::from_utf8(output.stderr).unwrap();
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    assert!(stderr.contains("SENDGATE_APP_SECRET"), "{stderr}");
+
+    let set = [
+        ("SENDGATE_APP_SECRET", "app-secret-7f3a"),
+        ("SENDGATE_VERIFY_TOKEN", "verify-token-7f3a"),
+    ];
+    let output = check_config_with(webhook, &set, &[]);
+    assert!(output.status.success(), "{output:?}");
+    let said =
+        String::from_utf8(output.stdout).unwrap() + &String::from_utf8(output.stderr).unwrap();
+    assert!(!said.contains("7f3a"), "a secret printed: {said}");
+
+    let not_pem = config_file("this is not a certificate\n");
+    let text = format!("upstream_ca_file = {:?}\n", not_pem.to_str().unwrap());
+    let output = check_config(&text);
+    assert!(!output.status.success(), "{output:?}");
+    let stderr = String::from_utf8(output.stderr).unwrap();
+    assert!(stderr.contains("upstream_ca_file"), "{stderr}");
+}
+
+/// A TOML syntax error says where: the file, the line and the column.
+#[test]
+fn a_syntax_error_names_the_file_line_and_column() {
+    let text = "[policy]\nmode = \"report\"\nprefer_phone = yes\n";
+    let output = check_config(text);
+    assert!(!output.status.success(), "{output:?}");
+    let stderr = String::from_utf8(output.stderr).unwrap();
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    let at = format!("{}:3:16: ", config_file(text).display());
+    assert!(stderr.contains(&at), "{at:?} not in {stderr}");
+}
+
+/// A value of the wrong kind says which values are allowed, whatever it
+/// was instead (a word, a number).
+#[test]
+fn a_bad_value_says_the_allowed_values() {
+    for (text, allowed) in [
+        (
+            "[policy]\nmode = \"enforcing\"\n",
+            "\"enforce\" or \"report\"",
+        ),
+        ("[policy]\nmode = 3\n", "\"enforce\" or \"report\""),
+        ("[log]\nformat = true\n", "\"text\" or \"json\""),
+        (
+            "[limits.pair]\nmode = \"on\"\n",
+            "\"off\", \"reject\" or \"shape\"",
+        ),
+    ] {
+        let output = check_config(text);
+        assert!(!output.status.success(), "{text}: {output:?}");
+        let stderr = String::from_utf8(output.stderr).unwrap();
+        assert!(
+            stderr.contains(allowed),
+            "{text}: {allowed} not in {stderr}"
+        );
+    }
 }
 
 async fn call(addr: SocketAddr, method: &str, path: &str, body: &str) -> Answer {
