@@ -30,6 +30,24 @@ pub const DEFAULT_STORE_PATH: &str = "sendgate-identities.redb";
 /// Prefix of environment variables that override config keys.
 const ENV_PREFIX: &str = "SENDGATE_";
 
+/// The `SENDGATE_*` variables read on purpose that are not config keys:
+/// every other one must name a setting, so that a misspelt override is an
+/// error rather than silently ignored.
+const NOT_SETTINGS: [&str; 7] = [
+    // The secrets, read by `Secrets::from_env`.
+    "SENDGATE_APP_SECRET",
+    "SENDGATE_VERIFY_TOKEN",
+    "SENDGATE_ADMIN_TOKEN",
+    "SENDGATE_FINGERPRINT_KEY",
+    // The config file of every command (`--config`).
+    "SENDGATE_CONFIG",
+    // benches/load/icount.sh's binary to measure, in the environment of
+    // the sendgate it runs when set on the script's command line.
+    "SENDGATE_BIN",
+    // The case benches/identity.rs runs in a process of its own.
+    "SENDGATE_BENCH_CASE",
+];
+
 /// `Deserialize` for an enum config spells as words, with an error that lists
 /// the words whatever the wrong value was: serde's derive lists them for a
 /// wrong word only, and says "invalid type: unit variant, expected string
@@ -927,9 +945,9 @@ fn merge(base: &mut Table, overlay: Table) {
     }
 }
 
-/// Applies `SENDGATE_A__B=value` to key `a.b` when the defaults have such a
-/// scalar key; other `SENDGATE_*` variables (secrets, the config path) are not
-/// config keys and are left alone.
+/// Applies `SENDGATE_A__B=value` to key `a.b`, which the defaults must hold
+/// as a scalar. Any other `SENDGATE_*` variable is an error naming the
+/// closest setting, unless it is one read on purpose ([`NOT_SETTINGS`]).
 fn apply_env_override(
     merged: &mut Table,
     defaults: &Table,
@@ -939,23 +957,32 @@ fn apply_env_override(
     let Some(path) = name.strip_prefix(ENV_PREFIX) else {
         return Ok(());
     };
+    if NOT_SETTINGS.contains(&name) {
+        return Ok(());
+    }
     let path: Vec<String> = path
         .to_ascii_lowercase()
         .split("__")
         .map(str::to_owned)
         .collect();
-    let Some((leaf, tables)) = path.split_last() else {
-        return Ok(());
-    };
+    let (leaf, tables) = path.split_last().expect("split yields at least one part");
     let mut default_table = defaults;
-    let mut target = merged;
-    for table in tables {
-        match (default_table.get(table), target.get_mut(table)) {
-            (Some(Value::Table(d)), Some(Value::Table(t))) => {
-                default_table = d;
-                target = t;
+    // Where the value goes, while the user's file keeps the tables the
+    // defaults have (a file that does not is refused when deserialized).
+    let mut target = Some(merged);
+    for (depth, table) in tables.iter().enumerate() {
+        match default_table.get(table) {
+            Some(Value::Table(entries)) if entries.is_empty() => {
+                return Err(map_entry_error(name, &path[..=depth]));
             }
-            _ => return Ok(()),
+            Some(Value::Table(inner)) => {
+                default_table = inner;
+                target = target.and_then(|t| match t.get_mut(table) {
+                    Some(Value::Table(t)) => Some(t),
+                    _ => None,
+                });
+            }
+            _ => return Err(not_a_setting(name, defaults)),
         }
     }
     let typed = match default_table.get(leaf) {
@@ -966,10 +993,80 @@ fn apply_env_override(
         Some(Value::Boolean(_)) => value.trim().parse().map(Value::Boolean).map_err(|_| {
             ConfigError::new(name, format!("expected true or false, got {value:?}"))
         })?,
-        _ => return Ok(()),
+        Some(Value::Table(entries)) if entries.is_empty() => {
+            return Err(map_entry_error(name, &path));
+        }
+        _ => return Err(not_a_setting(name, defaults)),
     };
-    target.insert(leaf.clone(), typed);
+    if let Some(target) = target {
+        target.insert(leaf.clone(), typed);
+    }
     Ok(())
+}
+
+/// A variable under a section of named entries (`[numbers."<id>"]`,
+/// `[clients.<name>]`, `[templates]`): those have no variables, since an
+/// environment variable's name cannot keep a name's case or dots.
+fn map_entry_error(name: &str, section: &[String]) -> ConfigError {
+    ConfigError::new(
+        name,
+        format!(
+            "not a setting: [{}] entries are set in the config file only",
+            section.join(".")
+        ),
+    )
+}
+
+/// A `SENDGATE_*` variable that names no setting, with the closest name
+/// when one is close enough to be a slip of the keyboard.
+fn not_a_setting(name: &str, defaults: &Table) -> ConfigError {
+    let mut known: Vec<String> = NOT_SETTINGS.iter().map(|&n| n.to_owned()).collect();
+    setting_variables(defaults, ENV_PREFIX, &mut known);
+    let typed = name.to_ascii_uppercase();
+    let closest = known
+        .iter()
+        .map(|candidate| (edit_distance(&typed, candidate), candidate))
+        .min();
+    let typed_len = typed.len() - ENV_PREFIX.len();
+    match closest {
+        Some((distance, candidate)) if distance <= (typed_len / 3).max(2) => {
+            ConfigError::new(name, format!("not a setting; did you mean {candidate}?"))
+        }
+        _ => ConfigError::new(
+            name,
+            "not a setting (a setting's variable is SENDGATE_ and its key in \
+             config/sendgate.toml, tables joined by __, e.g. SENDGATE_POLICY__MODE)",
+        ),
+    }
+}
+
+/// The variable of every scalar setting under `table`.
+fn setting_variables(table: &Table, prefix: &str, out: &mut Vec<String>) {
+    for (key, value) in table {
+        let name = format!("{prefix}{}", key.to_ascii_uppercase());
+        match value {
+            Value::Table(inner) => setting_variables(inner, &format!("{name}__"), out),
+            _ => out.push(name),
+        }
+    }
+}
+
+/// Levenshtein distance: the fewest single-character insertions,
+/// deletions and substitutions that turn `a` into `b`. Names are short
+/// and errors rare, so the plain two-row table is plenty.
+fn edit_distance(a: &str, b: &str) -> usize {
+    let b: Vec<char> = b.chars().collect();
+    let mut previous: Vec<usize> = (0..=b.len()).collect();
+    let mut current = vec![0; b.len() + 1];
+    for (i, a_char) in a.chars().enumerate() {
+        current[0] = i + 1;
+        for (j, b_char) in b.iter().enumerate() {
+            let substitution = previous[j] + usize::from(a_char != *b_char);
+            current[j + 1] = substitution.min(previous[j + 1] + 1).min(current[j] + 1);
+        }
+        std::mem::swap(&mut previous, &mut current);
+    }
+    previous[b.len()]
 }
 
 /// A TOML syntax error as `file:line:column: what`, like a compiler's.
@@ -1170,6 +1267,85 @@ mod tests {
             "{message}"
         );
         assert!(!message.contains("untagged"), "{message}");
+    }
+
+    #[test]
+    fn a_misspelt_environment_variable_is_an_error_naming_the_closest_setting() {
+        let err_of = |name: &str| {
+            Config::from_sources("", env(&[(name, "enforce")]))
+                .map(|_| ())
+                .unwrap_err()
+        };
+        let err = err_of("SENDGATE_POLICY__MDOE");
+        assert_eq!(err.key, "SENDGATE_POLICY__MDOE");
+        assert_eq!(
+            err.reason,
+            "not a setting; did you mean SENDGATE_POLICY__MODE?"
+        );
+        assert!(
+            err_of("SENDGATE_LISTN")
+                .reason
+                .ends_with("did you mean SENDGATE_LISTEN?")
+        );
+        assert!(
+            err_of("SENDGATE_LIMITS__NUMBR__MODE")
+                .reason
+                .ends_with("did you mean SENDGATE_LIMITS__NUMBER__MODE?")
+        );
+        assert!(
+            err_of("SENDGATE_ADMIN_TOKNE")
+                .reason
+                .ends_with("did you mean SENDGATE_ADMIN_TOKEN?"),
+            "the secrets are among the names suggested"
+        );
+        let far = err_of("SENDGATE_ZZZZZZZZZZZZZZZZ");
+        assert!(!far.reason.contains("did you mean"), "{far}");
+        // A section is not a setting, nor is a key below a setting.
+        assert_eq!(err_of("SENDGATE_POLICY").key, "SENDGATE_POLICY");
+        assert_eq!(err_of("SENDGATE_LISTEN__PORT").key, "SENDGATE_LISTEN__PORT");
+        // Entries of map sections are set in the file only, and said so.
+        for name in [
+            "SENDGATE_NUMBERS__123__WABA_ID",
+            "SENDGATE_CLIENTS__CRM__CAMPAIGN",
+            "SENDGATE_TEMPLATES__OTP",
+        ] {
+            let err = err_of(name);
+            assert_eq!(err.key, name);
+            assert!(err.reason.contains("config file"), "{err}");
+        }
+    }
+
+    #[test]
+    fn edit_distance_counts_single_character_edits() {
+        assert_eq!(edit_distance("", ""), 0);
+        assert_eq!(edit_distance("MODE", "MODE"), 0);
+        assert_eq!(edit_distance("MDOE", "MODE"), 2);
+        assert_eq!(edit_distance("LISTN", "LISTEN"), 1);
+        assert_eq!(edit_distance("kitten", "sitting"), 3);
+        assert_eq!(edit_distance("", "abc"), 3);
+    }
+
+    #[test]
+    fn the_variables_read_on_purpose_are_not_settings_and_are_accepted() {
+        let read = [
+            "SENDGATE_APP_SECRET",
+            "SENDGATE_VERIFY_TOKEN",
+            "SENDGATE_ADMIN_TOKEN",
+            "SENDGATE_FINGERPRINT_KEY",
+            "SENDGATE_CONFIG",
+            "SENDGATE_BIN",
+            "SENDGATE_BENCH_CASE",
+        ];
+        let pairs: Vec<(&str, &str)> = read.iter().map(|name| (*name, "x")).collect();
+        Config::from_sources("", env(&pairs)).unwrap();
+        let secrets = Secrets::from_env(env(&pairs));
+        assert_eq!(
+            format!("{secrets:?}").matches("<set>").count(),
+            4,
+            "each secret is read: {secrets:?}"
+        );
+        // Not the prefix: not ours.
+        Config::from_sources("", env(&[("SENDGATEPOLICY__MDOE", "x"), ("OTHER", "x")])).unwrap();
     }
 
     #[test]

@@ -238,6 +238,51 @@ fn a_bad_value_says_the_allowed_values() {
     }
 }
 
+/// A misspelt override is refused, by check-config and serve alike, with
+/// the setting it was probably meant for.
+#[test]
+fn a_misspelt_environment_variable_stops_check_config_and_serve() {
+    let said =
+        "config error: SENDGATE_POLICY__MDOE: not a setting; did you mean SENDGATE_POLICY__MODE?";
+    let output = check_config_with("", &[("SENDGATE_POLICY__MDOE", "report")], &[]);
+    assert!(!output.status.success(), "{output:?}");
+    let stderr = String::from_utf8(output.stderr).unwrap();
+    assert_eq!(stderr.trim_end(), format!("sendgate: {said}"));
+
+    let mut serve = Command::new(BIN);
+    serve
+        .args(["serve", "--listen", "127.0.0.1:0"])
+        .current_dir(std::env::temp_dir())
+        .env_remove("SENDGATE_CONFIG")
+        .env("SENDGATE_STORE__PATH", "")
+        .env("SENDGATE_ADMIN__LISTEN", "")
+        .env("SENDGATE_POLICY__MDOE", "report");
+    let output = exits_within(serve, Duration::from_secs(20));
+    assert!(!output.status.success(), "{output:?}");
+    let stderr = String::from_utf8(output.stderr).unwrap();
+    assert!(stderr.contains(said), "{stderr}");
+}
+
+/// Runs `command` to its end, killing it (and failing) if it is still
+/// running after `limit`: a serve that should have refused to start.
+fn exits_within(mut command: Command, limit: Duration) -> std::process::Output {
+    let mut child = command
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let started = Instant::now();
+    while child.try_wait().unwrap().is_none() {
+        if started.elapsed() > limit {
+            let _ = child.kill();
+            let output = child.wait_with_output().unwrap();
+            panic!("still running after {limit:?}: {output:?}");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    child.wait_with_output().unwrap()
+}
+
 async fn call(addr: SocketAddr, method: &str, path: &str, body: &str) -> Answer {
     let client = Client::builder(TokioExecutor::new()).build_http();
     let request = Request::builder()
