@@ -6,8 +6,9 @@ use std::process::ExitCode;
 use clap::Parser;
 
 use sendgate::cli::audit::{self, AuditArgs};
+use sendgate::cli::identities::{self, ImportArgs};
 use sendgate::cli::serve::{self, ServeArgs};
-use sendgate::cli::{self, CliError, Command, identities};
+use sendgate::cli::{self, CliError, Command};
 
 /// mimalloc (its v2, see Cargo.toml): the proxy allocates and frees small
 /// buffers on every request; BENCHMARKS.md ("Design choices") has the figures.
@@ -60,8 +61,16 @@ fn run(command: Command) -> Result<(), CliError> {
             number,
             portfolio,
             allow_rejects,
+            create,
             config,
-        } => identities::import(&file, number, portfolio, allow_rejects, config.as_deref()),
+        } => identities::import(ImportArgs {
+            file: &file,
+            number,
+            portfolio,
+            allow_rejects,
+            create,
+            config_path: config.as_deref(),
+        }),
         Command::Fingerprint => identities::fingerprint(),
         Command::MoveScope {
             from,

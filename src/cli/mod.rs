@@ -91,7 +91,8 @@ pub enum Command {
     /// --portfolio's. Bad rows are listed and skipped, and make the exit
     /// status non-zero unless --allow-rejects. The store is the one
     /// `serve` uses, which holds it while running: stop it first, or use
-    /// POST /admin/identities.
+    /// POST /admin/identities. A store file that does not exist is an error
+    /// (a relative store.path read from the wrong directory) unless --create.
     Import {
         /// The CSV or JSON-lines file ("-" for standard input).
         file: PathBuf,
@@ -104,6 +105,9 @@ pub enum Command {
         /// Exit 0 even when rows were rejected (they are listed either way).
         #[arg(long)]
         allow_rejects: bool,
+        /// Start a new identity store when store.path names no file yet.
+        #[arg(long)]
+        create: bool,
         /// Config file [default: config/sendgate.toml, or the embedded defaults if absent].
         #[arg(long, env = "SENDGATE_CONFIG")]
         config: Option<PathBuf>,
