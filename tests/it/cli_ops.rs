@@ -474,6 +474,45 @@ fn move_scope_hands_a_portfolios_identities_to_a_number() {
     assert!(!output.status.success(), "a target is required");
 }
 
+/// A parent BSUID (`CC.ENT.…`, valid across linked portfolios) in the
+/// bsuid column is imported, and a send to it resolves to the phone, as a
+/// webhook's parent does.
+#[test]
+fn import_accepts_a_parent_bsuid_in_the_bsuid_column() {
+    let scratch = Scratch::new("import-parent");
+    scratch.file(
+        "pairs.csv",
+        "bsuid,phone\nUS.ENT.7001,16505557001\nUS.7002,16505557002\n",
+    );
+    let (stdout, _) = ok(
+        &scratch,
+        &["import", "pairs.csv", "--number", "1", "--create"],
+    );
+    assert_eq!(stdout, "imported 2, updated 0, unchanged 0, rejected 0\n");
+    scratch.file("list.txt", "US.ENT.7001\nUS.7002\nUS.ENT.7003\n");
+    let (stdout, _) = ok(&scratch, &["audit", "list.txt", "--number", "1", "--csv"]);
+    assert_eq!(
+        stdout,
+        concat!(
+            "line,recipient,action,detail\n",
+            "1,US.ENT.7001,resolved BSUID to phone,16505557001\n",
+            "2,US.7002,resolved BSUID to phone,16505557002\n",
+            "3,US.ENT.7003,blocked,campaign_needs_phone\n",
+        )
+    );
+    // A parent in both columns must be the same one.
+    scratch.file(
+        "both.csv",
+        "bsuid,parent_bsuid,phone\nUS.ENT.7004,US.ENT.7005,16505557004\n",
+    );
+    let output = scratch.run(&["import", "both.csv", "--number", "1"]);
+    assert!(!output.status.success(), "{output:?}");
+    assert!(
+        text(&output.stdout).contains("line 2: bsuid \"US.ENT.7004\" is a parent BSUID"),
+        "{output:?}"
+    );
+}
+
 /// An import never makes a store on its own: run from the wrong directory
 /// (a relative `store.path`), it says where it looked and how to start a
 /// new store, and creates nothing.
