@@ -636,6 +636,29 @@ impl Config {
         Ok(config)
     }
 
+    /// The log format the config file text and the environment ask for,
+    /// read as far as they go: a config too broken to load still says how
+    /// the error that it is should be printed. Text unless JSON is asked.
+    pub fn log_format_of(text: &str, env: impl IntoIterator<Item = (String, String)>) -> LogFormat {
+        let env: Vec<(String, String)> = env.into_iter().collect();
+        if let Ok(config) = Self::from_sources(text, env.iter().cloned()) {
+            return config.log.format;
+        }
+        let from_env = env.iter().rev().find_map(|(name, value)| {
+            let key = name.strip_prefix(ENV_PREFIX)?;
+            key.eq_ignore_ascii_case("LOG__FORMAT")
+                .then_some(value.as_str())
+        });
+        let file: Option<Table> = text.parse().ok();
+        let from_file = file
+            .as_ref()
+            .and_then(|file| file.get("log")?.get("format")?.as_str());
+        match from_env.or(from_file) {
+            Some("json") => LogFormat::Json,
+            _ => LogFormat::Text,
+        }
+    }
+
     /// Checks what types alone cannot.
     pub fn validate(&self) -> Result<(), ConfigError> {
         self.upstream_uri()?;
@@ -1346,6 +1369,27 @@ mod tests {
         );
         // Not the prefix: not ours.
         Config::from_sources("", env(&[("SENDGATEPOLICY__MDOE", "x"), ("OTHER", "x")])).unwrap();
+    }
+
+    #[test]
+    fn the_log_format_is_read_from_a_config_that_does_not_load() {
+        let format = |text: &str, vars: &[(&str, &str)]| Config::log_format_of(text, env(vars));
+        let json = [("SENDGATE_LOG__FORMAT", "json")];
+        assert_eq!(format("", &[]), LogFormat::Text);
+        assert_eq!(format("[log]\nformat = \"json\"\n", &[]), LogFormat::Json);
+        assert_eq!(format("", &json), LogFormat::Json);
+        // Invalid elsewhere, or not TOML at all.
+        let bad_key = "lisen = 1\n[log]\nformat = \"json\"\n";
+        assert_eq!(format(bad_key, &[]), LogFormat::Json);
+        assert_eq!(format("listen = \n", &json), LogFormat::Json);
+        assert_eq!(
+            format(
+                "[log]\nformat = \"json\"\n",
+                &[("SENDGATE_LOG__FORMAT", "text")]
+            ),
+            LogFormat::Text,
+            "the environment wins over the file"
+        );
     }
 
     #[test]

@@ -27,10 +27,12 @@ struct Cli {
 }
 
 fn main() -> ExitCode {
-    match run(Cli::parse().command) {
+    let command = Cli::parse().command;
+    let config = command.config().map(std::path::Path::to_path_buf);
+    match run(command) {
         Ok(()) => ExitCode::SUCCESS,
-        Err(message) => {
-            eprintln!("sendgate: {message}");
+        Err(error) => {
+            cli::report_fatal(&error, config.as_deref());
             ExitCode::FAILURE
         }
     }

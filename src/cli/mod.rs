@@ -21,7 +21,8 @@ use std::path::{Path, PathBuf};
 
 use clap::Subcommand;
 
-use crate::config::Config;
+use crate::config::{Config, LogFormat};
+use crate::logging;
 
 /// Why a command failed: one line for the operator.
 #[derive(Debug)]
@@ -182,6 +183,35 @@ pub enum Command {
         #[arg(long, env = "SENDGATE_CONFIG")]
         config: Option<PathBuf>,
     },
+}
+
+impl Command {
+    /// The `--config` the command was given, if it takes one.
+    pub fn config(&self) -> Option<&Path> {
+        match self {
+            Command::Serve { config, .. }
+            | Command::CheckConfig { config }
+            | Command::Import { config, .. }
+            | Command::MoveScope { config, .. }
+            | Command::MigrateStore { config, .. }
+            | Command::Audit { config, .. } => config.as_deref(),
+            Command::Sandbox { .. } | Command::Fingerprint => None,
+        }
+    }
+}
+
+/// Prints a command's fatal error on stderr in the config's log format:
+/// one JSON log line with `log.format = "json"` (from the file or
+/// `SENDGATE_LOG__FORMAT`, even when the config is what failed), else
+/// `sendgate: <error>`.
+pub fn report_fatal(error: &CliError, config: Option<&Path>) {
+    let text = config_file(config)
+        .and_then(|path| std::fs::read_to_string(path).ok())
+        .unwrap_or_default();
+    match Config::log_format_of(&text, std::env::vars()) {
+        LogFormat::Json => eprintln!("{}", logging::json_line("ERROR", &error.0, "sendgate")),
+        LogFormat::Text => eprintln!("sendgate: {error}"),
+    }
 }
 
 /// Which store a migration reads or writes.

@@ -263,6 +263,97 @@ fn a_misspelt_environment_variable_stops_check_config_and_serve() {
     assert!(stderr.contains(said), "{stderr}");
 }
 
+/// Every line of a stream, parsed as a JSON object.
+fn json_lines(stream: &[u8]) -> Vec<serde_json::Map<String, Value>> {
+    String::from_utf8_lossy(stream)
+        .lines()
+        .map(|line| match serde_json::from_str(line) {
+            Ok(Value::Object(object)) => object,
+            _ => panic!("not a JSON log line: {line:?}"),
+        })
+        .collect()
+}
+
+/// With JSON logs, a fatal error is one JSON log line like the others
+/// (timestamp, level, message, target), whether the config said so in the
+/// file or the environment, and even when the config itself is what failed.
+#[test]
+fn a_fatal_error_is_a_json_log_line_when_the_logs_are_json() {
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let taken = taken.local_addr().unwrap().to_string();
+    let json_file =
+        config_file("[log]\nformat = \"json\"\n[store]\npath = \"\"\n[admin]\nlisten = \"\"\n");
+    let broken = config_file("[log]\nformat = \"json\"\nlisten = \n");
+    // (arguments, environment, what the error says)
+    type Case<'a> = (&'a [&'a str], &'a [(&'a str, &'a str)], &'a str);
+    let cases: [Case<'_>; 3] = [
+        // The port is taken: the config loaded, the start failed.
+        (
+            &[
+                "serve",
+                "--listen",
+                &taken,
+                "--config",
+                json_file.to_str().unwrap(),
+            ],
+            &[],
+            "cannot listen on",
+        ),
+        // A webhook without its secrets, JSON asked for by the environment.
+        (
+            &["serve", "--listen", "127.0.0.1:0"],
+            &[
+                ("SENDGATE_LOG__FORMAT", "json"),
+                ("SENDGATE_STORE__PATH", ""),
+                ("SENDGATE_ADMIN__LISTEN", ""),
+                ("SENDGATE_WEBHOOK__PATH", "/webhook"),
+                ("SENDGATE_WEBHOOK__FORWARD_TO", "http://127.0.0.1:9/hook"),
+            ],
+            "SENDGATE_APP_SECRET",
+        ),
+        // The file does not parse: the environment still says JSON.
+        (
+            &["check-config", "--config", broken.to_str().unwrap()],
+            &[("SENDGATE_LOG__FORMAT", "json")],
+            ":3:10: ",
+        ),
+    ];
+    for (args, env, said) in cases {
+        let mut command = Command::new(BIN);
+        command
+            .args(args)
+            .current_dir(std::env::temp_dir())
+            .env_remove("SENDGATE_CONFIG")
+            .env_remove("SENDGATE_APP_SECRET")
+            .env_remove("SENDGATE_VERIFY_TOKEN")
+            .env_remove("RUST_LOG")
+            .envs(env.iter().copied());
+        let output = exits_within(command, Duration::from_secs(20));
+        assert!(!output.status.success(), "{args:?}: {output:?}");
+        json_lines(&output.stdout);
+        let lines = json_lines(&output.stderr);
+        assert_eq!(lines.len(), 1, "{args:?}: one line: {output:?}");
+        let line = &lines[0];
+        assert_eq!(line["level"], "ERROR", "{line:?}");
+        assert!(
+            line["message"].as_str().unwrap().contains(said),
+            "{said:?}: {line:?}"
+        );
+        assert!(
+            line["timestamp"].as_str().unwrap().ends_with('Z'),
+            "{line:?}"
+        );
+        assert!(
+            line["target"].as_str().unwrap().starts_with("sendgate"),
+            "{line:?}"
+        );
+    }
+    // Text logs: the plain line, as before.
+    let output = check_config("[log]\nformat = \"text\"\nlisten = \n");
+    let stderr = String::from_utf8(output.stderr).unwrap();
+    assert!(stderr.starts_with("sendgate: config error: "), "{stderr}");
+}
+
 /// Runs `command` to its end, killing it (and failing) if it is still
 /// running after `limit`: a serve that should have refused to start.
 fn exits_within(mut command: Command, limit: Duration) -> std::process::Output {
