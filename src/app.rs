@@ -30,7 +30,7 @@ use crate::relay::{body_failed, relay};
 use crate::templates::TemplateCategories;
 use crate::tls::{Terminator, TlsError};
 use crate::upstream::{Upstream, UpstreamBody};
-use crate::webhook::Relay;
+use crate::webhook::{Outcome, Relay};
 
 /// The reloadable part of the state: one consistent config and its limits.
 pub struct Live {
@@ -123,6 +123,7 @@ impl App {
             .duration_since(UNIX_EPOCH)
             .map_or(0, |elapsed| elapsed.as_secs());
         let metrics = Metrics::new();
+        Metrics::expect_outcomes(&metrics.webhook_relays, Outcome::ALL.map(Outcome::as_str));
         identities.count_cache_in(metrics.identity_cache.clone());
         let limits = Arc::new(limits);
         Ok(App {

@@ -30,6 +30,69 @@ pub const DEFAULT_STORE_PATH: &str = "sendgate-identities.redb";
 /// Prefix of environment variables that override config keys.
 const ENV_PREFIX: &str = "SENDGATE_";
 
+/// The `SENDGATE_*` variables read on purpose that are not config keys:
+/// every other one must name a setting, so that a misspelt override is an
+/// error rather than silently ignored.
+const NOT_SETTINGS: [&str; 7] = [
+    // The secrets, read by `Secrets::from_env`.
+    "SENDGATE_APP_SECRET",
+    "SENDGATE_VERIFY_TOKEN",
+    "SENDGATE_ADMIN_TOKEN",
+    "SENDGATE_FINGERPRINT_KEY",
+    // The config file of every command (`--config`).
+    "SENDGATE_CONFIG",
+    // benches/load/icount.sh's binary to measure, in the environment of
+    // the sendgate it runs when set on the script's command line.
+    "SENDGATE_BIN",
+    // The case benches/identity.rs runs in a process of its own.
+    "SENDGATE_BENCH_CASE",
+];
+
+/// `Deserialize` for an enum config spells as words, with an error that lists
+/// the words whatever the wrong value was: serde's derive lists them for a
+/// wrong word only, and says "invalid type: unit variant, expected string
+/// only" for a number or a boolean.
+macro_rules! words {
+    ($name:ident { $($variant:ident => $word:literal),+ $(,)? }) => {
+        impl $name {
+            /// The words config may spell it with.
+            pub const WORDS: &'static [&'static str] = &[$($word),+];
+        }
+
+        impl<'de> Deserialize<'de> for $name {
+            fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+                struct Visitor;
+                impl serde::de::Visitor<'_> for Visitor {
+                    type Value = $name;
+
+                    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                        f.write_str(&one_of($name::WORDS))
+                    }
+
+                    fn visit_str<E: serde::de::Error>(self, text: &str) -> Result<$name, E> {
+                        match text {
+                            $($word => Ok($name::$variant),)+
+                            _ => Err(E::invalid_value(serde::de::Unexpected::Str(text), &self)),
+                        }
+                    }
+                }
+                deserializer.deserialize_str(Visitor)
+            }
+        }
+    };
+}
+
+/// `"a"`, `"a" or "b"`, `"a", "b" or "c"`: the allowed words, quoted as
+/// they are written in TOML.
+fn one_of(words: &[&str]) -> String {
+    let quoted: Vec<String> = words.iter().map(|word| format!("{word:?}")).collect();
+    match quoted.split_last() {
+        Some((last, [])) => last.clone(),
+        Some((last, rest)) => format!("{} or {last}", rest.join(", ")),
+        None => String::new(),
+    }
+}
+
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Config {
@@ -68,7 +131,7 @@ pub struct Config {
 }
 
 /// How a limit acts when a send is over it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum LimitMode {
     /// Not enforced.
@@ -78,6 +141,8 @@ pub enum LimitMode {
     /// Wait for room up to `max_wait_ms`, then refuse.
     Shape,
 }
+
+words!(LimitMode { Off => "off", Reject => "reject", Shape => "shape" });
 
 /// Meta's throughput tiers per business number, or an explicit rate.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -379,12 +444,13 @@ impl ShutdownConfig {
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "lowercase")]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum RootStore {
     Webpki,
     System,
 }
+
+words!(RootStore { Webpki => "webpki", System => "system" });
 
 /// What sendgate believes about phone ↔ BSUID pairs.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
@@ -398,8 +464,7 @@ pub struct IdentityConfig {
 }
 
 /// What becomes of a Graph batch request that holds sends.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "lowercase")]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum BatchPolicy {
     /// Refuse it: senders send one message per request.
     Refuse,
@@ -408,7 +473,9 @@ pub enum BatchPolicy {
     Inspect,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+words!(BatchPolicy { Refuse => "refuse", Inspect => "inspect" });
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Mode {
     /// Rewrite and block.
@@ -417,23 +484,27 @@ pub enum Mode {
     Report,
 }
 
+words!(Mode { Enforce => "enforce", Report => "report" });
+
 /// A template category as Meta names it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize)]
-#[serde(rename_all = "UPPERCASE")]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Category {
     Marketing,
     Utility,
     Authentication,
 }
 
+words!(Category { Marketing => "MARKETING", Utility => "UTILITY", Authentication => "AUTHENTICATION" });
+
 /// What a template of unknown category is treated as.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "lowercase")]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum UnknownCategory {
     Allow,
     Marketing,
     Authentication,
 }
+
+words!(UnknownCategory { Allow => "allow", Marketing => "marketing", Authentication => "authentication" });
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -513,12 +584,13 @@ pub struct LogConfig {
     pub show_identifiers: bool,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "lowercase")]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum LogFormat {
     Text,
     Json,
 }
+
+words!(LogFormat { Text => "text", Json => "json" });
 
 /// Secrets, which come from the environment only, never from the file.
 #[derive(Clone, Default)]
@@ -612,7 +684,8 @@ impl Config {
                 .map_err(|err| ConfigError::new(path.display().to_string(), err.to_string()))?,
             None => String::new(),
         };
-        Self::from_sources(&text, std::env::vars())
+        let origin = path.map_or_else(|| "(file)".into(), |path| path.display().to_string());
+        Self::from_named_sources(&text, &origin, std::env::vars())
     }
 
     /// Builds a config from file text and environment pairs. Tests call this
@@ -621,12 +694,22 @@ impl Config {
         text: &str,
         env: impl IntoIterator<Item = (String, String)>,
     ) -> Result<Self, ConfigError> {
+        Self::from_named_sources(text, "(file)", env)
+    }
+
+    /// [`Config::from_sources`] with the name of the file `text` came from,
+    /// which a syntax error names with the line and column.
+    fn from_named_sources(
+        text: &str,
+        origin: &str,
+        env: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<Self, ConfigError> {
         let defaults: Table = DEFAULTS
             .parse()
             .expect("the embedded defaults are valid TOML");
         let user: Table = text
             .parse()
-            .map_err(|err: toml::de::Error| ConfigError::new("(file)", one_line(err.message())))?;
+            .map_err(|err: toml::de::Error| syntax_error(text, origin, &err))?;
         let mut merged = defaults.clone();
         merge(&mut merged, user);
         for (name, value) in env {
@@ -644,6 +727,29 @@ impl Config {
             })?;
         config.validate()?;
         Ok(config)
+    }
+
+    /// The log format the config file text and the environment ask for,
+    /// read as far as they go: a config too broken to load still says how
+    /// the error that it is should be printed. Text unless JSON is asked.
+    pub fn log_format_of(text: &str, env: impl IntoIterator<Item = (String, String)>) -> LogFormat {
+        let env: Vec<(String, String)> = env.into_iter().collect();
+        if let Ok(config) = Self::from_sources(text, env.iter().cloned()) {
+            return config.log.format;
+        }
+        let from_env = env.iter().rev().find_map(|(name, value)| {
+            let key = name.strip_prefix(ENV_PREFIX)?;
+            key.eq_ignore_ascii_case("LOG__FORMAT")
+                .then_some(value.as_str())
+        });
+        let file: Option<Table> = text.parse().ok();
+        let from_file = file
+            .as_ref()
+            .and_then(|file| file.get("log")?.get("format")?.as_str());
+        match from_env.or(from_file) {
+            Some("json") => LogFormat::Json,
+            _ => LogFormat::Text,
+        }
     }
 
     /// Checks what types alone cannot.
@@ -968,9 +1074,9 @@ fn merge(base: &mut Table, overlay: Table) {
     }
 }
 
-/// Applies `SENDGATE_A__B=value` to key `a.b` when the defaults have such a
-/// scalar key; other `SENDGATE_*` variables (secrets, the config path) are not
-/// config keys and are left alone.
+/// Applies `SENDGATE_A__B=value` to key `a.b`, which the defaults must hold
+/// as a scalar. Any other `SENDGATE_*` variable is an error naming the
+/// closest setting, unless it is one read on purpose ([`NOT_SETTINGS`]).
 fn apply_env_override(
     merged: &mut Table,
     defaults: &Table,
@@ -980,23 +1086,32 @@ fn apply_env_override(
     let Some(path) = name.strip_prefix(ENV_PREFIX) else {
         return Ok(());
     };
+    if NOT_SETTINGS.contains(&name) {
+        return Ok(());
+    }
     let path: Vec<String> = path
         .to_ascii_lowercase()
         .split("__")
         .map(str::to_owned)
         .collect();
-    let Some((leaf, tables)) = path.split_last() else {
-        return Ok(());
-    };
+    let (leaf, tables) = path.split_last().expect("split yields at least one part");
     let mut default_table = defaults;
-    let mut target = merged;
-    for table in tables {
-        match (default_table.get(table), target.get_mut(table)) {
-            (Some(Value::Table(d)), Some(Value::Table(t))) => {
-                default_table = d;
-                target = t;
+    // Where the value goes, while the user's file keeps the tables the
+    // defaults have (a file that does not is refused when deserialized).
+    let mut target = Some(merged);
+    for (depth, table) in tables.iter().enumerate() {
+        match default_table.get(table) {
+            Some(Value::Table(entries)) if entries.is_empty() => {
+                return Err(map_entry_error(name, &path[..=depth]));
             }
-            _ => return Ok(()),
+            Some(Value::Table(inner)) => {
+                default_table = inner;
+                target = target.and_then(|t| match t.get_mut(table) {
+                    Some(Value::Table(t)) => Some(t),
+                    _ => None,
+                });
+            }
+            _ => return Err(not_a_setting(name, defaults)),
         }
     }
     let typed = match default_table.get(leaf) {
@@ -1007,10 +1122,102 @@ fn apply_env_override(
         Some(Value::Boolean(_)) => value.trim().parse().map(Value::Boolean).map_err(|_| {
             ConfigError::new(name, format!("expected true or false, got {value:?}"))
         })?,
-        _ => return Ok(()),
+        Some(Value::Table(entries)) if entries.is_empty() => {
+            return Err(map_entry_error(name, &path));
+        }
+        _ => return Err(not_a_setting(name, defaults)),
     };
-    target.insert(leaf.clone(), typed);
+    if let Some(target) = target {
+        target.insert(leaf.clone(), typed);
+    }
     Ok(())
+}
+
+/// A variable under a section of named entries (`[numbers."<id>"]`,
+/// `[clients.<name>]`, `[templates]`): those have no variables, since an
+/// environment variable's name cannot keep a name's case or dots.
+fn map_entry_error(name: &str, section: &[String]) -> ConfigError {
+    ConfigError::new(
+        name,
+        format!(
+            "not a setting: [{}] entries are set in the config file only",
+            section.join(".")
+        ),
+    )
+}
+
+/// A `SENDGATE_*` variable that names no setting, with the closest name
+/// when one is close enough to be a slip of the keyboard.
+fn not_a_setting(name: &str, defaults: &Table) -> ConfigError {
+    let mut known: Vec<String> = NOT_SETTINGS.iter().map(|&n| n.to_owned()).collect();
+    setting_variables(defaults, ENV_PREFIX, &mut known);
+    let typed = name.to_ascii_uppercase();
+    let closest = known
+        .iter()
+        .map(|candidate| (edit_distance(&typed, candidate), candidate))
+        .min();
+    let typed_len = typed.len() - ENV_PREFIX.len();
+    match closest {
+        Some((distance, candidate)) if distance <= (typed_len / 3).max(2) => {
+            ConfigError::new(name, format!("not a setting; did you mean {candidate}?"))
+        }
+        _ => ConfigError::new(
+            name,
+            "not a setting (a setting's variable is SENDGATE_ and its key in \
+             config/sendgate.toml, tables joined by __, e.g. SENDGATE_POLICY__MODE)",
+        ),
+    }
+}
+
+/// The variable of every scalar setting under `table`.
+fn setting_variables(table: &Table, prefix: &str, out: &mut Vec<String>) {
+    for (key, value) in table {
+        let name = format!("{prefix}{}", key.to_ascii_uppercase());
+        match value {
+            Value::Table(inner) => setting_variables(inner, &format!("{name}__"), out),
+            _ => out.push(name),
+        }
+    }
+}
+
+/// Levenshtein distance: the fewest single-character insertions,
+/// deletions and substitutions that turn `a` into `b`. Names are short
+/// and errors rare, so the plain two-row table is plenty.
+fn edit_distance(a: &str, b: &str) -> usize {
+    let b: Vec<char> = b.chars().collect();
+    let mut previous: Vec<usize> = (0..=b.len()).collect();
+    let mut current = vec![0; b.len() + 1];
+    for (i, a_char) in a.chars().enumerate() {
+        current[0] = i + 1;
+        for (j, b_char) in b.iter().enumerate() {
+            let substitution = previous[j] + usize::from(a_char != *b_char);
+            current[j + 1] = substitution.min(previous[j + 1] + 1).min(current[j] + 1);
+        }
+        std::mem::swap(&mut previous, &mut current);
+    }
+    previous[b.len()]
+}
+
+/// A TOML syntax error as `file:line:column: what`, like a compiler's.
+fn syntax_error(text: &str, origin: &str, err: &toml::de::Error) -> ConfigError {
+    let what = err
+        .message()
+        .lines()
+        .map(str::trim)
+        .filter(|line| !line.is_empty())
+        .collect::<Vec<_>>()
+        .join(": ");
+    let Some(at) = err.span().map(|span| span.start.min(text.len())) else {
+        return ConfigError::new(origin, what);
+    };
+    let before = text.get(..at).unwrap_or(text);
+    let line = before.matches('\n').count() + 1;
+    let column = before
+        .rsplit('\n')
+        .next()
+        .map_or(0, |start| start.chars().count())
+        + 1;
+    ConfigError::new(format!("{origin}:{line}:{column}"), what)
 }
 
 fn one_line(text: &str) -> String {
@@ -1102,7 +1309,8 @@ mod tests {
             key_of("[cache]\nidentity_ttl_secs = -1"),
             "cache.identity_ttl_secs"
         );
-        assert_eq!(key_of("listen = "), "(file)");
+        assert_eq!(key_of("listen = "), "(file):1:10");
+        assert_eq!(key_of("[policy]\nmode = report\n"), "(file):2:8");
         assert_eq!(
             key_of("upstream_ca_file = \"/no/such.pem\""),
             "upstream_ca_file"
@@ -1188,6 +1396,106 @@ mod tests {
             "{message}"
         );
         assert!(!message.contains("untagged"), "{message}");
+    }
+
+    #[test]
+    fn a_misspelt_environment_variable_is_an_error_naming_the_closest_setting() {
+        let err_of = |name: &str| {
+            Config::from_sources("", env(&[(name, "enforce")]))
+                .map(|_| ())
+                .unwrap_err()
+        };
+        let err = err_of("SENDGATE_POLICY__MDOE");
+        assert_eq!(err.key, "SENDGATE_POLICY__MDOE");
+        assert_eq!(
+            err.reason,
+            "not a setting; did you mean SENDGATE_POLICY__MODE?"
+        );
+        assert!(
+            err_of("SENDGATE_LISTN")
+                .reason
+                .ends_with("did you mean SENDGATE_LISTEN?")
+        );
+        assert!(
+            err_of("SENDGATE_LIMITS__NUMBR__MODE")
+                .reason
+                .ends_with("did you mean SENDGATE_LIMITS__NUMBER__MODE?")
+        );
+        assert!(
+            err_of("SENDGATE_ADMIN_TOKNE")
+                .reason
+                .ends_with("did you mean SENDGATE_ADMIN_TOKEN?"),
+            "the secrets are among the names suggested"
+        );
+        let far = err_of("SENDGATE_ZZZZZZZZZZZZZZZZ");
+        assert!(!far.reason.contains("did you mean"), "{far}");
+        // A section is not a setting, nor is a key below a setting.
+        assert_eq!(err_of("SENDGATE_POLICY").key, "SENDGATE_POLICY");
+        assert_eq!(err_of("SENDGATE_LISTEN__PORT").key, "SENDGATE_LISTEN__PORT");
+        // Entries of map sections are set in the file only, and said so.
+        for name in [
+            "SENDGATE_NUMBERS__123__WABA_ID",
+            "SENDGATE_CLIENTS__CRM__CAMPAIGN",
+            "SENDGATE_TEMPLATES__OTP",
+        ] {
+            let err = err_of(name);
+            assert_eq!(err.key, name);
+            assert!(err.reason.contains("config file"), "{err}");
+        }
+    }
+
+    #[test]
+    fn edit_distance_counts_single_character_edits() {
+        assert_eq!(edit_distance("", ""), 0);
+        assert_eq!(edit_distance("MODE", "MODE"), 0);
+        assert_eq!(edit_distance("MDOE", "MODE"), 2);
+        assert_eq!(edit_distance("LISTN", "LISTEN"), 1);
+        assert_eq!(edit_distance("kitten", "sitting"), 3);
+        assert_eq!(edit_distance("", "abc"), 3);
+    }
+
+    #[test]
+    fn the_variables_read_on_purpose_are_not_settings_and_are_accepted() {
+        let read = [
+            "SENDGATE_APP_SECRET",
+            "SENDGATE_VERIFY_TOKEN",
+            "SENDGATE_ADMIN_TOKEN",
+            "SENDGATE_FINGERPRINT_KEY",
+            "SENDGATE_CONFIG",
+            "SENDGATE_BIN",
+            "SENDGATE_BENCH_CASE",
+        ];
+        let pairs: Vec<(&str, &str)> = read.iter().map(|name| (*name, "x")).collect();
+        Config::from_sources("", env(&pairs)).unwrap();
+        let secrets = Secrets::from_env(env(&pairs));
+        assert_eq!(
+            format!("{secrets:?}").matches("<set>").count(),
+            4,
+            "each secret is read: {secrets:?}"
+        );
+        // Not the prefix: not ours.
+        Config::from_sources("", env(&[("SENDGATEPOLICY__MDOE", "x"), ("OTHER", "x")])).unwrap();
+    }
+
+    #[test]
+    fn the_log_format_is_read_from_a_config_that_does_not_load() {
+        let format = |text: &str, vars: &[(&str, &str)]| Config::log_format_of(text, env(vars));
+        let json = [("SENDGATE_LOG__FORMAT", "json")];
+        assert_eq!(format("", &[]), LogFormat::Text);
+        assert_eq!(format("[log]\nformat = \"json\"\n", &[]), LogFormat::Json);
+        assert_eq!(format("", &json), LogFormat::Json);
+        // Invalid elsewhere, or not TOML at all.
+        let bad_key = "lisen = 1\n[log]\nformat = \"json\"\n";
+        assert_eq!(format(bad_key, &[]), LogFormat::Json);
+        assert_eq!(format("listen = \n", &json), LogFormat::Json);
+        assert_eq!(
+            format(
+                "[log]\nformat = \"json\"\n",
+                &[("SENDGATE_LOG__FORMAT", "text")]
+            ),
+            LogFormat::Text,
+            "the environment wins over the file"
+        );
     }
 
     #[test]

@@ -26,6 +26,25 @@ pub(crate) fn init(config: &LogConfig) {
     };
 }
 
+/// One log line in the shape of the JSON logs (`timestamp`, `level`,
+/// `message`, `target`), for what is said after or without the subscriber:
+/// a command's fatal error.
+pub(crate) fn json_line(level: &str, message: &str, target: &str) -> String {
+    use tracing_subscriber::fmt::format::Writer;
+    use tracing_subscriber::fmt::time::{FormatTime, SystemTime};
+    let mut timestamp = String::new();
+    // Writing to a String cannot fail.
+    let _ = SystemTime.format_time(&mut Writer::new(&mut timestamp));
+    let quoted = |text: &str| serde_json::Value::from(text).to_string();
+    format!(
+        "{{\"timestamp\":{},\"level\":{},\"message\":{},\"target\":{}}}",
+        quoted(&timestamp),
+        quoted(level),
+        quoted(message),
+        quoted(target)
+    )
+}
+
 /// Whether a log stream gets colours: only for a person at a terminal (in a
 /// file or a log collector the escape codes are noise), and never with
 /// `NO_COLOR` set (https://no-color.org).
@@ -127,6 +146,17 @@ mod tests {
         );
         assert_eq!(mask("abcdefgh\r\nX:1", false), "…\\nX:1");
         assert_eq!(Escaped("plain").to_string(), "plain");
+    }
+
+    #[test]
+    fn a_json_line_is_one_escaped_object() {
+        let line = super::json_line("ERROR", "bad \"x\"\nnext\u{1b}", "sendgate");
+        assert!(!line.contains('\n') && !line.contains('\u{1b}'), "{line}");
+        let parsed: serde_json::Value = serde_json::from_str(&line).unwrap();
+        assert_eq!(parsed["message"], "bad \"x\"\nnext\u{1b}");
+        assert_eq!(parsed["level"], "ERROR");
+        assert_eq!(parsed["target"], "sendgate");
+        assert!(line.starts_with("{\"timestamp\":\""), "{line}");
     }
 
     #[test]

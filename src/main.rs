@@ -6,8 +6,9 @@ use std::process::ExitCode;
 use clap::Parser;
 
 use sendgate::cli::audit::{self, AuditArgs};
+use sendgate::cli::identities::{self, ImportArgs};
 use sendgate::cli::serve::{self, ServeArgs};
-use sendgate::cli::{self, CliError, Command, identities};
+use sendgate::cli::{self, CliError, Command};
 
 /// mimalloc (its v2, see Cargo.toml): the proxy allocates and frees small
 /// buffers on every request; BENCHMARKS.md ("Design choices") has the figures.
@@ -26,10 +27,12 @@ struct Cli {
 }
 
 fn main() -> ExitCode {
-    match run(Cli::parse().command) {
+    let command = Cli::parse().command;
+    let config = command.config().map(std::path::Path::to_path_buf);
+    match run(command) {
         Ok(()) => ExitCode::SUCCESS,
-        Err(message) => {
-            eprintln!("sendgate: {message}");
+        Err(error) => {
+            cli::report_fatal(&error, config.as_deref());
             ExitCode::FAILURE
         }
     }
@@ -53,22 +56,23 @@ fn run(command: Command) -> Result<(), CliError> {
             };
             serve::block_on(serve::serve(args, loaded))
         }
-        Command::CheckConfig { config } => {
-            let config = cli::load_config(config.as_deref())?;
-            println!(
-                "config OK (listen {}, upstream {})",
-                config.listen, config.upstream
-            );
-            Ok(())
-        }
+        Command::CheckConfig { config } => cli::check::check_config(config.as_deref()),
         Command::Sandbox { listen } => serve::block_on(serve::sandbox(&listen)),
         Command::Import {
             file,
             number,
             portfolio,
             allow_rejects,
+            create,
             config,
-        } => identities::import(&file, number, portfolio, allow_rejects, config.as_deref()),
+        } => identities::import(ImportArgs {
+            file: &file,
+            number,
+            portfolio,
+            allow_rejects,
+            create,
+            config_path: config.as_deref(),
+        }),
         Command::Fingerprint => identities::fingerprint(),
         Command::MoveScope {
             from,

@@ -3,14 +3,46 @@
 //! Labels are bounded on purpose: a decision's verb and reason, an HTTP
 //! status, a Meta error code, a limit's name. Never an identifier, a number
 //! id or a client name, which would make the series unbounded.
+//!
+//! Every family is on the first scrape: the label sets known ahead (limits,
+//! outcomes, cache results) are made at 0 at start, and a family whose
+//! labels are open-ended (a status, a Graph error code) is described by its
+//! `# HELP` and `# TYPE` lines until its first series.
 
-use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::encoding::text::encode;
+use prometheus_client::encoding::{EncodeLabelSet, EncodeMetric, MetricEncoder};
+use prometheus_client::metrics::MetricType;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
+
+/// A family registered so that it is described even with no series yet:
+/// prometheus-client leaves an empty family out of the exposition
+/// altogether, and OpenMetrics allows a family with no samples.
+#[derive(Debug)]
+struct Described<M>(M);
+
+impl<M: EncodeMetric> EncodeMetric for Described<M> {
+    fn encode(&self, encoder: MetricEncoder<'_>) -> Result<(), std::fmt::Error> {
+        self.0.encode(encoder)
+    }
+
+    fn metric_type(&self) -> MetricType {
+        self.0.metric_type()
+    }
+
+    fn is_empty(&self) -> bool {
+        false
+    }
+}
+
+/// The limits a send can be refused by (`LimitKind` in `limits`).
+const LIMIT_NAMES: [&str; 3] = ["number", "pair", "client"];
+
+/// How a configuration reload ends.
+const RELOAD_OUTCOMES: [&str; 2] = ["success", "failure"];
 
 /// A request, by route and what sendgate decided.
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -156,19 +188,19 @@ impl Metrics {
         registry.register(
             "requests",
             "Requests by route, decision and reason",
-            requests.clone(),
+            Described(requests.clone()),
         );
         let upstream_responses = Family::<StatusLabels, Counter>::default();
         registry.register(
             "upstream_responses",
             "Upstream responses by HTTP status",
-            upstream_responses.clone(),
+            Described(upstream_responses.clone()),
         );
         let meta_errors = Family::default();
         registry.register(
             "meta_errors",
             "Graph error codes in upstream error responses to sends",
-            meta_errors.clone(),
+            Described(meta_errors.clone()),
         );
         // 0.5 ms to ~16 s.
         let upstream_latency = Histogram::new(exponential_buckets(0.0005, 2.0, 16));
@@ -181,13 +213,13 @@ impl Metrics {
         registry.register(
             "limit_rejections",
             "Sends refused (or, in report mode, that would be) by a limit",
-            limit_rejections.clone(),
+            Described(limit_rejections.clone()),
         );
         let limit_waits = Family::default();
         registry.register(
             "limit_waits",
             "Sends delayed by a limit in shape mode",
-            limit_waits.clone(),
+            Described(limit_waits.clone()),
         );
         let limit_wait_seconds = Histogram::new(exponential_buckets(0.001, 2.0, 14));
         registry.register(
@@ -199,13 +231,13 @@ impl Metrics {
         registry.register(
             "limiter_keys",
             "Live keys per limiter",
-            limiter_keys.clone(),
+            Described(limiter_keys.clone()),
         );
         let identity_cache = Family::default();
         registry.register(
             "identity_cache",
             "Identity cache lookups by result",
-            identity_cache.clone(),
+            Described(identity_cache.clone()),
         );
         let identities = Gauge::default();
         registry.register(
@@ -217,14 +249,29 @@ impl Metrics {
         registry.register(
             "webhook_relays",
             "Webhook deliveries by outcome",
-            webhook_relays.clone(),
+            Described(webhook_relays.clone()),
         );
         let config_reloads = Family::default();
         registry.register(
             "config_reloads",
             "Configuration reloads by outcome",
-            config_reloads.clone(),
+            Described(config_reloads.clone()),
         );
+        // The label sets known ahead, at 0 until counted.
+        for limit in LIMIT_NAMES {
+            let labels = LimitLabels {
+                limit: limit.to_owned(),
+            };
+            let _ = limit_rejections.get_or_create(&labels);
+            let _ = limiter_keys.get_or_create(&labels);
+        }
+        // A shaped send's wait is counted once, whichever limit made it.
+        let _ = limit_waits.get_or_create(&LimitLabels {
+            limit: "any".to_owned(),
+        });
+        for result in ["hit", "miss"] {
+            let _ = identity_cache.get_or_create(&ResultLabels { result });
+        }
         let hot = HotSeries {
             requests: HOT_REQUESTS
                 .iter()
@@ -239,7 +286,7 @@ impl Metrics {
                 .get_or_create(&StatusLabels { status: 200 })
                 .clone(),
         };
-        Metrics {
+        let metrics = Metrics {
             hot,
             registry,
             requests,
@@ -255,7 +302,9 @@ impl Metrics {
             fleet_redis_up: None,
             webhook_relays,
             config_reloads,
-        }
+        };
+        Self::expect_outcomes(&metrics.config_reloads, RELOAD_OUTCOMES);
+        metrics
     }
 
     /// Adds the fleet's metrics: a single machine has no Redis to report
@@ -306,6 +355,18 @@ impl Metrics {
                     .get_or_create(&StatusLabels { status })
                     .inc();
             }
+        }
+    }
+
+    /// Makes the series of outcomes known ahead, at 0 until counted.
+    pub(crate) fn expect_outcomes<'a>(
+        family: &Family<OutcomeLabels, Counter>,
+        outcomes: impl IntoIterator<Item = &'a str>,
+    ) {
+        for outcome in outcomes {
+            let _ = family.get_or_create(&OutcomeLabels {
+                outcome: outcome.to_owned(),
+            });
         }
     }
 

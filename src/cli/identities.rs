@@ -36,14 +36,30 @@ fn named_scope(
     }
 }
 
+/// `sendgate import`'s arguments.
+#[derive(Debug)]
+pub struct ImportArgs<'a> {
+    /// The CSV or JSON-lines file (`-` for standard input).
+    pub file: &'a Path,
+    pub number: Option<String>,
+    pub portfolio: Option<String>,
+    /// Exit 0 even when rows were rejected.
+    pub allow_rejects: bool,
+    /// Make the store file when it does not exist yet.
+    pub create: bool,
+    pub config_path: Option<&'a Path>,
+}
+
 /// `sendgate import`: rows of FILE into the store, a summary on stdout.
-pub fn import(
-    file: &Path,
-    number: Option<String>,
-    portfolio: Option<String>,
-    allow_rejects: bool,
-    config_path: Option<&Path>,
-) -> Result<(), CliError> {
+pub fn import(args: ImportArgs<'_>) -> Result<(), CliError> {
+    let ImportArgs {
+        file,
+        number,
+        portfolio,
+        allow_rejects,
+        create,
+        config_path,
+    } = args;
     init_operator_log();
     let config = load_config(config_path)?;
     let default_scope = named_scope(&config, number, portfolio)?;
@@ -60,6 +76,9 @@ pub fn import(
             return Err(
                 "store.path is empty (an in-memory store): an import would be lost at exit".into(),
             );
+        }
+        path if !create && !Path::new(path).exists() => {
+            return Err(no_store_to_import_into(Path::new(path)).into());
         }
         path => open_store(Path::new(path))?,
     };
@@ -107,6 +126,21 @@ pub fn import(
         )
         .into()),
     }
+}
+
+/// Why an import does not make the store it was pointed at: a missing
+/// store is most often a relative `store.path` read from another
+/// directory than `serve`'s, and an empty store made there would take
+/// the pairs away from the one `serve` reads.
+fn no_store_to_import_into(path: &Path) -> String {
+    let shown = match std::env::current_dir() {
+        Ok(dir) if path.is_relative() => format!("{} (in {})", path.display(), dir.display()),
+        _ => path.display().to_string(),
+    };
+    format!(
+        "no identity store at {shown}: run import where serve runs, or point store.path \
+         (--config, SENDGATE_STORE__PATH) at serve's store; --create starts a new one"
+    )
 }
 
 /// `sendgate fingerprint`: the fingerprint of the token on standard input.

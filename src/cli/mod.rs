@@ -3,12 +3,14 @@
 //! the one line the binary prints before it exits non-zero.
 //!
 //! - [`serve`]: the proxy (and `sandbox`, the simulated Cloud API alone).
+//! - [`check`]: `check-config`, the checks `serve` runs before it starts.
 //! - [`identities`]: `import`, `move-scope` and `fingerprint`, offline
 //!   work on the identity store and on tokens.
 //! - [`audit`]: a campaign list judged offline, row by row.
 //! - [`migrate`]: `migrate-store`, a single machine's store into a fleet's.
 
 pub mod audit;
+pub mod check;
 pub mod identities;
 pub mod migrate;
 mod operator;
@@ -19,7 +21,8 @@ use std::path::{Path, PathBuf};
 
 use clap::Subcommand;
 
-use crate::config::Config;
+use crate::config::{Config, LogFormat};
+use crate::logging;
 
 /// Why a command failed: one line for the operator.
 #[derive(Debug)]
@@ -63,7 +66,13 @@ pub enum Command {
         #[arg(long)]
         sandbox: bool,
     },
-    /// Validate a config file and exit (non-zero, naming the bad key, if invalid).
+    /// Validate a config file as `serve` would before starting, and exit.
+    ///
+    /// Runs every check `serve` runs before it binds a port: the file's
+    /// syntax, keys and values, the SENDGATE_* overrides, the secrets the
+    /// config needs from the environment (SENDGATE_APP_SECRET and
+    /// SENDGATE_VERIFY_TOKEN with a webhook path), the upstream's CA file.
+    /// Exits non-zero with one line naming the problem.
     CheckConfig {
         /// Config file [default: config/sendgate.toml, or the embedded defaults if absent].
         #[arg(long, env = "SENDGATE_CONFIG")]
@@ -83,7 +92,8 @@ pub enum Command {
     /// --portfolio's. Bad rows are listed and skipped, and make the exit
     /// status non-zero unless --allow-rejects. The store is the one
     /// `serve` uses, which holds it while running: stop it first, or use
-    /// POST /admin/identities.
+    /// POST /admin/identities. A store file that does not exist is an error
+    /// (a relative store.path read from the wrong directory) unless --create.
     Import {
         /// The CSV or JSON-lines file ("-" for standard input).
         file: PathBuf,
@@ -96,6 +106,9 @@ pub enum Command {
         /// Exit 0 even when rows were rejected (they are listed either way).
         #[arg(long)]
         allow_rejects: bool,
+        /// Start a new identity store when store.path names no file yet.
+        #[arg(long)]
+        create: bool,
         /// Config file [default: config/sendgate.toml, or the embedded defaults if absent].
         #[arg(long, env = "SENDGATE_CONFIG")]
         config: Option<PathBuf>,
@@ -170,6 +183,35 @@ pub enum Command {
         #[arg(long, env = "SENDGATE_CONFIG")]
         config: Option<PathBuf>,
     },
+}
+
+impl Command {
+    /// The `--config` the command was given, if it takes one.
+    pub fn config(&self) -> Option<&Path> {
+        match self {
+            Command::Serve { config, .. }
+            | Command::CheckConfig { config }
+            | Command::Import { config, .. }
+            | Command::MoveScope { config, .. }
+            | Command::MigrateStore { config, .. }
+            | Command::Audit { config, .. } => config.as_deref(),
+            Command::Sandbox { .. } | Command::Fingerprint => None,
+        }
+    }
+}
+
+/// Prints a command's fatal error on stderr in the config's log format:
+/// one JSON log line with `log.format = "json"` (from the file or
+/// `SENDGATE_LOG__FORMAT`, even when the config is what failed), else
+/// `sendgate: <error>`.
+pub fn report_fatal(error: &CliError, config: Option<&Path>) {
+    let text = config_file(config)
+        .and_then(|path| std::fs::read_to_string(path).ok())
+        .unwrap_or_default();
+    match Config::log_format_of(&text, std::env::vars()) {
+        LogFormat::Json => eprintln!("{}", logging::json_line("ERROR", &error.0, "sendgate")),
+        LogFormat::Text => eprintln!("sendgate: {error}"),
+    }
 }
 
 /// Which store a migration reads or writes.

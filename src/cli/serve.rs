@@ -108,8 +108,7 @@ pub async fn serve_until(
         }
     };
     overrides(&mut config);
-    config
-        .validate()
+    super::check::before_start(&config, &Secrets::from_env(std::env::vars()))
         .map_err(|err| format!("config error: {err}"))?;
     let listener = server::bind(config.listen, config.connections.backlog)
         .map_err(|err| format!("cannot listen on {}: {err}", config.listen))?;

@@ -270,17 +270,26 @@ fn judge(
     default_scope: Option<&str>,
 ) -> Result<(String, IdentityEvent), String> {
     let bsuid = row.bsuid.ok_or("no bsuid")?;
-    if classify(&bsuid) != IdClass::Bsuid {
-        return Err(format!(
-            "bsuid {bsuid:?} is not a BSUID (e.g. US.13491208655302741918)"
-        ));
-    }
+    let is_parent = match classify(&bsuid) {
+        IdClass::Bsuid => false,
+        IdClass::ParentBsuid => true,
+        _ => {
+            return Err(format!(
+                "bsuid {bsuid:?} is not a BSUID (e.g. US.13491208655302741918)"
+            ));
+        }
+    };
     let phone = match row.phone {
         Some(phone) if classify(&phone) == IdClass::Phone => Some(phone_digits(&phone)),
         Some(phone) => return Err(format!("phone {phone:?} is not a phone number")),
         None => None,
     };
     let parent_bsuid = match row.parent_bsuid {
+        Some(parent) if is_parent && parent != bsuid => {
+            return Err(format!(
+                "bsuid {bsuid:?} is a parent BSUID and parent_bsuid {parent:?} another one"
+            ));
+        }
         Some(parent) if classify(&parent) == IdClass::ParentBsuid => Some(parent),
         Some(parent) => return Err(format!("parent_bsuid {parent:?} is not a parent BSUID")),
         None => None,
@@ -288,9 +297,18 @@ fn judge(
     let username = row
         .username
         .map(|name| name.trim_start_matches('@').to_owned());
-    if phone.is_none() && parent_bsuid.is_none() && username.is_none() {
+    if phone.is_none() && (parent_bsuid.is_none() || is_parent) && username.is_none() {
         return Err("nothing to learn: give a phone, a parent_bsuid or a username".into());
     }
+    // A parent BSUID alone (an export that knows a person only by the id
+    // valid across linked portfolios) is kept as a record of its own that
+    // is its own parent: the parent index, which a send to a parent BSUID
+    // and a lookup read, finds it as it finds a webhook's parent.
+    let parent_bsuid = if is_parent {
+        Some(bsuid.clone())
+    } else {
+        parent_bsuid
+    };
     let scope = match (row.portfolio, row.number) {
         (Some(portfolio), _) => {
             check_portfolio_name(&portfolio).map_err(|why| format!("portfolio {why}"))?;
@@ -451,7 +469,7 @@ mod tests {
             "{\"bsuid\":\"US.2\",\"phone\":\"16505550000\",\"colour\":\"blue\"}\n",
             "{\"bsuid\":\"US.3\",\n",
             "[1,2]\n",
-            "{\"bsuid\":\"US.ENT.4\",\"phone\":\"16505550001\"}\n",
+            "{\"bsuid\":\"us.ENT.4\",\"phone\":\"16505550001\"}\n",
             "{\"bsuid\":\"US.5\",\"parent_bsuid\":\"US.ENT.5\"}\n",
         ));
         assert_eq!(summary.imported, 2);
@@ -465,6 +483,32 @@ mod tests {
             Some("16315551234")
         );
         assert_eq!(identities.find("US.ENT.5", None).unwrap()[0].bsuid, "US.5");
+    }
+
+    #[test]
+    fn a_parent_bsuid_in_the_bsuid_column_is_found_through_the_parent_index() {
+        let (summary, identities) = run(concat!(
+            "bsuid,parent_bsuid,phone,username\n",
+            "US.ENT.1,,16505550001,\n",
+            "US.ENT.2,US.ENT.2,,lucia\n",
+            "US.ENT.3,US.ENT.9,16505550003,\n",
+            "US.ENT.4,,,\n",
+        ));
+        assert_eq!(summary.imported, 2);
+        assert_eq!(lines(&summary), [4, 5]);
+        assert!(summary.rejected[0].reason.contains("is a parent BSUID"));
+        assert!(summary.rejected[1].reason.starts_with("nothing to learn"));
+        assert_eq!(
+            futures_util::FutureExt::now_or_never(
+                identities.phone_for_bsuid(Scope::Number("1"), "US.ENT.1")
+            )
+            .flatten()
+            .as_deref(),
+            Some("16505550001")
+        );
+        let found = identities.find("US.ENT.2", None).unwrap();
+        assert_eq!(found[0].username.as_deref(), Some("lucia"));
+        assert_eq!(found[0].parent_bsuid.as_deref(), Some("US.ENT.2"));
     }
 
     #[test]

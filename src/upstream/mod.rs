@@ -142,6 +142,12 @@ impl Upstream {
     }
 }
 
+/// Whether the upstream's TLS settings (root store, CA file) make a client
+/// config, as starting the proxy will: `check-config` runs this too.
+pub(crate) fn check_tls(config: &Config) -> Result<(), ConfigError> {
+    tls_config(config).map(drop)
+}
+
 /// The TLS client config: the chosen root store plus any extra CA file.
 /// ALPN (h2, http/1.1) is set by the connector builder.
 fn tls_config(config: &Config) -> Result<rustls::ClientConfig, ConfigError> {

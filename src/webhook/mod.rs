@@ -57,6 +57,16 @@ pub enum Outcome {
 }
 
 impl Outcome {
+    /// Every outcome, so that each is counted (at 0) from the start.
+    pub const ALL: [Outcome; 6] = [
+        Outcome::Verified,
+        Outcome::Relayed,
+        Outcome::DownstreamFailed,
+        Outcome::StoreFailed,
+        Outcome::Unauthorized,
+        Outcome::Rejected,
+    ];
+
     /// The metric label.
     pub fn as_str(self) -> &'static str {
         match self {

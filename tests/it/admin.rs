@@ -249,3 +249,53 @@ async fn metrics_are_served_as_openmetrics_to_get_and_head() {
     assert_eq!(head.headers["content-type"], openmetrics);
     assert!(head.body.is_empty());
 }
+
+/// The names `src/metrics.rs` registers for every server (the first string
+/// after each `.register(`; the fleet's own, registered in `add_fleet`, are
+/// left out: a single machine has no Redis to report on).
+fn registered_families() -> Vec<String> {
+    let source = include_str!("../../src/metrics.rs");
+    let names_in = |text: &str| -> Vec<String> {
+        text.split(".register(")
+            .skip(1)
+            .filter_map(|call| Some(call.split('"').nth(1)?.to_owned()))
+            .collect()
+    };
+    let start = source
+        .find("fn add_fleet")
+        .expect("src/metrics.rs adds the fleet's metrics in add_fleet");
+    let end = start + source[start..].find("\n    }\n").unwrap();
+    let fleet = names_in(&source[start..end]);
+    assert!(!fleet.is_empty(), "no fleet metric found in add_fleet");
+    let names: Vec<String> = names_in(source)
+        .into_iter()
+        .filter(|name| !fleet.contains(name))
+        .collect();
+    assert!(names.len() >= 12, "found only {names:?}");
+    names
+}
+
+/// Every family is on the first scrape, before anything has happened: a
+/// dashboard or an alert on `sendgate_limit_rejections` finds it (at 0 or
+/// described) rather than nothing.
+#[tokio::test]
+async fn a_fresh_server_lists_every_metric_family() {
+    let (_upstream, _proxy, admin) = setup().await;
+    let authorization = format!("Bearer {ADMIN_TOKEN}");
+    let headers = [("authorization", authorization.as_str())];
+    let get = crate::support::call(admin, "GET", "/metrics", &headers, b"").await;
+    assert_eq!(get.status, StatusCode::OK);
+    let text = String::from_utf8(get.body.to_vec()).unwrap();
+    for name in registered_families() {
+        let described = format!("# TYPE sendgate_{name} ");
+        assert!(text.contains(&described), "no {described:?} in\n{text}");
+    }
+    // Outcomes known ahead are there at 0.
+    for line in [
+        "sendgate_webhook_relays_total{outcome=\"unauthorized\"} 0",
+        "sendgate_config_reloads_total{outcome=\"failure\"} 0",
+        "sendgate_limit_rejections_total{limit=\"pair\"} 0",
+    ] {
+        assert!(text.contains(line), "no {line:?} in\n{text}");
+    }
+}

@@ -16,7 +16,8 @@ use serde_json::Value;
 const BIN: &str = env!("CARGO_BIN_EXE_sendgate");
 const BSUID: &str = "US.13491208655302741918";
 
-fn check_config(text: &str) -> std::process::Output {
+/// A config file of its own per text, in a directory of this test run.
+fn config_file(text: &str) -> std::path::PathBuf {
     let dir = std::env::temp_dir().join(format!("sendgate-cli-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let path = dir.join(format!(
@@ -24,11 +25,24 @@ fn check_config(text: &str) -> std::process::Output {
         text.len() * 31 + text.bytes().map(usize::from).sum::<usize>()
     ));
     std::fs::write(&path, text).unwrap();
-    Command::new(BIN)
+    path
+}
+
+fn check_config(text: &str) -> std::process::Output {
+    check_config_with(text, &[], &[])
+}
+
+/// `check-config` on `text` with `set` in its environment and `unset` out of it.
+fn check_config_with(text: &str, set: &[(&str, &str)], unset: &[&str]) -> std::process::Output {
+    let mut command = Command::new(BIN);
+    command
         .args(["check-config", "--config"])
-        .arg(&path)
-        .output()
-        .unwrap()
+        .arg(config_file(text));
+    for name in unset {
+        command.env_remove(name);
+    }
+    command.envs(set.iter().copied());
+    command.output().unwrap()
 }
 
 /// Trying the sandbox leaves the store a plain `serve` keeps alone: what
@@ -153,6 +167,211 @@ fn check_config_names_the_bad_key_in_one_line() {
             .unwrap()
             .contains("cache.identity_capacity")
     );
+}
+
+/// What `serve` would refuse at start, `check-config` refuses too: here a
+/// webhook relay without its secrets, and a CA file that holds no
+/// certificate.
+#[test]
+fn check_config_runs_the_checks_serve_runs_before_it_starts() {
+    let webhook = "[webhook]\npath = \"/webhook\"\nforward_to = \"http://127.0.0.1:9/hook\"\n";
+    let secrets = ["SENDGATE_APP_SECRET", "SENDGATE_VERIFY_TOKEN"];
+    let output = check_config_with(webhook, &[], &secrets);
+    assert!(!output.status.success(), "{output:?}");
+    let stderr = String::from_utf8(output.stderr).unwrap();
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    assert!(stderr.contains("SENDGATE_APP_SECRET"), "{stderr}");
+
+    let set = [
+        ("SENDGATE_APP_SECRET", "app-secret-7f3a"),
+        ("SENDGATE_VERIFY_TOKEN", "verify-token-7f3a"),
+    ];
+    let output = check_config_with(webhook, &set, &[]);
+    assert!(output.status.success(), "{output:?}");
+    let said =
+        String::from_utf8(output.stdout).unwrap() + &String::from_utf8(output.stderr).unwrap();
+    assert!(!said.contains("7f3a"), "a secret printed: {said}");
+
+    let not_pem = config_file("this is not a certificate\n");
+    let text = format!("upstream_ca_file = {:?}\n", not_pem.to_str().unwrap());
+    let output = check_config(&text);
+    assert!(!output.status.success(), "{output:?}");
+    let stderr = String::from_utf8(output.stderr).unwrap();
+    assert!(stderr.contains("upstream_ca_file"), "{stderr}");
+}
+
+/// A TOML syntax error says where: the file, the line and the column.
+#[test]
+fn a_syntax_error_names_the_file_line_and_column() {
+    let text = "[policy]\nmode = \"report\"\nprefer_phone = yes\n";
+    let output = check_config(text);
+    assert!(!output.status.success(), "{output:?}");
+    let stderr = String::from_utf8(output.stderr).unwrap();
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    let at = format!("{}:3:16: ", config_file(text).display());
+    assert!(stderr.contains(&at), "{at:?} not in {stderr}");
+}
+
+/// A value of the wrong kind says which values are allowed, whatever it
+/// was instead (a word, a number).
+#[test]
+fn a_bad_value_says_the_allowed_values() {
+    for (text, allowed) in [
+        (
+            "[policy]\nmode = \"enforcing\"\n",
+            "\"enforce\" or \"report\"",
+        ),
+        ("[policy]\nmode = 3\n", "\"enforce\" or \"report\""),
+        ("[log]\nformat = true\n", "\"text\" or \"json\""),
+        (
+            "[limits.pair]\nmode = \"on\"\n",
+            "\"off\", \"reject\" or \"shape\"",
+        ),
+    ] {
+        let output = check_config(text);
+        assert!(!output.status.success(), "{text}: {output:?}");
+        let stderr = String::from_utf8(output.stderr).unwrap();
+        assert!(
+            stderr.contains(allowed),
+            "{text}: {allowed} not in {stderr}"
+        );
+    }
+}
+
+/// A misspelt override is refused, by check-config and serve alike, with
+/// the setting it was probably meant for.
+#[test]
+fn a_misspelt_environment_variable_stops_check_config_and_serve() {
+    let said =
+        "config error: SENDGATE_POLICY__MDOE: not a setting; did you mean SENDGATE_POLICY__MODE?";
+    let output = check_config_with("", &[("SENDGATE_POLICY__MDOE", "report")], &[]);
+    assert!(!output.status.success(), "{output:?}");
+    let stderr = String::from_utf8(output.stderr).unwrap();
+    assert_eq!(stderr.trim_end(), format!("sendgate: {said}"));
+
+    let mut serve = Command::new(BIN);
+    serve
+        .args(["serve", "--listen", "127.0.0.1:0"])
+        .current_dir(std::env::temp_dir())
+        .env_remove("SENDGATE_CONFIG")
+        .env("SENDGATE_STORE__PATH", "")
+        .env("SENDGATE_ADMIN__LISTEN", "")
+        .env("SENDGATE_POLICY__MDOE", "report");
+    let output = exits_within(serve, Duration::from_secs(20));
+    assert!(!output.status.success(), "{output:?}");
+    let stderr = String::from_utf8(output.stderr).unwrap();
+    assert!(stderr.contains(said), "{stderr}");
+}
+
+/// Every line of a stream, parsed as a JSON object.
+fn json_lines(stream: &[u8]) -> Vec<serde_json::Map<String, Value>> {
+    String::from_utf8_lossy(stream)
+        .lines()
+        .map(|line| match serde_json::from_str(line) {
+            Ok(Value::Object(object)) => object,
+            _ => panic!("not a JSON log line: {line:?}"),
+        })
+        .collect()
+}
+
+/// With JSON logs, a fatal error is one JSON log line like the others
+/// (timestamp, level, message, target), whether the config said so in the
+/// file or the environment, and even when the config itself is what failed.
+#[test]
+fn a_fatal_error_is_a_json_log_line_when_the_logs_are_json() {
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let taken = taken.local_addr().unwrap().to_string();
+    let json_file =
+        config_file("[log]\nformat = \"json\"\n[store]\npath = \"\"\n[admin]\nlisten = \"\"\n");
+    let broken = config_file("[log]\nformat = \"json\"\nlisten = \n");
+    // (arguments, environment, what the error says)
+    type Case<'a> = (&'a [&'a str], &'a [(&'a str, &'a str)], &'a str);
+    let cases: [Case<'_>; 3] = [
+        // The port is taken: the config loaded, the start failed.
+        (
+            &[
+                "serve",
+                "--listen",
+                &taken,
+                "--config",
+                json_file.to_str().unwrap(),
+            ],
+            &[],
+            "cannot listen on",
+        ),
+        // A webhook without its secrets, JSON asked for by the environment.
+        (
+            &["serve", "--listen", "127.0.0.1:0"],
+            &[
+                ("SENDGATE_LOG__FORMAT", "json"),
+                ("SENDGATE_STORE__PATH", ""),
+                ("SENDGATE_ADMIN__LISTEN", ""),
+                ("SENDGATE_WEBHOOK__PATH", "/webhook"),
+                ("SENDGATE_WEBHOOK__FORWARD_TO", "http://127.0.0.1:9/hook"),
+            ],
+            "SENDGATE_APP_SECRET",
+        ),
+        // The file does not parse: the environment still says JSON.
+        (
+            &["check-config", "--config", broken.to_str().unwrap()],
+            &[("SENDGATE_LOG__FORMAT", "json")],
+            ":3:10: ",
+        ),
+    ];
+    for (args, env, said) in cases {
+        let mut command = Command::new(BIN);
+        command
+            .args(args)
+            .current_dir(std::env::temp_dir())
+            .env_remove("SENDGATE_CONFIG")
+            .env_remove("SENDGATE_APP_SECRET")
+            .env_remove("SENDGATE_VERIFY_TOKEN")
+            .env_remove("RUST_LOG")
+            .envs(env.iter().copied());
+        let output = exits_within(command, Duration::from_secs(20));
+        assert!(!output.status.success(), "{args:?}: {output:?}");
+        json_lines(&output.stdout);
+        let lines = json_lines(&output.stderr);
+        assert_eq!(lines.len(), 1, "{args:?}: one line: {output:?}");
+        let line = &lines[0];
+        assert_eq!(line["level"], "ERROR", "{line:?}");
+        assert!(
+            line["message"].as_str().unwrap().contains(said),
+            "{said:?}: {line:?}"
+        );
+        assert!(
+            line["timestamp"].as_str().unwrap().ends_with('Z'),
+            "{line:?}"
+        );
+        assert!(
+            line["target"].as_str().unwrap().starts_with("sendgate"),
+            "{line:?}"
+        );
+    }
+    // Text logs: the plain line, as before.
+    let output = check_config("[log]\nformat = \"text\"\nlisten = \n");
+    let stderr = String::from_utf8(output.stderr).unwrap();
+    assert!(stderr.starts_with("sendgate: config error: "), "{stderr}");
+}
+
+/// Runs `command` to its end, killing it (and failing) if it is still
+/// running after `limit`: a serve that should have refused to start.
+fn exits_within(mut command: Command, limit: Duration) -> std::process::Output {
+    let mut child = command
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let started = Instant::now();
+    while child.try_wait().unwrap().is_none() {
+        if started.elapsed() > limit {
+            let _ = child.kill();
+            let output = child.wait_with_output().unwrap();
+            panic!("still running after {limit:?}: {output:?}");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    child.wait_with_output().unwrap()
 }
 
 async fn call(addr: SocketAddr, method: &str, path: &str, body: &str) -> Answer {

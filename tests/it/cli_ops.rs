@@ -120,7 +120,14 @@ fn imported(name: &str) -> Scratch {
     scratch.file("pairs.jsonl", PAIRS_JSON);
     ok(
         &scratch,
-        &["import", "pairs.csv", "--number", "1", "--allow-rejects"],
+        &[
+            "import",
+            "pairs.csv",
+            "--number",
+            "1",
+            "--allow-rejects",
+            "--create",
+        ],
     );
     ok(
         &scratch,
@@ -133,7 +140,7 @@ fn imported(name: &str) -> Scratch {
 fn an_import_with_rejected_rows_exits_non_zero_unless_allowed() {
     let scratch = Scratch::new("import-rejects");
     scratch.file("pairs.csv", PAIRS_CSV);
-    let output = scratch.run(&["import", "pairs.csv", "--number", "1"]);
+    let output = scratch.run(&["import", "pairs.csv", "--number", "1", "--create"]);
     assert!(!output.status.success(), "{output:?}");
     let (stdout, stderr) = (text(&output.stdout), text(&output.stderr));
     assert!(
@@ -159,7 +166,14 @@ fn import_csv_counts_rows_and_lists_rejected_lines() {
     scratch.file("pairs.csv", PAIRS_CSV);
     let (stdout, _) = ok(
         &scratch,
-        &["import", "pairs.csv", "--number", "1", "--allow-rejects"],
+        &[
+            "import",
+            "pairs.csv",
+            "--number",
+            "1",
+            "--allow-rejects",
+            "--create",
+        ],
     );
     assert_eq!(
         stdout,
@@ -197,6 +211,7 @@ fn import_json_lines_is_detected_and_judged_per_line() {
             "--portfolio",
             "acme",
             "--allow-rejects",
+            "--create",
         ],
     );
     let lines: Vec<&str> = stdout.lines().collect();
@@ -396,7 +411,10 @@ fn a_store_held_by_another_process_fails_in_one_line() {
 fn rows_without_a_scope_are_rejected_and_other_numbers_do_not_see_a_numbers_pairs() {
     let scratch = Scratch::new("scopes");
     scratch.file("pairs.csv", PAIRS_CSV);
-    let (stdout, _) = ok(&scratch, &["import", "pairs.csv", "--allow-rejects"]);
+    let (stdout, _) = ok(
+        &scratch,
+        &["import", "pairs.csv", "--allow-rejects", "--create"],
+    );
     assert!(
         stdout.starts_with("imported 0, updated 0, unchanged 0, rejected 5"),
         "{stdout}"
@@ -437,6 +455,7 @@ fn move_scope_hands_a_portfolios_identities_to_a_number() {
             "--portfolio",
             "default",
             "--allow-rejects",
+            "--create",
         ],
     );
     scratch.file("list.txt", "US.1001\n");
@@ -453,6 +472,112 @@ fn move_scope_hands_a_portfolios_identities_to_a_number() {
     assert!(audit().ends_with("resolved BSUID to phone,16315551234\n"));
     let output = scratch.run(&["move-scope", "--from", "default"]);
     assert!(!output.status.success(), "a target is required");
+}
+
+/// A parent BSUID (`CC.ENT.…`, valid across linked portfolios) in the
+/// bsuid column is imported, and a send to it resolves to the phone, as a
+/// webhook's parent does.
+#[test]
+fn import_accepts_a_parent_bsuid_in_the_bsuid_column() {
+    let scratch = Scratch::new("import-parent");
+    scratch.file(
+        "pairs.csv",
+        "bsuid,phone\nUS.ENT.7001,16505557001\nUS.7002,16505557002\n",
+    );
+    let (stdout, _) = ok(
+        &scratch,
+        &["import", "pairs.csv", "--number", "1", "--create"],
+    );
+    assert_eq!(stdout, "imported 2, updated 0, unchanged 0, rejected 0\n");
+    scratch.file("list.txt", "US.ENT.7001\nUS.7002\nUS.ENT.7003\n");
+    let (stdout, _) = ok(&scratch, &["audit", "list.txt", "--number", "1", "--csv"]);
+    assert_eq!(
+        stdout,
+        concat!(
+            "line,recipient,action,detail\n",
+            "1,US.ENT.7001,resolved BSUID to phone,16505557001\n",
+            "2,US.7002,resolved BSUID to phone,16505557002\n",
+            "3,US.ENT.7003,blocked,campaign_needs_phone\n",
+        )
+    );
+    // A parent in both columns must be the same one.
+    scratch.file(
+        "both.csv",
+        "bsuid,parent_bsuid,phone\nUS.ENT.7004,US.ENT.7005,16505557004\n",
+    );
+    let output = scratch.run(&["import", "both.csv", "--number", "1"]);
+    assert!(!output.status.success(), "{output:?}");
+    assert!(
+        text(&output.stdout).contains("line 2: bsuid \"US.ENT.7004\" is a parent BSUID"),
+        "{output:?}"
+    );
+}
+
+/// An import never makes a store on its own: run from the wrong directory
+/// (a relative `store.path`), it says where it looked and how to start a
+/// new store, and creates nothing.
+#[test]
+fn import_refuses_to_create_a_store_unless_told_to() {
+    let scratch = Scratch::new("import-create");
+    scratch.file("pairs.csv", PAIRS_CSV);
+    let output = scratch.run(&["import", "pairs.csv", "--number", "1", "--allow-rejects"]);
+    fails_with_one_line(&output, &["no identity store at", "--create"]);
+    assert!(!scratch.store().exists(), "no store was created");
+    assert_eq!(text(&output.stdout), "", "nothing imported");
+
+    // The default, relative store path: the message says where that is.
+    let output = Command::new(BIN)
+        .args(["import", "pairs.csv", "--number", "1"])
+        .current_dir(&scratch.dir)
+        .env_remove("SENDGATE_CONFIG")
+        .env_remove("SENDGATE_STORE__PATH")
+        .output()
+        .unwrap();
+    let dir = scratch.dir.canonicalize().unwrap();
+    fails_with_one_line(
+        &output,
+        &[
+            "sendgate-identities.redb",
+            dir.to_str().unwrap(),
+            "--create",
+        ],
+    );
+    assert!(!scratch.dir.join("sendgate-identities.redb").exists());
+
+    let (stdout, _) = ok(
+        &scratch,
+        &[
+            "import",
+            "pairs.csv",
+            "--number",
+            "1",
+            "--allow-rejects",
+            "--create",
+        ],
+    );
+    assert!(stdout.starts_with("imported 2,"), "{stdout}");
+    assert!(scratch.store().is_file());
+    // Once it exists, --create changes nothing.
+    let (stdout, _) = ok(
+        &scratch,
+        &[
+            "import",
+            "pairs.csv",
+            "--number",
+            "1",
+            "--allow-rejects",
+            "--create",
+        ],
+    );
+    assert!(
+        stdout.starts_with("imported 0, updated 0, unchanged 3"),
+        "{stdout}"
+    );
+    let help = Command::new(BIN)
+        .args(["import", "--help"])
+        .output()
+        .unwrap();
+    assert!(text(&help.stdout).contains("--create"));
 }
 
 #[test]

@@ -347,7 +347,7 @@ async fn an_operator_migrates_a_store_and_imports_while_the_fleet_serves() {
     .unwrap();
 
     let single = [("SENDGATE_STORE__PATH", store)];
-    let (ok, said) = operator(&dir, &["import", "old.csv"], &single);
+    let (ok, said) = operator(&dir, &["import", "old.csv", "--create"], &single);
     assert!(ok, "{said}");
     let both = [
         ("SENDGATE_STORE__PATH", store),
