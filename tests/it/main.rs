@@ -9,6 +9,7 @@ mod admin;
 mod cli;
 mod cli_ops;
 mod connections;
+mod deploy_kit;
 mod durability;
 mod edges;
 mod fleet;
