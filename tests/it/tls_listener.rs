@@ -477,14 +477,17 @@ async fn an_openssl_client_resumes_its_session_with_the_same_ticket_again() {
     // The server is another process: blocking this test's thread is fine.
     let s_client = |session_flag: &str| {
         let mut child = std::process::Command::new("openssl")
-            .args(["s_client", "-connect", &connect, "-CAfile", &ca_path])
+            .args([
+                "s_client", "-ign_eof", "-connect", &connect, "-CAfile", &ca_path,
+            ])
             .args([session_flag, &session])
             .stdin(std::process::Stdio::piped())
             .stdout(std::process::Stdio::piped())
             .stderr(std::process::Stdio::null())
             .spawn()
             .expect("openssl is installed (.ci/run installs it)");
-        // A request, so that the tickets sent after the handshake are read.
+        // A request, answered and closed by the server (-ign_eof: not by the
+        // end of stdin), so that the tickets sent after the handshake are read.
         let mut stdin = child.stdin.take().unwrap();
         let request = b"GET /v21.0/me HTTP/1.1\r\nhost: localhost\r\nconnection: close\r\n\r\n";
         let _ = std::io::Write::write_all(&mut stdin, request);
