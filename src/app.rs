@@ -28,7 +28,7 @@ use crate::limits::Limits;
 use crate::metrics::Metrics;
 use crate::relay::{body_failed, relay};
 use crate::templates::TemplateCategories;
-use crate::tls::{Terminator, TlsError};
+use crate::tls::Terminator;
 use crate::upstream::{Upstream, UpstreamBody};
 use crate::webhook::{Outcome, Relay};
 
@@ -112,7 +112,7 @@ impl App {
         identities: Arc<Identities>,
         limits: Limits,
     ) -> Result<Self, StartError> {
-        let tls = Terminator::new(&config.tls).map_err(StartError::Tls)?;
+        let tls = Terminator::new(&config.tls).map_err(|err| StartError::Config(err.into()))?;
         let upstream = Arc::new(Upstream::new(&config).map_err(StartError::Config)?);
         let templates = TemplateCategories::new(&config.cache, upstream.clone());
         let webhook = match config.webhook.enabled() {
@@ -206,7 +206,8 @@ impl App {
         }
         // Renewed certificates are read on every reload, changed config or not.
         if let Some(tls) = &self.tls {
-            tls.reload(&config.tls).map_err(ReloadError::Tls)?;
+            tls.reload(&config.tls)
+                .map_err(|err| ReloadError::Invalid(err.into()))?;
         }
         let limits = Arc::new(current.limits.reconfigured(&config));
         self.live.store(Arc::new(Live {
@@ -365,8 +366,6 @@ pub enum ReloadError {
     Invalid(ConfigError),
     /// These keys changed, and only a restart applies them.
     NeedsRestart(Vec<&'static str>),
-    /// The certificate files cannot be used; the ones in use stay.
-    Tls(TlsError),
 }
 
 impl fmt::Display for ReloadError {
@@ -377,7 +376,6 @@ impl fmt::Display for ReloadError {
             ReloadError::NeedsRestart(keys) => {
                 write!(f, "{} changed; restart sendgate to apply", keys.join(", "))
             }
-            ReloadError::Tls(err) => write!(f, "config error: {err}"),
         }
     }
 }
@@ -410,7 +408,6 @@ fn report_migration(config: &Config, migration: &Migration) {
 #[derive(Debug)]
 pub enum StartError {
     Config(ConfigError),
-    Tls(TlsError),
     Store(StoreError),
 }
 
@@ -418,7 +415,6 @@ impl fmt::Display for StartError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             StartError::Config(err) => write!(f, "config error: {err}"),
-            StartError::Tls(err) => write!(f, "config error: {err}"),
             StartError::Store(err) => err.fmt(f),
         }
     }

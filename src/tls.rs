@@ -24,7 +24,7 @@ use rustls::server::{ServerConnection, WebPkiClientVerifier};
 use rustls::{RootCertStore, ServerConfig};
 use tokio_rustls::TlsAcceptor;
 
-use crate::config::TlsConfig;
+use crate::config::{ConfigError, TlsConfig};
 
 /// Most DNS names of a client certificate kept for naming its client.
 const MAX_PEER_NAMES: usize = 16;
@@ -52,6 +52,12 @@ impl fmt::Display for TlsError {
 }
 
 impl std::error::Error for TlsError {}
+
+impl From<TlsError> for ConfigError {
+    fn from(err: TlsError) -> Self {
+        ConfigError::new(err.key, err.why)
+    }
+}
 
 /// The server configs of both listeners, swapped whole on reload.
 pub struct Terminator {

@@ -6,17 +6,20 @@ use std::path::Path;
 
 use super::{CliError, load_config};
 use crate::config::{Config, ConfigError, Secrets};
+use crate::tls::Terminator;
 use crate::upstream;
 
 /// What `serve` checks before it binds a listener or opens the store: the
 /// config's own rules (keys, values, addresses, the fleet's settings, files
 /// that must exist), the secrets its features need from the environment,
-/// and the upstream's TLS settings. What only starting can tell (a port in
+/// the upstream's TLS settings and the listeners' certificates. What only starting can tell (a port in
 /// use, a store held by another process, Redis unreachable) is not here.
 pub fn before_start(config: &Config, secrets: &Secrets) -> Result<(), ConfigError> {
     config.validate()?;
     secrets.check(config)?;
     upstream::check_tls(config)?;
+    // The listeners' certificate, key and client CA, parsed as serve does.
+    Terminator::new(&config.tls)?;
     Ok(())
 }
 

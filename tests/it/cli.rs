@@ -198,6 +198,14 @@ fn check_config_runs_the_checks_serve_runs_before_it_starts() {
     assert!(!output.status.success(), "{output:?}");
     let stderr = String::from_utf8(output.stderr).unwrap();
     assert!(stderr.contains("upstream_ca_file"), "{stderr}");
+
+    // The listener's certificate and key are read as serve reads them.
+    let path = not_pem.to_str().unwrap();
+    let text = format!("[tls]\ncert = {path:?}\nkey = {path:?}\n");
+    let output = check_config(&text);
+    assert!(!output.status.success(), "{output:?}");
+    let stderr = String::from_utf8(output.stderr).unwrap();
+    assert!(stderr.contains("tls.cert"), "{stderr}");
 }
 
 /// A TOML syntax error says where: the file, the line and the column.
