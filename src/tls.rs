@@ -72,8 +72,9 @@ pub struct Terminator {
 /// 6 hours by rustls), as nginx's `ssl_session_tickets on` default does: a
 /// client that reconnects resumes its session, and skips the certificate
 /// signature and the server's session memory. rustls' default (tickets that
-/// name a session in a 256-entry cache, each usable once) left a client
-/// that reconnects often with full handshakes nearly every time.
+/// name a session in a 256-entry cache, each usable once) gave an OpenSSL
+/// client, which resumes with one ticket again and again, a full handshake
+/// from its second reconnection on.
 type Tickets = Arc<dyn rustls::server::ProducesTickets>;
 
 impl Terminator {
