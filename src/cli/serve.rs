@@ -149,7 +149,7 @@ pub async fn serve_until(
             );
             tokio::time::sleep(delay).await;
         }
-        tracing::info!("shutting down: listeners closed, draining requests in flight");
+        tracing::info!("shutting down: closing the listeners, draining requests in flight");
         let _ = stop.send(true);
     });
     let until_stopped = |mut stopped: tokio::sync::watch::Receiver<bool>| async move {
