@@ -504,3 +504,30 @@ async fn an_openssl_client_resumes_its_session_with_the_same_ticket_again() {
         );
     }
 }
+
+/// The quickest setup: one self-signed certificate, given to curl as its CA.
+#[tokio::test]
+async fn curl_trusts_a_self_signed_certificate_given_as_its_ca() {
+    let files = Files::new("selfsigned");
+    let key = KeyPair::generate().unwrap();
+    let mut params = CertificateParams::new(vec!["localhost".to_owned()]).unwrap();
+    params.distinguished_name = DistinguishedName::new();
+    params
+        .distinguished_name
+        .push(DnType::CommonName, "localhost");
+    let cert = params.self_signed(&key).unwrap().pem();
+    files.write("server.pem", &cert);
+    files.write("server.key", &key.serialize_pem());
+    let served = start(&files, "", None).await;
+    let url = format!(
+        "https://localhost:{}/v21.0/{PHONE_NUMBER_ID}/messages",
+        served.addr.port()
+    );
+    let ca = files.path("server.pem");
+    let body =
+        r#"{"messaging_product":"whatsapp","to":"16315551234","type":"text","text":{"body":"hi"}}"#;
+    for (version, said) in [("--http1.1", "200 HTTP/1.1"), ("--http2", "200 HTTP/2")] {
+        let post = ["-H", "content-type: application/json", "-d", body, version];
+        assert_eq!(curl(&url, &ca, &post), said);
+    }
+}
