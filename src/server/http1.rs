@@ -138,18 +138,7 @@ pub(super) async fn serve_tls<H: Handler>(
 ) {
     let handshake = acceptor.accept(ClientStream::new(stream));
     tokio::pin!(handshake);
-    let activity = entry.activity();
-    let finished = poll_fn(|cx| {
-        if let Poll::Ready(finished) = handshake.as_mut().poll(cx) {
-            return Poll::Ready(Some(finished));
-        }
-        match activity.poll_signal(cx) {
-            Poll::Ready(Signal::Close) => Poll::Ready(None),
-            Poll::Ready(Signal::Park) | Poll::Pending => Poll::Pending,
-        }
-    })
-    .await;
-    let stream = match finished {
+    let stream = match entry.activity().until_close(handshake).await {
         Some(Ok(stream)) => stream,
         Some(Err(err)) => {
             tracing::debug!(error = %err, "TLS handshake failed");

@@ -16,6 +16,8 @@
 //! was decided on lasts (the signal is set by compare-and-swap on the
 //! whole state), so a request that arrives just then is not cut off.
 
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError, Weak};
 use std::task::{Context, Poll};
@@ -186,6 +188,17 @@ impl Activity {
             Poll::Ready(Signal::Park)
         } else {
             Poll::Pending
+        }
+    }
+
+    /// Runs `work` until it completes (`Some` of its output) or the
+    /// connection is told to close (`None`, `work` left as it is for the
+    /// caller to wind down); a park request is taken and ignored, as
+    /// `work` keeps its own state.
+    pub(super) fn until_close<'a, F: Future>(&'a self, work: Pin<&'a mut F>) -> UntilClose<'a, F> {
+        UntilClose {
+            work,
+            activity: self,
         }
     }
 
@@ -538,6 +551,30 @@ impl Drop for Entry {
         self.registry.cap.release();
         if empty {
             self.registry.emptied.notify_waiters();
+        }
+    }
+}
+
+/// The future of [`Activity::until_close`]. A struct rather than an async
+/// fn: the future of an async fn generic over `F` that borrows the activity
+/// is not proved `Send` for the spawned connection tasks (a higher-ranked
+/// lifetime error).
+pub(super) struct UntilClose<'a, F> {
+    work: Pin<&'a mut F>,
+    activity: &'a Activity,
+}
+
+impl<F: Future> Future for UntilClose<'_, F> {
+    type Output = Option<F::Output>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.get_mut();
+        if let Poll::Ready(output) = this.work.as_mut().poll(cx) {
+            return Poll::Ready(Some(output));
+        }
+        match this.activity.poll_signal(cx) {
+            Poll::Ready(Signal::Close) => Poll::Ready(None),
+            Poll::Ready(Signal::Park) | Poll::Pending => Poll::Pending,
         }
     }
 }

@@ -3,7 +3,7 @@
 //! registry that applies the timeouts and the cap.
 
 use std::convert::Infallible;
-use std::future::{Future, poll_fn};
+use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
@@ -17,7 +17,7 @@ use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto;
 
-use super::registry::{Entry, HyperRequest, Phase, Registry, Signal};
+use super::registry::{Entry, HyperRequest, Phase, Registry};
 use crate::body::{BoxError, ClientBodyError, ProxyBody};
 use crate::tls::PeerNames;
 
@@ -87,17 +87,7 @@ impl<H: Handler> Shared<H> {
         let connection = self.hyper.serve_connection(TokioIo::new(io), service);
         tokio::pin!(connection);
         let activity = entry.activity();
-        let ended = poll_fn(|cx| {
-            if let Poll::Ready(ended) = connection.as_mut().poll(cx) {
-                return Poll::Ready(Some(ended));
-            }
-            match activity.poll_signal(cx) {
-                Poll::Ready(Signal::Close) => Poll::Ready(None),
-                Poll::Ready(Signal::Park) | Poll::Pending => Poll::Pending,
-            }
-        })
-        .await;
-        let ended = match ended {
+        let ended = match activity.until_close(connection.as_mut()).await {
             Some(ended) => ended,
             None => {
                 connection.as_mut().graceful_shutdown();
