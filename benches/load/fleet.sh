@@ -26,42 +26,12 @@ BASE_PORT=${BASE_PORT:-18280}
 SKIP_BUILD=${SKIP_BUILD:-0}
 OUT=${OUT:-$HERE/fleet-latest.md}
 
-log() { printf '[fleet %s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
-die() { log "ERROR: $*"; exit 1; }
-for var in $(compgen -e); do
-    case $var in SENDGATE_* | RUST_LOG) unset "$var" ;; esac
-done
-
-SUDO=""
-[[ $(id -u) == 0 ]] || SUDO=sudo
-export PATH="${CARGO_HOME:-$HOME/.cargo}/bin:$PATH:/usr/sbin:/sbin"
-missing=()
-for tool in nginx wrk curl python3 redis-server; do command -v $tool >/dev/null || missing+=("$tool"); done
-if ((${#missing[@]})); then
-    $SUDO apt-get update
-    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y "${missing[@]}"
-fi
+BENCH=fleet
+# shellcheck source=benches/load/lib.sh
+source "$HERE/lib.sh"
+need_tools nginx wrk curl python3 redis-server
 command -v oha >/dev/null || timeout 900 cargo install oha --locked || die "oha could not be installed"
-
-if [[ $SKIP_BUILD != 1 ]]; then (cd "$ROOT" && cargo build --release); fi
-TMP=$(mktemp -d /tmp/sendgate-fleet.XXXXXX)
-mkdir -p "$TMP/upstream" "$TMP/runs" "$TMP/redis"
-cp "$ROOT/target/release/sendgate" "$TMP/sendgate"
-GIT_REV=$(cd "$ROOT" && git rev-parse --short HEAD 2>/dev/null || echo unknown)
-[[ -z $(cd "$ROOT" && git status --porcelain --untracked-files=no 2>/dev/null) ]] || GIT_REV="$GIT_REV+dirty"
-
-PIDS=()
-cleanup() {
-    local rc=$? pid
-    trap - EXIT INT TERM
-    for pid in "${PIDS[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done
-    for pid in "${PIDS[@]}"; do wait "$pid" 2>/dev/null || true; done
-    if [[ $rc == 0 ]]; then rm -rf "$TMP"; else log "temp dir kept: $TMP"; fi
-    exit "$rc"
-}
-trap cleanup EXIT
-trap 'exit 130' INT
-trap 'exit 143' TERM
+start_run upstream redis
 
 UPORT=$BASE_PORT SPORT=$((BASE_PORT + 1)) FPORT=$((BASE_PORT + 2))
 SAPORT=$((BASE_PORT + 3)) FAPORT=$((BASE_PORT + 4)) RPORT=$((BASE_PORT + 5))
@@ -75,19 +45,9 @@ limits_config "$SPORT" "$SAPORT" >"$TMP/single.toml"
     printf '\n[fleet]\nredis_url = "redis://127.0.0.1:%s/0"\n' "$RPORT"
 } >"$TMP/fleet.toml"
 
-wait_http() { # name url pid
-    local i
-    for i in $(seq 1 100); do
-        kill -0 "$3" 2>/dev/null || die "$1 exited at start (see $TMP)"
-        curl -s -o /dev/null --max-time 1 "$2" && return 0
-        sleep 0.1
-    done
-    die "$1 did not answer on $2"
-}
-
 nginx -e "$TMP/upstream/error.log" -p "$TMP/upstream" -c "$TMP/upstream/nginx.conf" </dev/null &
 PIDS+=($!)
-wait_http upstream "http://127.0.0.1:$UPORT/" "${PIDS[-1]}"
+wait_url upstream "http://127.0.0.1:$UPORT/" "${PIDS[-1]}"
 # As the README advises for a fleet: every write on disk before Redis answers.
 redis-server --port "$RPORT" --bind 127.0.0.1 --dir "$TMP/redis" --save "" \
     --appendonly yes --appendfsync always >"$TMP/redis.log" 2>&1 &
@@ -101,8 +61,8 @@ PIDS+=("$SINGLE_PID")
 "$TMP/sendgate" serve --config "$TMP/fleet.toml" </dev/null >"$TMP/fleet.log" 2>&1 &
 FLEET_PID=$!
 PIDS+=("$FLEET_PID")
-wait_http single "http://127.0.0.1:$SPORT/" "$SINGLE_PID"
-wait_http fleet "http://127.0.0.1:$FPORT/" "$FLEET_PID"
+wait_url single "http://127.0.0.1:$SPORT/" "$SINGLE_PID"
+wait_url fleet "http://127.0.0.1:$FPORT/" "$FLEET_PID"
 
 SEND_PATH=/v21.0/106540352242922/messages
 BODY='{"messaging_product":"whatsapp","recipient":"US.13491208655302741918","type":"text","text":{"body":"hello"}}'
@@ -130,15 +90,6 @@ for port in $SPORT $FPORT; do
     [[ $decision == "resolved: bsuid->phone" ]] || die "port $port decided '$decision'"
 done
 
-ticks() { # pid -> utime+stime of all its threads, in clock ticks
-    local s
-    s=$(<"/proc/$1/stat")
-    s=${s##*) }
-    # shellcheck disable=SC2086
-    set -- $s
-    echo $((${12} + ${13}))
-}
-TCK=$(getconf CLK_TCK)
 RAW=$TMP/raw.tsv
 printf 'round\tsetup\tkind\trequests\tseconds\terrors\tp50_ms\tp99_ms\tproxy_cpu_s\tredis_cpu_s\tredis_commands\tevalsha\tredis_calls\n' >"$RAW"
 

@@ -26,41 +26,11 @@ BASE_PORT=${BASE_PORT:-18380}
 SKIP_BUILD=${SKIP_BUILD:-0}
 OUT=${OUT:-$HERE/tls-latest.md}
 
-log() { printf '[tls %s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
-die() { log "ERROR: $*"; exit 1; }
-for var in $(compgen -e); do
-    case $var in SENDGATE_* | RUST_LOG) unset "$var" ;; esac
-done
-
-SUDO=""
-[[ $(id -u) == 0 ]] || SUDO=sudo
-export PATH="${CARGO_HOME:-$HOME/.cargo}/bin:$PATH:/usr/sbin:/sbin"
-missing=()
-for tool in nginx wrk curl python3 openssl; do command -v $tool >/dev/null || missing+=("$tool"); done
-if ((${#missing[@]})); then
-    $SUDO apt-get update
-    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y "${missing[@]}"
-fi
-
-if [[ $SKIP_BUILD != 1 ]]; then (cd "$ROOT" && cargo build --release); fi
-TMP=$(mktemp -d /tmp/sendgate-tls.XXXXXX)
-mkdir -p "$TMP/upstream" "$TMP/nginx" "$TMP/runs"
-cp "$ROOT/target/release/sendgate" "$TMP/sendgate"
-GIT_REV=$(cd "$ROOT" && git rev-parse --short HEAD 2>/dev/null || echo unknown)
-[[ -z $(cd "$ROOT" && git status --porcelain --untracked-files=no 2>/dev/null) ]] || GIT_REV="$GIT_REV+dirty"
-
-PIDS=()
-cleanup() {
-    local rc=$? pid
-    trap - EXIT INT TERM
-    for pid in "${PIDS[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done
-    for pid in "${PIDS[@]}"; do wait "$pid" 2>/dev/null || true; done
-    if [[ $rc == 0 ]]; then rm -rf "$TMP"; else log "temp dir kept: $TMP"; fi
-    exit "$rc"
-}
-trap cleanup EXIT
-trap 'exit 130' INT
-trap 'exit 143' TERM
+BENCH=tls
+# shellcheck source=benches/load/lib.sh
+source "$HERE/lib.sh"
+need_tools nginx wrk curl python3 openssl
+start_run upstream nginx
 
 UPORT=$BASE_PORT NPORT=$((BASE_PORT + 1)) SPORT=$((BASE_PORT + 2))
 
@@ -90,27 +60,17 @@ grep -q "ssl_certificate $TMP/server.pem" "$TMP/nginx/nginx.conf" || die "nginx 
 } >"$TMP/sendgate.toml"
 grep -q "^worker_pin_cpus = false" "$TMP/sendgate.toml" || die "sendgate template changed: workers still pinned"
 
-wait_https() { # name url pid
-    local i
-    for i in $(seq 1 100); do
-        kill -0 "$3" 2>/dev/null || die "$1 exited at start (see $TMP)"
-        curl -s -o /dev/null --max-time 1 --cacert "$TMP/ca.pem" "$2" && return 0
-        sleep 0.1
-    done
-    die "$1 did not answer on $2"
-}
-
 nginx -e "$TMP/upstream/error.log" -p "$TMP/upstream" -c "$TMP/upstream/nginx.conf" </dev/null &
 PIDS+=($!)
-wait_https upstream "http://127.0.0.1:$UPORT/" "${PIDS[-1]}"
+wait_url upstream "http://127.0.0.1:$UPORT/" "${PIDS[-1]}"
 nginx -e "$TMP/nginx/error.log" -p "$TMP/nginx" -c "$TMP/nginx/nginx.conf" </dev/null &
 NGINX_PID=$!
 PIDS+=("$NGINX_PID")
-wait_https nginx "https://localhost:$NPORT/" "$NGINX_PID"
+wait_url nginx "https://localhost:$NPORT/" "$NGINX_PID" --cacert "$TMP/ca.pem"
 "$TMP/sendgate" serve --config "$TMP/sendgate.toml" </dev/null >"$TMP/sendgate.log" 2>&1 &
 SENDGATE_PID=$!
 PIDS+=("$SENDGATE_PID")
-wait_https sendgate "https://localhost:$SPORT/" "$SENDGATE_PID"
+wait_url sendgate "https://localhost:$SPORT/" "$SENDGATE_PID" --cacert "$TMP/ca.pem"
 
 SEND_PATH=/v21.0/106540352242922/messages
 BODY='{"messaging_product":"whatsapp","to":"16315551234","type":"text","text":{"body":"hello"}}'
@@ -137,18 +97,6 @@ LUA
 script "$TMP/keepalive.lua" ""
 script "$TMP/handshake.lua" 'wrk.headers["Connection"] = "close"'
 
-ticks() { # pids... -> utime+stime of all their threads, in clock ticks
-    local total=0 s pid
-    for pid in "$@"; do
-        s=$(<"/proc/$pid/stat")
-        s=${s##*) }
-        # shellcheck disable=SC2086
-        set -- $s
-        total=$((total + ${12} + ${13}))
-    done
-    echo "$total"
-}
-TCK=$(getconf CLK_TCK)
 RAW=$TMP/raw.tsv
 printf 'round\tproxy\tclients\trequests\tseconds\terrors\tproxy_cpu_s\n' >"$RAW"
 
