@@ -239,9 +239,7 @@ impl Identities {
         let phone = match read.await {
             Ok(phone) => phone,
             Err(err) => {
-                // In a fleet with Redis away this repeats per miss; the
-                // health transition is what gets logged at warn.
-                tracing::debug!(error = %err, "identity lookup failed");
+                self.lookup_failed(&err);
                 return None;
             }
         };
@@ -273,9 +271,19 @@ impl Identities {
             Backend::Shared(store) => store.bsuid_of_phone(&key, phone).await,
         };
         found
-            .inspect_err(|err| tracing::debug!(error = %err, "identity lookup failed"))
+            .inspect_err(|err| self.lookup_failed(err))
             .ok()
             .flatten()
+    }
+
+    /// Logs a failed lookup: an error of the embedded store at error; in
+    /// a fleet at debug, as with Redis away it repeats on every miss and
+    /// the fleet's health logs the outage once, at warn.
+    fn lookup_failed(&self, err: &StoreError) {
+        match self.store {
+            Backend::Local(_) => tracing::error!(error = %err, "identity lookup failed"),
+            Backend::Shared(_) => tracing::debug!(error = %err, "identity lookup failed"),
+        }
     }
 
     /// Applies events of a trusted source durably (blocking: call from a
