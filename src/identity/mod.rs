@@ -708,6 +708,59 @@ mod tests {
             }
         }
 
+        /// Webhooks repeat what is known (a status per message sent): a
+        /// sighting that changes nothing must not empty the other replicas'
+        /// caches, or every send after it goes to Redis again.
+        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+        async fn only_a_sighting_that_changes_something_reaches_other_replicas() {
+            let redis = LocalRedis::start();
+            let ttl = Duration::from_secs(60);
+            let replica = || {
+                let fleet = Fleet::start(&redis.fleet_config(2000)).unwrap();
+                Identities::shared(RedisStore::new(fleet), 100, ttl)
+            };
+            let (a, b) = (replica(), replica());
+            let sight = |bsuid: &'static str, phone: &'static str| {
+                let a = a.clone();
+                on_blocking(move || {
+                    a.apply(&[seen(bsuid, Some(phone), None)], Source::Webhook)
+                        .unwrap()
+                })
+            };
+            sight("US.1", "16315551234").await;
+            // B hears that first write (then its subscription is surely up)
+            // before it caches anything the write's message would empty.
+            for _ in 0..200 {
+                if b.writes.load(Ordering::Acquire) > 0 {
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+            assert!(b.writes.load(Ordering::Acquire) > 0, "B heard A within 2 s");
+            // B caches US.1's phone and that US.2 has none.
+            assert!(b.phone_for_bsuid(P, "US.1").await.is_some());
+            assert_eq!(b.phone_for_bsuid(P, "US.2").await, None);
+            // The same sighting of US.1 again, then news of US.2: messages
+            // arrive in order, so once B knows US.2's phone it has heard
+            // whatever the repeated sighting sent.
+            assert_eq!(sight("US.1", "16315551234").await.unchanged, 1);
+            assert_eq!(sight("US.2", "16505550000").await.inserted, 1);
+            let mut heard = false;
+            for _ in 0..200 {
+                if b.phone_for_bsuid(P, "US.2").await.is_some() {
+                    heard = true;
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+            assert!(heard, "B heard the news within 2 s");
+            assert_eq!(
+                b.phones.get(&["p"], "US.1"),
+                Some(Some("16315551234".to_owned())),
+                "the repeated sighting emptied B's cache"
+            );
+        }
+
         #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
         async fn claims_and_erasure_agree_too() {
             let redis = LocalRedis::start();

@@ -41,7 +41,12 @@ elseif new_phone ~= old_phone then
   -- An operator's new phone is not Meta's word.
   redis.call('HDEL', rk, 'attested')
 end
-publish(stale, dropped)
 local st = 'unchanged'
 if not exists then st = 'inserted' elseif changed then st = 'updated' end
+-- A sighting that changed nothing (a webhook per message sent repeats what
+-- is known) leaves every replica's cache as it is.
+if not changed and #dropped == 0 then
+  return cjson.encode({st = st})
+end
+publish(stale, dropped)
 return cjson.encode({st = st, t = list(stale), d = list(dropped)})
