@@ -728,18 +728,24 @@ mod tests {
                 })
             };
             sight("US.1", "16315551234").await;
-            // B hears that first write (then its subscription is surely up)
-            // before it caches anything the write's message would empty.
-            for _ in 0..200 {
-                if b.writes.load(Ordering::Acquire) > 0 {
-                    break;
+            // B caches US.1's phone and that US.2 has none. A lookup is not
+            // cached while a message arrives (A's write, B's subscription
+            // coming up), so B looks until both are.
+            let cached = |bsuid: &'static str, expected: Option<&'static str>| {
+                let b = b.clone();
+                async move {
+                    for _ in 0..200 {
+                        b.phone_for_bsuid(P, bsuid).await;
+                        if b.phones.get(&["p"], bsuid) == Some(expected.map(str::to_owned)) {
+                            return;
+                        }
+                        tokio::time::sleep(Duration::from_millis(10)).await;
+                    }
+                    panic!("B did not cache {bsuid} within 2 s");
                 }
-                tokio::time::sleep(Duration::from_millis(10)).await;
-            }
-            assert!(b.writes.load(Ordering::Acquire) > 0, "B heard A within 2 s");
-            // B caches US.1's phone and that US.2 has none.
-            assert!(b.phone_for_bsuid(P, "US.1").await.is_some());
-            assert_eq!(b.phone_for_bsuid(P, "US.2").await, None);
+            };
+            cached("US.1", Some("16315551234")).await;
+            cached("US.2", None).await;
             // The same sighting of US.1 again, then news of US.2: messages
             // arrive in order, so once B knows US.2's phone it has heard
             // whatever the repeated sighting sent.
