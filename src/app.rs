@@ -112,7 +112,7 @@ impl App {
         identities: Arc<Identities>,
         limits: Limits,
     ) -> Result<Self, StartError> {
-        let tls = Terminator::new(&config.tls).map_err(|err| StartError::Config(err.into()))?;
+        let tls = Terminator::new(&config.tls).map_err(StartError::Config)?;
         let upstream = Arc::new(Upstream::new(&config).map_err(StartError::Config)?);
         let templates = TemplateCategories::new(&config.cache, upstream.clone());
         let webhook = match config.webhook.enabled() {
@@ -206,8 +206,7 @@ impl App {
         }
         // Renewed certificates are read on every reload, changed config or not.
         if let Some(tls) = &self.tls {
-            tls.reload(&config.tls)
-                .map_err(|err| ReloadError::Invalid(err.into()))?;
+            tls.reload(&config.tls).map_err(ReloadError::Invalid)?;
         }
         let limits = Arc::new(current.limits.reconfigured(&config));
         self.live.store(Arc::new(Live {

@@ -387,22 +387,14 @@ impl TlsConfig {
             }
             return Ok(());
         }
-        for (key, path) in [
-            ("tls.cert", &self.cert),
-            ("tls.key", &self.key),
-            ("tls.client_ca", &self.client_ca),
-        ] {
-            if key == "tls.client_ca" && path.is_empty() {
-                continue;
-            }
+        // The files themselves are read where they are used
+        // (`tls::Terminator`), by check-config, serve and every reload alike.
+        for (key, path) in [("tls.cert", &self.cert), ("tls.key", &self.key)] {
             if path.is_empty() {
                 return Err(ConfigError::new(
                     key,
                     "a PEM file is needed (both cert and key)",
                 ));
-            }
-            if !Path::new(path).is_file() {
-                return Err(ConfigError::new(key, format!("no such file: {path}")));
             }
         }
         Ok(())

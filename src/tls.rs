@@ -14,7 +14,6 @@
 //! `client::Sender`). The admin listener never asks for one, so that
 //! orchestrators' probes, which present none, get through.
 
-use std::fmt;
 use std::sync::Arc;
 
 use arc_swap::ArcSwap;
@@ -29,34 +28,33 @@ use crate::config::{ConfigError, TlsConfig};
 /// Most DNS names of a client certificate kept for naming its client.
 const MAX_PEER_NAMES: usize = 16;
 
-/// Why the `[tls]` files cannot be used.
-#[derive(Debug)]
-pub struct TlsError {
-    key: &'static str,
-    why: String,
+/// The certificates in the PEM file at `path` (the config's `key` names
+/// it in errors): at least one, or an error.
+pub(crate) fn pem_certificates(
+    key: &str,
+    path: &str,
+) -> Result<Vec<CertificateDer<'static>>, ConfigError> {
+    let certs = CertificateDer::pem_file_iter(path)
+        .and_then(|certs| certs.collect::<Result<Vec<_>, _>>())
+        .map_err(|err| ConfigError::new(key, format!("{path}: {err}")))?;
+    if certs.is_empty() {
+        return Err(ConfigError::new(key, format!("{path}: no certificates")));
+    }
+    Ok(certs)
 }
 
-impl TlsError {
-    fn new(key: &'static str, why: impl fmt::Display) -> Self {
-        TlsError {
-            key,
-            why: why.to_string(),
-        }
+/// Adds the CA certificates of the PEM file at `path` to `roots`.
+pub(crate) fn add_pem_roots(
+    roots: &mut RootCertStore,
+    key: &str,
+    path: &str,
+) -> Result<(), ConfigError> {
+    for cert in pem_certificates(key, path)? {
+        roots
+            .add(cert)
+            .map_err(|err| ConfigError::new(key, format!("{path}: {err}")))?;
     }
-}
-
-impl fmt::Display for TlsError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}: {}", self.key, self.why)
-    }
-}
-
-impl std::error::Error for TlsError {}
-
-impl From<TlsError> for ConfigError {
-    fn from(err: TlsError) -> Self {
-        ConfigError::new(err.key, err.why)
-    }
+    Ok(())
 }
 
 /// The server configs of both listeners, swapped whole on reload.
@@ -79,12 +77,12 @@ type Tickets = Arc<dyn rustls::server::ProducesTickets>;
 
 impl Terminator {
     /// Reads the files `config` names; `None` when TLS is off.
-    pub fn new(config: &TlsConfig) -> Result<Option<Arc<Self>>, TlsError> {
+    pub fn new(config: &TlsConfig) -> Result<Option<Arc<Self>>, ConfigError> {
         if !config.enabled() {
             return Ok(None);
         }
-        let tickets =
-            rustls::crypto::ring::Ticketer::new().map_err(|err| TlsError::new("tls", err))?;
+        let tickets = rustls::crypto::ring::Ticketer::new()
+            .map_err(|err| ConfigError::new("tls", err.to_string()))?;
         let (proxy, admin) = server_configs(config, &tickets)?;
         Ok(Some(Arc::new(Terminator {
             proxy: ArcSwap::from_pointee(proxy),
@@ -95,7 +93,7 @@ impl Terminator {
 
     /// Reads the files again and, if they are good, uses them for new
     /// connections; if not, the ones in use stay.
-    pub fn reload(&self, config: &TlsConfig) -> Result<(), TlsError> {
+    pub fn reload(&self, config: &TlsConfig) -> Result<(), ConfigError> {
         let (proxy, admin) = server_configs(config, &self.tickets)?;
         self.proxy.store(Arc::new(proxy));
         self.admin.store(Arc::new(admin));
@@ -118,50 +116,37 @@ impl Terminator {
 fn server_configs(
     config: &TlsConfig,
     tickets: &Tickets,
-) -> Result<(ServerConfig, ServerConfig), TlsError> {
-    let chain = CertificateDer::pem_file_iter(&config.cert)
-        .and_then(|certs| certs.collect::<Result<Vec<_>, _>>())
-        .map_err(|err| TlsError::new("tls.cert", err))?;
-    if chain.is_empty() {
-        return Err(TlsError::new("tls.cert", "no certificate in the file"));
-    }
-    let key =
-        PrivateKeyDer::from_pem_file(&config.key).map_err(|err| TlsError::new("tls.key", err))?;
+) -> Result<(ServerConfig, ServerConfig), ConfigError> {
+    let tls_error =
+        |key: &'static str| move |err: rustls::Error| ConfigError::new(key, err.to_string());
+    let chain = pem_certificates("tls.cert", &config.cert)?;
+    let key = PrivateKeyDer::from_pem_file(&config.key)
+        .map_err(|err| ConfigError::new("tls.key", format!("{}: {err}", config.key)))?;
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let builder = || {
         ServerConfig::builder_with_provider(provider.clone())
             .with_safe_default_protocol_versions()
-            .map_err(|err| TlsError::new("tls", err))
+            .map_err(tls_error("tls"))
     };
     let proxy_builder = match config.client_ca.as_str() {
         "" => builder()?.with_no_client_auth(),
         path => {
             let mut roots = RootCertStore::empty();
-            for cert in CertificateDer::pem_file_iter(path)
-                .map_err(|err| TlsError::new("tls.client_ca", err))?
-            {
-                let cert = cert.map_err(|err| TlsError::new("tls.client_ca", err))?;
-                roots
-                    .add(cert)
-                    .map_err(|err| TlsError::new("tls.client_ca", err))?;
-            }
-            if roots.is_empty() {
-                return Err(TlsError::new("tls.client_ca", "no certificate in the file"));
-            }
+            add_pem_roots(&mut roots, "tls.client_ca", path)?;
             let verifier =
                 WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider.clone())
                     .build()
-                    .map_err(|err| TlsError::new("tls.client_ca", err))?;
+                    .map_err(|err| ConfigError::new("tls.client_ca", err.to_string()))?;
             builder()?.with_client_cert_verifier(verifier)
         }
     };
     let mut proxy = proxy_builder
         .with_single_cert(chain.clone(), key.clone_key())
-        .map_err(|err| TlsError::new("tls.key", err))?;
+        .map_err(tls_error("tls.key"))?;
     let mut admin = builder()?
         .with_no_client_auth()
         .with_single_cert(chain, key)
-        .map_err(|err| TlsError::new("tls.key", err))?;
+        .map_err(tls_error("tls.key"))?;
     for config in [&mut proxy, &mut admin] {
         config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
         config.ticketer = tickets.clone();

@@ -27,12 +27,11 @@ use hyper_rustls::HttpsConnectorBuilder;
 use hyper_util::client::legacy::connect::HttpConnector;
 
 use rustls::RootCertStore;
-use rustls::pki_types::CertificateDer;
-use rustls::pki_types::pem::PemObject;
 
 use crate::body::{BoxError, ClientBodyError, ProxyBody};
 use crate::config::{Config, ConfigError, RootStore};
 use crate::headers;
+use crate::tls;
 use pool::{Pool, TCP_KEEPALIVE};
 
 /// Why a request to the upstream failed.
@@ -174,18 +173,7 @@ fn tls_config(config: &Config) -> Result<rustls::ClientConfig, ConfigError> {
         }
     }
     if !config.upstream_ca_file.is_empty() {
-        let path = &config.upstream_ca_file;
-        let certs = CertificateDer::pem_file_iter(path)
-            .and_then(|certs| certs.collect::<Result<Vec<_>, _>>())
-            .map_err(|err| bad("upstream_ca_file", format!("{path}: {err}")))?;
-        if certs.is_empty() {
-            return Err(bad("upstream_ca_file", format!("{path}: no certificates")));
-        }
-        for cert in certs {
-            roots
-                .add(cert)
-                .map_err(|err| bad("upstream_ca_file", format!("{path}: {err}")))?;
-        }
+        tls::add_pem_roots(&mut roots, "upstream_ca_file", &config.upstream_ca_file)?;
     }
     Ok(
         rustls::ClientConfig::builder_with_provider(
