@@ -56,7 +56,7 @@ impl Admin {
             }
             (&Method::GET | &Method::HEAD, "/readyz") => return self.ready(authorised).await,
             (&Method::GET | &Method::HEAD, "/metrics")
-                if self.app.config().admin.public_metrics =>
+                if authorised || self.app.config().admin.public_metrics =>
             {
                 return metrics(&self.app);
             }
@@ -72,7 +72,6 @@ impl Admin {
         }
         let query = request.uri().query().unwrap_or("").to_owned();
         match (request.method().clone(), path.as_str()) {
-            (Method::GET | Method::HEAD, "/metrics") => metrics(&self.app),
             (Method::POST, "/admin/reload") => self.reload().await,
             (Method::GET, "/admin/limits") => self.limits().await,
             (Method::POST, IDENTITIES) => self.import(request, &query).await,
@@ -159,7 +158,7 @@ impl Admin {
                 Ok(()) => (StatusCode::OK, json!({"status": "ready", "redis": "up"})),
                 // The failure that took Redis down says more than a skipped PING.
                 Err(err) => {
-                    let why = redis.health().degraded().unwrap_or(err.to_string());
+                    let why = redis.health().degraded().unwrap_or_else(|| err.to_string());
                     (
                         StatusCode::OK,
                         json!({"status": "degraded: redis", "reason": why}),
@@ -168,23 +167,21 @@ impl Admin {
             };
         }
         let identities = self.app.identities.clone();
-        match tokio::task::spawn_blocking(move || identities.len()).await {
-            Ok(Ok(known)) => (
-                StatusCode::OK,
-                json!({"status": "ready", "identities": known}),
-            ),
-            Ok(Err(err)) => {
-                tracing::error!(error = %err, "readiness: identity store unusable");
-                (
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    json!({"status": "store unavailable"}),
-                )
+        let failure = match tokio::task::spawn_blocking(move || identities.len()).await {
+            Ok(Ok(known)) => {
+                return (
+                    StatusCode::OK,
+                    json!({"status": "ready", "identities": known}),
+                );
             }
-            Err(_) => (
-                StatusCode::SERVICE_UNAVAILABLE,
-                json!({"status": "store unavailable"}),
-            ),
-        }
+            Ok(Err(err)) => err.to_string(),
+            Err(err) => err.to_string(),
+        };
+        tracing::error!(error = %failure, "readiness: identity store unusable");
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            json!({"status": "store unavailable"}),
+        )
     }
 
     /// Re-reads the config file, as SIGHUP does.

@@ -86,8 +86,7 @@ impl<'a> Sender<'a> {
         });
         let declared = declared.and_then(|name| config.clients.get_key_value(name));
         let holds = |tokens: &[Fingerprint]| fingerprint.is_some_and(|fp| tokens.contains(&fp));
-        let tied = match declared {
-            _ if certified.is_some() => certified,
+        let tied = certified.or_else(|| match declared {
             // The header may choose among the clients this token is tied to.
             Some((name, client)) if holds(&client.tokens) => Some(name.as_str()),
             _ => config
@@ -95,7 +94,7 @@ impl<'a> Sender<'a> {
                 .iter()
                 .find(|(_, client)| holds(&client.tokens))
                 .map(|(name, _)| name.as_str()),
-        };
+        });
         let label = declared
             .filter(|(_, client)| client.tokens.is_empty())
             .map(|(name, _)| name.as_str());

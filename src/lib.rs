@@ -128,10 +128,7 @@ pub async fn run(
         threads: config.worker_threads,
         pin_cpus: config.worker_pin_cpus,
     };
-    let limits = server::ConnectionLimits {
-        drain_timeout: config.shutdown.drain_timeout(),
-        ..server::ConnectionLimits::from(&config.connections)
-    };
+    let limits = server::ConnectionLimits::from(&*config);
     tracing::info!(
         max_connections = limits.max_connections,
         backlog = config.connections.backlog,

@@ -167,7 +167,7 @@ pub async fn serve_until(
         tokio::spawn(server::serve_with(
             admin_listener,
             admin,
-            server::ConnectionLimits::default(),
+            server::ConnectionLimits::from(&*app.config()),
             tls,
             until_stopped(stopped.clone()),
         ));

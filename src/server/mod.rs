@@ -33,7 +33,7 @@ use hyper_util::server::conn::auto;
 use tokio::net::{TcpListener, TcpSocket, TcpStream};
 use tokio::sync::{mpsc, oneshot};
 
-use crate::config::ConnectionsConfig;
+use crate::config::Config;
 use crate::graph_error::GraphError;
 use crate::tls::Terminator;
 use registry::{Cap, Registry};
@@ -83,20 +83,21 @@ impl Default for ConnectionLimits {
     }
 }
 
-impl From<&ConnectionsConfig> for ConnectionLimits {
-    /// The limits `[connections]` sets; a `max` of 0 leaves the cap to the
-    /// descriptor limit.
-    fn from(config: &ConnectionsConfig) -> Self {
+impl From<&Config> for ConnectionLimits {
+    /// The limits `[connections]` and `[shutdown]` set; a `max` of 0 leaves
+    /// the cap to the descriptor limit.
+    fn from(config: &Config) -> Self {
+        let connections = &config.connections;
         ConnectionLimits {
             timeouts: Timeouts {
-                header: Duration::from_millis(config.header_timeout_ms),
-                keepalive: Duration::from_millis(config.keepalive_timeout_ms),
+                header: Duration::from_millis(connections.header_timeout_ms),
+                keepalive: Duration::from_millis(connections.keepalive_timeout_ms),
             },
-            max_connections: match config.max {
+            max_connections: match connections.max {
                 0 => default_max_connections(),
                 max => max,
             },
-            drain_timeout: DRAIN_TIMEOUT,
+            drain_timeout: config.shutdown.drain_timeout(),
         }
     }
 }
@@ -146,17 +147,14 @@ pub async fn serve<H: Handler>(
     handler: Arc<H>,
     shutdown: impl Future<Output = ()>,
 ) {
-    serve_with_limits(listener, handler, ConnectionLimits::default(), shutdown).await;
-}
-
-/// [`serve`] with `limits`.
-pub async fn serve_with_limits<H: Handler>(
-    listener: TcpListener,
-    handler: Arc<H>,
-    limits: ConnectionLimits,
-    shutdown: impl Future<Output = ()>,
-) {
-    serve_with(listener, handler, limits, Tls::Plain, shutdown).await;
+    serve_with(
+        listener,
+        handler,
+        ConnectionLimits::default(),
+        Tls::Plain,
+        shutdown,
+    )
+    .await;
 }
 
 /// [`serve`] with `limits`, speaking `tls`.
@@ -587,10 +585,11 @@ mod tests {
             max_connections: 16,
             drain_timeout: DRAIN_TIMEOUT,
         };
-        tokio::spawn(serve_with_limits(
+        tokio::spawn(serve_with(
             listener,
             Arc::new(AllowedCpus),
             limits,
+            Tls::Plain,
             std::future::pending(),
         ));
         let mut client = TcpStream::connect(address).await.unwrap();
