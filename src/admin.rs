@@ -23,7 +23,7 @@ use crate::client::{self, Sender};
 use crate::config::check_portfolio_name;
 use crate::headers::CLIENT_HEADER;
 use crate::identity::import::{self, Destination, Format};
-use crate::identity::{Source, StoreError};
+use crate::identity::{Erased, Source, StoreError};
 use crate::query::{decode_path_segment, query_pairs};
 use crate::route::{Endpoint, SendRoute};
 use crate::send;
@@ -244,15 +244,11 @@ impl Admin {
     /// it (each answering only for the number that sent it).
     async fn lookup(&self, id: String, scope: Option<String>) -> Response<ProxyBody> {
         let identities = self.app.identities.clone();
-        let found = tokio::task::spawn_blocking(move || {
-            let scope = scope.as_deref();
-            let records = identities.find(&id, scope)?;
-            Ok((records, identities.find_claims(&id, scope)?))
-        })
-        .await
-        .unwrap_or_else(|_| Err(StoreError::new("lookup failed")));
+        let found = tokio::task::spawn_blocking(move || identities.lookup(&id, scope.as_deref()))
+            .await
+            .unwrap_or_else(|_| Err(StoreError::new("lookup failed")));
         match found {
-            Ok((records, claims)) => {
+            Ok(Erased { records, claims }) => {
                 let status = match records.is_empty() && claims.is_empty() {
                     true => StatusCode::NOT_FOUND,
                     false => StatusCode::OK,

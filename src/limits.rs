@@ -404,6 +404,14 @@ struct Struck {
 }
 
 /// Most pairs [`Struck`] remembers.
+/// How long a pair backs off after its `strikes`-th 131056: 4^strikes
+/// seconds, the exponent capped by config (`max_exponent`) and by
+/// [`MAX_EXPONENT`].
+fn pair_backoff(strikes: u32, max_exponent: u32) -> Duration {
+    let exponent = strikes.min(max_exponent).min(MAX_EXPONENT);
+    Duration::from_secs(4u64.saturating_pow(exponent))
+}
+
 const STRUCK_CAPACITY: usize = 10_000;
 
 impl Struck {
@@ -421,8 +429,7 @@ impl Struck {
 
     /// Forgets pairs whose strikes have surely expired in Redis.
     fn retain_recent(&self, max_exponent: u32) {
-        let longest = Duration::from_secs(4u64.saturating_pow(max_exponent.min(MAX_EXPONENT)))
-            + STRIKES_OUTLIVE_BACKOFF;
+        let longest = pair_backoff(max_exponent, max_exponent) + STRIKES_OUTLIVE_BACKOFF;
         let now = Instant::now();
         self.pairs
             .retain(|_, marked| now.saturating_duration_since(*marked) < longest);
@@ -508,10 +515,7 @@ impl Limits {
             configured: config.numbers.keys().cloned().collect(),
         });
         // The local limiters are a fallback in a fleet: each replica's share.
-        let replicas = match fleet {
-            Some(_) => config.fleet.expected_replicas.max(1),
-            None => 1,
-        };
+        let replicas = fleet.as_ref().map_or(1, |fleet| fleet.replicas);
         Limits {
             number: Limit::new(
                 LimitKind::Number,
@@ -812,9 +816,10 @@ impl Limits {
                 };
                 let (strikes, wait) = shared.unwrap_or_else(|| {
                     let strikes = self.backoffs.pairs.get(&key).map_or(0, |b| b.strikes) + 1;
-                    let exponent = strikes.min(self.pair_backoff_max_exponent);
-                    let exponent = exponent.min(MAX_EXPONENT);
-                    (strikes, Duration::from_secs(4u64.saturating_pow(exponent)))
+                    (
+                        strikes,
+                        pair_backoff(strikes, self.pair_backoff_max_exponent),
+                    )
                 });
                 self.learn_backoff(LimitKind::Pair, key, wait, strikes);
             }
@@ -824,7 +829,6 @@ impl Limits {
                     self.backoffs.pairs.remove(&self.pair_key(number, person));
                 }
                 if let Some(fleet) = &self.fleet
-                    && fleet.struck.any.load(Ordering::Relaxed)
                     && fleet.struck.take(self.pair_key(number, person))
                 {
                     let _ = Box::pin(fleet.shared.clear_strikes(number, person)).await;

@@ -18,7 +18,7 @@ use super::settings::FleetConfig;
 /// Longest pause between two attempts to reach Redis again.
 pub(crate) const RECONNECT_MAX: Duration = Duration::from_secs(5);
 /// First pause after a failed attempt; doubles up to [`RECONNECT_MAX`].
-const RECONNECT_MIN: Duration = Duration::from_millis(100);
+pub(super) const RECONNECT_MIN: Duration = Duration::from_millis(100);
 
 /// A connection to Redis, shared by every task of the process; cloning is
 /// cheap (both kinds multiplex one socket per node).

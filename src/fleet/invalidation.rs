@@ -22,7 +22,7 @@ use std::time::Duration;
 use futures_util::StreamExt;
 use serde::Deserialize;
 
-use super::connection::{RECONNECT_MAX, SubscribeTo};
+use super::connection::{RECONNECT_MAX, RECONNECT_MIN, SubscribeTo};
 
 /// The channel every identity write publishes on.
 pub(crate) const CHANNEL: &str = "sg:invalidate";
@@ -54,10 +54,10 @@ pub(crate) enum Notice {
 /// Subscribes on `to`, forever, handing each notice to `deliver`;
 /// reconnects with a bounded back-off.
 pub(crate) async fn subscribe(to: SubscribeTo, deliver: impl Fn(Notice) + Send + 'static) {
-    let mut pause = Duration::from_millis(100);
+    let mut pause = RECONNECT_MIN;
     loop {
         match listen(&to, &deliver).await {
-            Ok(()) => pause = Duration::from_millis(100),
+            Ok(()) => pause = RECONNECT_MIN,
             Err(err) => tracing::debug!(error = %err, "invalidation subscriber disconnected"),
         }
         // The cache stays while Redis is away (lookups answer from it);

@@ -361,11 +361,18 @@ impl Identities {
         )
     }
 
-    /// Every claim an identifier appears in, in one scope or all (blocking).
-    pub fn find_claims(&self, id: &str, scope: Option<&str>) -> Result<Vec<Claim>, StoreError> {
+    /// Every record and every claim an identifier appears in, in one scope
+    /// or all (blocking): what the admin lookup shows. Redis answers both in
+    /// one round trip per scope.
+    pub fn lookup(&self, id: &str, scope: Option<&str>) -> Result<Erased, StoreError> {
         self.run(
-            |store| store.find_claims(id, scope),
-            async |store| Ok(store.find(id, scope).await?.claims),
+            |store| {
+                Ok(Erased {
+                    records: store.find(id, scope)?,
+                    claims: store.find_claims(id, scope)?,
+                })
+            },
+            async |store| store.find(id, scope).await,
         )
     }
 
@@ -392,14 +399,12 @@ impl Identities {
     /// command, run offline). The embedded store only: a fleet's scopes
     /// are moved before `migrate-store`.
     pub fn move_scope(&self, from: &str, to: &str) -> Result<Moved, StoreError> {
-        let moved = self.run(
-            |store| store.move_scope(from, to),
-            async |_| {
-                Err(StoreError::new(
-                    "move-scope works on the embedded store: move scopes there, then migrate-store",
-                ))
-            },
-        )?;
+        let Backend::Local(store) = &self.store else {
+            return Err(StoreError::new(
+                "move-scope works on the embedded store: move scopes there, then migrate-store",
+            ));
+        };
+        let moved = store.move_scope(from, to)?;
         self.writes.fetch_add(1, Ordering::AcqRel);
         self.phones.clear();
         Ok(moved)
@@ -628,12 +633,13 @@ mod tests {
                 "16315551234",
                 "16505550000",
             ] {
-                for mut record in identities.find(id, None).unwrap() {
+                let found = identities.lookup(id, None).unwrap();
+                for mut record in found.records {
                     (record.first_seen, record.last_seen) = (0, 0);
                     record.attested_at = record.attested_at.map(|_| 1);
                     lines.push(format!("{id}: {record:?}"));
                 }
-                for mut claim in identities.find_claims(id, None).unwrap() {
+                for mut claim in found.claims {
                     (claim.first_seen, claim.last_seen) = (0, 0);
                     lines.push(format!("{id}: {claim:?}"));
                 }

@@ -2,9 +2,7 @@
 -- number alone, unless trusted knowledge already says otherwise.
 -- ARGV: prefix, scope, number, bsuid, phone, at.
 local number, b, phone, at = ARGV[3], ARGV[4], ARGV[5], tonumber(ARGV[6])
-if redis.call('EXISTS', P .. 'x:' .. b) == 1
-  or redis.call('HEXISTS', P .. 'r:' .. b, 'phone') == 1
-  or redis.call('EXISTS', P .. 'p:' .. phone) == 1 then
+if overruled(b, phone) then
   return cjson.encode({st = 'overruled'})
 end
 local ck = P .. 'c:' .. b

@@ -87,3 +87,12 @@ local function publish(stale, dropped)
   redis.call('PUBLISH', 'sg:invalidate',
     cjson.encode({s = scope, r = list(stale), c = list(dropped)}))
 end
+
+-- A send's claim that trusted knowledge overrules (RedbStore::claim says
+-- the same): the BSUID is retired, its person has a phone, or the phone is
+-- someone's.
+local function overruled(b, phone)
+  return redis.call('EXISTS', P .. 'x:' .. b) == 1
+    or redis.call('HEXISTS', P .. 'r:' .. b, 'phone') == 1
+    or redis.call('EXISTS', P .. 'p:' .. phone) == 1
+end

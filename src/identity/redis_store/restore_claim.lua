@@ -2,9 +2,7 @@
 -- trusted knowledge already overrules it. ARGV: prefix, scope, number,
 -- bsuid, phone, claim JSON.
 local number, b, phone, json = ARGV[3], ARGV[4], ARGV[5], ARGV[6]
-if redis.call('EXISTS', P .. 'x:' .. b) == 1
-  or redis.call('HEXISTS', P .. 'r:' .. b, 'phone') == 1
-  or redis.call('EXISTS', P .. 'p:' .. phone) == 1 then
+if overruled(b, phone) then
   return 'overruled'
 end
 redis.call('HSET', P .. 'c:' .. b, number, json)
