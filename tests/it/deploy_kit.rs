@@ -1150,12 +1150,21 @@ fn the_systemd_unit_checks_starts_reloads_and_stops() {
         let (ok, output) = runner.run(&command);
         assert!(ok, "ExecReload {command:?}: {output}");
     }
-    std::thread::sleep(Duration::from_millis(300));
-    assert!(
-        running.child.try_wait().unwrap().is_none(),
-        "reload ended it:\n{}",
-        running.logs()
-    );
+    // The reload happened: sendgate says so (a SIGHUP it ignored would not).
+    let reloaded = Instant::now();
+    while !running.logs().contains("configuration reloaded") {
+        assert!(
+            running.child.try_wait().unwrap().is_none(),
+            "reload ended it:\n{}",
+            running.logs()
+        );
+        assert!(
+            reloaded.elapsed() < Duration::from_secs(10),
+            "no reload logged within 10 s:\n{}",
+            running.logs()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
     running.wait_ready(admin);
 
     assert_eq!(
@@ -1653,6 +1662,12 @@ fn kubernetes_fleet_manifest() {
     problems.check(
         option("--appendfsync") == Some("always"),
         "Redis without --appendfsync always",
+    );
+    // noeviction applies only under a maxmemory: without one Redis grows
+    // until the container's limit kills it.
+    problems.check(
+        option("--maxmemory-policy") == Some("noeviction") && option("--maxmemory").is_some(),
+        "Redis without --maxmemory and --maxmemory-policy noeviction",
     );
     let data_dir = option("--dir").unwrap_or("/data");
     problems.check(

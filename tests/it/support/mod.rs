@@ -381,7 +381,8 @@ impl Answer {
     }
 }
 
-/// One request to a sendgate (or anything else) at `addr`, answer read whole.
+/// One request to a sendgate (or anything else) at `addr`, answer read
+/// whole within 10 s (a sendgate that stalls fails the test, not hangs it).
 pub(crate) async fn call(
     addr: SocketAddr,
     method: &str,
@@ -399,9 +400,14 @@ pub(crate) async fn call(
     let request = request
         .body(Full::new(Bytes::copy_from_slice(body)))
         .unwrap();
-    let response = client.request(request).await.expect("an answer");
-    let (parts, body) = response.into_parts();
-    let body = body.collect().await.expect("body reads").to_bytes();
+    let answer = async {
+        let response = client.request(request).await.expect("an answer");
+        let (parts, body) = response.into_parts();
+        (parts, body.collect().await.expect("body reads").to_bytes())
+    };
+    let (parts, body) = tokio::time::timeout(std::time::Duration::from_secs(10), answer)
+        .await
+        .expect("answered within 10 s");
     Answer {
         status: parts.status,
         headers: parts.headers,
@@ -605,12 +611,7 @@ pub(crate) async fn post_json(
         ("authorization", "Bearer t"),
     ];
     headers.extend(signature.map(|signature| ("x-hub-signature-256", signature)));
-    tokio::time::timeout(
-        std::time::Duration::from_secs(10),
-        call(addr, "POST", path, &headers, &body),
-    )
-    .await
-    .expect("answered within 10 s")
+    call(addr, "POST", path, &headers, &body).await
 }
 
 /// A CA (as PEM) and a `localhost` certificate it signed, with its key.
