@@ -3,7 +3,7 @@
 //! cache it replaced (moka with String keys and values).
 //!
 //! Each figure comes from a fresh child process (this binary run again with
-//! `SENDGATE_BENCH_CASE` set), so that memory freed by one case cannot hide
+//! `IDENTITY_BENCH_CASE` set), so that memory freed by one case cannot hide
 //! what the next one allocates.
 //!
 //! Run with `cargo bench --bench identity`.
@@ -100,7 +100,7 @@ fn time_lookups(n: u64, lookup: impl Fn(&str) -> Option<String>) -> f64 {
 }
 
 fn main() {
-    if let Ok(case) = std::env::var("SENDGATE_BENCH_CASE") {
+    if let Ok(case) = std::env::var("IDENTITY_BENCH_CASE") {
         let (kind, n) = case.split_once(':').expect("KIND:N");
         run_case(kind, n.parse().expect("a count"));
         return;
@@ -113,7 +113,7 @@ fn main() {
         "moka_strings:1000000",
     ] {
         let status = Command::new(&exe)
-            .env("SENDGATE_BENCH_CASE", case)
+            .env("IDENTITY_BENCH_CASE", case)
             .status()
             .expect("child runs");
         assert!(status.success(), "{case} failed");

@@ -33,19 +33,13 @@ const ENV_PREFIX: &str = "SENDGATE_";
 /// The `SENDGATE_*` variables read on purpose that are not config keys:
 /// every other one must name a setting, so that a misspelt override is an
 /// error rather than silently ignored.
-const NOT_SETTINGS: [&str; 7] = [
-    // The secrets, read by `Secrets::from_env`.
-    "SENDGATE_APP_SECRET",
-    "SENDGATE_VERIFY_TOKEN",
-    "SENDGATE_ADMIN_TOKEN",
-    "SENDGATE_FINGERPRINT_KEY",
+const NOT_SETTINGS: [&str; 5] = [
+    Secrets::APP_SECRET,
+    Secrets::VERIFY_TOKEN,
+    Secrets::ADMIN_TOKEN,
+    Secrets::FINGERPRINT_KEY,
     // The config file of every command (`--config`).
     "SENDGATE_CONFIG",
-    // benches/load/icount.sh's binary to measure, in the environment of
-    // the sendgate it runs when set on the script's command line.
-    "SENDGATE_BIN",
-    // The case benches/identity.rs runs in a process of its own.
-    "SENDGATE_BENCH_CASE",
 ];
 
 /// `Deserialize` for an enum config spells as words, with an error that lists
@@ -599,15 +593,20 @@ pub struct Secrets {
 }
 
 impl Secrets {
+    const APP_SECRET: &str = "SENDGATE_APP_SECRET";
+    const VERIFY_TOKEN: &str = "SENDGATE_VERIFY_TOKEN";
+    const ADMIN_TOKEN: &str = "SENDGATE_ADMIN_TOKEN";
+    const FINGERPRINT_KEY: &str = "SENDGATE_FINGERPRINT_KEY";
+
     /// Reads the secrets from environment pairs; empty values count as unset.
     pub fn from_env(env: impl IntoIterator<Item = (String, String)>) -> Self {
         let mut secrets = Secrets::default();
         for (name, value) in env {
             let slot = match name.as_str() {
-                "SENDGATE_APP_SECRET" => &mut secrets.app_secret,
-                "SENDGATE_VERIFY_TOKEN" => &mut secrets.verify_token,
-                "SENDGATE_ADMIN_TOKEN" => &mut secrets.admin_token,
-                "SENDGATE_FINGERPRINT_KEY" => &mut secrets.fingerprint_key,
+                Self::APP_SECRET => &mut secrets.app_secret,
+                Self::VERIFY_TOKEN => &mut secrets.verify_token,
+                Self::ADMIN_TOKEN => &mut secrets.admin_token,
+                Self::FINGERPRINT_KEY => &mut secrets.fingerprint_key,
                 _ => continue,
             };
             *slot = Some(value).filter(|value| !value.is_empty());
@@ -1454,8 +1453,6 @@ mod tests {
             "SENDGATE_ADMIN_TOKEN",
             "SENDGATE_FINGERPRINT_KEY",
             "SENDGATE_CONFIG",
-            "SENDGATE_BIN",
-            "SENDGATE_BENCH_CASE",
         ];
         let pairs: Vec<(&str, &str)> = read.iter().map(|name| (*name, "x")).collect();
         Config::from_sources("", env(&pairs)).unwrap();

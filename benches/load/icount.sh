@@ -17,7 +17,7 @@ N1=${N1:-2000}
 N2=${N2:-12000}
 BASE_PORT=${BASE_PORT:-18480} # upstream, nginx, sendgate use BASE_PORT..BASE_PORT+2
 SKIP_BUILD=${SKIP_BUILD:-0}   # 1: use target/release/sendgate as it is
-SENDGATE_BIN=${SENDGATE_BIN:-} # another build to count (implies no build), e.g. an older commit's
+ICOUNT_BINARY=${ICOUNT_BINARY:-} # another build to count (implies no build), e.g. an older commit's
 SCENARIOS=${SCENARIOS:-"get post send-phone send-rewrite"}
 
 log() { printf '[icount %s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
@@ -44,18 +44,18 @@ if ((${#missing[@]})); then
     DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y "${missing[@]}"
 fi
 command -v oha >/dev/null || timeout 900 cargo install oha --locked || die "oha is needed"
-if [[ -z $SENDGATE_BIN ]]; then
+if [[ -z $ICOUNT_BINARY ]]; then
     [[ $SKIP_BUILD == 1 ]] || (cd "$ROOT" && cargo build --release)
-    SENDGATE_BIN=$ROOT/target/release/sendgate
+    ICOUNT_BINARY=$ROOT/target/release/sendgate
 fi
-[[ -x $SENDGATE_BIN ]] || die "no sendgate binary at $SENDGATE_BIN"
+[[ -x $ICOUNT_BINARY ]] || die "no sendgate binary at $ICOUNT_BINARY"
 
 UPORT=$BASE_PORT
 NPORT=$((BASE_PORT + 1))
 SPORT=$((BASE_PORT + 2))
 TMP=$(mktemp -d /tmp/sendgate-icount.XXXXXX)
 mkdir -p "$TMP/upstream" "$TMP/nginx"
-cp "$SENDGATE_BIN" "$TMP/sendgate"
+cp "$ICOUNT_BINARY" "$TMP/sendgate"
 PIDS=()
 cleanup() {
     local pid
@@ -140,4 +140,4 @@ for scenario in $SCENARIOS; do
     python3 -c "import sys; n, s = int(sys.argv[2]), int(sys.argv[3]); print(f'| {sys.argv[1]} | {n:,} | {s:,} | {s / n:.2f}× |')" \
         "$scenario" "${per[nginx]}" "${per[sendgate]}"
 done
-log "sendgate: $SENDGATE_BIN (tree at git $(cd "$ROOT" && git rev-parse --short HEAD)); N1=$N1 N2=$N2; user-space instructions per request"
+log "sendgate: $ICOUNT_BINARY (tree at git $(cd "$ROOT" && git rev-parse --short HEAD)); N1=$N1 N2=$N2; user-space instructions per request"
