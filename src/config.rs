@@ -724,20 +724,18 @@ impl Config {
     /// read as far as they go: a config too broken to load still says how
     /// the error that it is should be printed. Text unless JSON is asked.
     pub fn log_format_of(text: &str, env: impl IntoIterator<Item = (String, String)>) -> LogFormat {
-        let env: Vec<(String, String)> = env.into_iter().collect();
-        if let Ok(config) = Self::from_sources(text, env.iter().cloned()) {
-            return config.log.format;
-        }
-        let from_env = env.iter().rev().find_map(|(name, value)| {
+        // Not a whole load: the config may be what failed, and only this
+        // one key matters (the environment's wins, as in a load).
+        let from_env = env.into_iter().filter_map(|(name, value)| {
             let key = name.strip_prefix(ENV_PREFIX)?;
-            key.eq_ignore_ascii_case("LOG__FORMAT")
-                .then_some(value.as_str())
+            key.eq_ignore_ascii_case("LOG__FORMAT").then_some(value)
         });
+        let from_env = from_env.last();
         let file: Option<Table> = text.parse().ok();
         let from_file = file
             .as_ref()
             .and_then(|file| file.get("log")?.get("format")?.as_str());
-        match from_env.or(from_file) {
+        match from_env.as_deref().or(from_file) {
             Some("json") => LogFormat::Json,
             _ => LogFormat::Text,
         }
