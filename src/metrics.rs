@@ -18,6 +18,11 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 
+/// The limits a send can be refused by: `LimitKind::as_str` in `limits`,
+/// spelled here because `limits` sits above this module (it would make an
+/// import circle through `config` and `identity`).
+const LIMIT_NAMES: [&str; 3] = ["number", "pair", "client"];
+
 /// A family registered so that it is described even with no series yet:
 /// prometheus-client leaves an empty family out of the exposition
 /// altogether, and OpenMetrics allows a family with no samples.
@@ -37,9 +42,6 @@ impl<M: EncodeMetric> EncodeMetric for Described<M> {
         false
     }
 }
-
-/// The limits a send can be refused by (`LimitKind` in `limits`).
-const LIMIT_NAMES: [&str; 3] = ["number", "pair", "client"];
 
 /// How a configuration reload ends.
 const RELOAD_OUTCOMES: [&str; 2] = ["success", "failure"];
@@ -258,12 +260,12 @@ impl Metrics {
             Described(config_reloads.clone()),
         );
         // The label sets known ahead, at 0 until counted.
+        // (limiter_keys needs none: every scrape sets its three gauges.)
         for limit in LIMIT_NAMES {
             let labels = LimitLabels {
                 limit: limit.to_owned(),
             };
             let _ = limit_rejections.get_or_create(&labels);
-            let _ = limiter_keys.get_or_create(&labels);
         }
         // A shaped send's wait is counted once, whichever limit made it.
         let _ = limit_waits.get_or_create(&LimitLabels {
