@@ -64,8 +64,9 @@ pub struct Identities {
 
 /// Where identities are kept.
 enum Backend {
-    /// One machine: the embedded file (or memory).
-    Local(RedbStore),
+    /// One machine: the embedded file (or memory); shared with the blocking
+    /// threads a send's claim is written on.
+    Local(Arc<RedbStore>),
     /// A fleet: Redis, shared by every replica.
     Shared(RedisStore),
 }
@@ -81,7 +82,7 @@ impl Identities {
     /// `capacity` counts cached mappings; `ttl` is how long one stays cached
     /// after its last use.
     pub fn new(store: RedbStore, capacity: u64, ttl: Duration) -> Self {
-        Self::over(Backend::Local(store), capacity, ttl)
+        Self::over(Backend::Local(Arc::new(store)), capacity, ttl)
     }
 
     /// Identities kept in the fleet's Redis. Other replicas' writes reach
@@ -323,9 +324,10 @@ impl Identities {
     }
 
     /// Keeps the pair a successful send from `number` named, for that
-    /// number alone, off the async runtime so that the send's response does
-    /// not wait for a disk flush. The returned handle completes when the
-    /// store has it (or has overruled it).
+    /// number alone, off the send's task so that its response does not wait
+    /// (a disk flush on a blocking thread; a Redis round trip on a task of
+    /// its own). The returned handle completes when the store has it (or
+    /// has overruled it).
     pub fn learn_from_send(
         self: &Arc<Self>,
         scope: Scope<'_>,
@@ -335,22 +337,42 @@ impl Identities {
     ) -> tokio::task::JoinHandle<()> {
         let identities = self.clone();
         let (scope, number) = (scope.key().into_owned(), number.to_owned());
-        tokio::task::spawn_blocking(move || {
-            let claimed = identities.run(
-                |store| store.claim(&scope, &number, &bsuid, &phone),
-                async |store| store.claim(&scope, &number, &bsuid, &phone).await,
-            );
-            identities.writes.fetch_add(1, Ordering::AcqRel);
-            let view = [scope.as_str(), CLAIM_VIEW, &number];
-            identities.phones.invalidate(&view, &bsuid);
-            match claimed {
-                Ok(Claimed::Kept {
-                    displaced: Some(displaced),
-                }) => identities.phones.invalidate(&view, &displaced),
-                Ok(_) => {}
-                Err(err) => tracing::error!(error = %err, "learning from a send failed"),
+        match &self.store {
+            Backend::Local(store) => {
+                let store = store.clone();
+                tokio::task::spawn_blocking(move || {
+                    let claimed = store.claim(&scope, &number, &bsuid, &phone);
+                    identities.after_claim(&scope, &number, &bsuid, claimed);
+                })
             }
-        })
+            Backend::Shared(store) => {
+                let store = store.clone();
+                tokio::spawn(async move {
+                    let claimed = store.claim(&scope, &number, &bsuid, &phone).await;
+                    identities.after_claim(&scope, &number, &bsuid, claimed);
+                })
+            }
+        }
+    }
+
+    /// Forgets the cached claims a send's claim may have changed.
+    fn after_claim(
+        &self,
+        scope: &str,
+        number: &str,
+        bsuid: &str,
+        claimed: Result<Claimed, StoreError>,
+    ) {
+        self.writes.fetch_add(1, Ordering::AcqRel);
+        let view = [scope, CLAIM_VIEW, number];
+        self.phones.invalidate(&view, bsuid);
+        match claimed {
+            Ok(Claimed::Kept {
+                displaced: Some(displaced),
+            }) => self.phones.invalidate(&view, &displaced),
+            Ok(_) => {}
+            Err(err) => tracing::error!(error = %err, "learning from a send failed"),
+        }
     }
 
     /// Every record an identifier names, in one scope or all (blocking).
