@@ -411,16 +411,17 @@ async fn a_fleet_talks_to_redis_over_tls() {
     let dir = std::env::temp_dir().join(format!("sendgate-fleet-tls-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();
-    let (ca, leaf, leaf_key) = crate::support::localhost_certificate();
+    let ca = crate::support::Ca::new();
+    let (leaf, leaf_key) = ca.issue(&["localhost"]);
     let file = |name: &str, text: String| {
         let path = dir.join(name);
         std::fs::write(&path, text).unwrap();
         path.to_str().unwrap().to_owned()
     };
     let (ca_file, cert, key) = (
-        file("ca.pem", ca),
-        file("redis.pem", leaf.pem()),
-        file("redis.key", leaf_key.serialize_pem()),
+        file("ca.pem", ca.pem),
+        file("redis.pem", leaf),
+        file("redis.key", leaf_key),
     );
     let tls_port = free_port().port().to_string();
     let _redis = crate::support::redis::RedisServer::start_with(&[

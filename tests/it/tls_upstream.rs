@@ -11,7 +11,8 @@ use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto;
-use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use sendgate::Config;
 use sendgate::body::full_body;
 use tokio::net::TcpListener;
@@ -19,9 +20,11 @@ use tokio_rustls::TlsAcceptor;
 
 /// A CA and a `localhost` certificate it signed; the CA as PEM.
 fn certificates() -> (String, CertificateDer<'static>, PrivateKeyDer<'static>) {
-    let (ca, leaf, leaf_key) = crate::support::localhost_certificate();
-    let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(leaf_key.serialize_der()));
-    (ca, leaf.der().clone(), key)
+    let ca = crate::support::Ca::new();
+    let (leaf, leaf_key) = ca.issue(&["localhost"]);
+    let cert = CertificateDer::from_pem_slice(leaf.as_bytes()).unwrap();
+    let key = PrivateKeyDer::from_pem_slice(leaf_key.as_bytes()).unwrap();
+    (ca.pem, cert, key)
 }
 
 /// What most HTTPS servers offer by ALPN.
