@@ -68,17 +68,7 @@ SEND_PATH=/v21.0/106540352242922/messages
 BODY='{"messaging_product":"whatsapp","recipient":"US.13491208655302741918","type":"text","text":{"body":"hello"}}'
 PAIR='{"bsuid":"US.13491208655302741918","phone":"16315551234","number":"106540352242922"}'
 printf '%s' "$BODY" >"$TMP/body"
-cat >"$TMP/send.lua" <<LUA
-wrk.method = "POST"
-wrk.body = [==[$BODY]==]
-wrk.headers["Content-Type"] = "application/json"
-wrk.headers["Authorization"] = "Bearer bench-token"
-done = function(summary, latency, requests)
-  local e = summary.errors
-  io.write(string.format("RESULT requests=%d duration_us=%d errors=%d\n", summary.requests, summary.duration,
-    e.status + e.connect + e.read + e.write + e.timeout))
-end
-LUA
+wrk_script "$TMP/send.lua" "$BODY"
 for port in $SAPORT $FAPORT; do
     curl -s -o /dev/null --max-time 5 -X POST -H 'Authorization: Bearer bench' --data "$PAIR" \
         "http://127.0.0.1:$port/admin/identities" || die "import on $port"

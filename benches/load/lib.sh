@@ -1,6 +1,7 @@
 # What the side-by-side benchmarks (fleet.sh, tls.sh) share: logging, the
 # tools they install, the release build, the temp dir and the processes they
-# stop on exit, readiness waits and CPU ticks. Sourced, not run:
+# stop on exit, readiness waits, the wrk script of a send and CPU ticks.
+# Sourced, not run:
 #   BENCH=name; source "$HERE/lib.sh"
 
 log() { printf '[%s %s] %s\n' "$BENCH" "$(date +%H:%M:%S)" "$*" >&2; }
@@ -59,6 +60,21 @@ wait_url() { # name url pid [curl options...] -> returns once url answers, dies 
         sleep 0.1
     done
     die "$name did not answer on $url"
+}
+
+wrk_script() { # file body [extra-lua] -> a wrk script POSTing body as a send, printing RESULT at the end
+    cat >"$1" <<LUA
+wrk.method = "POST"
+wrk.body = [==[$2]==]
+wrk.headers["Content-Type"] = "application/json"
+wrk.headers["Authorization"] = "Bearer bench-token"
+${3:-}
+done = function(summary, latency, requests)
+  local e = summary.errors
+  io.write(string.format("RESULT requests=%d duration_us=%d errors=%d\n", summary.requests, summary.duration,
+    e.status + e.connect + e.read + e.write + e.timeout))
+end
+LUA
 }
 
 ticks() { # pid... -> utime+stime of all their threads, in clock ticks

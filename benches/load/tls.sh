@@ -80,22 +80,8 @@ for port in $NPORT $SPORT; do
         --data "$BODY" "https://localhost:$port$SEND_PATH")
     [[ $code == 200 ]] || die "a send through port $port answered $code"
 done
-script() { # file extra-header-lua
-    cat >"$1" <<LUA
-wrk.method = "POST"
-wrk.body = [==[$BODY]==]
-wrk.headers["Content-Type"] = "application/json"
-wrk.headers["Authorization"] = "Bearer bench-token"
-$2
-done = function(summary, latency, requests)
-  local e = summary.errors
-  io.write(string.format("RESULT requests=%d duration_us=%d errors=%d\n", summary.requests, summary.duration,
-    e.status + e.connect + e.read + e.write + e.timeout))
-end
-LUA
-}
-script "$TMP/keepalive.lua" ""
-script "$TMP/handshake.lua" 'wrk.headers["Connection"] = "close"'
+wrk_script "$TMP/keepalive.lua" "$BODY"
+wrk_script "$TMP/handshake.lua" "$BODY" 'wrk.headers["Connection"] = "close"'
 
 RAW=$TMP/raw.tsv
 printf 'round\tproxy\tclients\trequests\tseconds\terrors\tproxy_cpu_s\n' >"$RAW"
