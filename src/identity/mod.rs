@@ -748,6 +748,21 @@ mod tests {
                 Identities::shared(RedisStore::new(fleet), 100, ttl)
             };
             let (a, b) = (replica(), replica());
+            // B counts in `writes` the notices it hears: its subscription
+            // (which empties its cache), then one per message. Waiting for
+            // each leaves nothing on its way to B when it caches.
+            let hears = |notices: u64| {
+                let b = b.clone();
+                async move {
+                    for _ in 0..200 {
+                        if b.writes.load(Ordering::Acquire) >= notices {
+                            return;
+                        }
+                        tokio::time::sleep(Duration::from_millis(10)).await;
+                    }
+                    panic!("B did not hear {notices} notices within 2 s");
+                }
+            };
             let sight = |bsuid: &'static str, phone: &'static str| {
                 let a = a.clone();
                 on_blocking(move || {
@@ -755,25 +770,13 @@ mod tests {
                         .unwrap()
                 })
             };
+            hears(1).await;
             sight("US.1", "16315551234").await;
-            // B caches US.1's phone and that US.2 has none. A lookup is not
-            // cached while a message arrives (A's write, B's subscription
-            // coming up), so B looks until both are.
-            let cached = |bsuid: &'static str, expected: Option<&'static str>| {
-                let b = b.clone();
-                async move {
-                    for _ in 0..200 {
-                        b.phone_for_bsuid(P, bsuid).await;
-                        if b.phones.get(&["p"], bsuid) == Some(expected.map(str::to_owned)) {
-                            return;
-                        }
-                        tokio::time::sleep(Duration::from_millis(10)).await;
-                    }
-                    panic!("B did not cache {bsuid} within 2 s");
-                }
-            };
-            cached("US.1", Some("16315551234")).await;
-            cached("US.2", None).await;
+            hears(2).await;
+            // B caches US.1's phone and that US.2 has none.
+            assert!(b.phone_for_bsuid(P, "US.1").await.is_some());
+            assert_eq!(b.phone_for_bsuid(P, "US.2").await, None);
+            assert_eq!(b.phones.get(&["p"], "US.2"), Some(None));
             // The same sighting of US.1 again, then news of US.2: messages
             // arrive in order, so once B knows US.2's phone it has heard
             // whatever the repeated sighting sent.
@@ -792,6 +795,11 @@ mod tests {
                 b.phones.get(&["p"], "US.1"),
                 Some(Some("16315551234".to_owned())),
                 "the repeated sighting emptied B's cache"
+            );
+            assert_eq!(
+                b.writes.load(Ordering::Acquire),
+                3,
+                "B heard its subscription and two changes, nothing more"
             );
         }
 
