@@ -51,6 +51,14 @@ macro_rules! words {
         impl $name {
             /// The words config may spell it with.
             pub const WORDS: &'static [&'static str] = &[$($word),+];
+
+            /// The value `text` spells, if it is one of the words.
+            pub fn from_word(text: &str) -> Option<Self> {
+                match text {
+                    $($word => Some($name::$variant),)+
+                    _ => None,
+                }
+            }
         }
 
         impl<'de> Deserialize<'de> for $name {
@@ -60,14 +68,12 @@ macro_rules! words {
                     type Value = $name;
 
                     fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                        f.write_str(&one_of($name::WORDS))
+                        f.write_str(&one_of(quoted($name::WORDS)))
                     }
 
                     fn visit_str<E: serde::de::Error>(self, text: &str) -> Result<$name, E> {
-                        match text {
-                            $($word => Ok($name::$variant),)+
-                            _ => Err(E::invalid_value(serde::de::Unexpected::Str(text), &self)),
-                        }
+                        $name::from_word(text)
+                            .ok_or_else(|| E::invalid_value(serde::de::Unexpected::Str(text), &self))
                     }
                 }
                 deserializer.deserialize_str(Visitor)
@@ -76,11 +82,14 @@ macro_rules! words {
     };
 }
 
-/// `"a"`, `"a" or "b"`, `"a", "b" or "c"`: the allowed words, quoted as
-/// they are written in TOML.
-fn one_of(words: &[&str]) -> String {
-    let quoted: Vec<String> = words.iter().map(|word| format!("{word:?}")).collect();
-    match quoted.split_last() {
+/// Words quoted as they are written in TOML.
+fn quoted(words: &[&str]) -> Vec<String> {
+    words.iter().map(|word| format!("{word:?}")).collect()
+}
+
+/// `a`, `a or b`, `a, b or c`: the allowed values in a sentence.
+fn one_of(allowed: Vec<String>) -> String {
+    match allowed.split_last() {
         Some((last, [])) => last.clone(),
         Some((last, rest)) => format!("{} or {last}", rest.join(", ")),
         None => String::new(),
@@ -156,7 +165,9 @@ impl<'de> Deserialize<'de> for Throughput {
             type Value = Throughput;
 
             fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                f.write_str("\"standard\", \"high\", \"coexistence\" or messages per second")
+                let mut allowed = quoted(Tier::WORDS);
+                allowed.push("messages per second".to_owned());
+                f.write_str(&one_of(allowed))
             }
 
             fn visit_u64<E: serde::de::Error>(self, rate: u64) -> Result<Throughput, E> {
@@ -172,14 +183,12 @@ impl<'de> Deserialize<'de> for Throughput {
             }
 
             fn visit_str<E: serde::de::Error>(self, text: &str) -> Result<Throughput, E> {
-                match text {
-                    "standard" => Ok(Throughput::Tier(Tier::Standard)),
-                    "high" => Ok(Throughput::Tier(Tier::High)),
-                    "coexistence" => Ok(Throughput::Tier(Tier::Coexistence)),
-                    digits => match digits.parse::<u64>() {
-                        Ok(rate) => self.visit_u64(rate),
-                        Err(_) => Err(E::invalid_value(serde::de::Unexpected::Str(text), &self)),
-                    },
+                if let Some(tier) = Tier::from_word(text) {
+                    return Ok(Throughput::Tier(tier));
+                }
+                match text.parse::<u64>() {
+                    Ok(rate) => self.visit_u64(rate),
+                    Err(_) => Err(E::invalid_value(serde::de::Unexpected::Str(text), &self)),
                 }
             }
         }
@@ -187,7 +196,7 @@ impl<'de> Deserialize<'de> for Throughput {
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Tier {
     /// 80 messages per second, the default.
@@ -197,6 +206,8 @@ pub enum Tier {
     /// 20 per second, for numbers shared with the WhatsApp Business app.
     Coexistence,
 }
+
+words!(Tier { Standard => "standard", High => "high", Coexistence => "coexistence" });
 
 impl Throughput {
     pub fn per_second(self) -> u32 {
@@ -1381,7 +1392,7 @@ mod tests {
         assert_eq!(err.key, "limits.number.throughput");
         let message = err.to_string();
         assert!(
-            message.contains("\"standard\", \"high\", \"coexistence\""),
+            message.contains("\"standard\", \"high\", \"coexistence\" or messages per second"),
             "{message}"
         );
         assert!(!message.contains("untagged"), "{message}");
