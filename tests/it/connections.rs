@@ -18,16 +18,22 @@ const KEEPALIVE_TIMEOUT: Duration = Duration::from_millis(500);
 const GET: &[u8] = b"GET /v21.0/me HTTP/1.1\r\nhost: sendgate.test\r\n\r\n";
 
 /// Waits for the peer to close, reading and dropping what comes; how long
-/// that took, or `None` if the connection was still open after `limit`.
-async fn closed_within(stream: &mut TcpStream, limit: Duration) -> Option<Duration> {
-    let started = Instant::now();
+/// after `since` it closed, or `None` if still open after `limit`. Taking
+/// `since` before whatever starts sendgate's clock (the connect, the
+/// request) keeps the figure from undercounting sendgate's wait, so a
+/// "closed early" check cannot fail by the test's own latency.
+async fn closed_within(
+    stream: &mut TcpStream,
+    since: Instant,
+    limit: Duration,
+) -> Option<Duration> {
     let mut sink = [0; 4096];
     tokio::time::timeout(limit, async {
         while let Ok(1..) = stream.read(&mut sink).await {}
     })
     .await
     .ok()
-    .map(|()| started.elapsed())
+    .map(|()| since.elapsed())
 }
 
 /// Writes `request` and reads one response with a `content-length`; its
@@ -66,8 +72,9 @@ async fn proxy_with(config: &str) -> (FakeUpstream, Proxy) {
 #[tokio::test]
 async fn a_connection_that_sends_nothing_is_closed_after_the_header_timeout() {
     let (_upstream, proxy) = proxy_with(SHORT).await;
+    let since = Instant::now();
     let mut silent = TcpStream::connect(proxy.addr).await.unwrap();
-    let took = closed_within(&mut silent, Duration::from_secs(5))
+    let took = closed_within(&mut silent, since, Duration::from_secs(5))
         .await
         .expect("the silent connection is closed");
     assert!(took >= HEADER_TIMEOUT, "closed early, after {took:?}");
@@ -88,9 +95,10 @@ async fn a_head_sent_too_slowly_is_closed_after_the_header_timeout() {
             .await
             .unwrap();
     }
+    let since = Instant::now();
     let (fresh_took, kept_took) = tokio::join!(
-        closed_within(&mut fresh, Duration::from_secs(5)),
-        closed_within(&mut kept, Duration::from_secs(5)),
+        closed_within(&mut fresh, since, Duration::from_secs(5)),
+        closed_within(&mut kept, since, Duration::from_secs(5)),
     );
     for took in [fresh_took, kept_took] {
         let took = took.expect("the slow head is cut off");
@@ -103,8 +111,9 @@ async fn a_head_sent_too_slowly_is_closed_after_the_header_timeout() {
 async fn an_idle_connection_is_closed_after_the_keepalive_timeout() {
     let (_upstream, proxy) = proxy_with(SHORT).await;
     let mut client = TcpStream::connect(proxy.addr).await.unwrap();
+    let since = Instant::now();
     assert_eq!(exchange(&mut client, GET).await, Some(200));
-    let took = closed_within(&mut client, Duration::from_secs(5))
+    let took = closed_within(&mut client, since, Duration::from_secs(5))
         .await
         .expect("the idle connection is closed");
     assert!(took >= KEEPALIVE_TIMEOUT, "closed early, after {took:?}");
@@ -149,6 +158,7 @@ async fn connections_served_by_hyper_have_the_keepalive_timeout_too() {
     // HTTP/1.0 with keep-alive, and HTTP/2 with prior knowledge that never
     // opens a stream: both go to hyper.
     let mut http10 = TcpStream::connect(proxy.addr).await.unwrap();
+    let http10_since = Instant::now();
     assert_eq!(
         exchange(
             &mut http10,
@@ -157,6 +167,7 @@ async fn connections_served_by_hyper_have_the_keepalive_timeout_too() {
         .await,
         Some(200)
     );
+    let http2_since = Instant::now();
     let mut http2 = TcpStream::connect(proxy.addr).await.unwrap();
     // The preface and an empty SETTINGS frame.
     http2
@@ -164,8 +175,8 @@ async fn connections_served_by_hyper_have_the_keepalive_timeout_too() {
         .await
         .unwrap();
     let (http10_took, http2_took) = tokio::join!(
-        closed_within(&mut http10, Duration::from_secs(5)),
-        closed_within(&mut http2, Duration::from_secs(5)),
+        closed_within(&mut http10, http10_since, Duration::from_secs(5)),
+        closed_within(&mut http2, http2_since, Duration::from_secs(5)),
     );
     for took in [http10_took, http2_took] {
         let took = took.expect("the idle connection is closed");
@@ -187,7 +198,7 @@ async fn at_the_cap_the_longest_idle_connection_makes_room() {
     let mut newcomer = TcpStream::connect(proxy.addr).await.unwrap();
     assert_eq!(exchange(&mut newcomer, GET).await, Some(200));
     assert!(
-        closed_within(&mut idle[0], Duration::from_secs(2))
+        closed_within(&mut idle[0], Instant::now(), Duration::from_secs(2))
             .await
             .is_some(),
         "the oldest idle connection is closed"
