@@ -147,8 +147,14 @@ pub(crate) struct RedisCluster {
 
 impl RedisCluster {
     pub(crate) fn start() -> Self {
+        // The cluster bus port is a free port of its own: by default it is
+        // the node's port + 10000, which is refused above 55535 (and a free
+        // port may be as high as 60999) or may be some other listener's.
         let nodes: Vec<RedisServer> = (0..3)
-            .map(|_| RedisServer::start_with(&["--cluster-enabled", "yes"]))
+            .map(|_| {
+                let bus = free_port().port().to_string();
+                RedisServer::start_with(&["--cluster-enabled", "yes", "--cluster-port", &bus])
+            })
             .collect();
         let addrs: Vec<String> = nodes.iter().map(|n| n.addr.to_string()).collect();
         let status = Command::new("redis-cli")
