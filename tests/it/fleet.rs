@@ -144,6 +144,12 @@ async fn replicas_share_what_they_learn(redis: Redis) {
     // B asks first, so its cache holds "no phone" for the person.
     assert_eq!(campaign_to(b, 1).await.decision(), BLOCKED);
     assert_eq!(teach(a, 1).await, StatusCode::OK);
+    // B's cached "no phone" goes when A's invalidation reaches it, which
+    // the design bounds at one second (a loaded machine may take a moment).
+    wait_until(Duration::from_secs(1), || async {
+        campaign_to(b, 1).await.decision() == RESOLVED
+    })
+    .await;
     let answer = campaign_to(b, 1).await;
     assert_eq!(answer.decision(), RESOLVED, "taught to A, resolved by B");
     assert_eq!(answer.json()["contacts"][0]["wa_id"], phone(1));
