@@ -774,8 +774,10 @@ mod tests {
             sight("US.1", "16315551234").await;
             hears(2).await;
             // B caches US.1's phone and that US.2 has none.
-            assert!(b.phone_for_bsuid(P, "US.1").await.is_some());
+            let us1 = Some("16315551234".to_owned());
+            assert_eq!(b.phone_for_bsuid(P, "US.1").await, us1);
             assert_eq!(b.phone_for_bsuid(P, "US.2").await, None);
+            assert_eq!(b.phones.get(&["p"], "US.1"), Some(us1.clone()));
             assert_eq!(b.phones.get(&["p"], "US.2"), Some(None));
             // The same sighting of US.1 again, then news of US.2: messages
             // arrive in order, so once B knows US.2's phone it has heard
@@ -793,7 +795,7 @@ mod tests {
             assert!(heard, "B heard the news within 2 s");
             assert_eq!(
                 b.phones.get(&["p"], "US.1"),
-                Some(Some("16315551234".to_owned())),
+                Some(us1),
                 "the repeated sighting emptied B's cache"
             );
             assert_eq!(
