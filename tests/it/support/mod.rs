@@ -482,10 +482,41 @@ impl Drop for Served {
     }
 }
 
-/// A loopback address nothing listens on right now.
+/// A loopback address nothing listens on right now, for a server the test
+/// starts on a port it must name (sendgate's listeners, redis-server).
+///
+/// Taken below the kernel's ephemeral range, never from it: a port the
+/// kernel handed out there and the test released may be handed out again,
+/// to another test's `bind(0)` or outgoing connection, before the server
+/// binds it ("Address already in use", seen in CI). Below that range only
+/// this function hands ports out, each once per run.
 pub(crate) fn free_port() -> SocketAddr {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    listener.local_addr().unwrap()
+    static NEXT: AtomicUsize = AtomicUsize::new(0);
+    let ports = ports_below_the_ephemeral_range();
+    let start = std::process::id() as usize;
+    for _ in 0..ports.len() {
+        let at = start.wrapping_add(NEXT.fetch_add(1, Ordering::Relaxed)) % ports.len();
+        let port = ports.start + u16::try_from(at).unwrap();
+        if let Ok(listener) = std::net::TcpListener::bind(("127.0.0.1", port)) {
+            return listener.local_addr().unwrap();
+        }
+    }
+    panic!("no free loopback port in {ports:?}");
+}
+
+/// From 10000 up to the start of the range the kernel picks ports from for
+/// `bind(0)` and outgoing connections (Linux' default: 32768).
+fn ports_below_the_ephemeral_range() -> std::ops::Range<u16> {
+    let range = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range");
+    let first_ephemeral = range
+        .ok()
+        .and_then(|range| range.split_whitespace().next()?.parse::<u16>().ok())
+        .unwrap_or(32768);
+    assert!(
+        first_ephemeral > 11000,
+        "the ephemeral port range starts at {first_ephemeral}: too low for free_port"
+    );
+    10000..first_ephemeral
 }
 
 /// `sendgate serve --sandbox --listen ADDR ARGS…` with `env`, from the

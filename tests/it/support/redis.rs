@@ -148,8 +148,8 @@ pub(crate) struct RedisCluster {
 impl RedisCluster {
     pub(crate) fn start() -> Self {
         // The cluster bus port is a free port of its own: by default it is
-        // the node's port + 10000, which is refused above 55535 (and a free
-        // port may be as high as 60999) or may be some other listener's.
+        // the node's port + 10000, which nothing reserved (another test may
+        // hold it) and which redis-server refuses above 55535.
         let nodes: Vec<RedisServer> = (0..3)
             .map(|_| {
                 let bus = free_port().port().to_string();
