@@ -403,11 +403,9 @@ mod tests {
         assert!(summary.rejected[1].reason.contains("not a BSUID"));
         assert!(summary.rejected[3].reason.starts_with("nothing to learn"));
         assert_eq!(
-            futures_util::FutureExt::now_or_never(
-                identities.phone_for_bsuid(Scope::Number("1"), "US.1")
-            )
-            .flatten()
-            .as_deref(),
+            identities
+                .phone_for_blocking(Scope::Number("1"), "", "US.1", false)
+                .as_deref(),
             Some("16315551234"),
             "a row without a scope takes the default one"
         );
@@ -475,11 +473,9 @@ mod tests {
         assert_eq!(summary.imported, 2);
         assert_eq!(lines(&summary), [3, 4, 5, 6]);
         assert_eq!(
-            futures_util::FutureExt::now_or_never(
-                identities.phone_for_bsuid(Scope::Portfolio("p"), "US.1")
-            )
-            .flatten()
-            .as_deref(),
+            identities
+                .phone_for_blocking(Scope::Portfolio("p"), "", "US.1", false)
+                .as_deref(),
             Some("16315551234")
         );
         assert_eq!(identities.find("US.ENT.5", None).unwrap()[0].bsuid, "US.5");
@@ -499,11 +495,9 @@ mod tests {
         assert!(summary.rejected[0].reason.contains("is a parent BSUID"));
         assert!(summary.rejected[1].reason.starts_with("nothing to learn"));
         assert_eq!(
-            futures_util::FutureExt::now_or_never(
-                identities.phone_for_bsuid(Scope::Number("1"), "US.ENT.1")
-            )
-            .flatten()
-            .as_deref(),
+            identities
+                .phone_for_blocking(Scope::Number("1"), "", "US.ENT.1", false)
+                .as_deref(),
             Some("16505550001")
         );
         let found = identities.find("US.ENT.2", None).unwrap();

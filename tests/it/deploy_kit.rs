@@ -33,8 +33,8 @@ use std::time::{Duration, Instant};
 use sendgate::Config;
 use yaml_rust2::{Yaml, YamlLoader};
 
-use crate::support::free_port;
 use crate::support::redis::RedisServer;
+use crate::support::{free_port, unique_temp_path};
 
 const REPO: &str = env!("CARGO_MANIFEST_DIR");
 
@@ -333,11 +333,7 @@ struct Root {
 
 impl Root {
     fn new(name: &str) -> Self {
-        let dir = std::env::temp_dir().join(format!(
-            "sendgate-kit-{name}-{}-{}",
-            std::process::id(),
-            free_port().port()
-        ));
+        let dir = unique_temp_path("kit", name);
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).unwrap();
         std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).unwrap();
@@ -746,14 +742,6 @@ fn listeners(config: &Config, ports: &Ports) -> SocketAddr {
     admin
 }
 
-fn log_path(name: &str) -> PathBuf {
-    std::env::temp_dir().join(format!(
-        "sendgate-kit-log-{name}-{}-{}",
-        std::process::id(),
-        free_port().port()
-    ))
-}
-
 /// The store file sendgate created, resolved as it resolves it (relative to
 /// the working directory).
 fn store_file(config: &Config, kit_workdir: &str, root: &Root) -> PathBuf {
@@ -827,7 +815,7 @@ fn the_image_starts_as_its_user_with_only_its_volume_writable() {
         workdir: root.path(&image.workdir),
         env,
     };
-    let mut running = runner.spawn(&argv, &log_path("docker"));
+    let mut running = runner.spawn(&argv, &unique_temp_path("kit-log", "docker"));
     running.wait_ready(admin);
 
     // The HEALTHCHECK command, as Docker runs it in the container.
@@ -967,7 +955,7 @@ fn run_pod(manifest_name: &str, redis: Option<&RedisServer>) -> (Root, Config) {
         workdir: root.path(&workdir),
         env,
     };
-    let mut running = runner.spawn(&argv, &log_path(manifest_name));
+    let mut running = runner.spawn(&argv, &unique_temp_path("kit-log", manifest_name));
     running.wait_ready(admin);
 
     // What Prometheus would scrape, from the annotations, with no token.
@@ -1129,7 +1117,7 @@ fn the_systemd_unit_checks_starts_reloads_and_stops() {
     let argv = map_all(&start);
     let config = effective_config(&argv, &runner.env);
     let admin = listeners(&config, &ports);
-    let mut running = runner.spawn(&argv, &log_path("systemd"));
+    let mut running = runner.spawn(&argv, &unique_temp_path("kit-log", "systemd"));
     running.wait_ready(admin);
     let store = store_file(&config, &workdir, &root);
     assert!(store.is_file(), "no store at {}", store.display());

@@ -19,18 +19,14 @@ use sendgate::sandbox::PHONE_NUMBER_ID;
 use tokio_rustls::TlsConnector;
 use tokio_rustls::client::TlsStream;
 
-use crate::support::{Ca, Served, free_port, serve_sandbox};
+use crate::support::{Ca, Served, free_port, serve_sandbox, unique_temp_path};
 
 /// A directory of PEM files that lives as long as the test.
 struct Files(PathBuf);
 
 impl Files {
     fn new(name: &str) -> Self {
-        let dir = std::env::temp_dir().join(format!(
-            "sendgate-tls-{name}-{}-{}",
-            std::process::id(),
-            free_port().port()
-        ));
+        let dir = unique_temp_path("tls", name);
         std::fs::create_dir_all(&dir).unwrap();
         Files(dir)
     }

@@ -482,6 +482,14 @@ impl Drop for Served {
     }
 }
 
+/// A path in the temporary directory that no other test of this run uses:
+/// `sendgate-{kind}-{name}-{pid}-{n}`. Nothing is created.
+pub(crate) fn unique_temp_path(kind: &str, name: &str) -> std::path::PathBuf {
+    static NEXT: AtomicUsize = AtomicUsize::new(0);
+    let n = NEXT.fetch_add(1, Ordering::Relaxed);
+    std::env::temp_dir().join(format!("sendgate-{kind}-{name}-{}-{n}", std::process::id()))
+}
+
 /// A loopback address nothing listens on right now, for a server the test
 /// starts on a port it must name (sendgate's listeners, redis-server).
 ///
