@@ -25,7 +25,7 @@ use crate::identity::{
     Identities, LEGACY_DEFAULT_SCOPE, Migration, RedbStore, RedisStore, StoreError,
 };
 use crate::limits::Limits;
-use crate::metrics::Metrics;
+use crate::metrics::{Metrics, RELOAD_FAILURE, RELOAD_SUCCESS};
 use crate::relay::{body_failed, relay};
 use crate::templates::TemplateCategories;
 use crate::tls::Terminator;
@@ -176,7 +176,11 @@ impl App {
     /// Re-reads the config from its source and, if valid, puts it in force.
     pub fn reload(&self) -> Result<(), ReloadError> {
         let result = self.try_reload();
-        let outcome = if result.is_ok() { "success" } else { "failure" };
+        let outcome = if result.is_ok() {
+            RELOAD_SUCCESS
+        } else {
+            RELOAD_FAILURE
+        };
         Metrics::outcome(&self.metrics.config_reloads, outcome);
         match &result {
             Ok(()) => tracing::info!("configuration reloaded"),

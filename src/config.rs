@@ -59,6 +59,13 @@ macro_rules! words {
                     _ => None,
                 }
             }
+
+            /// The word config spells it with.
+            pub fn as_word(self) -> &'static str {
+                match self {
+                    $($name::$variant => $word,)+
+                }
+            }
         }
 
         impl<'de> Deserialize<'de> for $name {
@@ -628,8 +635,8 @@ impl Secrets {
     /// What a config needs from the environment and does not have.
     pub fn check(&self, config: &Config) -> Result<(), ConfigError> {
         let needed = [
-            ("SENDGATE_APP_SECRET", &self.app_secret),
-            ("SENDGATE_VERIFY_TOKEN", &self.verify_token),
+            (Self::APP_SECRET, &self.app_secret),
+            (Self::VERIFY_TOKEN, &self.verify_token),
         ];
         for (name, secret) in needed {
             if config.webhook.enabled() && secret.is_none() {
@@ -746,10 +753,11 @@ impl Config {
         let from_file = file
             .as_ref()
             .and_then(|file| file.get("log")?.get("format")?.as_str());
-        match from_env.as_deref().or(from_file) {
-            Some("json") => LogFormat::Json,
-            _ => LogFormat::Text,
-        }
+        from_env
+            .as_deref()
+            .or(from_file)
+            .and_then(LogFormat::from_word)
+            .unwrap_or(LogFormat::Text)
     }
 
     /// Checks what types alone cannot.

@@ -403,7 +403,6 @@ struct Struck {
     any: AtomicBool,
 }
 
-/// Most pairs [`Struck`] remembers.
 /// How long a pair backs off after its `strikes`-th 131056: 4^strikes
 /// seconds, the exponent capped by config (`max_exponent`) and by
 /// [`MAX_EXPONENT`].
@@ -412,6 +411,7 @@ fn pair_backoff(strikes: u32, max_exponent: u32) -> Duration {
     Duration::from_secs(4u64.saturating_pow(exponent))
 }
 
+/// Most pairs [`Struck`] remembers.
 const STRUCK_CAPACITY: usize = 10_000;
 
 impl Struck {

@@ -44,7 +44,13 @@ impl<M: EncodeMetric> EncodeMetric for Described<M> {
 }
 
 /// How a configuration reload ends.
-const RELOAD_OUTCOMES: [&str; 2] = ["success", "failure"];
+pub(crate) const RELOAD_SUCCESS: &str = "success";
+pub(crate) const RELOAD_FAILURE: &str = "failure";
+const RELOAD_OUTCOMES: [&str; 2] = [RELOAD_SUCCESS, RELOAD_FAILURE];
+
+/// The `limit` label of a shaped send's wait, counted once whichever limit
+/// made it.
+pub(crate) const ANY_LIMIT: &str = "any";
 
 /// A request, by route and what sendgate decided.
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -267,13 +273,9 @@ impl Metrics {
             };
             let _ = limit_rejections.get_or_create(&labels);
         }
-        // A shaped send's wait is counted once, whichever limit made it.
         let _ = limit_waits.get_or_create(&LimitLabels {
-            limit: "any".to_owned(),
+            limit: ANY_LIMIT.to_owned(),
         });
-        for result in ["hit", "miss"] {
-            let _ = identity_cache.get_or_create(&ResultLabels { result });
-        }
         let hot = HotSeries {
             requests: HOT_REQUESTS
                 .iter()

@@ -170,12 +170,7 @@ fn category_from_listing(body: &[u8], template: &TemplateRef) -> Option<Category
 }
 
 fn parse_category(text: &str) -> Option<Category> {
-    match text.to_ascii_uppercase().as_str() {
-        "MARKETING" => Some(Category::Marketing),
-        "UTILITY" => Some(Category::Utility),
-        "AUTHENTICATION" => Some(Category::Authentication),
-        _ => None,
-    }
+    Category::from_word(&text.to_ascii_uppercase())
 }
 
 /// Percent-encodes everything but RFC 3986 unreserved characters.

@@ -11,7 +11,7 @@ use super::operator::{
 };
 use super::{CliError, load_config};
 use crate::audit::{self, AuditContext, ListError, ListShape, Report};
-use crate::config::{Category, Config, Mode};
+use crate::config::{Config, Mode};
 use crate::identity::{Identities, RedbStore};
 
 /// The arguments of `sendgate audit`.
@@ -39,14 +39,6 @@ fn audit_store(config: &Config) -> Result<(Arc<Identities>, Option<String>), Cli
             "no identity store at {path} yet: no BSUID resolves"
         )),
         path => Ok((open_store(Path::new(path))?, None)),
-    }
-}
-
-fn category_name(category: Category) -> &'static str {
-    match category {
-        Category::Marketing => "MARKETING",
-        Category::Utility => "UTILITY",
-        Category::Authentication => "AUTHENTICATION",
     }
 }
 
@@ -116,7 +108,7 @@ pub fn run(args: &AuditArgs) -> Result<(), CliError> {
     let template = match args.template.as_deref() {
         None => "none".to_owned(),
         Some(name) => match config.templates.get(name) {
-            Some(&category) => format!("{name} ({})", category_name(category)),
+            Some(&category) => format!("{name} ({})", category.as_word()),
             None => format!("{name} (not in [templates])"),
         },
     };

@@ -29,7 +29,7 @@ use crate::identifier::{IdClass, classify, phone_digits};
 use crate::identity::Scope;
 use crate::limits::{Admission, ClientBucket, Refusal};
 use crate::logging::{Escaped, mask};
-use crate::metrics::{CodeLabels, Metrics};
+use crate::metrics::{ANY_LIMIT, CodeLabels, Metrics};
 use crate::relay::{body_failed, relay};
 pub use crate::route::{Endpoint, SendRoute};
 use crate::templates::LookupContext;
@@ -138,7 +138,7 @@ pub async fn handle(
         .await
     {
         Admission::Admitted { waited } if !waited.is_zero() => {
-            Metrics::limit(&app.metrics.limit_waits, "any");
+            Metrics::limit(&app.metrics.limit_waits, ANY_LIMIT);
             app.metrics.limit_wait_seconds.observe(waited.as_secs_f64());
         }
         Admission::Admitted { .. } => {}

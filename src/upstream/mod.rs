@@ -150,10 +150,6 @@ pub(crate) fn check_tls(config: &Config) -> Result<(), ConfigError> {
 /// The TLS client config: the chosen root store plus any extra CA file.
 /// ALPN (h2, http/1.1) is set by the connector builder.
 fn tls_config(config: &Config) -> Result<rustls::ClientConfig, ConfigError> {
-    let bad = |key: &str, reason: String| ConfigError {
-        key: key.into(),
-        reason,
-    };
     let mut roots = RootCertStore::empty();
     match config.upstream_roots {
         RootStore::Webpki => roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned()),
@@ -164,7 +160,7 @@ fn tls_config(config: &Config) -> Result<rustls::ClientConfig, ConfigError> {
                     .errors
                     .first()
                     .map_or("none found".into(), ToString::to_string);
-                return Err(bad(
+                return Err(ConfigError::new(
                     "upstream_roots",
                     format!("no system CA certificates: {why}"),
                 ));
@@ -180,7 +176,7 @@ fn tls_config(config: &Config) -> Result<rustls::ClientConfig, ConfigError> {
             rustls::crypto::ring::default_provider().into(),
         )
         .with_safe_default_protocol_versions()
-        .map_err(|err| bad("upstream", err.to_string()))?
+        .map_err(|err| ConfigError::new("upstream", err.to_string()))?
         .with_root_certificates(roots)
         .with_no_client_auth(),
     )
