@@ -5,12 +5,13 @@ use std::net::SocketAddr;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use crate::support::{Answer, free_port, serve_sandbox};
+use crate::support::{Answer, free_port, serve_sandbox, signal};
 use bytes::Bytes;
 use http::Request;
 use http_body_util::{BodyExt, Full};
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
+use rustix::process::Signal;
 use serde_json::Value;
 
 const BIN: &str = env!("CARGO_BIN_EXE_sendgate");
@@ -93,7 +94,8 @@ async fn the_sandbox_keeps_its_pairs_out_of_the_default_store() {
 /// relay without its secrets) never says it.
 #[test]
 fn a_serve_that_cannot_start_never_says_it_started() {
-    let output = Command::new(BIN)
+    let mut serve = Command::new(BIN);
+    serve
         .args(["serve", "--listen", "127.0.0.1:0"])
         .current_dir(std::env::temp_dir())
         .env_remove("SENDGATE_CONFIG")
@@ -103,9 +105,8 @@ fn a_serve_that_cannot_start_never_says_it_started() {
         .env("SENDGATE_ADMIN__LISTEN", "")
         .env("SENDGATE_WEBHOOK__PATH", "/webhook")
         .env("SENDGATE_WEBHOOK__FORWARD_TO", "http://127.0.0.1:9/hook")
-        .env("RUST_LOG", "info")
-        .output()
-        .unwrap();
+        .env("RUST_LOG", "info");
+    let output = exits_within(serve, Duration::from_secs(20));
     assert!(!output.status.success(), "{output:?}");
     let said = String::from_utf8_lossy(&output.stdout) + String::from_utf8_lossy(&output.stderr);
     assert!(said.contains("SENDGATE_APP_SECRET"), "{said}");
@@ -557,13 +558,7 @@ async fn sighup_reloads_the_config_file_and_refuses_a_broken_one() {
     let throughput = |limits: &Value| limits["limits"]["number"]["throughput"].clone();
     assert_eq!(throughput(&admin_get(admin, "/admin/limits").await), "high");
 
-    let hangup = |pid: u32| {
-        let status = Command::new("kill")
-            .args(["-HUP", &pid.to_string()])
-            .status()
-            .unwrap();
-        assert!(status.success());
-    };
+    let hangup = |pid: u32| signal(pid, Signal::HUP);
     std::fs::write(&path, format!("{head}[limits.number]\nthroughput = 1\n")).unwrap();
     hangup(served.child.id());
     let started = Instant::now();

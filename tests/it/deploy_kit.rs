@@ -30,6 +30,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use rustix::process::Signal;
 use sendgate::Config;
 use yaml_rust2::{Yaml, YamlLoader};
 
@@ -573,12 +574,8 @@ impl Running {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
 
-    fn signal(&self, name: &str) {
-        let status = Command::new("kill")
-            .args(["-s", name, &self.child.id().to_string()])
-            .status()
-            .unwrap();
-        assert!(status.success());
+    fn signal(&self, signal: Signal) {
+        crate::support::signal(self.child.id(), signal);
     }
 
     /// Waits until `GET /readyz` on `admin` answers 200 ready (20 s at most).
@@ -834,7 +831,7 @@ fn the_image_starts_as_its_user_with_only_its_volume_writable() {
         store.display()
     );
 
-    running.signal("TERM");
+    running.signal(Signal::TERM);
     running.wait_exit(Duration::from_millis(
         config.shutdown.delay_ms + config.shutdown.drain_timeout_ms + 10_000,
     ));
@@ -971,12 +968,20 @@ fn run_pod(manifest_name: &str, redis: Option<&RedisServer>) -> (Root, Config) {
         "scraping {scrape_path} on {scrape_port} without a token: {scraped:?}"
     );
 
-    running.signal("TERM");
+    let signalled = Instant::now();
+    running.signal(Signal::TERM);
     if config.shutdown.delay_ms >= 1000 {
-        // Readiness fails at once while it keeps serving for the delay.
-        std::thread::sleep(Duration::from_millis(300));
-        let (status, body) = get(admin, "/readyz").expect("still answering");
-        assert_eq!((status, body.contains("draining")), (503, true), "{body}");
+        // Readiness fails while sendgate keeps answering for the delay.
+        let delay = Duration::from_millis(config.shutdown.delay_ms);
+        loop {
+            let (status, body) = get(admin, "/readyz").expect("still answering");
+            if status == 503 && body.contains("draining") {
+                break;
+            }
+            assert_eq!(status, 200, "{body}");
+            assert!(signalled.elapsed() < delay / 2, "readiness still ready");
+            std::thread::sleep(Duration::from_millis(20));
+        }
     }
     running.wait_exit(Duration::from_millis(
         config.shutdown.delay_ms + config.shutdown.drain_timeout_ms + 10_000,
@@ -1159,7 +1164,7 @@ fn the_systemd_unit_checks_starts_reloads_and_stops() {
         unit.get("KillSignal").map(|v| v[0].as_str()),
         Some("SIGTERM")
     );
-    running.signal("TERM");
+    running.signal(Signal::TERM);
     let timeout: u64 = one("TimeoutStopSec")
         .parse()
         .expect("TimeoutStopSec in seconds");

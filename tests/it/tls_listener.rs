@@ -12,6 +12,7 @@ use http::{Request, StatusCode, Version};
 use http_body_util::{BodyExt, Full};
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use rcgen::{CertificateParams, DistinguishedName, DnType, KeyPair};
+use rustix::process::Signal;
 use rustls::HandshakeKind;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
@@ -19,7 +20,7 @@ use sendgate::sandbox::PHONE_NUMBER_ID;
 use tokio_rustls::TlsConnector;
 use tokio_rustls::client::TlsStream;
 
-use crate::support::{Ca, Served, free_port, serve_sandbox, unique_temp_path};
+use crate::support::{Ca, Served, free_port, serve_sandbox, signal, unique_temp_path};
 
 /// A directory of PEM files that lives as long as the test.
 struct Files(PathBuf);
@@ -271,11 +272,7 @@ async fn a_renewed_certificate_serves_new_connections_after_sighup_and_open_ones
     // apart), then SIGHUP.
     let new_ca = Ca::new();
     server_files(&files, &new_ca);
-    let hangup = std::process::Command::new("kill")
-        .args(["-HUP", &served.child.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(hangup.success());
+    signal(served.child.id(), Signal::HUP);
     let reloaded = Instant::now();
     while connect(served.addr, &new_ca.pem, &[], None).await.is_err() {
         assert!(
@@ -416,12 +413,19 @@ async fn a_silent_client_is_closed_before_its_handshake() {
     let files = Files::new("silent");
     server_files(&files, &Ca::new());
     let served = start(&files, "[connections]\nheader_timeout_ms = 300\n", None).await;
+    // Counted from before the connect, so that it never undercounts.
+    let since = Instant::now();
     let mut silent = tokio::net::TcpStream::connect(served.addr).await.unwrap();
     let mut byte = [0; 1];
     let read = tokio::time::timeout(Duration::from_secs(5), silent.read(&mut byte)).await;
     assert!(
         matches!(read, Ok(Ok(0)) | Ok(Err(_))),
         "closed, not left open: {read:?}"
+    );
+    assert!(
+        since.elapsed() >= Duration::from_millis(300),
+        "closed after {:?}, before the head timeout",
+        since.elapsed()
     );
 }
 
@@ -439,9 +443,10 @@ async fn an_openssl_client_resumes_its_session_with_the_same_ticket_again() {
     let connect = format!("localhost:{}", served.addr.port());
     // The server is another process: blocking this test's thread is fine.
     let s_client = |session_flag: &str| {
-        let mut child = std::process::Command::new("openssl")
+        // Bounded: a server that never closes fails the test, not hangs it.
+        let mut child = std::process::Command::new("timeout")
             .args([
-                "s_client", "-ign_eof", "-connect", &connect, "-CAfile", &ca_path,
+                "20", "openssl", "s_client", "-ign_eof", "-connect", &connect, "-CAfile", &ca_path,
             ])
             .args([session_flag, &session])
             .stdin(std::process::Stdio::piped())

@@ -482,6 +482,14 @@ impl Drop for Served {
     }
 }
 
+/// Sends `signal` to the process `pid`, by a system call rather than by
+/// running `kill`: the signal is sent when this returns, with no process
+/// to start in between (a timing test counts from just before).
+pub(crate) fn signal(pid: u32, signal: rustix::process::Signal) {
+    let pid = rustix::process::Pid::from_raw(i32::try_from(pid).unwrap()).expect("a pid");
+    rustix::process::kill_process(pid, signal).expect("the process takes signals");
+}
+
 /// A path in the temporary directory that no other test of this run uses:
 /// `sendgate-{kind}-{name}-{pid}-{n}`. Nothing is created.
 pub(crate) fn unique_temp_path(kind: &str, name: &str) -> std::path::PathBuf {

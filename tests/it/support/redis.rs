@@ -7,6 +7,8 @@ use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use rustix::process::Signal;
+
 use super::free_port;
 
 /// One redis-server.
@@ -81,20 +83,15 @@ impl RedisServer {
     /// SIGSTOP: connections stay open and nothing answers (a hung or
     /// partitioned server), until [`resume`](Self::resume).
     pub(crate) fn pause(&self) {
-        self.signal("STOP");
+        self.signal(Signal::STOP);
     }
 
     pub(crate) fn resume(&self) {
-        self.signal("CONT");
+        self.signal(Signal::CONT);
     }
 
-    fn signal(&self, name: &str) {
-        let pid = self.child.as_ref().expect("running").id().to_string();
-        let status = Command::new("kill")
-            .args(["-s", name, &pid])
-            .status()
-            .unwrap();
-        assert!(status.success());
+    fn signal(&self, signal: Signal) {
+        super::signal(self.child.as_ref().expect("running").id(), signal);
     }
 
     /// Starts again on the same port and directory (its AOF).
