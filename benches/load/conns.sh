@@ -25,11 +25,8 @@ SKIP_BUILD=${SKIP_BUILD:-0}         # 1: use target/release/sendgate as it is
 KEEP_TMP=${KEEP_TMP:-0}             # 1: keep the temp dir (configs, logs, raw results)
 OUT=${OUT:-$HERE/conns-latest.md}
 
-log() { printf '[conns %s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
-die() { log "ERROR: $*"; exit 1; }
-int_in() { # name value min max
-    [[ $2 =~ ^[0-9]+$ ]] && (($2 >= $3 && $2 <= $4)) || die "$1=$2: want an integer in [$3, $4]"
-}
+BENCH=conns
+source "$HERE/lib.sh"
 int_in IDLE "$IDLE" 1 15000
 int_in INFLIGHT "$INFLIGHT" 1 15000
 int_in BURST "$BURST" 1 15000
@@ -49,12 +46,6 @@ NPORT=$((BASE_PORT + 3))
 SPORT=$((BASE_PORT + 4))
 START_TIME=$(date +%s)
 
-# sendgate reads SENDGATE_* and RUST_LOG from the environment: keep the
-# caller's out of the measurement.
-for var in $(compgen -e); do
-    case $var in SENDGATE_* | RUST_LOG) unset "$var" ;; esac
-done
-
 # Every side holds one descriptor per connection (the proxy two).
 ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
 NOFILE=$(ulimit -n)
@@ -70,14 +61,7 @@ NGINX_NOFILE=65536
 [[ $NOFILE == unlimited ]] || ((NOFILE >= NGINX_NOFILE)) || NGINX_NOFILE=$NOFILE
 
 # ---- tools and build --------------------------------------------------------
-SUDO=""
-[[ $(id -u) == 0 ]] || SUDO=sudo
-export PATH="${CARGO_HOME:-$HOME/.cargo}/bin:$PATH:/usr/sbin:/sbin"
-if ! command -v nginx >/dev/null; then
-    log "installing nginx with apt-get"
-    $SUDO apt-get update
-    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y nginx
-fi
+need_tools nginx
 command -v python3 >/dev/null || die "python3 not found"
 python3 -c 'import sys; sys.exit(sys.version_info < (3, 11))' || die "python3 3.11 or newer needed"
 if [[ $SKIP_BUILD != 1 ]]; then

@@ -53,7 +53,7 @@ redis-server --port "$RPORT" --bind 127.0.0.1 --dir "$TMP/redis" --save "" \
     --appendonly yes --appendfsync always >"$TMP/redis.log" 2>&1 &
 REDIS_PID=$!
 PIDS+=("$REDIS_PID")
-for _ in $(seq 100); do redis-cli -p "$RPORT" ping >/dev/null 2>&1 && break; sleep 0.1; done
+wait_for redis "$REDIS_PID" redis-cli -p "$RPORT" ping
 export SENDGATE_ADMIN_TOKEN=bench
 "$TMP/sendgate" serve --config "$TMP/single.toml" </dev/null >"$TMP/single.log" 2>&1 &
 SINGLE_PID=$!

@@ -20,8 +20,8 @@ SKIP_BUILD=${SKIP_BUILD:-0}   # 1: use target/release/sendgate as it is
 ICOUNT_BINARY=${ICOUNT_BINARY:-} # another build to count (implies no build), e.g. an older commit's
 SCENARIOS=${SCENARIOS:-"get post send-phone send-rewrite"}
 
-log() { printf '[icount %s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
-die() { log "ERROR: $*"; exit 1; }
+BENCH=icount
+source "$HERE/lib.sh"
 [[ $N1 =~ ^[0-9]+$ && $N2 =~ ^[0-9]+$ ]] && ((N1 >= 100 && N2 > N1 && N2 <= 200000)) ||
     die "want 100 <= N1 < N2 <= 200000"
 # Checked before anything starts: `count` runs in a subshell, whose exit
@@ -33,16 +33,7 @@ for scenario in $SCENARIOS; do
     esac
 done
 
-SUDO=""
-[[ $(id -u) == 0 ]] || SUDO=sudo
-export PATH="${CARGO_HOME:-$HOME/.cargo}/bin:$PATH:/usr/sbin:/sbin"
-missing=()
-for tool in valgrind nginx curl; do command -v $tool >/dev/null || missing+=("$tool"); done
-if ((${#missing[@]})); then
-    log "installing with apt-get: ${missing[*]}"
-    $SUDO apt-get update
-    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y "${missing[@]}"
-fi
+need_tools valgrind nginx curl
 command -v oha >/dev/null || timeout 900 cargo install oha --locked || die "oha is needed"
 if [[ -z $ICOUNT_BINARY ]]; then
     [[ $SKIP_BUILD == 1 ]] || (cd "$ROOT" && cargo build --release)

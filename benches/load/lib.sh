@@ -1,11 +1,16 @@
-# What the side-by-side benchmarks (fleet.sh, tls.sh) share: logging, the
-# tools they install, the release build, the temp dir and the processes they
-# stop on exit, readiness waits, the wrk script of a send and CPU ticks.
+# What the benchmark scripts share. All of them: logging, knob checks, an
+# environment free of the caller's SENDGATE_* and RUST_LOG, and the tools
+# they install. fleet.sh and tls.sh also: the release build, the temp dir and
+# the processes they stop on exit, readiness waits, the wrk script of a send
+# and CPU ticks.
 # Sourced, not run:
 #   BENCH=name; source "$HERE/lib.sh"
 
 log() { printf '[%s %s] %s\n' "$BENCH" "$(date +%H:%M:%S)" "$*" >&2; }
 die() { log "ERROR: $*"; exit 1; }
+int_in() { # name value min max
+    [[ $2 =~ ^[0-9]+$ ]] && (($2 >= $3 && $2 <= $4)) || die "$1=$2: want an integer in [$3, $4]"
+}
 
 # sendgate reads SENDGATE_* and RUST_LOG from the environment: keep the
 # caller's out of the measurement.
@@ -51,15 +56,21 @@ cleanup() {
     exit "$rc"
 }
 
-wait_url() { # name url pid [curl options...] -> returns once url answers, dies if pid exits first
-    local name=$1 url=$2 pid=$3 i
-    shift 3
+wait_for() { # name pid command... -> returns once command succeeds (10 s at most), dies if pid exits first
+    local name=$1 pid=$2 i
+    shift 2
     for i in $(seq 1 100); do
         kill -0 "$pid" 2>/dev/null || die "$name exited at start (see $TMP)"
-        curl -s -o /dev/null --max-time 1 "$@" "$url" && return 0
+        "$@" >/dev/null 2>&1 && return 0
         sleep 0.1
     done
-    die "$name did not answer on $url"
+    die "$name did not answer: $*"
+}
+
+wait_url() { # name url pid [curl options...] -> returns once url answers, dies if pid exits first
+    local name=$1 url=$2 pid=$3
+    shift 3
+    wait_for "$name" "$pid" curl -s -o /dev/null --max-time 1 "$@" "$url"
 }
 
 wrk_script() { # file body [extra-lua] -> a wrk script POSTing body as a send, printing RESULT at the end

@@ -24,12 +24,8 @@ KEEP_TMP=${KEEP_TMP:-0}       # 1: keep the temp dir (configs, logs, raw outputs
 OUT=${OUT:-$HERE/results-latest.md}
 SCENARIOS=${SCENARIOS:-"direct nginx nginx-get hyper-floor sendgate-get sendgate-post sendgate-send-phone sendgate-send-rewrite sendgate-send-limits-warm"}
 
-log() { printf '[load %s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
-die() { log "ERROR: $*"; exit 1; }
-
-int_in() { # name value min max
-    [[ $2 =~ ^[0-9]+$ ]] && (($2 >= $3 && $2 <= $4)) || die "$1=$2: want an integer in [$3, $4]"
-}
+BENCH=load
+source "$HERE/lib.sh"
 int_in DURATION "$DURATION" 1 120
 int_in WARMUP "$WARMUP" 0 60
 int_in ROUNDS "$ROUNDS" 1 20
@@ -49,27 +45,8 @@ APORT=$((BASE_PORT + 5))
 START_TIME=$(date +%s)
 LATENCY_NOTE=""
 
-# sendgate reads SENDGATE_* and RUST_LOG from the environment: keep the
-# caller's out of the measurement.
-for var in $(compgen -e); do
-    case $var in SENDGATE_* | RUST_LOG) unset "$var" ;; esac
-done
-
 # ---- 1. tools ---------------------------------------------------------------
-SUDO=""
-[[ $(id -u) == 0 ]] || SUDO=sudo
-export PATH="${CARGO_HOME:-$HOME/.cargo}/bin:$PATH:/usr/sbin:/sbin"
-
-missing=()
-command -v nginx >/dev/null || missing+=(nginx)
-command -v wrk >/dev/null || missing+=(wrk)
-command -v curl >/dev/null || missing+=(curl)
-command -v python3 >/dev/null || missing+=(python3)
-if ((${#missing[@]})); then
-    log "installing with apt-get: ${missing[*]}"
-    $SUDO apt-get update
-    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y "${missing[@]}"
-fi
+need_tools nginx wrk curl python3
 command -v cargo >/dev/null || die "cargo not found: install a Rust toolchain (rust-version in Cargo.toml) first"
 
 if [[ $LATENCY_TOOL == oha ]] && ! command -v oha >/dev/null; then
