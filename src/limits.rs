@@ -147,6 +147,8 @@ struct Bucket {
     limiter: Arc<Keyed>,
     /// The configured quota, which Redis enforces for the fleet.
     shared: SharedQuota,
+    /// How many units of `shared` one Redis call asks for in a fleet.
+    lease: u32,
 }
 
 /// What one limit is configured to do.
@@ -200,6 +202,7 @@ impl Bucket {
             quota,
             limiter,
             shared,
+            lease: shared.lease(replicas),
         }
     }
 }
@@ -329,8 +332,6 @@ struct Fleet {
     /// Units Redis granted ahead, per (limit, scope, key): a fast quota
     /// costs a Redis call per lease, not per send (`fleet::limits`).
     leases: Arc<DashMap<LeaseKey, Lease>>,
-    /// `fleet.expected_replicas`: a lease is at most a share of a burst.
-    replicas: u32,
     /// Pairs that may carry strikes in Redis.
     struck: Arc<Struck>,
     /// Configured numbers, which `/admin/limits` shows before any send.
@@ -504,18 +505,21 @@ impl Limits {
             quota: per_second(limits.client.per_second, Some(limits.client.burst)),
         };
         let backoffs = old.map(|old| old.backoffs.clone()).unwrap_or_default();
+        // The local limiters are a fallback in a fleet: each replica's
+        // share. A lease, too, is at most a share of a burst.
+        let replicas = match shared {
+            Some(_) => config.fleet.expected_replicas.max(1),
+            None => 1,
+        };
         let fleet = shared.map(|shared| Fleet {
             shared,
             leases: Arc::default(),
-            replicas: config.fleet.expected_replicas.max(1),
             struck: old
                 .and_then(|old| old.fleet.as_ref())
                 .map(|fleet| fleet.struck.clone())
                 .unwrap_or_default(),
             configured: config.numbers.keys().cloned().collect(),
         });
-        // The local limiters are a fallback in a fleet: each replica's share.
-        let replicas = fleet.as_ref().map_or(1, |fleet| fleet.replicas);
         Limits {
             number: Limit::new(
                 LimitKind::Number,
@@ -666,11 +670,11 @@ impl Limits {
         key: u64,
         shared: SharedKey<'_>,
     ) -> Option<Result<u32, Duration>> {
-        let quota = limit.bucket(scope).shared;
-        let wanted = quota.lease(fleet.replicas);
+        let bucket = limit.bucket(scope);
+        let (quota, wanted) = (bucket.shared, bucket.lease);
         let lease_key = (limit.kind, self.hasher.key(&[scope]), key);
-        let now = Instant::now();
         if let Some(mut lease) = fleet.leases.get_mut(&lease_key) {
+            let now = Instant::now();
             if now < lease.refused_until {
                 return Some(Err(lease.refused_until - now));
             }
