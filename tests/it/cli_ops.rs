@@ -33,17 +33,21 @@ impl Scratch {
         path
     }
 
-    /// Runs sendgate in the scratch directory (so no `config/sendgate.toml`
-    /// of the source tree is picked up) with the scratch store.
-    fn run(&self, args: &[&str]) -> Output {
-        Command::new(BIN)
+    /// sendgate in the scratch directory (so no `config/sendgate.toml` of
+    /// the source tree is picked up) with the scratch store.
+    fn command(&self, args: &[&str]) -> Command {
+        let mut command = Command::new(BIN);
+        command
             .args(args)
             .current_dir(&self.dir)
             .env_remove("SENDGATE_CONFIG")
             .env_remove("RUST_LOG")
-            .env("SENDGATE_STORE__PATH", self.store())
-            .output()
-            .unwrap()
+            .env("SENDGATE_STORE__PATH", self.store());
+        command
+    }
+
+    fn run(&self, args: &[&str]) -> Output {
+        self.command(args).output().unwrap()
     }
 }
 
@@ -61,12 +65,8 @@ fn text(bytes: &[u8]) -> String {
 /// (stdout, stderr).
 fn ok_with_stdin(scratch: &Scratch, args: &[&str], input: &str) -> (String, String) {
     use std::io::Write;
-    let mut child = Command::new(BIN)
-        .args(args)
-        .current_dir(&scratch.dir)
-        .env_remove("SENDGATE_CONFIG")
-        .env_remove("RUST_LOG")
-        .env("SENDGATE_STORE__PATH", scratch.store())
+    let mut child = scratch
+        .command(args)
         .stdin(std::process::Stdio::piped())
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
@@ -526,10 +526,8 @@ fn import_refuses_to_create_a_store_unless_told_to() {
     assert_eq!(text(&output.stdout), "", "nothing imported");
 
     // The default, relative store path: the message says where that is.
-    let output = Command::new(BIN)
-        .args(["import", "pairs.csv", "--number", "1"])
-        .current_dir(&scratch.dir)
-        .env_remove("SENDGATE_CONFIG")
+    let output = scratch
+        .command(&["import", "pairs.csv", "--number", "1"])
         .env_remove("SENDGATE_STORE__PATH")
         .output()
         .unwrap();
