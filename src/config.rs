@@ -42,10 +42,10 @@ const NOT_SETTINGS: [&str; 5] = [
     "SENDGATE_CONFIG",
 ];
 
-/// `Deserialize` for an enum config spells as words, with an error that lists
-/// the words whatever the wrong value was: serde's derive lists them for a
-/// wrong word only, and says "invalid type: unit variant, expected string
-/// only" for a number or a boolean.
+/// `Deserialize` and `Serialize` for an enum config spells as words, from one
+/// table, with an error that lists the words whatever the wrong value was:
+/// serde's derive lists them for a wrong word only, and says "invalid type:
+/// unit variant, expected string only" for a number or a boolean.
 macro_rules! words {
     ($name:ident { $($variant:ident => $word:literal),+ $(,)? }) => {
         impl $name {
@@ -65,6 +65,12 @@ macro_rules! words {
                 match self {
                     $($name::$variant => $word,)+
                 }
+            }
+        }
+
+        impl Serialize for $name {
+            fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+                serializer.serialize_str(self.as_word())
             }
         }
 
@@ -141,8 +147,7 @@ pub struct Config {
 }
 
 /// How a limit acts when a send is over it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "lowercase")]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum LimitMode {
     /// Not enforced.
     Off,
@@ -203,8 +208,7 @@ impl<'de> Deserialize<'de> for Throughput {
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "lowercase")]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Tier {
     /// 80 messages per second, the default.
     Standard,
@@ -479,8 +483,7 @@ pub enum BatchPolicy {
 
 words!(BatchPolicy { Refuse => "refuse", Inspect => "inspect" });
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "lowercase")]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Mode {
     /// Rewrite and block.
     Enforce,

@@ -108,8 +108,8 @@ pub async fn serve_until(
         }
     };
     overrides(&mut config);
-    super::check::before_start(&config, &Secrets::from_env(std::env::vars()))
-        .map_err(|err| format!("config error: {err}"))?;
+    let secrets = Secrets::from_env(std::env::vars());
+    super::check::before_start(&config, &secrets).map_err(|err| format!("config error: {err}"))?;
     let listener = server::bind(config.listen, config.connections.backlog)
         .map_err(|err| format!("cannot listen on {}: {err}", config.listen))?;
     let admin_listen = config
@@ -124,7 +124,6 @@ pub async fn serve_until(
         None => None,
     };
     let (listen, upstream, mode) = (config.listen, config.upstream.clone(), config.policy.mode);
-    let secrets = Secrets::from_env(std::env::vars());
     let source = ConfigSource {
         path,
         overrides: Box::new(overrides),
