@@ -130,6 +130,18 @@ fn client_config(
 struct Http1(hyper::client::conn::http1::SendRequest<Full<Bytes>>);
 
 impl Http1 {
+    /// A TLS connection to `addr` (see [`connect`]) with an HTTP/1.1 client
+    /// on it; panics if either fails.
+    async fn open(
+        addr: SocketAddr,
+        ca_pem: &str,
+        alpn: &[&[u8]],
+        identity: Option<&(String, String)>,
+    ) -> Self {
+        let stream = connect(addr, ca_pem, alpn, identity).await.unwrap();
+        Http1::over(stream).await.unwrap()
+    }
+
     async fn over(stream: TlsStream<tokio::net::TcpStream>) -> hyper::Result<Self> {
         let (sender, connection) =
             hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
@@ -256,13 +268,7 @@ async fn a_renewed_certificate_serves_new_connections_after_sighup_and_open_ones
     server_files(&files, &old_ca);
     let admin = free_port();
     let served = start(&files, "", Some(admin)).await;
-    let mut open = Http1::over(
-        connect(served.addr, &old_ca.pem, &[b"http/1.1"], None)
-            .await
-            .unwrap(),
-    )
-    .await
-    .unwrap();
+    let mut open = Http1::open(served.addr, &old_ca.pem, &[b"http/1.1"], None).await;
     assert_eq!(
         open.send("16315551234", "t").await.unwrap().0,
         StatusCode::OK
@@ -306,9 +312,7 @@ async fn a_renewed_certificate_serves_new_connections_after_sighup_and_open_ones
         body["error"].as_str().unwrap().contains("tls.key"),
         "{body}"
     );
-    let mut after = Http1::over(connect(served.addr, &new_ca.pem, &[], None).await.unwrap())
-        .await
-        .unwrap();
+    let mut after = Http1::open(served.addr, &new_ca.pem, &[], None).await;
     assert_eq!(
         after.send("16315551236", "t").await.unwrap().0,
         StatusCode::OK
@@ -333,37 +337,19 @@ async fn a_client_certificate_is_required_and_names_its_client() {
     let served = start(&files, &config, None).await;
 
     let bulk = client_ca.issue(&["bulk.example"]);
-    let mut first = Http1::over(
-        connect(served.addr, &server_ca.pem, &[], Some(&bulk))
-            .await
-            .unwrap(),
-    )
-    .await
-    .unwrap();
+    let mut first = Http1::open(served.addr, &server_ca.pem, &[], Some(&bulk)).await;
     assert_eq!(
         first.send("16315551234", "token-a").await.unwrap().0,
         StatusCode::OK
     );
     // Another connection and another token: still that client, whose share is spent.
-    let mut second = Http1::over(
-        connect(served.addr, &server_ca.pem, &[], Some(&bulk))
-            .await
-            .unwrap(),
-    )
-    .await
-    .unwrap();
+    let mut second = Http1::open(served.addr, &server_ca.pem, &[], Some(&bulk)).await;
     let (status, body) = second.send("16315551235", "token-b").await.unwrap();
     assert_eq!(status, StatusCode::TOO_MANY_REQUESTS, "{body}");
 
     // A certificate naming no client is let in with the token's own share.
     let other = client_ca.issue(&["other.example"]);
-    let mut third = Http1::over(
-        connect(served.addr, &server_ca.pem, &[], Some(&other))
-            .await
-            .unwrap(),
-    )
-    .await
-    .unwrap();
+    let mut third = Http1::open(served.addr, &server_ca.pem, &[], Some(&other)).await;
     assert_eq!(
         third.send("16315551236", "token-b").await.unwrap().0,
         StatusCode::OK
